@@ -1,0 +1,3 @@
+"""lapa_learning: LAPA (Latent Action Pretraining from Videos) in plain PyTorch. Never imports ROS."""
+
+__version__ = "0.1.0"
