@@ -12,7 +12,10 @@ happen only when that verb runs. `lapa --help` therefore stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.util
+import io
 import os
 import sys
 
@@ -87,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
 def _parse_verb(parser: argparse.ArgumentParser, argv: list[str]):
     """Parse only far enough to know the verb; `--help` after a verb is honoured by the second pass."""
     stripped = [a for a in argv if a not in ("-h", "--help")]
-    try:
-        return parser.parse_known_args(stripped)
-    except SystemExit:
-        parser.parse_args(argv)  # prints the proper usage or help, then exits
-        raise
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return parser.parse_known_args(stripped)
+        except SystemExit:
+            pass
+    parser.parse_args(argv)  # prints the proper usage or help, then exits
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ State: (x, y, z) of the tool centre point in metres, and the gripper opening (0 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,7 +132,10 @@ class MetaWorldEnv:
         """The shipped scripted expert's action for the current state, clipped to the valid range."""
         if self._obs is None:
             raise RuntimeError("call reset(seed) before expert_action()")
-        return np.clip(self._expert.get_action(self._obs), -1.0, 1.0).astype(np.float32)
+        with warnings.catch_warnings():  # the experts' gains exceed 1 by design; the env clips, and so do we
+            warnings.filterwarnings("ignore", message="Constant")
+            action = self._expert.get_action(self._obs)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def render(self) -> np.ndarray:
         image = self._env.render()

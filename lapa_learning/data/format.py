@@ -1,0 +1,79 @@
+"""The episode dataset layout: LeRobotDataset v2.1 (see docs/datasets.md for the differences).
+
+    root/
+      meta/info.json               dataset-wide facts: fps, features, counts, path templates
+      meta/episodes.jsonl          one line per episode: index, tasks (instructions), length (+ task, success)
+      meta/tasks.jsonl             one line per distinct instruction: task_index, task
+      meta/episodes_stats.jsonl    per-episode min/max/mean/std of the numeric features
+      meta/stats.json              dataset-wide per-dimension statistics and quantiles (written on close)
+      data/chunk-000/episode_000000.parquet         per-frame rows
+      videos/chunk-000/<video_key>/episode_000000.mp4
+
+meta/episodes.jsonl is the commit record: an episode exists when its line is there, and its files were renamed into
+place before that line was written. Files of episodes that are not listed are leftovers of a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CODEBASE_VERSION = "v2.1"
+CHUNKS_SIZE = 1000
+DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+INFO = "meta/info.json"
+EPISODES = "meta/episodes.jsonl"
+TASKS = "meta/tasks.jsonl"
+EPISODES_STATS = "meta/episodes_stats.jsonl"
+STATS = "meta/stats.json"
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+def data_path(root: Path, episode_index: int) -> Path:
+    return root / DATA_PATH.format(episode_chunk=episode_index // CHUNKS_SIZE, episode_index=episode_index)
+
+
+def video_path(root: Path, video_key: str, episode_index: int) -> Path:
+    return root / VIDEO_PATH.format(episode_chunk=episode_index // CHUNKS_SIZE, video_key=video_key,
+                                    episode_index=episode_index)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    from lapa_learning.errors import DatasetError
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DatasetError(f"{path} line {n} is not valid JSON ({err.msg})") from None
+    return rows

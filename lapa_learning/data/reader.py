@@ -1,0 +1,166 @@
+"""EpisodeDataset: read an episode dataset (frames, actions, states, instructions) for training."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lapa_learning.data import format as fmt
+from lapa_learning.data.video import read_video
+from lapa_learning.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class EpisodeInfo:
+    index: int
+    length: int
+    instruction: str
+    task: str | None  # simulator task id (e.g. "push-v3") when known
+    success: bool | None
+
+
+class EpisodeDataset:
+    """Read-only view of a dataset written by EpisodeWriter (or any LeRobotDataset v2.1 with one camera)."""
+
+    def __init__(self, root: str | os.PathLike, video_key: str | None = None):
+        self.root = Path(root)
+        info_path = self.root / fmt.INFO
+        if not info_path.is_file():
+            raise DatasetError(f"{self.root} is not an episode dataset: {fmt.INFO} is missing "
+                               f"(create one with `lapa data generate` or the recorder node)")
+        try:
+            self.info = json.loads(info_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{info_path} is not valid JSON ({err.msg})") from None
+        if not str(self.info.get("codebase_version", "")).startswith("v2"):
+            raise DatasetError(f"{info_path}: codebase_version {self.info.get('codebase_version')!r} is not "
+                               f"supported (expected LeRobotDataset v2.x)")
+        features = self.info.get("features", {})
+        videos = [k for k, v in features.items() if v.get("dtype") == "video"]
+        if video_key is None:
+            if not videos:
+                raise DatasetError(f"{info_path} declares no video feature")
+            video_key = self.info.get("lapa", {}).get("video_key", videos[0])
+        if video_key not in videos:
+            raise DatasetError(f"{info_path} has no video feature {video_key!r}; it has {videos}")
+        self.video_key = video_key
+        self.fps = float(self.info["fps"])
+        h, w, _ = features[video_key]["shape"]
+        self.image_size = (int(h), int(w))
+        self.has_actions = "action" in features
+        self.action_names = tuple(features["action"]["names"]) if self.has_actions else ()
+        self.state_names = tuple(features["observation.state"]["names"]) if "observation.state" in features else ()
+        episodes_path = self.root / fmt.EPISODES
+        if not episodes_path.is_file():
+            raise DatasetError(f"{self.root} is not an episode dataset: {fmt.EPISODES} is missing")
+        tasks_by_index = {}
+        if (self.root / fmt.TASKS).is_file():
+            tasks_by_index = {r["task_index"]: r["task"] for r in fmt.read_jsonl(self.root / fmt.TASKS)}
+        self.tasks = [tasks_by_index[i] for i in sorted(tasks_by_index)]
+        self.episodes = [
+            EpisodeInfo(index=int(r["episode_index"]), length=int(r["length"]), instruction=r["tasks"][0],
+                        task=r.get("task_name"), success=r.get("success"))
+            for r in fmt.read_jsonl(episodes_path)
+        ]
+        self._by_index = {ep.index: ep for ep in self.episodes}
+        self._tables: dict[int, dict] = {}
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(ep.length for ep in self.episodes)
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    def __repr__(self) -> str:
+        kind = f"actions {list(self.action_names)}" if self.has_actions else "action-free"
+        h, w = self.image_size
+        return (f"EpisodeDataset({self.root}: {self.num_episodes} episodes, {self.num_frames} frames, "
+                f"{len(self.tasks)} instructions, {w}x{h} @ {self.fps:g} fps, {kind})")
+
+    # ------------------------------------------------------------------ per-episode data
+    def episode(self, index: int) -> EpisodeInfo:
+        try:
+            return self._by_index[index]
+        except KeyError:
+            raise DatasetError(f"{self.root} has no episode {index} ({self.num_episodes} episodes)") from None
+
+    def frames(self, index: int) -> np.ndarray:
+        """(T, H, W, 3) uint8 RGB frames of episode `index`."""
+        ep = self.episode(index)
+        frames = read_video(fmt.video_path(self.root, self.video_key, index), expected_frames=ep.length)
+        if frames.shape[1:3] != self.image_size:
+            raise DatasetError(f"episode {index} video is {frames.shape[2]}x{frames.shape[1]}, but {fmt.INFO} "
+                               f"says {self.image_size[1]}x{self.image_size[0]}")
+        return frames
+
+    def actions(self, index: int) -> np.ndarray:
+        """(T, A) float32; the action at frame t moves the robot from frame t to frame t+1."""
+        if not self.has_actions:
+            raise DatasetError(f"{self.root} is action-free: it has no actions")
+        return self._column(index, "action")
+
+    def states(self, index: int) -> np.ndarray:
+        if not self.state_names:
+            raise DatasetError(f"{self.root} has no observation.state")
+        return self._column(index, "observation.state")
+
+    def timestamps(self, index: int) -> np.ndarray:
+        return self._column(index, "timestamp")
+
+    def action_stats(self) -> dict:
+        """Per-dimension action statistics, from meta/stats.json (computed and saved there if missing/stale)."""
+        from lapa_learning.data.stats import compute_dataset_stats, write_dataset_stats
+
+        if not self.has_actions:
+            raise DatasetError(f"{self.root} is action-free: no action statistics")
+        path = self.root / fmt.STATS
+        if path.is_file():
+            try:
+                stats = json.loads(path.read_text(encoding="utf-8"))
+                if stats.get("total_frames") == self.num_frames and "action" in stats:
+                    return stats["action"]
+            except json.JSONDecodeError:
+                pass  # recomputed below
+        try:
+            return write_dataset_stats(self)["action"]
+        except OSError:  # read-only dataset: compute without saving
+            return compute_dataset_stats(self)["action"]
+
+    # ------------------------------------------------------------------ internals
+    def _column(self, index: int, name: str) -> np.ndarray:
+        table = self._tables.get(index)
+        if table is None:
+            table = self._tables[index] = self._read_table(index)
+        return table[name]
+
+    def _read_table(self, index: int) -> dict:
+        import pyarrow.parquet as pq
+
+        ep = self.episode(index)
+        path = fmt.data_path(self.root, index)
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            raise DatasetError(f"episode {index}: data file {path} is missing") from None
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            raise DatasetError(f"episode {index}: data file {path} cannot be read ({err})") from None
+        if table.num_rows != ep.length:
+            raise DatasetError(f"episode {index}: {path} has {table.num_rows} rows, {fmt.EPISODES} says {ep.length}")
+        out = {}
+        for name in table.column_names:
+            column = table.column(name).combine_chunks()
+            if hasattr(column, "flatten") and str(column.type).startswith(("fixed_size_list", "list")):
+                out[name] = np.asarray(column.flatten(), dtype=np.float32).reshape(table.num_rows, -1)
+            else:
+                out[name] = column.to_numpy(zero_copy_only=False)
+        return out

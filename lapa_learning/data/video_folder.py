@@ -1,0 +1,139 @@
+"""VideoFolder: external action-free videos (a folder of .mp4 files or of frame folders) with instructions.
+
+    videos/
+      instructions.jsonl     {"video": "clip_001.mp4", "instruction": "open the drawer"}   (or instructions.csv
+      clip_001.mp4                                                                            with the same columns)
+      clip_002/000001.jpg ...  (a folder of frames, like Something-Something v2)
+
+Unreadable or truncated videos are skipped with a warning and counted in `.skipped`; they never crash a run.
+Indexing only probes each video (header + first frame); `frames(i)` decodes in full, and a video that turns out to
+be truncated there raises DatasetError, which the pair sampler also turns into a counted skip.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lapa_learning.data.reader import EpisodeDataset, EpisodeInfo
+from lapa_learning.data.video import probe_video, read_frame_folder, read_video
+from lapa_learning.errors import DatasetError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+INSTRUCTION_FILES = ("instructions.jsonl", "instructions.csv")
+
+
+class VideoFolder:
+    has_actions = False
+    action_names: tuple = ()
+    state_names: tuple = ()
+
+    def __init__(self, root: str | os.PathLike, instructions: str | os.PathLike | None = None, fps: float = 30.0,
+                 min_frames: int = 2):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"video folder {self.root} does not exist or is not a directory")
+        self.fps = float(fps)
+        labels = _read_instructions(self._instruction_file(instructions))
+        self._paths: list[Path] = []
+        self.episodes: list[EpisodeInfo] = []
+        self.skipped: list[tuple[str, str]] = []
+        sizes = set()
+        candidates = sorted(p for p in self.root.iterdir()
+                            if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or p.is_dir())
+        for path in candidates:
+            try:
+                length, height, width = probe_video(path)
+            except DatasetError as err:
+                self._skip(path, str(err))
+                continue
+            if length < min_frames:
+                self._skip(path, f"only {length} frame(s), need at least {min_frames}")
+                continue
+            index = len(self._paths)
+            self._paths.append(path)
+            sizes.add((height, width))
+            self.episodes.append(EpisodeInfo(index=index, length=length, task=None, success=None,
+                                             instruction=labels.get(path.name, labels.get(path.stem, ""))))
+        if not self.episodes:
+            raise DatasetError(f"video folder {self.root} has no readable video ({len(self.skipped)} skipped)")
+        self.image_size = max(sizes)  # sources may differ; the pair sampler resizes every frame anyway
+
+    def _instruction_file(self, instructions) -> Path | None:
+        if instructions is not None:
+            path = Path(instructions)
+            if not path.is_file():
+                raise DatasetError(f"instruction file {path} does not exist")
+            return path
+        for name in INSTRUCTION_FILES:
+            if (self.root / name).is_file():
+                return self.root / name
+        return None
+
+    def _skip(self, path: Path, reason: str) -> None:
+        self.skipped.append((str(path), reason))
+        warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(ep.length for ep in self.episodes)
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    def path(self, index: int) -> Path:
+        return self._paths[index]
+
+    def frames(self, index: int) -> np.ndarray:
+        """(T, H, W, 3) uint8 RGB; DatasetError if the video turns out truncated or corrupt."""
+        path = self._paths[index]
+        return read_frame_folder(path) if path.is_dir() else read_video(path)
+
+    def skip(self, index: int, reason: str) -> None:
+        """Record that video `index` failed while decoding (called by readers that catch the error)."""
+        self._skip(self._paths[index], reason)
+
+    def __repr__(self) -> str:
+        return (f"VideoFolder({self.root}: {self.num_episodes} videos, {self.num_frames} frames, "
+                f"{len(self.skipped)} skipped)")
+
+
+def _read_instructions(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    labels = {}
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DatasetError(f"{path} line {n} is not valid JSON ({err.msg})") from None
+    for n, row in enumerate(rows, 1):
+        if "video" not in row or "instruction" not in row:
+            raise DatasetError(f"{path} row {n} needs the keys 'video' and 'instruction', got {sorted(row)}")
+        labels[str(row["video"])] = str(row["instruction"])
+    return labels
+
+
+def open_video_source(root: str | os.PathLike, **kwargs):
+    """An EpisodeDataset if `root` holds meta/info.json, else a VideoFolder."""
+    root = Path(root)
+    if (root / "meta" / "info.json").is_file():
+        return EpisodeDataset(root)
+    if not root.exists():
+        raise DatasetError(f"{root} does not exist (expected an episode dataset or a folder of videos)")
+    return VideoFolder(root, **kwargs)

@@ -1,0 +1,283 @@
+"""EpisodeWriter: append episodes to an episode dataset, each one atomically.
+
+    with EpisodeWriter("outputs/data/push", fps=80, image_size=(64, 64)) as writer:
+        writer.add_episode(frames, "push the puck to the goal", actions=actions, states=states, success=True)
+
+Used by `lapa data generate`, the ROS recorder node and `lapa data import-bag`.
+An episode becomes visible only when its line lands in meta/episodes.jsonl, after its video and parquet files
+were renamed into place, so a crash (SIGKILL, power loss, full disk) never leaves a half episode visible.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lapa_learning.data import format as fmt
+from lapa_learning.data.stats import feature_stats, write_dataset_stats
+from lapa_learning.data.video import CODEC, PIX_FMT, write_video
+from lapa_learning.errors import DatasetError
+
+MODES = ("create", "append", "overwrite")
+
+
+class EpisodeWriter:
+    def __init__(self, root: str | os.PathLike, fps: float, image_size: tuple[int, int],
+                 video_key: str = "observation.images.front", action_names: Sequence[str] | None = None,
+                 state_names: Sequence[str] | None = None, with_actions: bool = True,
+                 robot_type: str = "unknown", mode: str = "create"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.root = Path(root)
+        self.fps = float(fps)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.video_key = video_key
+        self.with_actions = bool(with_actions)
+        self.action_names = tuple(action_names or ()) if with_actions else ()
+        self.state_names = tuple(state_names or ()) if with_actions else ()
+        if self.with_actions and not self.action_names:
+            raise ValueError("action_names are required for a dataset with actions")
+        self.robot_type = robot_type
+        self._episodes: list[dict] = []
+        self._episode_stats: list[dict] = []
+        self._tasks: dict[str, int] = {}
+        self._num_frames = 0
+
+        exists = self.root.exists() and any(self.root.iterdir())
+        is_dataset = (self.root / fmt.INFO).is_file()
+        if exists and mode == "create":
+            raise DatasetError(f"{self.root} already exists and is not empty; refusing to overwrite it "
+                               f"(choose another --out, or pass --overwrite to replace it or --append to add to it)")
+        if exists and mode == "overwrite":
+            if not is_dataset:
+                raise DatasetError(f"{self.root} is not an episode dataset (no {fmt.INFO}); refusing to delete it")
+            shutil.rmtree(self.root)
+        if exists and mode == "append":
+            if not is_dataset:
+                raise DatasetError(f"cannot append to {self.root}: no {fmt.INFO} (not an episode dataset)")
+            self._load_existing()
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self._episodes:
+            self._commit()  # an empty but valid dataset from the start
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def num_episodes(self) -> int:
+        return len(self._episodes)
+
+    def add_episode(self, frames: np.ndarray, instruction: str, actions: np.ndarray | None = None,
+                    states: np.ndarray | None = None, success: bool | None = None, task: str | None = None,
+                    timestamps: np.ndarray | None = None) -> int:
+        """Write one episode; returns its index. Nothing of it is visible until it is complete."""
+        frames, actions, states, timestamps = self._check_episode(frames, instruction, actions, states, timestamps)
+        index = len(self._episodes)
+        length = len(frames)
+        task_index = self._tasks.setdefault(instruction, len(self._tasks))
+        video = fmt.video_path(self.root, self.video_key, index)
+        data = fmt.data_path(self.root, index)
+        tmp_video = video.with_name(f".{video.name}.tmp")
+        tmp_data = data.with_name(f".{data.name}.tmp")
+        try:
+            video.parent.mkdir(parents=True, exist_ok=True)
+            data.parent.mkdir(parents=True, exist_ok=True)
+            write_video(tmp_video, frames, fps=int(round(self.fps)))
+            _write_parquet(tmp_data, self._rows(index, task_index, actions, states, timestamps))
+            _fsync(tmp_video)
+            _fsync(tmp_data)
+            os.replace(tmp_video, video)
+            os.replace(tmp_data, data)
+            self._episodes.append({"episode_index": index, "tasks": [instruction], "length": length,
+                                   "task_name": task, "success": None if success is None else bool(success)})
+            self._episode_stats.append({"episode_index": index, "stats": self._stats_of(actions, states)})
+            self._num_frames += length
+            self._commit()
+        except OSError as err:
+            # Roll back this episode only; every earlier one is already committed and untouched.
+            if self._episodes and self._episodes[-1]["episode_index"] == index:
+                self._episodes.pop()
+                self._episode_stats.pop()
+                self._num_frames -= length
+            for path in (tmp_video, tmp_data, video, data):
+                path.unlink(missing_ok=True)
+            reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+            raise DatasetError(f"could not write episode {index} to {self.root}: {reason}. The {index} earlier "
+                               f"episode(s) are intact; free space (or fix the error) and record again") from err
+        return index
+
+    def close(self) -> None:
+        """Write dataset-wide statistics (meta/stats.json). Episodes are already safe without this."""
+        if self.with_actions and self._episodes:
+            from lapa_learning.data.reader import EpisodeDataset
+
+            write_dataset_stats(EpisodeDataset(self.root))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _check_episode(self, frames, instruction, actions, states, timestamps):
+        frames = np.asarray(frames)
+        h, w = self.image_size
+        if frames.ndim != 4 or frames.shape[1:] != (h, w, 3) or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be (T, {h}, {w}, 3) uint8, got {frames.shape} {frames.dtype}")
+        if len(frames) < 2:
+            raise ValueError(f"an episode needs at least 2 frames, got {len(frames)}")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("instruction must be a non-empty string")
+        t = len(frames)
+        if self.with_actions:
+            if actions is None:
+                raise ValueError("this dataset has actions: pass actions=(T, A) for the episode")
+            actions = np.asarray(actions, dtype=np.float32)
+            if actions.shape != (t, len(self.action_names)):
+                raise ValueError(f"actions must be ({t}, {len(self.action_names)}), got {actions.shape}")
+            if not np.all(np.isfinite(actions)):
+                raise ValueError("actions contain NaN or infinity")
+            if self.state_names:
+                if states is None:
+                    raise ValueError("this dataset has states: pass states=(T, S) for the episode")
+                states = np.asarray(states, dtype=np.float32)
+                if states.shape != (t, len(self.state_names)):
+                    raise ValueError(f"states must be ({t}, {len(self.state_names)}), got {states.shape}")
+        elif actions is not None or states is not None:
+            raise ValueError("this dataset is action-free (with_actions=False): do not pass actions or states")
+        if timestamps is None:
+            timestamps = np.arange(t, dtype=np.float64) / self.fps
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        if timestamps.shape != (t,) or np.any(np.diff(timestamps) <= 0):
+            raise ValueError(f"timestamps must be {t} strictly increasing values")
+        timestamps = timestamps - timestamps[0]
+        return frames, actions, states, timestamps
+
+    def _rows(self, index, task_index, actions, states, timestamps) -> dict:
+        t = len(timestamps)
+        columns = {}
+        if self.with_actions:
+            columns["action"] = actions
+            if self.state_names:
+                columns["observation.state"] = states
+        done = np.zeros(t, dtype=bool)
+        done[-1] = True
+        columns.update({
+            "timestamp": timestamps.astype(np.float32),
+            "frame_index": np.arange(t, dtype=np.int64),
+            "episode_index": np.full(t, index, dtype=np.int64),
+            "index": np.arange(self._num_frames, self._num_frames + t, dtype=np.int64),
+            "task_index": np.full(t, task_index, dtype=np.int64),
+            "next.done": done,
+        })
+        return columns
+
+    def _stats_of(self, actions, states) -> dict:
+        stats = {}
+        if actions is not None:
+            stats["action"] = feature_stats(actions)
+        if states is not None:
+            stats["observation.state"] = feature_stats(states)
+        return stats
+
+    def _features(self) -> dict:
+        h, w = self.image_size
+        features = {}
+        if self.with_actions:
+            features["action"] = {"dtype": "float32", "shape": [len(self.action_names)],
+                                  "names": list(self.action_names)}
+            if self.state_names:
+                features["observation.state"] = {"dtype": "float32", "shape": [len(self.state_names)],
+                                                 "names": list(self.state_names)}
+        features[self.video_key] = {
+            "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
+            "info": {"video.fps": self.fps, "video.height": h, "video.width": w, "video.channels": 3,
+                     "video.codec": CODEC.replace("lib", "").replace("x264", "h264"), "video.pix_fmt": PIX_FMT,
+                     "video.is_depth_map": False, "has_audio": False},
+        }
+        for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
+                            ("index", "int64"), ("task_index", "int64"), ("next.done", "bool")):
+            features[name] = {"dtype": dtype, "shape": [1], "names": None}
+        return features
+
+    def _commit(self) -> None:
+        """Write the metadata; meta/episodes.jsonl last, because its content defines which episodes exist."""
+        n = len(self._episodes)
+        info = {
+            "codebase_version": fmt.CODEBASE_VERSION,
+            "robot_type": self.robot_type,
+            "total_episodes": n,
+            "total_frames": self._num_frames,
+            "total_tasks": len(self._tasks),
+            "total_videos": n,
+            "total_chunks": (n - 1) // fmt.CHUNKS_SIZE + 1 if n else 0,
+            "chunks_size": fmt.CHUNKS_SIZE,
+            "fps": self.fps,
+            "splits": {"train": f"0:{n}"},
+            "data_path": fmt.DATA_PATH,
+            "video_path": fmt.VIDEO_PATH,
+            "features": self._features(),
+            "lapa": {"with_actions": self.with_actions, "video_key": self.video_key},
+        }
+        fmt.write_jsonl(self.root / fmt.TASKS, [{"task_index": i, "task": t} for t, i in self._tasks.items()])
+        fmt.write_jsonl(self.root / fmt.EPISODES_STATS, self._episode_stats)
+        fmt.atomic_write_json(self.root / fmt.INFO, info)
+        fmt.write_jsonl(self.root / fmt.EPISODES, self._episodes)
+
+    def _load_existing(self) -> None:
+        from lapa_learning.data.reader import EpisodeDataset
+
+        ds = EpisodeDataset(self.root)
+        mismatches = [f"{name}: dataset has {have!r}, writer asked for {want!r}" for name, have, want in (
+            ("fps", ds.fps, self.fps), ("image_size", ds.image_size, self.image_size),
+            ("video_key", ds.video_key, self.video_key), ("with_actions", ds.has_actions, self.with_actions),
+            ("action_names", ds.action_names, self.action_names), ("state_names", ds.state_names, self.state_names),
+        ) if have != want]
+        if mismatches:
+            raise DatasetError(f"cannot append to {self.root}: " + "; ".join(mismatches))
+        self.robot_type = ds.info.get("robot_type", self.robot_type)
+        self._episodes = fmt.read_jsonl(self.root / fmt.EPISODES)
+        stats_path = self.root / fmt.EPISODES_STATS
+        self._episode_stats = fmt.read_jsonl(stats_path)[: len(self._episodes)] if stats_path.exists() else []
+        self._tasks = {row["task"]: row["task_index"] for row in fmt.read_jsonl(self.root / fmt.TASKS)}
+        for ep in self._episodes:  # a crash between tasks.jsonl and episodes.jsonl cannot lose a task
+            for task in ep["tasks"]:
+                self._tasks.setdefault(task, len(self._tasks))
+        self._num_frames = sum(ep["length"] for ep in self._episodes)
+        _remove_orphans(self.root, self.video_key, len(self._episodes))
+
+
+def _remove_orphans(root: Path, video_key: str, num_episodes: int) -> None:
+    """Delete files that a crash left behind: temp files, and episodes that were never committed."""
+    for pattern in ("data/*/.*.tmp", f"videos/*/{video_key}/.*.tmp", "meta/.*.tmp"):
+        for path in root.glob(pattern):
+            path.unlink(missing_ok=True)
+    for path in list(root.glob("data/*/episode_*.parquet")) + list(root.glob(f"videos/*/{video_key}/episode_*.mp4")):
+        if int(path.stem.split("_")[1]) >= num_episodes:
+            path.unlink(missing_ok=True)
+
+
+def _write_parquet(path: Path, columns: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays, names = [], []
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if values.ndim == 2:
+            flat = pa.array(values.reshape(-1), type=pa.float32())
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
+        else:
+            arrays.append(pa.array(values))
+        names.append(name)
+    pq.write_table(pa.Table.from_arrays(arrays, names=names), path)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
