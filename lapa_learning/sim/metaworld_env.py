@@ -6,7 +6,7 @@
 
 Action: (dx, dy, dz, gripper) in [-1, 1]; Meta-World moves the end-effector mocap by action * 1 cm per step
 (80 steps per second) and closes the gripper for positive values.
-State: (x, y, z) of the tool centre point in metres, and the gripper opening (0 closed .. 1 open).
+State: (x, y, z) of the hand (end-effector) in metres, and the gripper opening (0 closed .. 1 open).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def camera_names() -> list[str]:
 @dataclass
 class Observation:
     image: np.ndarray  # (H, W, 3) uint8 RGB, upright
-    state: np.ndarray  # (4,) float32: tcp x, y, z (m), gripper opening
+    state: np.ndarray  # (4,) float32: hand x, y, z (m), gripper opening
     raw: np.ndarray  # (39,) Meta-World observation vector (what the scripted expert reads)
 
 
@@ -89,6 +89,7 @@ class MetaWorldEnv:
         kwargs = dict(ML1_ARGS_KWARGS[task]["kwargs"])
         kwargs.pop("task_id", None)
         self._env._freeze_rand_vec = False
+        self._env.seeded_rand_vec = True  # draw layouts from the env's seeded generator, not global np.random
         self._env._set_task_called = True
         self._env._set_task_inner(**kwargs)
         # The goal position is part of the observation (as in MT1): the scripted experts read it from there.
@@ -109,8 +110,8 @@ class MetaWorldEnv:
 
     # ------------------------------------------------------------------ episode API
     def reset(self, seed: int) -> Observation:
-        self._env.seed(int(seed))
-        self._obs, _ = self._env.reset(seed=int(seed))
+        self._env.seed(int(seed))  # seeds the generator that reset() draws the object/goal layout from
+        self._obs, _ = self._env.reset()
         self.steps = 0
         return self._observation()
 
@@ -145,7 +146,10 @@ class MetaWorldEnv:
 
     @property
     def ee_position(self) -> np.ndarray:
-        return np.asarray(self._env.tcp_center, dtype=np.float32)
+        """End-effector (hand) position in metres, as in the state."""
+        if self._obs is None:
+            raise RuntimeError("call reset(seed) before reading ee_position")
+        return np.asarray(self._obs[:3], dtype=np.float32)
 
     def close(self) -> None:
         try:

@@ -1,0 +1,236 @@
+"""Episode datasets: generate, read back, determinism, atomic writes, bad inputs, video folders, frame pairs."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lapa_learning.data import EpisodeDataset, EpisodeWriter, FramePairDataset, VideoFolder, split_episodes
+from lapa_learning.data.generate import generate
+from lapa_learning.data.video import write_video
+from lapa_learning.errors import DatasetError
+
+TASKS = ["push-v3", "pick-place-v3"]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "ds"
+    generate(out, TASKS, episodes_per_task=2, max_steps=80, seed=3, action_noise=0.05, progress=False)
+    return out
+
+
+def test_generated_dataset_reads_back(generated):
+    ds = EpisodeDataset(generated)
+    assert ds.num_episodes == 4 and ds.has_actions
+    assert ds.action_names == ("dx", "dy", "dz", "gripper") and ds.fps == 80
+    assert [ep.task for ep in ds.episodes] == ["push-v3"] * 2 + ["pick-place-v3"] * 2
+    for ep in ds.episodes:
+        frames, actions, states = ds.frames(ep.index), ds.actions(ep.index), ds.states(ep.index)
+        assert frames.shape == (ep.length, 64, 64, 3) and frames.dtype == np.uint8
+        assert actions.shape == (ep.length, 4) and states.shape == (ep.length, 4)
+        assert np.all(np.abs(actions) <= 1.0)
+        assert ep.instruction and ep.success is not None
+    info = json.loads((generated / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v2.1" and info["total_frames"] == ds.num_frames
+    assert "observation.images.front" in info["features"]
+    stats = ds.action_stats()
+    assert len(stats["mean"]) == 4 and set(stats["quantiles"]) >= {"0.01", "0.5", "0.99"}
+    assert (generated / "meta/stats.json").is_file()
+
+
+def test_actions_are_what_the_expert_did(generated):
+    """Replaying the recorded layout seed and actions reproduces the recorded states."""
+    from lapa_learning.sim.metaworld_env import MetaWorldEnv
+    from lapa_learning.sim.seeds import train_seed
+
+    ds = EpisodeDataset(generated)
+    actions, states = ds.actions(0), ds.states(0)
+    with MetaWorldEnv("push-v3", max_steps=80) as env:
+        obs = env.reset(train_seed(3, 0))
+        np.testing.assert_allclose(obs.state, states[0], atol=1e-6)
+        for t in range(ds.episode(0).length - 1):
+            obs, _, _ = env.step(actions[t])
+            np.testing.assert_allclose(obs.state, states[t + 1], atol=1e-5)
+
+
+def test_generation_is_deterministic_for_a_seed(generated, tmp_path):
+    again = tmp_path / "again"
+    generate(again, TASKS, episodes_per_task=2, max_steps=80, seed=3, action_noise=0.05, progress=False)
+    a, b = EpisodeDataset(generated), EpisodeDataset(again)
+    assert [e.instruction for e in a.episodes] == [e.instruction for e in b.episodes]
+    for ep in a.episodes:
+        np.testing.assert_array_equal(a.actions(ep.index), b.actions(ep.index))
+        np.testing.assert_array_equal(a.frames(ep.index), b.frames(ep.index))
+
+
+def test_refuses_to_overwrite_silently(generated):
+    with pytest.raises(DatasetError, match="already exists"):
+        EpisodeWriter(generated, fps=80, image_size=(64, 64), action_names=("a",))
+
+
+def test_action_free_dataset(tmp_path):
+    out = tmp_path / "free"
+    generate(out, ["push-v3"], episodes_per_task=1, max_steps=30, action_free=True, progress=False)
+    ds = EpisodeDataset(out)
+    assert not ds.has_actions and ds.episodes[0].instruction
+    assert ds.frames(0).shape[1:] == (64, 64, 3)
+    with pytest.raises(DatasetError, match="action-free"):
+        ds.actions(0)
+
+
+def _random_episode(rng, t=6, size=16):
+    return rng.integers(0, 255, (t, size, size, 3), dtype=np.uint8), rng.uniform(-1, 1, (t, 2)).astype(np.float32)
+
+
+def test_full_disk_reports_clearly_and_keeps_earlier_episodes(tmp_path, rng, monkeypatch):
+    writer = EpisodeWriter(tmp_path / "ds", fps=10, image_size=(16, 16), action_names=("a", "b"))
+    frames, actions = _random_episode(rng)
+    writer.add_episode(frames, "first", actions=actions)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("lapa_learning.data.writer._write_parquet", no_space)
+    with pytest.raises(DatasetError, match="disk is full.*1 earlier episode"):
+        writer.add_episode(frames, "second", actions=actions)
+    ds = EpisodeDataset(tmp_path / "ds")
+    assert ds.num_episodes == 1 and ds.frames(0).shape == (6, 16, 16, 3)
+    assert not list((tmp_path / "ds").rglob("*.tmp")) and not list((tmp_path / "ds").rglob("episode_000001*"))
+
+
+def test_bad_episode_inputs_are_named(tmp_path, rng):
+    writer = EpisodeWriter(tmp_path / "ds", fps=10, image_size=(16, 16), action_names=("a", "b"))
+    frames, actions = _random_episode(rng)
+    with pytest.raises(ValueError, match=r"frames must be \(T, 16, 16, 3\) uint8"):
+        writer.add_episode(frames.astype(np.float32), "x", actions=actions)
+    with pytest.raises(ValueError, match="instruction must be a non-empty string"):
+        writer.add_episode(frames, " ", actions=actions)
+    with pytest.raises(ValueError, match=r"actions must be \(6, 2\)"):
+        writer.add_episode(frames, "x", actions=actions[:, :1])
+    with pytest.raises(ValueError, match="NaN"):
+        writer.add_episode(frames, "x", actions=np.full_like(actions, np.nan))
+
+
+def test_missing_and_corrupt_dataset_files(tmp_path, rng):
+    with pytest.raises(DatasetError, match="meta/info.json is missing"):
+        EpisodeDataset(tmp_path)
+    with EpisodeWriter(tmp_path / "ds", fps=10, image_size=(16, 16), action_names=("a", "b")) as writer:
+        writer.add_episode(*_random_episode(rng)[:1], "x", actions=_random_episode(rng)[1])
+    video = next((tmp_path / "ds").rglob("*.mp4"))
+    video.write_bytes(video.read_bytes()[:100])
+    with pytest.raises(DatasetError, match="episode_000000.mp4"):
+        EpisodeDataset(tmp_path / "ds").frames(0)
+    (tmp_path / "ds/meta/info.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="info.json is not valid JSON"):
+        EpisodeDataset(tmp_path / "ds")
+
+
+KILL_SCRIPT = """
+import sys, numpy as np
+from lapa_learning.data import EpisodeWriter
+w = EpisodeWriter(sys.argv[1], fps=10, image_size=(32, 32), action_names=("a", "b"), mode=sys.argv[2])
+rng = np.random.default_rng(0)
+for i in range(1000):
+    frames = rng.integers(0, 255, (40, 32, 32, 3), dtype=np.uint8)
+    w.add_episode(frames, f"episode {i}", actions=rng.uniform(-1, 1, (40, 2)))
+    print(i, flush=True)
+"""
+
+
+def test_kill_during_writing_leaves_only_complete_episodes(tmp_path):
+    root = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(root), "create"], stdout=subprocess.PIPE, text=True)
+    for _ in range(3):  # let it commit a few episodes, then kill it mid-way through another
+        proc.stdout.readline()
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ds = EpisodeDataset(root)
+    assert ds.num_episodes >= 3
+    for ep in ds.episodes:  # every visible episode is complete and readable
+        assert ds.frames(ep.index).shape == (40, 32, 32, 3)
+        assert ds.actions(ep.index).shape == (40, 2)
+    # Appending after the crash cleans leftovers and continues the numbering.
+    writer = EpisodeWriter(root, fps=10, image_size=(32, 32), action_names=("a", "b"), mode="append")
+    assert writer.num_episodes == ds.num_episodes
+    assert not list(root.rglob("*.tmp"))
+    assert len(list(root.rglob("episode_*.mp4"))) == ds.num_episodes
+
+
+def test_append_checks_compatibility(tmp_path, rng):
+    with EpisodeWriter(tmp_path / "ds", fps=10, image_size=(16, 16), action_names=("a", "b")) as writer:
+        writer.add_episode(*_random_episode(rng)[:1], "x", actions=_random_episode(rng)[1])
+    with pytest.raises(DatasetError, match="fps: dataset has 10.0"):
+        EpisodeWriter(tmp_path / "ds", fps=20, image_size=(16, 16), action_names=("a", "b"), mode="append")
+
+
+def test_video_folder_skips_and_counts_corrupt_videos(tmp_path, rng):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_video(folder / name, rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8), fps=10)
+    (folder / "broken.mp4").write_bytes((folder / "a.mp4").read_bytes()[:200])  # truncated
+    (folder / "empty.mp4").write_bytes(b"")
+    frames_dir = folder / "c"
+    frames_dir.mkdir()
+    import cv2
+
+    for i in range(5):
+        cv2.imwrite(str(frames_dir / f"{i:05d}.png"), rng.integers(0, 255, (24, 40, 3), dtype=np.uint8))
+    (folder / "instructions.jsonl").write_text('{"video": "a.mp4", "instruction": "open the drawer"}\n'
+                                               '{"video": "c", "instruction": "wave"}\n')
+    with pytest.warns(UserWarning, match="skipping"):
+        source = VideoFolder(folder, fps=10)
+    assert source.num_episodes == 3 and len(source.skipped) == 2
+    assert {Path(p).name for p, _ in source.skipped} == {"broken.mp4", "empty.mp4"}
+    assert source.episodes[0].instruction == "open the drawer" and source.episodes[2].instruction == "wave"
+    pairs = FramePairDataset(source, offset_frames=3, image_size=16)
+    assert len(pairs) == 9 + 9 + 2
+    assert pairs[0]["frames"].shape == (2, 3, 16, 16)
+
+
+def test_frame_pairs_from_episode_dataset(generated):
+    ds = EpisodeDataset(generated)
+    pairs = FramePairDataset(ds, offset_seconds=0.1, image_size=32, augment=True)
+    assert pairs.offset == 8
+    assert len(pairs) == sum(ep.length - 8 for ep in ds.episodes)
+    item = pairs[5]
+    assert item["frames"].shape == (2, 3, 32, 32) and 0.0 <= item["frames"].min() <= item["frames"].max() <= 1.0
+    plain = FramePairDataset(ds, offset_frames=8, image_size=64, episodes=[1])
+    ep, t = plain.pairs[3]
+    expected = ds.frames(1)[[t, t + 8]].astype(np.float32) / 255
+    np.testing.assert_allclose(plain[3]["frames"].permute(0, 2, 3, 1).numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="exactly one"):
+        FramePairDataset(ds, offset_frames=3, offset_seconds=0.1)
+
+
+def test_split_episodes_is_disjoint_and_deterministic():
+    train, val = split_episodes(10, 0.2, seed=1)
+    assert len(val) == 2 and not set(train) & set(val) and sorted(train + val) == list(range(10))
+    assert split_episodes(10, 0.2, seed=1) == (train, val)
+    assert split_episodes(2, 0.1)[1]  # at least one held-out episode when asked for any
+
+
+def test_cli_generate_and_info(tmp_path):
+    env = dict(os.environ)
+    out = tmp_path / "cli"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lapa_learning.cli", *a], capture_output=True,  # noqa
+                                    text=True, env=env)
+    res = run("data", "generate", "--out", str(out), "--tasks", "push-v3", "--episodes-per-task", "1",
+              "--max-steps", "20")
+    assert res.returncode == 0, res.stderr
+    assert "1 episodes" in res.stdout and str(out.resolve()) in res.stdout
+    res = run("data", "generate", "--out", str(out), "--tasks", "push-v3", "--episodes-per-task", "1")
+    assert res.returncode == 2 and "already exists" in res.stderr and "Traceback" not in res.stderr
+    res = run("data", "generate", "--out", str(tmp_path / "x"), "--tasks", "fly-v3")
+    assert res.returncode == 2 and "unknown Meta-World task" in res.stderr
+    res = run("data", "info", str(out))
+    assert res.returncode == 0 and "push-v3: 1 episodes" in res.stdout

@@ -1,0 +1,98 @@
+"""The Meta-World wrapper: images, orientation, seeding, actions, instructions."""
+
+import numpy as np
+import pytest
+
+from lapa_learning.sim.instructions import INSTRUCTIONS, instruction_for
+from lapa_learning.sim.metaworld_env import DEFAULT_TASKS, MetaWorldEnv, task_names
+from lapa_learning.sim.seeds import eval_seed, train_seed
+
+
+def test_every_task_has_paraphrased_instructions():
+    assert set(INSTRUCTIONS) == set(task_names())
+    assert len(INSTRUCTIONS) == 50
+    for task, phrases in INSTRUCTIONS.items():
+        assert len(phrases) >= 3 and len(set(phrases)) == len(phrases), task
+    assert instruction_for("drawer-open-v3") == "open the drawer"
+    with pytest.raises(KeyError, match="no instruction for task"):
+        instruction_for("fly-v3")
+
+
+def test_train_and_eval_seeds_never_overlap():
+    train = {train_seed(b, e) for b in range(5) for e in range(2000)}
+    evaluation = {eval_seed(b, e) for b in range(5) for e in range(2000)}
+    assert not train & evaluation
+
+
+@pytest.fixture(scope="module")
+def env():
+    with MetaWorldEnv("push-v3", camera="front", image_size=64, max_steps=60) as e:
+        yield e
+
+
+def test_render_shape_and_state(env):
+    obs = env.reset(seed=0)
+    assert obs.image.shape == (64, 64, 3) and obs.image.dtype == np.uint8
+    assert obs.state.shape == (4,) and obs.state.dtype == np.float32
+    np.testing.assert_allclose(obs.state[:3], env.ee_position, atol=1e-2)
+
+
+def test_same_seed_same_layout_other_seed_other_layout(env):
+    a = env.reset(seed=4).raw.copy()
+    b = env.reset(seed=4).raw.copy()
+    c = env.reset(seed=6).raw.copy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_action_moves_end_effector_and_step_limit(env):
+    env.reset(seed=0)
+    start = env.ee_position.copy()
+    for _ in range(10):
+        _, success, done = env.step(np.array([0.0, 0.0, 1.0, 0.0]))
+    assert env.ee_position[2] > start[2] + 0.02  # +dz lifts the hand
+    for _ in range(50):
+        _, _, done = env.step(np.zeros(4))
+    assert done and env.steps == 60
+    with pytest.raises(ValueError, match="4 values"):
+        env.step(np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([np.nan, 0, 0, 0]))
+
+
+def _finger_row(image):
+    """Mean image row of the gripper's cyan finger pad (low red, high green and blue)."""
+    r, g, b = (image[..., c].astype(int) for c in range(3))
+    rows, _ = np.nonzero((r < 90) & (g > 150) & (b > 150))
+    assert len(rows) > 0, "the gripper finger is not visible"
+    return rows.mean()
+
+
+@pytest.mark.parametrize("camera", ["front", "corner"])
+def test_images_are_upright(camera):
+    """Lifting the hand (+z) moves it up in an upright image (towards row 0)."""
+    with MetaWorldEnv("push-v3", camera=camera, image_size=128) as e:
+        before = _finger_row(e.reset(seed=0).image)
+        for _ in range(15):
+            obs, _, _ = e.step(np.array([0.0, 0.0, 1.0, -1.0]))
+        after = _finger_row(obs.image)
+    assert after < before - 3, (before, after)
+
+
+def test_bad_task_camera_and_size_are_named():
+    with pytest.raises(ValueError, match="unknown Meta-World task 'fly-v3'"):
+        MetaWorldEnv("fly-v3")
+    with pytest.raises(ValueError, match="unknown camera 'nowhere'"):
+        MetaWorldEnv("push-v3", camera="nowhere")
+    with pytest.raises(ValueError, match="image_size"):
+        MetaWorldEnv("push-v3", image_size=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", DEFAULT_TASKS)
+def test_expert_succeeds_on_default_tasks(task):
+    from lapa_learning.sim.rollout import expert_episode
+
+    with MetaWorldEnv(task, image_size=64, max_steps=200) as e:
+        wins = sum(expert_episode(e, seed=train_seed(0, i)).success for i in range(3))
+    assert wins >= 2
