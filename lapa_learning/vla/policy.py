@@ -1,0 +1,183 @@
+"""The one inference API shared by the ROS node, the simulator evaluator and the benchmarks.
+
+    policy = Policy.load("outputs/finetune/checkpoint")          # CPU or CUDA ("auto")
+    policy.reset()                                                # at the start of every episode
+    action = policy.act(image_hwc_uint8, "push the puck to the goal")
+    action.values        # (A,) float32 in dataset units, order = policy.action_names
+    action.gripper       # last dim (Meta-World: -1 open .. 1 close)
+    action.latent_tokens # (K,) int64 predicted latent action (when the model has a latent head), else None
+    action.chunk_index   # position inside the current action chunk (0 right after a re-plan)
+
+A chunked policy (chunk_size T > 1) predicts T actions per model call and hands them out one per `act`;
+it re-plans after `replan_every` actions (default T).  `act_batch` is stateless (one plan per row, first action).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lapa_learning.errors import CheckpointError, ConfigError, InputError
+
+
+@dataclass
+class Action:
+    values: np.ndarray  # (A,) float32, un-normalised, in dataset units, order = policy.action_names
+    gripper: float  # the gripper command (last dim), in dataset units (Meta-World: -1 open .. 1 close)
+    latent_tokens: np.ndarray | None  # (K,) int64 when the model has a latent head, else None
+    chunk_index: int  # index of this action inside the current chunk (0 right after a re-plan)
+
+
+def _pick_device(device: str) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    dev = str(device)
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {dev!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+    if not (dev == "cpu" or dev.startswith("cuda") or dev == "mps"):
+        raise ConfigError(f"device {dev!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
+class Policy:
+    def __init__(self, model, tokenizer, actions, meta: dict, record: dict | None, checkpoint_dir: Path,
+                 device: str, replan_every: int | None = None, precision: str = "auto"):
+        if actions is None or model.action_head is None:
+            raise CheckpointError(f"{checkpoint_dir}: has no action head (a stage-2 latent checkpoint?); "
+                                  f"finetune it first: lapa vla finetune --init {checkpoint_dir} ...")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.actions = actions
+        self.meta = meta
+        self.record = record
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.device = device
+        cfg = model.config
+        self.name: str = cfg.name
+        self.image_size: int = cfg.image_size
+        self.chunk_size: int = cfg.action.chunk_size
+        self.action_names: tuple[str, ...] = tuple(actions.names)
+        self.num_latent_tokens: int | None = cfg.latent.num_tokens if cfg.latent is not None else None
+        self.codebook_size: int | None = cfg.latent.codebook_size if cfg.latent is not None else None
+        self.report_latents: bool = cfg.latent is not None  # set False to skip latent decoding (faster)
+        replan = self.chunk_size if replan_every is None else int(replan_every)
+        if not 1 <= replan <= self.chunk_size:
+            raise ConfigError(f"replan_every {replan_every}: expected 1..chunk_size ({self.chunk_size})")
+        self.replan_every = replan
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision {precision!r}: expected 'auto', 'fp32' or 'bf16'")
+        use_bf16 = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
+        self.precision = "bf16" if use_bf16 else "fp32"
+        self._queue: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._prompt_cache: tuple[str, torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def load(cls, checkpoint_dir, device: str = "auto", replan_every: int | None = None,
+             precision: str = "auto") -> "Policy":
+        """Load a checkpoint dir (or a training run dir holding checkpoint/). CheckpointError on any problem."""
+        from lapa_learning.vla.checkpoint import load_checkpoint, resolve_checkpoint_dir
+
+        dev = _pick_device(device)
+        ckpt = resolve_checkpoint_dir(checkpoint_dir)
+        model, tokenizer, actions, meta, record = load_checkpoint(ckpt, device=dev)
+        return cls(model, tokenizer, actions, meta, record, ckpt, dev, replan_every, precision)
+
+    # ---- input checks ----
+    @staticmethod
+    def _check_image(image, what: str = "image") -> None:
+        if not isinstance(image, np.ndarray):
+            raise InputError(f"{what}: expected a numpy array (H, W, 3) uint8, got {type(image).__name__}")
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"{what}: expected shape (H, W, 3) RGB, got {image.shape}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise InputError(f"{what}: empty image {image.shape}")
+        if image.dtype != np.uint8:
+            raise InputError(f"{what}: expected dtype uint8 (0..255), got {image.dtype}")
+
+    @staticmethod
+    def _check_instruction(instruction, what: str = "instruction") -> None:
+        if not isinstance(instruction, str):
+            raise InputError(f"{what}: expected a string, got {type(instruction).__name__}")
+        if not instruction.strip():
+            raise InputError(f"{what}: empty; expected a task description such as 'push the puck to the goal'")
+
+    # ---- inference ----
+    def _prompt(self, instructions: list[str]):
+        from lapa_learning.vla.processor_vla import encode_prompts
+
+        cfg = self.model.config
+        if len(instructions) == 1:
+            cached = self._prompt_cache
+            if cached is not None and cached[0] == instructions[0]:
+                return cached[1], cached[2]
+        ids, mask = encode_prompts(self.tokenizer, cfg.prompt_template, instructions, cfg.language.max_text_tokens)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if len(instructions) == 1:
+            self._prompt_cache = (instructions[0], ids, mask)
+        return ids, mask
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def predict_chunk(self, images: np.ndarray, instructions: list[str]):
+        """-> actions (B, T, A) float32 in dataset units, latent tokens (B, K) int64 or None. No checks, no queue."""
+        from lapa_learning.vla.processor_vla import preprocess_images
+
+        pixels = preprocess_images(images, self.image_size).to(self.device)
+        ids, mask = self._prompt(instructions)
+        with torch.inference_mode(), self._autocast():
+            out = self.model.predict(pixels, ids, mask, latents=self.report_latents, actions=True)
+        if "action_tokens" in out:
+            acts = self.actions.from_tokens(out["action_tokens"].cpu().numpy())  # (B, T, A)
+        else:
+            acts = self.actions.unnormalize(out["actions_norm"].float().cpu().numpy())  # (B, T, A)
+        lat = out.get("latent_tokens")
+        return acts.astype(np.float32), (lat.cpu().numpy().astype(np.int64) if lat is not None else None)
+
+    def act(self, image: np.ndarray, instruction: str) -> Action:
+        """One action for this frame; re-plans when the chunk queue is empty or `replan_every` is reached."""
+        self._check_image(image)
+        self._check_instruction(instruction)
+        with self._lock:
+            if not self._queue:
+                acts, lat = self.predict_chunk(image[None], [instruction])
+                for i in range(self.replan_every):
+                    self._queue.append(Action(values=acts[0, i].copy(), gripper=float(acts[0, i, -1]),
+                                              latent_tokens=None if lat is None else lat[0].copy(), chunk_index=i))
+            return self._queue.popleft()
+
+    def act_batch(self, images: np.ndarray, instructions: list[str]) -> list[Action]:
+        """First action of a fresh plan for every row (no chunk queue)."""
+        if not isinstance(images, np.ndarray) or images.ndim != 4:
+            got = images.shape if isinstance(images, np.ndarray) else type(images).__name__
+            raise InputError(f"images: expected a numpy array (B, H, W, 3) uint8, got {got}")
+        if images.shape[0] == 0:
+            raise InputError("images: empty batch (B = 0)")
+        self._check_image(images[0], "images[0]")
+        if not isinstance(instructions, (list, tuple)) or len(instructions) != images.shape[0]:
+            n = len(instructions) if isinstance(instructions, (list, tuple)) else type(instructions).__name__
+            raise InputError(f"instructions: expected a list of {images.shape[0]} strings (one per image), got {n}")
+        for i, ins in enumerate(instructions):
+            self._check_instruction(ins, f"instructions[{i}]")
+        acts, lat = self.predict_chunk(images, list(instructions))
+        return [Action(values=acts[b, 0].copy(), gripper=float(acts[b, 0, -1]),
+                       latent_tokens=None if lat is None else lat[b].copy(), chunk_index=0)
+                for b in range(images.shape[0])]
+
+    def reset(self) -> None:
+        """Forget the current chunk (call between episodes)."""
+        with self._lock:
+            self._queue.clear()
+
+    def __repr__(self) -> str:
+        return (f"Policy(name={self.name!r}, checkpoint={str(self.checkpoint_dir)!r}, device={self.device!r}, "
+                f"actions={self.action_names}, chunk_size={self.chunk_size}, latent_tokens={self.num_latent_tokens})")

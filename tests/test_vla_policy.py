@@ -1,0 +1,174 @@
+"""Policy contract: load, act, act_batch, chunk queue, input errors, checkpoint errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from lapa_learning.errors import CheckpointError, ConfigError, InputError
+from lapa_learning.vla.policy import Action, Policy
+from lapa_learning.vla.testing import make_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("vla") / "tiny", action_dim=4, chunk_size=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def chunk_ckpt(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("vla") / "chunk", action_dim=7, chunk_size=4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_ckpt):
+    return Policy.load(tiny_ckpt, device="cpu")
+
+
+def _img(h=64, w=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_load_and_attributes(policy, tiny_ckpt):
+    assert policy.action_names == ("dx", "dy", "dz", "gripper")
+    assert policy.device == "cpu"
+    assert policy.image_size == 64 and policy.chunk_size == 1
+    assert policy.num_latent_tokens == 4 and policy.codebook_size == 8
+    assert policy.name == "tiny" and policy.checkpoint_dir == tiny_ckpt
+    for f in ("model.safetensors", "config.json", "tokenizer.json", "action_stats.json", "train_record.json"):
+        assert (tiny_ckpt / f).is_file(), f
+
+
+def test_act_types_and_any_image_size(policy):
+    for h, w in [(64, 64), (224, 224), (48, 80), (480, 640)]:
+        policy.reset()
+        a = policy.act(_img(h, w), "push the puck to the goal")
+        assert isinstance(a, Action)
+        assert a.values.shape == (4,) and a.values.dtype == np.float32
+        assert a.gripper == a.values[-1] and a.gripper in (-1.0, 1.0)
+        assert a.latent_tokens.shape == (4,) and a.latent_tokens.dtype == np.int64
+        assert ((a.latent_tokens >= 0) & (a.latent_tokens < 8)).all()
+        assert a.chunk_index == 0
+
+
+def test_deterministic_and_batch_matches_single(policy):
+    imgs = np.stack([_img(seed=i) for i in range(3)])
+    ins = ["push the puck to the goal and then some more words here", "open the door", "push"]
+    batch = policy.act_batch(imgs, ins)
+    for i in range(3):
+        policy.reset()
+        a = policy.act(imgs[i], ins[i])
+        np.testing.assert_allclose(a.values, batch[i].values)
+        np.testing.assert_array_equal(a.latent_tokens, batch[i].latent_tokens)
+
+
+def test_chunk_queue_and_reset(chunk_ckpt):
+    pol = Policy.load(chunk_ckpt, device="cpu")
+    assert pol.chunk_size == 4 and pol.action_names[-1] == "gripper" and len(pol.action_names) == 7
+    img = _img()
+    idx = [pol.act(img, "open the drawer").chunk_index for _ in range(6)]
+    assert idx == [0, 1, 2, 3, 0, 1]
+    pol.reset()
+    assert pol.act(img, "open the drawer").chunk_index == 0
+    pol2 = Policy.load(chunk_ckpt, device="cpu", replan_every=2)
+    assert [pol2.act(img, "x").chunk_index for _ in range(5)] == [0, 1, 0, 1, 0]
+    with pytest.raises(ConfigError, match="replan_every"):
+        Policy.load(chunk_ckpt, device="cpu", replan_every=5)
+
+
+@pytest.mark.parametrize("image,match", [
+    (np.zeros((64, 64), np.uint8), r"\(H, W, 3\)"),
+    (np.zeros((64, 64, 4), np.uint8), r"\(H, W, 3\)"),
+    (np.zeros((64, 64, 3), np.float32), "uint8"),
+    (np.zeros((0, 64, 3), np.uint8), "empty"),
+    ([[0, 0, 0]], "numpy array"),
+])
+def test_bad_images(policy, image, match):
+    with pytest.raises(InputError, match=match):
+        policy.act(image, "push the puck")
+
+
+@pytest.mark.parametrize("instruction", ["", "   ", None, 3])
+def test_bad_instructions(policy, instruction):
+    with pytest.raises(InputError, match="instruction"):
+        policy.act(_img(), instruction)
+
+
+def test_bad_batches(policy):
+    with pytest.raises(InputError, match="images"):
+        policy.act_batch(_img(), ["a"])
+    with pytest.raises(InputError, match="instructions"):
+        policy.act_batch(np.stack([_img(), _img()]), ["a"])
+    with pytest.raises(InputError, match=r"instructions\[1\]"):
+        policy.act_batch(np.stack([_img(), _img()]), ["a", ""])
+
+
+def _copy(src, tmp_path, name="ck"):
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no such directory"):
+        Policy.load(tmp_path / "nope")
+
+
+def test_missing_files(tiny_ckpt, tmp_path):
+    for f, match in [("model.safetensors", "model.safetensors: missing"), ("config.json", "config.json: missing"),
+                     ("action_stats.json", "action_stats.json: missing")]:
+        d = _copy(tiny_ckpt, tmp_path, f)
+        (d / f).unlink()
+        with pytest.raises(CheckpointError, match=match):
+            Policy.load(d, device="cpu")
+
+
+def test_truncated_weights(tiny_ckpt, tmp_path):
+    d = _copy(tiny_ckpt, tmp_path)
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        Policy.load(d, device="cpu")
+
+
+def test_bad_json(tiny_ckpt, tmp_path):
+    d = _copy(tiny_ckpt, tmp_path)
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
+        Policy.load(d, device="cpu")
+    d2 = _copy(tiny_ckpt, tmp_path, "ck2")
+    (d2 / "action_stats.json").write_text('{"names": ["a"]}')
+    with pytest.raises(CheckpointError, match="action_stats.json"):
+        Policy.load(d2, device="cpu")
+
+
+def test_mismatched_checkpoint(tiny_ckpt, chunk_ckpt, tmp_path):
+    d = _copy(tiny_ckpt, tmp_path)
+    shutil.copy(chunk_ckpt / "model.safetensors", d / "model.safetensors")  # weights of another model
+    with pytest.raises(CheckpointError, match="does not match"):
+        Policy.load(d, device="cpu")
+    d2 = _copy(tiny_ckpt, tmp_path, "ck2")
+    meta = json.loads((d2 / "config.json").read_text())
+    meta["vla"]["language"]["overrides"]["hidden_size"] = 64
+    meta["hf_configs"]["language"]["hidden_size"] = 64
+    (d2 / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not match"):
+        Policy.load(d2, device="cpu")
+    d3 = _copy(tiny_ckpt, tmp_path, "ck3")
+    meta = json.loads((d3 / "config.json").read_text())
+    meta["vla"]["bogus_key"] = 1
+    (d3 / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="bogus_key"):
+        Policy.load(d3, device="cpu")
+    d4 = _copy(tiny_ckpt, tmp_path, "ck4")
+    meta = json.loads((d4 / "config.json").read_text())
+    meta["format"] = "lapa_laq"
+    (d4 / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="not a LAPA VLA checkpoint"):
+        Policy.load(d4, device="cpu")
+
+
+def test_bad_device(tiny_ckpt):
+    with pytest.raises(ConfigError, match="device"):
+        Policy.load(tiny_ckpt, device="tpu")
