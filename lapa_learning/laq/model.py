@@ -189,6 +189,9 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.decoder_depth))
         self.norm = nn.LayerNorm(cfg.dim)
         self.to_pixels = nn.Linear(cfg.dim, cfg.channels * cfg.patch_size ** 2)
+        if cfg.predict_residual:  # start as the copy-x_t predictor instead of adding noise to x_t
+            nn.init.zeros_(self.to_pixels.weight)
+            nn.init.zeros_(self.to_pixels.bias)
 
     def forward(self, first: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """first: (B, 3, S, S) frame t, action: (B, K, E) -> predicted frame t+H (B, 3, S, S)."""

@@ -148,7 +148,9 @@ def eval_loader(val_set, cfg: LAQTrainConfig):
     n = len(val_set)
     keep = np.linspace(0, n - 1, num=min(n, cfg.eval_max_pairs)).round().astype(int)
     subset = torch.utils.data.Subset(val_set, np.unique(keep).tolist())
-    return torch.utils.data.DataLoader(subset, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate)
+    # Its own generator: creating an iterator must not draw from the global RNG (resumed runs stay identical).
+    return torch.utils.data.DataLoader(subset, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate,
+                                       generator=torch.Generator().manual_seed(cfg.seed))
 
 
 # ------------------------------------------------------------------------------------------------ RNG state
@@ -253,7 +255,8 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start_step=step,
                           rank=accelerator.process_index, world=accelerator.num_processes)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                         collate_fn=_collate, persistent_workers=cfg.num_workers > 0)
+                                         collate_fn=_collate, persistent_workers=cfg.num_workers > 0,
+                                         generator=torch.Generator().manual_seed(cfg.seed + step))
     val_loader = eval_loader(val_set, cfg) if val_set is not None else None
     extra = {"offset": offset, "fps": float(source.fps), "dataset": str(Path(data).resolve()),
              "train_episodes": len(train_ids), "val_episodes": len(val_ids), "train_pairs": len(train_set),

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from lapa_learning.errors import CheckpointError
+from lapa_learning.laq.label import PARTIAL_DIR, label_dataset
+from lapa_learning.laq.labels import LatentLabels
+from lapa_learning.laq.testing import tiny_train_config, write_dataset
+from lapa_learning.laq.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("laq_label")
+    data = write_dataset(root / "ds", episodes=5, length=10, with_actions=False)
+    train(tiny_train_config(max_steps=2, val_fraction=0.2), data, root / "run", progress=False)
+    return data, root / "run"
+
+
+def test_label_every_pair(trained, tmp_path):
+    data, run = trained
+    result = label_dataset(run, data, progress=False, batch_size=3)
+    assert result["pairs"] == 5 * (10 - 2) and result["episodes"] == 5 and result["offset"] == 2
+    labels = LatentLabels.load(data)
+    assert (labels.num_tokens, labels.codebook_size, labels.offset) == (4, 8, 2)
+    assert sorted(set(labels.episode.tolist())) == [0, 1, 2, 3, 4]
+    assert labels.t[labels.episode == 0].tolist() == list(range(8))
+    assert not (data / PARTIAL_DIR).exists()
+    # the same tokens come out of the model directly
+    from lapa_learning.data import EpisodeDataset
+    from lapa_learning.laq.checkpoint import load_laq
+    from lapa_learning.laq.label import encode_episode
+
+    model, _ = load_laq(run)
+    _, tokens = encode_episode(model, EpisodeDataset(data).frames(3), 2, 100, "cpu")
+    np.testing.assert_array_equal(tokens[5], labels.lookup(3, 5))
+
+
+def test_labelling_resumes_after_interruption(trained):
+    data, run = trained
+    with pytest.raises(KeyboardInterrupt):
+        label_dataset(run, data, progress=False, _stop_after=2)
+    assert len(list((data / PARTIAL_DIR).glob("episode_*.npz"))) == 2
+    result = label_dataset(run, data, progress=False)
+    assert (result["reused"], result["encoded"]) == (2, 3)
+    assert len(LatentLabels.load(data)) == 40
+
+
+def test_partial_results_of_another_offset_are_discarded(trained):
+    data, run = trained
+    with pytest.raises(KeyboardInterrupt):
+        label_dataset(run, data, progress=False, _stop_after=2)
+    result = label_dataset(run, data, progress=False, offset=3)
+    assert result["reused"] == 0 and LatentLabels.load(data).offset == 3
+
+
+def test_bad_checkpoint(trained, tmp_path):
+    data, _ = trained
+    with pytest.raises(CheckpointError):
+        label_dataset(tmp_path / "missing", data, progress=False)

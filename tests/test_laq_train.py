@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+
+from lapa_learning.errors import CheckpointError, ConfigError
+from lapa_learning.laq import checkpoint as ckpt
+from lapa_learning.laq.testing import tiny_train_config, write_dataset
+from lapa_learning.laq.train import StepBatches, train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("laq_data") / "ds", episodes=6, length=12, with_actions=False)
+
+
+def _weights(run_dir):
+    model, _ = ckpt.load_laq(run_dir)
+    return model.state_dict()
+
+
+def test_train_writes_checkpoints_and_metrics(dataset, tmp_path):
+    summary = train(tiny_train_config(), dataset, tmp_path / "run", progress=False)
+    assert summary["step"] == 6
+    step_dir = ckpt.resolve_checkpoint(tmp_path / "run")
+    assert step_dir.name == "step_0000006"
+    for name in (ckpt.WEIGHTS, ckpt.CONFIG, ckpt.STATE, ckpt.METRICS):
+        assert (step_dir / name).is_file()
+    metrics = json.loads((step_dir / ckpt.METRICS).read_text())
+    for key in ("psnr", "psnr_copy_baseline", "psnr_changed", "psnr_changed_copy_baseline", "codes_used_fraction",
+                "perplexity_per_position"):
+        assert key in metrics
+    assert len(metrics["perplexity_per_position"]) == 4
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2  # steps 3 and 6
+    model, config = ckpt.load_laq(tmp_path / "run")
+    assert config["offset"] == 2 and not model.training
+    assert list((tmp_path / "run").glob(".tmp-*")) == []
+
+
+def test_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
+    cfg = tiny_train_config()
+    train(cfg, dataset, tmp_path / "full", progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash at step 4"):
+        train(cfg, dataset, tmp_path / "crashed", progress=False, _interrupt_at=4)
+    assert ckpt.resolve_checkpoint(tmp_path / "crashed").name == "step_0000003"
+    summary = train(cfg, dataset, tmp_path / "crashed", progress=False)  # resumes automatically
+    assert summary["step"] == 6
+    full, resumed = _weights(tmp_path / "full"), _weights(tmp_path / "crashed")
+    for name in full:
+        assert torch.allclose(full[name], resumed[name], atol=1e-6), name
+    # extending max_steps continues from the last step
+    more = train(tiny_train_config(max_steps=8), dataset, tmp_path / "crashed", progress=False)
+    assert more["step"] == 8
+
+
+def test_resume_flags_and_config_mismatch(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        train(tiny_train_config(), dataset, tmp_path / "none", progress=False, resume="require")
+    train(tiny_train_config(max_steps=3), dataset, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="already holds a checkpoint"):
+        train(tiny_train_config(), dataset, tmp_path / "run", progress=False, resume="never")
+    cfg = tiny_train_config()
+    cfg.model.dim = 48
+    with pytest.raises(ConfigError, match=r"model\.dim"):
+        train(cfg, dataset, tmp_path / "run", progress=False)
+
+
+def test_step_batches_depend_only_on_the_step():
+    a = StepBatches(50, 8, seed=3)
+    it = iter(a)
+    first = [next(it) for _ in range(10)]
+    b = iter(StepBatches(50, 8, seed=3, start_step=7))
+    assert next(b) == first[7]
+    assert sorted(sum(first[:6], [])) == sorted(set(sum(first[:6], [])))  # one epoch: no repeats
+    assert StepBatches(50, 8, seed=3, rank=1, world=2).batch_for_step(0).tolist() == first[0][1::2]
+
+
+def test_missing_and_corrupt_checkpoints(dataset, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        ckpt.load_laq(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="is not an LAQ checkpoint"):
+        ckpt.load_laq(tmp_path / "empty")
+    run = tmp_path / "run"
+    train(tiny_train_config(max_steps=3), dataset, run, progress=False)
+    step_dir = ckpt.resolve_checkpoint(run)
+    (step_dir / ckpt.WEIGHTS).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ckpt.load_laq(run)
+    (step_dir / ckpt.STATE).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="training_state.pt is corrupt"):
+        ckpt.load_training_state(step_dir)
+    (step_dir / ckpt.CONFIG).write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json is missing or not valid JSON"):
+        ckpt.load_laq(step_dir)
+    (run / ckpt.LATEST).write_text(json.dumps({"checkpoint": "step_9999999"}))
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        ckpt.load_laq(run)
+
+
+def test_weights_that_do_not_match_the_config(dataset, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_train_config(max_steps=3), dataset, run, progress=False)
+    step_dir = ckpt.resolve_checkpoint(run)
+    config = json.loads((step_dir / ckpt.CONFIG).read_text())
+    config["model"]["dim"] = 64
+    (step_dir / ckpt.CONFIG).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not match its config"):
+        ckpt.load_laq(run)
+    config["model"]["bogus"] = 1
+    (step_dir / ckpt.CONFIG).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="bogus"):
+        ckpt.load_laq(run)
