@@ -61,8 +61,9 @@ class AsOfSampler:
     """As-of join of several streams at sample times; see the module docstring."""
 
     streams: Sequence[str]
-    max_age: Mapping[str, float] | float = 0.2  # seconds; per stream or one for all
-    horizon: float = 5.0  # seconds of history kept per stream (must exceed every max_age)
+    max_age: Mapping[str, float] | float = 0.2  # seconds; per stream or one for all; inf = hold the last forever
+    horizon: float = 5.0  # seconds of history kept per stream (must exceed every finite max_age)
+    defaults: Mapping[str, object] = field(default_factory=dict)  # value of a stream with nothing at or before t
     dropped: dict[str, int] = field(default_factory=dict)  # frames dropped because this stream was missing/stale
     sampled: int = 0  # frames returned
 
@@ -74,9 +75,9 @@ class AsOfSampler:
         if missing:
             raise ConfigError(f"max_age has no entry for stream(s) {missing}; expected one per stream")
         for name, age in ages.items():
-            if not (isinstance(age, (int, float)) and math.isfinite(age) and age > 0):
+            if not (isinstance(age, (int, float)) and not math.isnan(age) and age > 0):
                 raise ConfigError(f"max_age[{name!r}] must be a positive number of seconds, got {age!r}")
-            if age >= self.horizon:
+            if math.isfinite(age) and age >= self.horizon:
                 raise ConfigError(f"max_age[{name!r}]={age} s must be shorter than the horizon {self.horizon} s")
         self._ages = {s: float(ages[s]) for s in self.streams}
         self._streams = {s: _Stream(self.horizon) for s in self.streams}
@@ -93,7 +94,9 @@ class AsOfSampler:
         stale = []
         for name, stream in self._streams.items():
             hit = stream.as_of(t)
-            if hit is None or t - hit[0] > self._ages[name]:
+            if hit is None and name in self.defaults:
+                out[name] = self.defaults[name]
+            elif hit is None or t - hit[0] > self._ages[name]:
                 stale.append(name)
             else:
                 out[name] = hit[1]

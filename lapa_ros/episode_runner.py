@@ -1,0 +1,142 @@
+"""episode_runner: drive sim_node through N episodes, optionally recording each with recorder_node.
+
+    episode_runner --ros-args -p episodes:=5 -p record:=true
+
+For each episode: ~/reset the simulator (new layout, instruction published), wait for the instruction, ~/start
+the recorder, wait until the simulator reports the episode done (success or step limit), then ~/stop the
+recorder with the success flag. This is what an operator does by hand with `ros2 service call` at a real arm.
+Prints one line per episode and a summary; exit code 1 if an episode timed out or a service failed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from lapa_ros import qos
+from lapa_ros.params import _p, declare_and_read
+from lapa_ros.runtime import prepare_environment
+
+
+@dataclass(frozen=True)
+class RunnerParams:
+    episodes: int = _p(3, "number of episodes to run")
+    record: bool = _p(False, "start/stop recorder_node around each episode")
+    sim_node: str = _p("sim_node", "name of the simulator node (its ~/reset and sim/status are used)")
+    recorder_node: str = _p("recorder_node", "name of the recorder node (its ~/start and ~/stop are used)")
+    episode_timeout: float = _p(120.0, "s of wall time an episode may take")
+
+
+@dataclass
+class EpisodeResult:
+    episode: int
+    task: str
+    success: bool
+    steps: int
+    message: str
+
+
+class EpisodeRunner(Node):
+    def __init__(self):
+        super().__init__("episode_runner")
+        self.params = p = declare_and_read(self, RunnerParams)
+        self.status: dict[str, str] = {}
+        self.instructions = 0
+        self.create_subscription(DiagnosticArray, "sim/status", self.status_callback, qos.status())
+        self.create_subscription(String, "instruction", self.instruction_callback, qos.instruction())
+        self.reset_client = self.create_client(Trigger, f"/{p.sim_node}/reset")
+        self.start_client = self.create_client(Trigger, f"/{p.recorder_node}/start")
+        self.stop_client = self.create_client(SetBool, f"/{p.recorder_node}/stop")
+
+    def status_callback(self, msg: DiagnosticArray) -> None:
+        if msg.status:
+            self.status = {kv.key: kv.value for kv in msg.status[0].values}
+
+    def instruction_callback(self, msg: String) -> None:
+        self.instructions += 1
+
+    # ------------------------------------------------------------------ helpers
+    def _spin_until(self, predicate, timeout: float) -> bool:
+        import rclpy
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            rclpy.spin_once(self, timeout_sec=0.05)
+        return predicate()
+
+    def _call(self, client, request, timeout: float = 30.0):
+        import rclpy
+
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"service {client.srv_name} is not available")
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(self, future, timeout_sec=timeout)
+        if not future.done():
+            raise RuntimeError(f"service {client.srv_name} did not answer in {timeout} s")
+        return future.result()
+
+    # ------------------------------------------------------------------ episodes
+    def run_episode(self) -> EpisodeResult:
+        p = self.params
+        seen = self.instructions
+        reply = self._call(self.reset_client, Trigger.Request())
+        if not reply.success:
+            raise RuntimeError(f"sim reset failed: {reply.message}")
+        episode = int(reply.message.split(":")[0].split()[-1])  # "episode 3: task seed 7: instruction"
+        if p.record:
+            if not self._spin_until(lambda: self.instructions > seen, 10.0):
+                raise RuntimeError("no instruction arrived after the reset")
+            self._spin_until(lambda: False, 0.2)  # let the recorder see it too
+            reply = self._call(self.start_client, Trigger.Request())
+            if not reply.success:
+                raise RuntimeError(f"recorder start failed: {reply.message}")
+        done = self._spin_until(lambda: self.status.get("episode") == str(episode)
+                                and self.status.get("done") == "True", p.episode_timeout)
+        success = done and self.status.get("success") == "True"
+        message = reply.message if p.record else ""
+        if p.record:
+            stop = self._call(self.stop_client, SetBool.Request(data=bool(success)))
+            message = stop.message
+            if not stop.success:
+                raise RuntimeError(f"recorder stop failed: {stop.message}")
+        if not done:
+            raise RuntimeError(f"episode {episode} did not finish in {p.episode_timeout} s")
+        return EpisodeResult(episode, self.status.get("task", ""), success, int(self.status.get("step", -1)),
+                             message)
+
+
+def main(args=None) -> int:
+    prepare_environment()
+    import rclpy
+
+    rclpy.init(args=args)
+    node = EpisodeRunner()
+    code, results = 0, []
+    try:
+        for _ in range(node.params.episodes):
+            result = node.run_episode()
+            results.append(result)
+            print(f"episode {result.episode} {result.task}: success={result.success} steps={result.steps} "
+                  f"{result.message}", flush=True)
+    except RuntimeError as err:
+        print(f"episode_runner: error: {err}", flush=True)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        if results:
+            print(f"{sum(r.success for r in results)}/{len(results)} episodes succeeded", flush=True)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""Node parameters, read once into frozen dataclasses.
+
+Each field is one ROS parameter (same name, the field's default, the comment as its description). Values are
+declared with dynamic typing and converted here, so that `control_rate: 10` in YAML works for a float field.
+Bad values raise ConfigError naming the parameter; the nodes exit with that one line at start-up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+
+from lapa_learning.errors import ConfigError
+
+
+def _p(default, help: str):
+    """A dataclass field with a ROS parameter description."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def _positive(obj, *names: str) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"parameter {name} must be a positive number, got {v!r}")
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    checkpoint: str = _p("", "checkpoint directory of a finetuned LAPA policy (required)")
+    device: str = _p("auto", "torch device: auto, cpu, cuda, cuda:1, mps")
+    replan_every: int = _p(0, "with action chunks: run the model every N actions (0 = the checkpoint's default)")
+    enabled: bool = _p(False, "send motion commands (else zero twists); switch with ~/enable")
+    infer_when_disabled: bool = _p(False, "run the model while disabled and publish ~/proposed_twist (dry run)")
+    image_topic: str = _p("camera/image_raw", "sensor_msgs/Image input")
+    instruction_topic: str = _p("instruction", "std_msgs/String input (transient local)")
+    twist_topic: str = _p("servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped output (MoveIt Servo)")
+    gripper_topic: str = _p("gripper/command", "std_msgs/Float64 gripper output, dataset units")
+    frame_id: str = _p("base_link", "frame of the twist (MoveIt Servo: the planning frame or the EE frame)")
+    control_rate: float = _p(10.0, "Hz: model calls at most this often; commands are streamed at this rate")
+    linear_scale: float = _p(0.1, "m/s per dataset unit of dx, dy, dz")
+    angular_scale: float = _p(0.5, "rad/s per dataset unit of droll, dpitch, dyaw")
+    max_linear_speed: float = _p(0.1, "m/s clamp on the norm of the linear velocity")
+    max_angular_speed: float = _p(0.5, "rad/s clamp on the norm of the angular velocity")
+    gripper_min: float = _p(-1.0, "lower clamp of the gripper command")
+    gripper_max: float = _p(1.0, "upper clamp of the gripper command")
+    image_timeout: float = _p(0.5, "s: older images (and commands computed from them) give zero twists")
+    instruction_timeout: float = _p(0.0, "s: an older instruction stops the arm (0 = valid until replaced)")
+    status_rate: float = _p(1.0, "Hz of ~/status (diagnostic_msgs/DiagnosticArray)")
+
+    def __post_init__(self):
+        _positive(self, "control_rate", "linear_scale", "angular_scale", "status_rate")
+        if self.replan_every < 0:
+            raise ConfigError(f"parameter replan_every must be >= 0, got {self.replan_every}")
+
+
+@dataclass(frozen=True)
+class RecorderParams:
+    dataset_root: str = _p("", "episode dataset folder (created, or appended to)")
+    fps: float = _p(10.0, "Hz: frames sampled per second (the dataset fps)")
+    image_topic: str = _p("camera/image_raw", "sensor_msgs/Image input")
+    twist_topic: str = _p("servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped teleop command")
+    gripper_topic: str = _p("gripper/command", "std_msgs/Float64 teleop gripper command")
+    instruction_topic: str = _p("instruction", "std_msgs/String: the task being demonstrated")
+    image_max_age: float = _p(0.2, "s: a frame whose newest image is older is dropped")
+    twist_max_age: float = _p(0.2, "s: a frame whose newest twist is older is dropped")
+    gripper_max_age: float = _p(0.0, "s: same for the gripper (0 = hold the last command forever)")
+    gripper_default: float = _p(-1.0, "gripper value before any gripper command (Meta-World: -1 = open)")
+    image_size: list = _p([0, 0], "[height, width] stored; [0, 0] = the camera's size")
+    video_key: str = _p("observation.images.front", "dataset video feature name")
+    action_names: list = _p(["dx", "dy", "dz", "gripper"], "dataset action order")
+    linear_scale: float = _p(0.8, "m/s per dataset unit (the inverse of the policy node's scaling)")
+    angular_scale: float = _p(1.0, "rad/s per dataset unit")
+    action_limit: float = _p(1.0, "clip actions to +-this (dataset units; 0 = no clipping)")
+    max_episode_seconds: float = _p(300.0, "an episode longer than this is stopped and saved")
+    min_episode_frames: int = _p(2, "shorter episodes are discarded with a warning")
+
+    def __post_init__(self):
+        if not self.dataset_root:
+            raise ConfigError("parameter dataset_root is required: the episode dataset folder to write")
+        _positive(self, "fps", "image_max_age", "twist_max_age", "linear_scale", "angular_scale",
+                  "max_episode_seconds")
+        if self.gripper_max_age < 0:
+            raise ConfigError(f"parameter gripper_max_age must be >= 0 (0 = hold), got {self.gripper_max_age}")
+        if len(self.image_size) != 2 or any(int(v) < 0 for v in self.image_size):
+            raise ConfigError(f"parameter image_size must be [height, width] >= 0, got {list(self.image_size)}")
+
+
+@dataclass(frozen=True)
+class SimParams:
+    tasks: list = _p(["push-v3"], "Meta-World tasks; ~/reset goes to the next one (round robin)")
+    camera: str = _p("front", "camera view (see lapa_learning.sim.metaworld_env.camera_names)")
+    image_size: int = _p(64, "square image size in pixels")
+    max_steps: int = _p(200, "steps per episode before it ends unsuccessfully")
+    seed: int = _p(0, "seed of the first episode; each reset adds 1")
+    step_rate: float = _p(40.0, "Hz of wall time: simulation steps per second (each step is 1/80 s of sim time)")
+    publish_every: int = _p(1, "publish the camera image every N steps")
+    publish_clock: bool = _p(True, "publish /clock (sim time) for nodes run with use_sim_time")
+    command_timeout: float = _p(0.25, "s (sim time): older commands are ignored (zero motion, gripper held)")
+    reset_on_start: bool = _p(True, "start the first episode at start-up")
+    image_topic: str = _p("camera/image_raw", "sensor_msgs/Image output (rgb8)")
+    instruction_topic: str = _p("instruction", "std_msgs/String output (transient local), set at each reset")
+    twist_topic: str = _p("servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped end-effector velocity in")
+    gripper_topic: str = _p("gripper/command", "std_msgs/Float64 gripper in (-1 open .. +1 close)")
+    expert_topic: str = _p("sim/expert_action", "std_msgs/Float32MultiArray: the scripted expert's action")
+    camera_frame: str = _p("sim_camera", "frame_id of the images")
+
+    def __post_init__(self):
+        if not self.tasks:
+            raise ConfigError("parameter tasks must name at least one Meta-World task")
+        _positive(self, "step_rate", "command_timeout")
+        if self.publish_every < 1:
+            raise ConfigError(f"parameter publish_every must be >= 1, got {self.publish_every}")
+
+
+@dataclass(frozen=True)
+class TeleopParams:
+    expert_topic: str = _p("sim/expert_action", "std_msgs/Float32MultiArray in: the expert's (dx, dy, dz, gripper)")
+    twist_topic: str = _p("servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped out")
+    gripper_topic: str = _p("gripper/command", "std_msgs/Float64 out")
+    frame_id: str = _p("world", "frame of the twist")
+    linear_scale: float = _p(0.8, "m/s per unit of expert action (Meta-World: 0.8)")
+    noise: float = _p(0.0, "std of Gaussian noise added to the expert action (units), for more varied data")
+    seed: int = _p(0, "seed of the noise")
+
+    def __post_init__(self):
+        _positive(self, "linear_scale")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ConfigError(f"parameter noise must be >= 0, got {self.noise}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _convert(name: str, value, kind: str):
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if kind == "int":
+            if isinstance(value, bool) or float(value) != int(value):
+                raise TypeError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if kind == "list":
+            if isinstance(value, (str, bytes)):
+                raise TypeError
+            return tuple(value)
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"parameter {name} must be a {kind}, got {value!r}")
+
+
+def defaults(cls) -> dict:
+    out = {}
+    for f in fields(cls):
+        out[f.name] = f.default if f.default is not MISSING else f.default_factory()
+    return out
+
+
+def declare_and_read(node, cls):
+    """Declare every field of `cls` as a parameter of `node` and return the filled dataclass."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values = {}
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else list(f.default_factory())
+        desc = ParameterDescriptor(description=f.metadata.get("help", ""), dynamic_typing=True)
+        node.declare_parameter(f.name, default, desc)
+        values[f.name] = _convert(f.name, node.get_parameter(f.name).value, str(f.type))
+    return cls(**values)

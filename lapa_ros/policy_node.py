@@ -1,0 +1,230 @@
+"""policy_node: camera image + instruction -> LAPA policy -> end-effector twist (MoveIt Servo) + gripper.
+
+Callbacks only store the newest image (counting frames replaced before the model saw them as dropped) and the
+instruction. One worker thread runs `policy.act` on the newest image, at most `control_rate` times per second,
+and publishes the result at once; a timer streams the current command (or a zero twist) at `control_rate`.
+What may be commanded is decided by lapa_ros.safety.CommandGate: disabled, stale or missing image, missing or
+empty instruction, non-finite model output -> zero twist, with the reason in ~/status.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import TwistStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float64, Int32MultiArray, MultiArrayDimension, String
+from std_srvs.srv import SetBool, Trigger
+
+from lapa_learning.data.sync import TwistActionMap
+from lapa_learning.errors import CheckpointError, InputError
+from lapa_ros import qos
+from lapa_ros.converters import fill_twist, image_to_rgb
+from lapa_ros.params import PolicyParams, declare_and_read
+from lapa_ros.runtime import run_node
+from lapa_ros.safety import STOP, Command, CommandGate, Limits
+
+
+def load_policy(params: PolicyParams):
+    """The one call into the learning side; raises CheckpointError with a clear message."""
+    if not params.checkpoint:
+        raise CheckpointError("parameter checkpoint is empty: set it to a finetuned LAPA checkpoint directory")
+    from lapa_learning.vla.policy import Policy
+
+    return Policy.load(params.checkpoint, device=params.device, replan_every=params.replan_every or None)
+
+
+class PolicyNode(Node):
+    def __init__(self, policy=None):
+        super().__init__("policy_node")
+        self.params = p = declare_and_read(self, PolicyParams)
+        self.policy = policy if policy is not None else load_policy(p)
+        mapping = TwistActionMap(tuple(self.policy.action_names), p.linear_scale, p.angular_scale, action_limit=0)
+        limits = Limits(p.max_linear_speed, p.max_angular_speed, p.gripper_min, p.gripper_max,
+                        p.image_timeout, p.instruction_timeout)
+        self.gate = CommandGate(mapping, limits, enabled=p.enabled)
+        self.gate.set_ready(None)
+        self.period = 1.0 / p.control_rate
+
+        # Shared between callbacks and the worker (guarded by self._cond).
+        self._cond = threading.Condition()
+        self._image: tuple[np.ndarray, float] | None = None  # newest unprocessed (rgb, receive time)
+        self._generation = 0  # bumped by reset/instruction change: results of older calls are thrown away
+        self._stopping = False
+        self._policy_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self.instruction = ""
+        self.dropped = self.rejected = self.inferences = self.errors = 0
+        self.latency_ms = float("nan")
+        self.last_reason = "starting"
+        self.last_problem = ""
+
+        self.twist_pub = self.create_publisher(TwistStamped, p.twist_topic, qos.command())
+        self.gripper_pub = self.create_publisher(Float64, p.gripper_topic, qos.command())
+        self.proposed_pub = self.create_publisher(TwistStamped, "~/proposed_twist", qos.status())
+        self.tokens_pub = self.create_publisher(Int32MultiArray, "~/latent_tokens", qos.status())
+        self.status_pub = self.create_publisher(DiagnosticArray, "~/status", qos.status())
+        self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
+        self.create_subscription(String, p.instruction_topic, self.instruction_callback, qos.instruction())
+        self.create_service(SetBool, "~/enable", self.enable_callback)
+        self.create_service(Trigger, "~/reset", self.reset_callback)
+        self.create_timer(self.period, self.control_callback)
+        self.create_timer(1.0 / p.status_rate, self.publish_status)
+        self._worker = threading.Thread(target=self._worker_loop, name="policy_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"policy {self.policy.name} on {self.policy.device}, actions "
+                               f"{tuple(self.policy.action_names)}; enabled={p.enabled}")
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------------ callbacks
+    def image_callback(self, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg)
+        except InputError as err:
+            self.rejected += 1
+            self.last_problem = f"rejected image: {err}"
+            self.get_logger().warn(self.last_problem, throttle_duration_sec=5.0)
+            return
+        now = self._now()
+        self.gate.on_image(now)
+        with self._cond:
+            if self._image is not None:
+                self.dropped += 1  # the model never saw the previous one
+            self._image = (rgb, now)
+            self._cond.notify()
+
+    def instruction_callback(self, msg: String) -> None:
+        if self.gate.on_instruction(msg.data, self._now()):
+            self.instruction = msg.data
+            self._reset_policy()
+            self.get_logger().info(f"instruction: {msg.data!r}")
+
+    def enable_callback(self, request, response):
+        self.gate.set_enabled(request.data)
+        if not request.data:
+            self.publish_command(STOP)  # stop at once, not at the next tick
+        response.success, response.message = True, "enabled" if request.data else "disabled"
+        self.get_logger().info(response.message)
+        return response
+
+    def reset_callback(self, request, response):
+        self._reset_policy()
+        self.publish_command(STOP)
+        response.success, response.message = True, "policy reset (action chunk and history cleared)"
+        return response
+
+    def control_callback(self) -> None:
+        command, reason = self.gate.decide(self._now())
+        self.last_reason = reason or "commanding"
+        self.publish_command(command)
+
+    # ------------------------------------------------------------------ worker
+    def _worker_loop(self) -> None:
+        last_start = -float("inf")
+        while True:
+            with self._cond:
+                while not self._stopping and (self._image is None or time.monotonic() - last_start < self.period):
+                    wait = None if self._image is None else self.period - (time.monotonic() - last_start)
+                    self._cond.wait(wait)
+                if self._stopping:
+                    return
+                rgb, image_time = self._image
+                self._image = None
+                generation = self._generation
+            if self.gate.input_problem(self._now()) or not (self.gate.enabled or self.params.infer_when_disabled):
+                continue
+            last_start = time.monotonic()
+            self._infer(rgb, image_time, generation)
+
+    def _infer(self, rgb: np.ndarray, image_time: float, generation: int) -> None:
+        try:
+            with self._policy_lock:
+                t0 = time.perf_counter()
+                action = self.policy.act(rgb, self.instruction)
+                self.latency_ms = (time.perf_counter() - t0) * 1e3
+        except Exception as err:  # keep running: the gate stops the arm and the status says why
+            self.errors += 1
+            self.gate.on_action([float("nan")], image_time)
+            self.last_problem = f"model error: {type(err).__name__}: {err}"
+            self.get_logger().error(self.last_problem, throttle_duration_sec=5.0)
+            return
+        if generation != self._generation:
+            return  # reset or new instruction while the model ran
+        self.inferences += 1
+        command = self.gate.on_action(action.values, image_time)
+        if command is None:
+            self.last_problem = f"model output not finite: {np.asarray(action.values).tolist()}"
+            self.get_logger().warn(self.last_problem, throttle_duration_sec=5.0)
+        else:
+            self.proposed_pub.publish(self._twist_msg(command))
+        if action.latent_tokens is not None:
+            self._publish_tokens(action.latent_tokens)
+        decided, _ = self.gate.decide(self._now())
+        self.publish_command(decided)
+
+    def _reset_policy(self) -> None:
+        with self._cond:
+            self._generation += 1
+        with self._policy_lock:
+            self.policy.reset()
+        self.gate.reset()
+
+    # ------------------------------------------------------------------ outputs
+    def _twist_msg(self, command: Command) -> TwistStamped:
+        return fill_twist(TwistStamped(), command.linear, command.angular, stamp=self.get_clock().now().to_msg(),
+                          frame_id=self.params.frame_id)
+
+    def publish_command(self, command: Command) -> None:
+        with self._publish_lock:
+            self.twist_pub.publish(self._twist_msg(command))
+            if command.gripper is not None:
+                self.gripper_pub.publish(Float64(data=command.gripper))
+
+    def _publish_tokens(self, tokens) -> None:
+        msg = Int32MultiArray(data=[int(t) for t in np.asarray(tokens).reshape(-1)])
+        msg.layout.dim = [MultiArrayDimension(label=f"tokens(codebook={self.policy.codebook_size})",
+                                              size=len(msg.data), stride=len(msg.data))]
+        self.tokens_pub.publish(msg)
+
+    def publish_status(self) -> None:
+        reason = self.last_reason
+        level = DiagnosticStatus.OK if reason == "commanding" else DiagnosticStatus.WARN
+        if reason == "model output not finite" or reason.startswith("not ready"):
+            level = DiagnosticStatus.ERROR
+        status = DiagnosticStatus(level=level, name="lapa_policy", hardware_id=str(self.policy.device),
+                                  message=reason)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in (
+            ("ready", self.gate.not_ready is None), ("enabled", self.gate.enabled), ("model", self.policy.name),
+            ("device", self.policy.device), ("checkpoint", self.params.checkpoint),
+            ("action_names", ",".join(self.policy.action_names)), ("instruction", self.instruction),
+            ("last_inference_ms", f"{self.latency_ms:.2f}"), ("inferences", self.inferences),
+            ("dropped_frames", self.dropped), ("rejected_images", self.rejected), ("model_errors", self.errors),
+            ("not_commanding_because", "" if reason == "commanding" else reason),
+            ("last_problem", self.last_problem))]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(array)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._worker.join(timeout=5.0)
+        try:
+            self.publish_command(STOP)  # leave the arm with a zero command
+        except Exception:  # the context may already be shut down
+            pass
+
+
+def main(args=None) -> int:
+    return run_node("policy_node", PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

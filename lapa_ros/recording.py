@@ -1,0 +1,154 @@
+"""Teleop episode recording without ROS: start, add sampled frames, stop (save) or discard.
+
+    rec = EpisodeRecorder(root, fps=10, mapping=TwistActionMap(...))
+    rec.start("pick up the cube")                       # -> message
+    rec.add_frame(t, rgb, action)                       # at the sampling rate, while recording
+    rec.stop(success=True)                              # -> (episode index, message); atomic write
+    rec.discard()
+
+Episodes are written with lapa_learning.data.EpisodeWriter in append mode: each lands atomically, so a crash
+(SIGINT, SIGKILL, power loss) during an episode loses only that episode. A failed write (full disk) raises
+RecordingError with the writer's message; earlier episodes stay intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lapa_learning.data.sync import TwistActionMap
+from lapa_learning.errors import LapaError
+
+
+class RecordingError(LapaError):
+    """A recording request that cannot be done now (with the reason)."""
+
+
+class EpisodeRecorder:
+    def __init__(self, root: str | os.PathLike, fps: float, mapping: TwistActionMap,
+                 image_size: tuple[int, int] = (0, 0), video_key: str = "observation.images.front",
+                 max_frames: int = 100_000, min_frames: int = 2, robot_type: str = "ros"):
+        self.root = Path(root)
+        self.fps = float(fps)
+        self.mapping = mapping
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.video_key = video_key
+        self.max_frames, self.min_frames = int(max_frames), max(2, int(min_frames))
+        self.robot_type = robot_type
+        self._writer = None
+        self.recording = False
+        self.instruction: str | None = None
+        self._frames: list[np.ndarray] = []
+        self._actions: list[np.ndarray] = []
+        self._times: list[float] = []
+        self.saved = 0  # episodes written by this recorder
+        self.discarded = 0
+
+    # ------------------------------------------------------------------ episode control
+    def start(self, instruction: str | None) -> str:
+        if self.recording:
+            raise RecordingError(f"already recording an episode ({len(self._frames)} frames); stop or discard it")
+        if instruction is None or not instruction.strip():
+            raise RecordingError("no instruction received yet (publish the task on the instruction topic first)")
+        self._clear()
+        self.instruction = instruction
+        self.recording = True
+        return f"recording episode {self.next_index()}: {instruction!r}"
+
+    def add_frame(self, t: float, rgb: np.ndarray, action: np.ndarray) -> bool:
+        """Append one sampled frame; returns False when the episode reached max_frames (the caller stops it)."""
+        if not self.recording:
+            return False
+        if len(self._frames) >= self.max_frames:
+            return False
+        self._frames.append(self._fit(rgb))
+        self._actions.append(np.asarray(action, dtype=np.float32))
+        self._times.append(float(t))
+        return len(self._frames) < self.max_frames
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._frames)
+
+    def stop(self, success: bool | None) -> tuple[int, str]:
+        """Write the episode (blocking, atomic); returns (episode index, message)."""
+        if not self.recording:
+            raise RecordingError("not recording (call start first)")
+        frames, actions, times = self._frames, self._actions, self._times
+        instruction = self.instruction
+        self.recording = False
+        self._clear()
+        if len(frames) < self.min_frames:
+            self.discarded += 1
+            raise RecordingError(f"episode discarded: only {len(frames)} frame(s) were sampled (need "
+                                 f"{self.min_frames}); are the camera and teleop topics publishing?")
+        timestamps = np.asarray(times, dtype=np.float64)
+        # Sample times are strictly increasing by construction; guard anyway against a clock jumping back.
+        if np.any(np.diff(timestamps) <= 0):
+            timestamps = np.arange(len(frames), dtype=np.float64) / self.fps
+        try:
+            writer = self._open_writer(frames[0].shape[:2])
+            index = writer.add_episode(np.stack(frames), instruction, actions=np.stack(actions),
+                                       success=success, timestamps=timestamps)
+        except LapaError as err:  # the writer says which episode and why (e.g. the disk is full)
+            raise RecordingError(str(err)) from err
+        self.saved += 1
+        return index, f"saved episode {index} ({len(frames)} frames, success={success}) to {self.root}"
+
+    def discard(self) -> str:
+        if not self.recording:
+            raise RecordingError("not recording: nothing to discard")
+        n = len(self._frames)
+        self.recording = False
+        self._clear()
+        self.discarded += 1
+        return f"discarded the episode being recorded ({n} frames)"
+
+    def next_index(self) -> int:
+        return self._writer.num_episodes if self._writer is not None else _existing_episodes(self.root)
+
+    def close(self) -> str | None:
+        """Drop an unfinished episode and write the dataset statistics; returns a message for the log."""
+        msg = None
+        if self.recording:
+            msg = f"shutting down: the unfinished episode ({len(self._frames)} frames) was not saved"
+            self.recording = False
+            self._clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return msg
+
+    # ------------------------------------------------------------------ internals
+    def _fit(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = self.image_size
+        if h and w and rgb.shape[:2] != (h, w):
+            return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        if self._frames and rgb.shape != self._frames[0].shape:  # camera changed size mid-episode
+            fh, fw = self._frames[0].shape[:2]
+            return cv2.resize(rgb, (fw, fh), interpolation=cv2.INTER_AREA)
+        return rgb
+
+    def _open_writer(self, size: tuple[int, int]):
+        if self._writer is None:
+            from lapa_learning.data.writer import EpisodeWriter
+
+            exists = (self.root / "meta" / "info.json").is_file()
+            self._writer = EpisodeWriter(self.root, fps=self.fps, image_size=tuple(size), video_key=self.video_key,
+                                         action_names=self.mapping.action_names, robot_type=self.robot_type,
+                                         mode="append" if exists else "create")
+        return self._writer
+
+    def _clear(self) -> None:
+        self._frames, self._actions, self._times = [], [], []
+
+
+def _existing_episodes(root: Path) -> int:
+    path = root / "meta" / "episodes.jsonl"
+    if not path.is_file():
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
