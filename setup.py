@@ -66,6 +66,7 @@ setup(
             "recorder_node = lapa_ros.recorder_node:main",
             "sim_node = lapa_ros.sim_node:main",
             "expert_teleop = lapa_ros.expert_teleop:main",
+            "episode_runner = lapa_ros.episode_runner:main",
         ],
     },
     zip_safe=True,
