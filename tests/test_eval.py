@@ -1,0 +1,87 @@
+"""Closed-loop evaluation: success counting, intervals, videos, and the CLI on a tiny checkpoint."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lapa_learning.eval.evaluate import evaluate, format_table
+from lapa_learning.eval.stats import wilson_interval
+
+
+def test_wilson_interval():
+    assert wilson_interval(0, 50) == (0.0, pytest.approx(0.0713, abs=1e-3))
+    lo, hi = wilson_interval(25, 50)
+    assert lo == pytest.approx(0.366, abs=1e-3) and hi == pytest.approx(0.634, abs=1e-3)
+    assert wilson_interval(50, 50)[1] == 1.0
+
+
+class OraclePolicy:
+    """Acts with the scripted expert of the environment the evaluator created (to check the bookkeeping)."""
+
+    env = None
+
+    def reset(self):
+        pass
+
+    def act(self, image, instruction):
+        assert image.shape == (64, 64, 3) and instruction == "push the puck to the goal"
+        return SimpleNamespace(values=OraclePolicy.env.expert_action())
+
+
+class ZeroPolicy:
+    def reset(self):
+        pass
+
+    def act(self, image, instruction):
+        return SimpleNamespace(values=np.zeros(4, dtype=np.float32))
+
+
+@pytest.fixture
+def capture_env(monkeypatch):
+    from lapa_learning.sim import metaworld_env
+
+    class Captured(metaworld_env.MetaWorldEnv):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            OraclePolicy.env = self
+
+    monkeypatch.setattr(metaworld_env, "MetaWorldEnv", Captured)
+
+
+def test_expert_succeeds_and_idle_policy_fails(tmp_path, capture_env):
+    good = evaluate(OraclePolicy(), ["push-v3"], episodes_per_task=3, max_steps=150, video_dir=tmp_path / "v",
+                    progress=False)
+    assert good["overall"]["success"] == 1.0 and good["overall"]["episodes"] == 3
+    assert 20 < good["overall"]["mean_steps_to_success"] < 150
+    assert good["overall"]["ci95"][0] > 0.3
+    bad = evaluate(ZeroPolicy(), ["push-v3"], episodes_per_task=2, max_steps=20, video_dir=tmp_path / "v",
+                   progress=False)
+    assert bad["overall"]["success"] == 0.0 and bad["overall"]["mean_steps_to_success"] is None
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["push-v3_failure_0.mp4", "push-v3_success_0.mp4"]
+    assert "push-v3" in format_table(good) and "100%" in format_table(good)
+
+
+def test_evaluation_layouts_are_deterministic(capture_env):
+    a = evaluate(OraclePolicy(), ["push-v3"], episodes_per_task=2, max_steps=150, progress=False)
+    b = evaluate(OraclePolicy(), ["push-v3"], episodes_per_task=2, max_steps=150, progress=False)
+    assert a["overall"]["mean_steps_to_success"] == b["overall"]["mean_steps_to_success"]
+
+
+def test_cli_eval_on_a_tiny_checkpoint(tmp_path):
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(ckpt), "--tasks", "push-v3",
+                          "--episodes-per-task", "2", "--max-steps", "10", "--out", str(tmp_path / "ev")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    results = json.loads((tmp_path / "ev/results.json").read_text())
+    assert results["overall"]["episodes"] == 2 and results["tasks"]["push-v3"]["videos"]
+    assert results["command"].startswith("lapa eval")
+    missing = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "nope" in missing.stderr and "Traceback" not in missing.stderr
