@@ -19,8 +19,8 @@ from lapa_ros.runtime import run_node
 
 
 class ExpertTeleop(Node):
-    def __init__(self):
-        super().__init__("expert_teleop")
+    def __init__(self, **node_kwargs):
+        super().__init__("expert_teleop", **node_kwargs)
         self.params = p = declare_and_read(self, TeleopParams)
         self.rng = np.random.default_rng(p.seed)
         self.twist_pub = self.create_publisher(TwistStamped, p.twist_topic, qos.command())

@@ -39,8 +39,8 @@ def load_policy(params: PolicyParams):
 
 
 class PolicyNode(Node):
-    def __init__(self, policy=None):
-        super().__init__("policy_node")
+    def __init__(self, policy=None, **node_kwargs):
+        super().__init__("policy_node", **node_kwargs)
         self.params = p = declare_and_read(self, PolicyParams)
         self.policy = policy if policy is not None else load_policy(p)
         mapping = TwistActionMap(tuple(self.policy.action_names), p.linear_scale, p.angular_scale, action_limit=0)

@@ -30,8 +30,8 @@ from lapa_ros.runtime import run_node
 
 
 class RecorderNode(Node):
-    def __init__(self):
-        super().__init__("recorder_node")
+    def __init__(self, **node_kwargs):
+        super().__init__("recorder_node", **node_kwargs)
         self.params = p = declare_and_read(self, RecorderParams)
         self.mapping = TwistActionMap(tuple(p.action_names), p.linear_scale, p.angular_scale, p.action_limit)
         gripper_age = p.gripper_max_age if p.gripper_max_age > 0 else math.inf

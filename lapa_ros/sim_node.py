@@ -45,8 +45,8 @@ def _time_msg(seconds: float) -> Time:
 
 
 class SimNode(Node):
-    def __init__(self):
-        super().__init__("sim_node")
+    def __init__(self, **node_kwargs):
+        super().__init__("sim_node", **node_kwargs)
         from lapa_learning.sim.metaworld_env import FPS
 
         self.params = p = declare_and_read(self, SimParams)

@@ -1,0 +1,275 @@
+"""The ROS nodes' pure logic, tested without a running ROS graph: converters, safety gate, params, recording."""
+
+import errno
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lapa_learning.data.sync import TwistActionMap
+from lapa_learning.errors import ConfigError, InputError
+
+pytest.importorskip("rclpy", reason="lapa_ros imports rclpy (install the `ros` extra)")
+
+from lapa_ros.converters import image_to_rgb, rgb_to_image, stamp_to_seconds  # noqa: E402
+from lapa_ros.params import PolicyParams, RecorderParams, SimParams, _convert, defaults  # noqa: E402
+from lapa_ros.recording import EpisodeRecorder, RecordingError  # noqa: E402
+from lapa_ros.safety import CommandGate, Limits, action_to_command, clamp_norm  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------ converters
+def _msg(rgb, encoding, pad=0):
+    h, w, _ = rgb.shape
+    if encoding in ("rgb8", "bgr8"):
+        px = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
+    elif encoding in ("rgba8", "bgra8"):
+        base = rgb if encoding == "rgba8" else rgb[:, :, ::-1]
+        px = np.concatenate([base, np.full((h, w, 1), 255, np.uint8)], axis=2)
+    else:
+        px = rgb[:, :, :1]
+    c = px.shape[2]
+    rows = np.zeros((h, w * c + pad), np.uint8)
+    rows[:, : w * c] = px.reshape(h, w * c)
+    return SimpleNamespace(height=h, width=w, encoding=encoding, step=w * c + pad, data=rows.tobytes())
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
+@pytest.mark.parametrize("pad", [0, 5])
+def test_image_to_rgb_color_encodings(rng, encoding, pad):
+    rgb = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    out = image_to_rgb(_msg(rgb, encoding, pad))
+    assert out.dtype == np.uint8 and out.shape == (7, 9, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_image_to_rgb_mono(rng):
+    gray = rng.integers(0, 256, (4, 6, 1), dtype=np.uint8).repeat(3, axis=2)
+    np.testing.assert_array_equal(image_to_rgb(_msg(gray, "mono8")), gray)
+
+
+def test_image_to_rgb_rejects_bad_input(rng):
+    rgb = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    msg = _msg(rgb, "rgb8")
+    with pytest.raises(InputError, match="encoding '16UC1' is not supported.*rgb8"):
+        image_to_rgb(SimpleNamespace(**{**vars(msg), "encoding": "16UC1"}))
+    with pytest.raises(InputError, match="expected step\\*height"):
+        image_to_rgb(SimpleNamespace(**{**vars(msg), "height": 5}))
+    with pytest.raises(InputError, match="step 4 is shorter"):
+        image_to_rgb(SimpleNamespace(**{**vars(msg), "step": 4}))
+    with pytest.raises(InputError, match="empty"):
+        image_to_rgb(SimpleNamespace(**{**vars(msg), "width": 0}))
+
+
+def test_rgb_to_image_round_trip_with_real_message(rng):
+    rgb = rng.integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    msg = rgb_to_image(rgb, frame_id="cam")
+    assert (msg.encoding, msg.height, msg.width, msg.step, msg.header.frame_id) == ("rgb8", 5, 8, 24, "cam")
+    np.testing.assert_array_equal(image_to_rgb(msg), rgb)
+    with pytest.raises(InputError, match="uint8 RGB"):
+        rgb_to_image(rgb.astype(np.float32))
+    assert stamp_to_seconds(SimpleNamespace(sec=3, nanosec=500_000_000)) == 3.5
+
+
+# ------------------------------------------------------------------------------------------------ safety
+MAP = TwistActionMap(("dx", "dy", "dz", "gripper"), linear_scale=0.8)
+LIM = Limits(max_linear_speed=0.5, max_angular_speed=0.5, image_timeout=0.5)
+
+
+def test_clamp_norm_keeps_direction():
+    v = clamp_norm(np.array([3.0, 4.0, 0.0]), 1.0)
+    np.testing.assert_allclose(v, [0.6, 0.8, 0.0])
+    np.testing.assert_allclose(clamp_norm(np.array([0.1, 0, 0]), 1.0), [0.1, 0, 0])
+
+
+def test_action_to_command_scales_clamps_and_rejects_nan():
+    cmd = action_to_command([1.0, 1.0, 1.0, 5.0], MAP, LIM)
+    assert np.linalg.norm(cmd.linear) == pytest.approx(0.5)
+    assert cmd.gripper == 1.0  # clamped to gripper_max
+    small = action_to_command([0.1, 0.0, 0.0, -1.0], MAP, LIM)
+    np.testing.assert_allclose(small.linear, [0.08, 0, 0])
+    assert action_to_command([np.nan, 0, 0, 0], MAP, LIM) is None
+    assert action_to_command([np.inf, 0, 0, 0], MAP, LIM) is None
+
+
+def test_gate_reasons_in_order():
+    gate = CommandGate(MAP, LIM, enabled=False)
+    assert gate.decide(0.0)[1].startswith("not ready")
+    gate.set_ready(None)
+    assert gate.decide(0.0)[1] == "disabled"
+    gate.set_enabled(True)
+    assert gate.decide(0.0)[1] == "no image received"
+    gate.on_image(1.0)
+    assert gate.decide(1.1)[1] == "no instruction"
+    gate.on_instruction("   ", 1.1)
+    assert gate.decide(1.1)[1] == "instruction empty"
+    assert gate.on_instruction("push the puck", 1.1) is True
+    assert gate.on_instruction("push the puck", 1.2) is False  # same text: no reset needed
+    assert gate.decide(1.2)[1] == "waiting for first action"
+    assert gate.input_problem(1.2) == ""
+    gate.on_action([0.5, 0, 0, 1.0], image_time=1.0)
+    cmd, reason = gate.decide(1.3)
+    assert reason == "" and cmd.linear[0] == pytest.approx(0.4) and cmd.gripper == 1.0
+    assert gate.decide(1.6)[1].startswith("image stale")  # newest image 0.6 s old
+    gate.on_image(1.6)
+    assert gate.decide(1.6)[1].startswith("command stale")  # the command was computed from the 1.0 s image
+    gate.on_action([np.nan, 0, 0, 1.0], image_time=1.6)
+    cmd, reason = gate.decide(1.6)
+    assert reason == "model output not finite" and cmd.is_zero and cmd.gripper is None
+    gate.on_action([0.1, 0, 0, 1.0], image_time=1.6)  # a finite answer clears it
+    assert gate.decide(1.6)[1] == ""
+    gate.set_enabled(False)
+    cmd, reason = gate.decide(1.6)
+    assert reason == "disabled" and cmd.is_zero
+
+
+def test_gate_instruction_timeout_and_reset():
+    gate = CommandGate(MAP, Limits(instruction_timeout=2.0), enabled=True)
+    gate.set_ready(None)
+    gate.on_instruction("open the drawer", 0.0)
+    gate.on_image(2.5)
+    assert gate.decide(2.5)[1].startswith("instruction stale")
+    gate.on_instruction("close the drawer", 2.5)
+    gate.on_action([0, 0, 0, 0], 2.5)
+    gate.reset()
+    assert gate.decide(2.5)[1] == "waiting for first action"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(max_linear_speed=0.0), "max_linear_speed"),
+    (dict(image_timeout=float("nan")), "image_timeout"),
+    (dict(instruction_timeout=-1.0), "instruction_timeout"),
+    (dict(gripper_min=1.0, gripper_max=0.0), "gripper_min"),
+])
+def test_limits_validation(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Limits(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ params
+def test_params_defaults_and_validation():
+    p = PolicyParams()
+    assert p.enabled is False and p.twist_topic == "servo_node/delta_twist_cmds"
+    with pytest.raises(ConfigError, match="control_rate"):
+        PolicyParams(control_rate=0.0)
+    with pytest.raises(ConfigError, match="dataset_root is required"):
+        RecorderParams()
+    with pytest.raises(ConfigError, match="image_size"):
+        RecorderParams(dataset_root="/tmp/x", image_size=(64,))
+    with pytest.raises(ConfigError, match="tasks"):
+        SimParams(tasks=())
+    assert defaults(SimParams)["tasks"] == ("push-v3",)
+
+
+def test_param_conversion():
+    assert _convert("rate", 10, "float") == 10.0 and isinstance(_convert("rate", 10, "float"), float)
+    assert _convert("n", 3.0, "int") == 3
+    assert _convert("tasks", ["a", "b"], "list") == ("a", "b")
+    for value, kind in ((True, "float"), (3.5, "int"), ("yes", "bool"), (1, "str"), ("ab", "list")):
+        with pytest.raises(ConfigError, match="must be a"):
+            _convert("x", value, kind)
+
+
+def test_config_files_match_the_dataclasses():
+    """Every key in config/*.yaml is a parameter of that node (a typo would be silently ignored by ROS)."""
+    from pathlib import Path
+
+    import yaml
+
+    from lapa_ros.episode_runner import RunnerParams
+    from lapa_ros.params import TeleopParams
+
+    known = {"policy_node": PolicyParams, "recorder_node": RecorderParams, "sim_node": SimParams,
+             "expert_teleop": TeleopParams, "episode_runner": RunnerParams}
+    config = Path(__file__).resolve().parents[1] / "config"
+    files = sorted(config.glob("*.yaml"))
+    assert files
+    for path in files:
+        for node, body in yaml.safe_load(path.read_text()).items():
+            assert node in known, f"{path.name}: unknown node {node}"
+            names = set(defaults(known[node])) | {"use_sim_time"}
+            extra = set(body["ros__parameters"]) - names
+            assert not extra, f"{path.name}: {node} has unknown parameters {extra}"
+
+
+# ------------------------------------------------------------------------------------------------ recording
+def _frames(rng, n, size=(16, 16)):
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_recorder_saves_discards_and_appends(tmp_path, rng):
+    from lapa_learning.data import EpisodeDataset
+
+    root = tmp_path / "ds"
+    rec = EpisodeRecorder(root, fps=10, mapping=MAP)
+    with pytest.raises(RecordingError, match="no instruction"):
+        rec.start(None)
+    with pytest.raises(RecordingError, match="not recording"):
+        rec.stop(True)
+    rec.start("push the puck")
+    with pytest.raises(RecordingError, match="already recording"):
+        rec.start("push the puck")
+    actions = []
+    for i, frame in enumerate(_frames(rng, 5)):
+        a = np.array([0.1 * i, 0, 0, 1], np.float32)
+        actions.append(a)
+        rec.add_frame(i * 0.1, frame, a)
+    index, message = rec.stop(success=True)
+    assert index == 0 and "5 frames" in message
+    rec.start("push the puck")
+    rec.add_frame(0.0, _frames(rng, 1)[0], actions[0])
+    assert "1 frames" in rec.discard()
+    rec.start("open the drawer")
+    rec.add_frame(0.0, _frames(rng, 1)[0], actions[0])
+    with pytest.raises(RecordingError, match="only 1 frame"):
+        rec.stop(False)
+    rec.close()
+    # A second recorder (a new session) appends.
+    rec2 = EpisodeRecorder(root, fps=10, mapping=MAP)
+    assert rec2.next_index() == 1
+    rec2.start("open the drawer")
+    for i, frame in enumerate(_frames(rng, 3)):
+        rec2.add_frame(i * 0.1, frame, actions[i])
+    assert rec2.stop(False)[0] == 1
+    rec2.start("x")
+    assert "not saved" in rec2.close()  # shutting down mid-episode drops only that episode
+    ds = EpisodeDataset(root)
+    assert ds.num_episodes == 2 and [e.success for e in ds.episodes] == [True, False]
+    np.testing.assert_allclose(ds.actions(0), np.stack(actions), atol=1e-6)
+    assert ds.episodes[1].instruction == "open the drawer"
+
+
+def test_recorder_resizes_and_bounds_length(tmp_path, rng):
+    rec = EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP, image_size=(8, 12), max_frames=3)
+    rec.start("push")
+    results = [rec.add_frame(i * 0.1, f, np.zeros(4)) for i, f in enumerate(_frames(rng, 4, (20, 30)))]
+    assert results == [True, True, False, False] and rec.num_frames == 3
+    rec.stop(None)
+    from lapa_learning.data import EpisodeDataset
+
+    assert EpisodeDataset(tmp_path / "ds").frames(0).shape == (3, 8, 12, 3)
+
+
+def test_recorder_reports_a_full_disk_and_keeps_earlier_episodes(tmp_path, rng, monkeypatch):
+    from lapa_learning.data import EpisodeDataset, writer
+
+    rec = EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP)
+    rec.start("push")
+    for i, f in enumerate(_frames(rng, 3)):
+        rec.add_frame(i * 0.1, f, np.zeros(4))
+    rec.stop(True)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer, "write_video", full_disk)
+    rec.start("push")
+    for i, f in enumerate(_frames(rng, 3)):
+        rec.add_frame(i * 0.1, f, np.zeros(4))
+    with pytest.raises(RecordingError, match="disk is full"):
+        rec.stop(True)
+    assert EpisodeDataset(tmp_path / "ds").num_episodes == 1 and rec.saved == 1
+    monkeypatch.undo()  # space is back: the next episode gets the next index
+    rec.start("push")
+    for i, f in enumerate(_frames(rng, 2)):
+        rec.add_frame(i * 0.1, f, np.zeros(4))
+    assert rec.stop(True)[0] == 1
