@@ -50,3 +50,59 @@ def make_tiny_checkpoint(out_dir, action_dim: int = 4, chunk_size: int = 1, seed
                          f"head={head!r}, latent={latent})",
               "stage": "random", "datasets": [], "steps": 0, "metrics": {}, "note": "random weights, for tests"}
     return save_checkpoint(out_dir, model, tokenizer, processor, record)
+
+
+def make_toy_dataset(root, episodes: int = 8, length: int = 20, image_size: int = 32, with_actions: bool = True,
+                     latent_labels: bool = True, offset: int = 2, seed: int = 0) -> Path:
+    """A small episode dataset where the image tells the action (for fast end-to-end tests).
+
+    A white square moves toward a red goal dot; the action is (dx, dy, 0, gripper) with dx, dy the unit step
+    toward the goal and the gripper closed (+1) once the square is near it.  The latent labels (K=2 tokens,
+    codebook 4) are the quadrant of the motion between frames t and t+offset and whether the gripper closes,
+    so they are predictable from frame t and the instruction.
+    """
+    from lapa_learning.data.writer import EpisodeWriter
+    from lapa_learning.laq.labels import save_latent_labels
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    writer = EpisodeWriter(root, fps=10, image_size=(image_size, image_size),
+                           action_names=DEFAULT_ACTION_NAMES if with_actions else None,
+                           state_names=("x", "y", "z", "gripper_opening") if with_actions else None,
+                           with_actions=with_actions, mode="overwrite")
+    ep_idx, ts, toks = [], [], []
+    S = image_size
+    for e in range(episodes):
+        pos = rng.uniform(4, S - 4, size=2)
+        goal = rng.uniform(4, S - 4, size=2)
+        frames = np.zeros((length, S, S, 3), dtype=np.uint8)
+        actions = np.zeros((length, 4), dtype=np.float32)
+        states = np.zeros((length, 4), dtype=np.float32)
+        path = []
+        for t in range(length):
+            frames[t, int(goal[1]) - 1:int(goal[1]) + 2, int(goal[0]) - 1:int(goal[0]) + 2] = (255, 0, 0)
+            x, y = int(pos[0]), int(pos[1])
+            frames[t, max(y - 2, 0):y + 2, max(x - 2, 0):x + 2] = (255, 255, 255)
+            d = goal - pos
+            dist = float(np.linalg.norm(d))
+            step = d / max(dist, 1e-6) * min(1.0, dist)
+            grip = 1.0 if dist < 3 else -1.0
+            actions[t] = (step[0], step[1], 0.0, grip)
+            states[t] = (pos[0] / S, pos[1] / S, 0.0, grip)
+            path.append(pos.copy())
+            pos = np.clip(pos + 1.5 * step, 2, S - 3)
+        instruction = "move the square to the red dot" if e % 2 == 0 else "push the block onto the goal"
+        writer.add_episode(frames, instruction, actions=actions if with_actions else None,
+                           states=states if with_actions else None, success=True, task="toy")
+        for t in range(length - offset):
+            motion = path[t + offset] - path[t]
+            quadrant = int(motion[0] > 0) + 2 * int(motion[1] > 0)
+            closes = int(actions[t + offset - 1, 3] > 0) + 2 * int(abs(motion).sum() > 1.0)
+            ep_idx.append(e)
+            ts.append(t)
+            toks.append((quadrant, closes))
+    writer.close()
+    if latent_labels:
+        save_latent_labels(root, np.array(ep_idx), np.array(ts), np.array(toks), codebook_size=4, offset=offset,
+                           source="make_toy_dataset")
+    return root

@@ -1,0 +1,222 @@
+"""Training samples for the VLA: (image x_t, instruction, target) from one or several datasets.
+
+    latent targets : every labelled pair (episode, t) of `latent_actions.parquet` -> its K latent tokens
+    action targets : every frame t of an episode dataset -> the chunk a_t .. a_t+T-1 (mask past the episode end)
+
+Frames are decoded once per episode, resized to the model's image size and kept in memory as uint8 (64 px:
+12 KB a frame).  Batches are drawn with a seeded generator (each process of a multi-GPU run has its own seed),
+then turned into tensors (and augmented) in `collate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lapa_learning.errors import DatasetError
+
+
+def open_source(root):
+    from lapa_learning.data.video_folder import open_video_source
+
+    return open_video_source(Path(root))
+
+
+@dataclass
+class SampleSet:
+    """Flat arrays of samples over several sources (all of one target kind)."""
+
+    frames: list[np.ndarray] = field(default_factory=list)  # per loaded episode: (T, S, S, 3) uint8
+    instructions: list[str] = field(default_factory=list)  # per loaded episode
+    episode_slot: list[int] = field(default_factory=list)  # per sample: index into frames/instructions
+    t: list[int] = field(default_factory=list)  # per sample: frame index
+    latent: list[np.ndarray] = field(default_factory=list)  # per sample: (K,) int (latent targets)
+    actions: list[np.ndarray] = field(default_factory=list)  # per sample: (T, A) float32 (action targets)
+    action_mask: list[np.ndarray] = field(default_factory=list)  # per sample: (T,) bool
+    names: list[str] = field(default_factory=list)  # "<dataset root>:<episode>" per loaded episode
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def finalize(self):
+        self.episode_slot = np.asarray(self.episode_slot, dtype=np.int64)
+        self.t = np.asarray(self.t, dtype=np.int64)
+        if self.latent:
+            self.latent = np.stack(self.latent).astype(np.int64)  # (N, K)
+        if self.actions:
+            self.actions = np.stack(self.actions).astype(np.float32)  # (N, T, A)
+            self.action_mask = np.stack(self.action_mask)  # (N, T)
+        return self
+
+
+def _load_frames(source, ep: int, size: int) -> np.ndarray:
+    from lapa_learning.data.pairs import resize_square
+
+    return resize_square(source.frames(ep), size)
+
+
+def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, seed: int, progress: bool = True):
+    """-> (train SampleSet, val SampleSet, info) for latent pretraining on several datasets with labels."""
+    from lapa_learning.laq.labels import LatentLabels
+
+    train, val = SampleSet(), SampleSet()
+    K = C = None
+    info = {"datasets": []}
+    for root in roots:
+        source = open_source(root)
+        labels = LatentLabels.load(root)
+        if K is None:
+            K, C = labels.num_tokens, labels.codebook_size
+        elif (labels.num_tokens, labels.codebook_size) != (K, C):
+            raise DatasetError(f"{root}: latent labels have {labels.num_tokens} tokens x codebook "
+                               f"{labels.codebook_size}, but the first dataset has {K} x {C}; label every "
+                               f"dataset with the same LAQ")
+        _add_split(source, root, image_size, val_fraction, seed, train, val, progress,
+                   lambda ep, length: [(int(t), labels.tokens[i]) for i, t in
+                                       zip(labels.episode_rows(ep), labels.t[labels.episode_rows(ep)]) if t < length],
+                   kind="latent")
+        info["datasets"].append({"root": str(root), "labels": str(labels.path), "pairs": len(labels),
+                                 "offset": labels.offset, "labels_source": labels.source})
+    info.update(num_tokens=K, codebook_size=C)
+    return train.finalize(), val.finalize(), info
+
+
+def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_fraction: float, seed: int,
+                         progress: bool = True):
+    """-> (train, val, info) for action targets (finetuning, or ActionVLA pretraining)."""
+    train, val = SampleSet(), SampleSet()
+    names = None
+    info = {"datasets": []}
+    for root in roots:
+        source = open_source(root)
+        if not source.has_actions:
+            raise DatasetError(f"{root}: action-free dataset; action training needs recorded actions "
+                               f"(use --targets latents with latent labels for action-free video)")
+        if names is None:
+            names = tuple(source.action_names)
+        elif tuple(source.action_names) != names:
+            raise DatasetError(f"{root}: actions {list(source.action_names)} differ from the first dataset's "
+                               f"{list(names)}")
+
+        def targets(ep, length, source=source):
+            a = source.actions(ep)  # (L, A)
+            out = []
+            for t in range(length):
+                chunk = a[t:t + chunk_size]
+                m = np.zeros(chunk_size, dtype=bool)
+                m[:len(chunk)] = True
+                if len(chunk) < chunk_size:  # past the episode end: repeat the last action, masked out
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], chunk_size - len(chunk), 0)])
+                out.append((t, (chunk, m)))
+            return out
+
+        _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, kind="action")
+        info["datasets"].append({"root": str(root), "episodes": source.num_episodes, "frames": source.num_frames})
+    info["action_names"] = list(names)
+    return train.finalize(), val.finalize(), info
+
+
+def _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets_fn, kind):
+    from lapa_learning.data.pairs import split_episodes
+
+    ids = [ep.index for ep in source.episodes]
+    if not ids:
+        raise DatasetError(f"{root}: no episodes")
+    tr_ids, va_ids = split_episodes(ids, val_fraction, seed)
+    it = [(e, train) for e in tr_ids] + [(e, val) for e in va_ids]
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"loading {Path(root).name}", unit="episode", leave=False)
+    for ep, dest in it:
+        info = source.episodes[ids.index(ep)]
+        rows = targets_fn(ep, info.length)
+        if not rows:
+            continue
+        try:
+            frames = _load_frames(source, ep, image_size)
+        except DatasetError as err:
+            raise DatasetError(f"{root}: episode {ep}: {err}") from None
+        slot = len(dest.frames)
+        dest.frames.append(frames)
+        dest.instructions.append(info.instruction or "")
+        dest.names.append(f"{root}:{ep}")
+        for t, target in rows:
+            if t >= len(frames):
+                continue
+            dest.episode_slot.append(slot)
+            dest.t.append(t)
+            if kind == "latent":
+                dest.latent.append(np.asarray(target, dtype=np.int64))
+            else:
+                dest.actions.append(target[0])
+                dest.action_mask.append(target[1])
+
+
+def majority_baseline(train: SampleSet, val: SampleSet) -> dict:
+    """Held-out accuracy of always answering the most frequent code (globally, and per token position)."""
+    if not len(train) or not len(val):
+        return {}
+    tr, va = np.asarray(train.latent), np.asarray(val.latent)
+    glob = np.bincount(tr.reshape(-1)).argmax()
+    per_pos = np.array([np.bincount(tr[:, k]).argmax() for k in range(tr.shape[1])])
+    return {"majority_baseline_accuracy": float((va == per_pos[None]).mean()),
+            "majority_global_accuracy": float((va == glob).mean())}
+
+
+class Batcher:
+    """Random batches (with replacement across epochs) and an ordered pass for evaluation."""
+
+    def __init__(self, samples: SampleSet, batch_size: int, seed: int):
+        self.samples = samples
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self._perm = np.zeros(0, dtype=np.int64)
+
+    def next_indices(self) -> np.ndarray:
+        if len(self._perm) < self.batch_size:
+            self._perm = np.concatenate([self._perm, self.rng.permutation(len(self.samples))])
+        idx, self._perm = self._perm[: self.batch_size], self._perm[self.batch_size:]
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "perm": self._perm.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._perm = np.asarray(state["perm"], dtype=np.int64)
+
+
+def eval_indices(n: int, max_samples: int, batch_size: int) -> list[np.ndarray]:
+    """A fixed, evenly spread subset of at most max_samples, in batches."""
+    idx = np.arange(n) if n <= max_samples else np.linspace(0, n - 1, max_samples).round().astype(np.int64)
+    return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+
+
+def collate(samples: SampleSet, idx: np.ndarray, kind: str, tokenizer, config, action_processor=None,
+            augment: bool = False, device="cpu", generator=None) -> dict:
+    """Indices -> model batch. kind: "latent" | "discrete" | "continuous"."""
+    from lapa_learning.vla.processor_vla import augment_images, encode_prompts, preprocess_images
+
+    slots, ts = samples.episode_slot[idx], samples.t[idx]
+    images = np.stack([samples.frames[s][t] for s, t in zip(slots, ts)])  # (B, S, S, 3) uint8
+    pixels = preprocess_images(images, config.image_size).to(device)  # (B, 3, S, S)
+    if augment:
+        pixels = augment_images(pixels, generator=generator)
+    ids, mask = encode_prompts(tokenizer, config.prompt_template, [samples.instructions[s] for s in slots],
+                               config.language.max_text_tokens)
+    batch = {"pixels": pixels, "ids": ids.to(device), "mask": mask.to(device)}
+    if kind == "latent":
+        batch["latent_tokens"] = torch.from_numpy(samples.latent[idx]).to(device)
+    else:
+        acts = samples.actions[idx]  # (B, T, A)
+        batch["action_mask"] = torch.from_numpy(samples.action_mask[idx]).to(device)
+        if kind == "discrete":
+            batch["action_tokens"] = action_processor.to_tokens(acts).to(device)
+        else:
+            batch["actions_norm"] = action_processor.normalize(acts).to(device)
+    return batch

@@ -1,0 +1,97 @@
+"""`lapa vla finetune`: stage 3, action finetuning on a (small) labelled episode dataset.
+
+    lapa vla finetune --data outputs/data/robot --init outputs/vla/pretrain --out outputs/vla/lapa     # LAPA
+    lapa vla finetune --data outputs/data/robot --out outputs/vla/scratch                              # Scratch
+    lapa vla finetune --data D --init RUN --action-head continuous --chunk-size 8 --out R2             # L1 chunks
+
+With --init, the vision tower, projector, LM and tokenizer come from the pretrained checkpoint; its latent head
+is kept (frozen) so the finetuned policy still reports predicted latent tokens.  A pretrained action head
+(ActionVLA) is kept when its type and shape match.  Action statistics and bin edges always come from --data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lapa_learning.vla.trainer import add_common_arguments
+
+    parser.add_argument("--data", action="append", required=True, type=Path,
+                        help="episode dataset with actions (repeat to mix several with the same action names)")
+    parser.add_argument("--init", type=Path, help="pretrained checkpoint (run dir or checkpoint dir); "
+                                                  "without it the model starts from scratch (the Scratch baseline)")
+    parser.add_argument("--action-head", choices=["discrete", "continuous"], default="discrete",
+                        help="discrete: 256 quantile bins per dim, cross-entropy (LAPA); continuous: L1 on a "
+                             "chunk in one forward pass (default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=1, help="actions predicted per step (default: 1)")
+    add_common_arguments(parser, default_steps=2000, default_lr=3e-4)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lapa_learning.vla import trainer as T
+    from lapa_learning.vla.checkpoint import load_checkpoint
+    from lapa_learning.vla.configuration_vla import ActionHeadConfig, load_config_arg
+    from lapa_learning.vla.data import build_action_samples
+    from lapa_learning.vla.modeling_vla import VLAModel
+    from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tcfg = T.train_config_from_args(args)
+    T.seed_everything(tcfg.seed)
+    run_dir, state = T.prepare_run_dir(args)
+    progress = not args.no_progress
+
+    init_record = None
+    if state is not None:
+        model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
+        model.train()
+        T.apply_flag_overrides(model, args)
+        model.freeze_latent_head()  # as in the run being resumed
+        chunk = model.config.action.chunk_size
+    elif args.init is not None:
+        model, tokenizer, _, _, init_record = load_checkpoint(args.init, device="cpu")
+        model.train()
+        T.apply_flag_overrides(model, args)
+        if args.lora_rank:
+            from lapa_learning.errors import ConfigError
+
+            raise ConfigError("--lora-rank with --init: set LoRA when the model is first built (pretrain)")
+        chunk = args.chunk_size
+    else:
+        cfg = load_config_arg(args.config, **T.config_overrides_from_args(args))
+        chunk = args.chunk_size
+
+    image_size = model.config.image_size if (state is not None or args.init is not None) else cfg.image_size
+    train, val, info = build_action_samples(args.data, image_size, chunk, tcfg.val_fraction, tcfg.seed, progress)
+    names = info["action_names"]
+
+    if state is None:
+        want = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=chunk)
+        processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=want.num_bins)
+        if args.init is None:
+            cfg.action = want
+            tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(train.instructions, val.instructions))
+            model = VLAModel(cfg, vocab_size=len(tokenizer))
+        else:
+            have = model.config.action
+            if have is None or (have.type, have.action_dim, have.chunk_size, have.num_bins) != \
+                    (want.type, want.action_dim, want.chunk_size, want.num_bins):
+                model.add_action_head(want)  # a fresh head (the pretrained one, if any, does not fit)
+            model.freeze_latent_head()  # kept for reporting latent tokens; not trained on actions
+    kind = model.config.action.type
+    print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; "
+          f"{'init from ' + str(args.init) if args.init else 'from scratch'}")
+    record = {"command": T.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
+              "init_record": {k: init_record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")}
+              if init_record else None,
+              "datasets": info["datasets"], "model": model.config.name}
+    final = T.train(run_dir, model, tokenizer, processor, train, val, kind, tcfg, record, state, progress)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final["metrics"].items()}))
+    print(f"checkpoint: {run_dir / 'checkpoint'}")
+    return 0

@@ -1,0 +1,98 @@
+"""`lapa vla pretrain`: stage 2, latent pretraining (or the ActionVLA baseline on true actions).
+
+    lapa vla pretrain --data outputs/data/videos --out outputs/vla/pretrain              # latent labels
+    lapa vla pretrain --data A --data B --out RUN --max-minutes 30                       # several datasets mixed
+    lapa vla pretrain --data robot_set --targets actions --out RUN                       # ActionVLA baseline
+
+Each --data directory is an episode dataset or a video folder with `latent_actions.parquet` beside it
+(written by `lapa laq label`).  Samples of all datasets are pooled (each pair equally likely).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lapa_learning.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lapa_learning.vla.trainer import add_common_arguments
+
+    parser.add_argument("--data", action="append", required=True, type=Path,
+                        help="dataset with latent labels (repeat to mix several)")
+    parser.add_argument("--targets", choices=["latents", "actions"], default="latents",
+                        help="latents (LAPA) or true actions (the ActionVLA baseline) (default: %(default)s)")
+    parser.add_argument("--action-head", choices=["discrete", "continuous"], default="discrete",
+                        help="with --targets actions: the action head (default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=1, help="with --targets actions: actions per step")
+    add_common_arguments(parser, default_steps=3000, default_lr=3e-4)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lapa_learning.vla import trainer as T
+    from lapa_learning.vla.checkpoint import load_checkpoint
+    from lapa_learning.vla.configuration_vla import ActionHeadConfig, LatentHeadConfig, load_config_arg
+    from lapa_learning.vla.data import build_action_samples, build_latent_samples, majority_baseline
+    from lapa_learning.vla.modeling_vla import VLAModel
+    from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tcfg = T.train_config_from_args(args)
+    T.seed_everything(tcfg.seed)
+    run_dir, state = T.prepare_run_dir(args)
+    overrides = T.config_overrides_from_args(args)
+    cfg = None if state is not None else load_config_arg(args.config, **overrides)
+    image_size = cfg.image_size if cfg is not None else _saved_image_size(run_dir)
+    progress = not args.no_progress
+
+    if args.targets == "latents":
+        train, val, info = build_latent_samples(args.data, image_size, tcfg.val_fraction, tcfg.seed, progress)
+        kind = "latent"
+    else:
+        train, val, info = build_action_samples(args.data, image_size, args.chunk_size, tcfg.val_fraction,
+                                                tcfg.seed, progress)
+        kind = args.action_head
+
+    processor = None
+    if state is not None:
+        model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
+        model.train()
+        T.apply_flag_overrides(model, args)
+    else:
+        if kind == "latent":
+            cfg.latent = LatentHeadConfig(num_tokens=info["num_tokens"], codebook_size=info["codebook_size"])
+        else:
+            names = info["action_names"]
+            cfg.action = ActionHeadConfig(type=kind, action_dim=len(names), chunk_size=args.chunk_size)
+            processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=cfg.action.num_bins)
+        tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(train.instructions, val.instructions))
+        model = VLAModel(cfg, vocab_size=len(tokenizer))
+    print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out samples "
+          f"from {len(args.data)} dataset(s)")
+    record = {"command": T.command_line(), "stage": "pretrain", "targets": args.targets,
+              "datasets": info["datasets"], "model": model.config.name}
+    if kind == "latent":
+        record.update(majority_baseline(train, val))
+    final = T.train(run_dir, model, tokenizer, processor, train, val, kind, tcfg, record, state, progress)
+    m = final["metrics"]
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}))
+    if kind == "latent" and "majority_baseline_accuracy" in final:
+        print(f"held-out latent token accuracy {m['latent_token_accuracy']:.3f} vs most-frequent-code baseline "
+              f"{final['majority_baseline_accuracy']:.3f}")
+    print(f"checkpoint: {run_dir / 'checkpoint'}")
+    return 0
+
+
+def _saved_image_size(run_dir: Path) -> int:
+    from lapa_learning.vla.checkpoint import read_json
+
+    meta = read_json(run_dir / "checkpoint" / "config.json", "the model configuration")
+    try:
+        return int(meta["vla"]["image_size"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{run_dir / 'checkpoint' / 'config.json'}: no vla.image_size") from None

@@ -1,0 +1,355 @@
+"""The training loop shared by `lapa vla pretrain` and `lapa vla finetune`.
+
+AdamW with linear warm-up and cosine decay, gradient clipping, held-out loss / token accuracy every
+`eval_every` steps, TensorBoard scalars, tqdm progress, atomic checkpoints (`<run>/checkpoint/`, the latest, which
+`Policy.load(<run>)` accepts) with the optimizer state for `--resume`, and a step or wall-clock budget.
+Devices and precision come from accelerate: CPU (fp32), one or several GPUs (`accelerate launch`, bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lapa_learning.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 2000  # optimizer steps (the run stops at whichever of max_steps / max_minutes comes first)
+    max_minutes: float | None = None  # wall-clock budget, counted across resumes
+    batch_size: int = 32  # per process
+    lr: float = 3e-4  # peak learning rate (LAPA on a 7B LM: 2e-5; tiny from scratch: 3e-4 .. 1e-3)
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_samples: int = 1024  # held-out samples per evaluation (a fixed, evenly spread subset)
+    save_every: int = 500
+    log_every: int = 10
+    augment: bool = True  # random crop + colour jitter (the reference finetuning recipe)
+    seed: int = 0
+    val_fraction: float = 0.1  # episodes held out
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "fp32" | "bf16"
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise ConfigError(f"--max-steps {self.max_steps}: expected >= 1")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"--max-minutes {self.max_minutes}: expected > 0")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size}: expected >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr {self.lr}: expected > 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction {self.val_fraction}: expected in [0, 1)")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"--precision {self.precision!r}: expected auto, fp32 or bf16")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device {self.device!r}: expected auto, cpu or cuda")
+        for name in ("eval_every", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
+
+
+# ---- CLI pieces shared by pretrain and finetune -------------------------------------------------------------
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_steps: int, default_lr: float) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoint/, tensorboard/)")
+    parser.add_argument("--config", default="tiny",
+                        help="model config: a preset (tiny, tiny-efficientnet, siglip-qwen2.5-0.5b, "
+                             "siglip-smollm2-135m, qwen0.5b-random) or a JSON file (default: %(default)s)")
+    parser.add_argument("--vision-path", help="local dir (or hub id) of a pretrained transformers vision model")
+    parser.add_argument("--lm-path", help="local dir (or hub id) of a pretrained causal LM (and its tokenizer)")
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--train-vision", action="store_true", help="train the vision tower too")
+    g.add_argument("--freeze-vision", action="store_true", help="freeze the vision tower")
+    parser.add_argument("--freeze-lm", action="store_true", help="freeze the language model")
+    parser.add_argument("--lora-rank", type=int, help="LoRA adapters of this rank on the LM (needs peft)")
+    parser.add_argument("--max-steps", type=int, default=default_steps, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes of training")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size per process (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=default_lr, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
+    parser.add_argument("--eval-samples", type=int, default=1024, help="held-out samples per evaluation")
+    parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes held out")
+    parser.add_argument("--no-augment", action="store_true", help="no random crop / colour jitter")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto = bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_config_from_args(args) -> TrainConfig:
+    return TrainConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
+                       lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                       eval_every=args.eval_every, eval_samples=args.eval_samples, save_every=args.save_every,
+                       augment=not args.no_augment, seed=args.seed, val_fraction=args.val_fraction,
+                       device=args.device, precision=args.precision)
+
+
+def config_overrides_from_args(args) -> dict:
+    """CLI flags -> nested VLAConfig overrides."""
+    o: dict = {}
+    if args.vision_path:
+        o.setdefault("vision", {}).update(source="pretrained", path=args.vision_path)
+    if args.lm_path:
+        o.setdefault("language", {}).update(source="pretrained", path=args.lm_path, tokenizer="pretrained")
+    if args.train_vision:
+        o.setdefault("vision", {})["frozen"] = False
+    if args.freeze_vision:
+        o.setdefault("vision", {})["frozen"] = True
+    if args.freeze_lm:
+        o.setdefault("language", {})["trainable"] = False
+    if args.lora_rank is not None:
+        o.setdefault("language", {})["lora_rank"] = args.lora_rank
+    return o
+
+
+def apply_flag_overrides(model, args) -> None:
+    """Trainability flags on a model loaded from a checkpoint (finetune --init, resume)."""
+    cfg = model.config
+    if args.train_vision:
+        cfg.vision.frozen = False
+    if args.freeze_vision:
+        cfg.vision.frozen = True
+    if args.freeze_lm:
+        cfg.language.trainable = False
+    model.apply_trainable()
+
+
+def prepare_run_dir(args) -> tuple[Path, dict | None]:
+    """-> (run dir, training state to resume from or None). Refuses to clobber a run by accident."""
+    run = Path(args.out)
+    ckpt = run / "checkpoint"
+    if args.resume:
+        state_path = ckpt / "training_state.pt"
+        if not state_path.is_file():
+            raise CheckpointError(f"--resume: {state_path} not found (no run to resume in {run})")
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001
+            raise CheckpointError(f"{state_path}: cannot read the training state ({err})") from None
+        return run, state
+    if ckpt.exists() and not args.overwrite:
+        raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it or --overwrite")
+    if ckpt.exists():
+        import shutil
+
+        shutil.rmtree(ckpt)
+    run.mkdir(parents=True, exist_ok=True)
+    return run, None
+
+
+# ---- the loop --------------------------------------------------------------------------------------------------
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # cosine down to 10%
+    return f
+
+
+def _make_optimizer(model, cfg: TrainConfig):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+    if not decay and not no_decay:
+        raise ConfigError("nothing to train: every parameter is frozen (check --freeze-lm / --freeze-vision)")
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set, kind: str, cfg: TrainConfig,
+          record: dict, resume_state: dict | None = None, progress: bool = True) -> dict:
+    """Train `model` on `train_set` (kind: latent | discrete | continuous). Returns the final train record."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from lapa_learning.vla.checkpoint import save_checkpoint
+    from lapa_learning.vla.data import Batcher, collate, eval_indices
+
+    if len(train_set) == 0:
+        raise ConfigError("no training samples (are all episodes held out, or the labels empty?)")
+    use_cuda = cfg.device in ("auto", "cuda") and torch.cuda.is_available()
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: CUDA is not available on this machine")
+    bf16 = use_cuda and cfg.precision in ("auto", "bf16")
+    if cfg.precision == "bf16" and not use_cuda:
+        print("note: bf16 is about 2x slower than fp32 on CPU here; training in bf16 autocast anyway", file=sys.stderr)
+        bf16 = True
+    acc = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if bf16 else "no",
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    main = acc.is_main_process
+    torch.manual_seed(cfg.seed + acc.process_index)
+
+    model.train()
+    optimizer = _make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.max_steps))
+    batcher = Batcher(train_set, cfg.batch_size, seed=cfg.seed * 1000 + acc.process_index)
+    step, elapsed_before, history = 0, 0.0, []
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        batcher.load_state_dict(resume_state["batcher"])
+        torch.set_rng_state(resume_state["torch_rng"])
+        step = int(resume_state["step"])
+        elapsed_before = float(resume_state.get("elapsed_s", 0.0))
+        history = list(resume_state.get("history", []))
+    model, optimizer = acc.prepare(model, optimizer)
+    device = acc.device
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed * 7919 + acc.process_index)
+    if resume_state is not None and "augment_rng" in resume_state:
+        gen.set_state(resume_state["augment_rng"].to(gen.get_state().device))
+
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
+    record = dict(record)
+    record.update(train_config=asdict(cfg), kind=kind, device=str(device), precision="bf16" if bf16 else "fp32",
+                  num_processes=acc.num_processes,
+                  num_parameters=acc.unwrap_model(model).num_parameters(),
+                  trainable_parameters=acc.unwrap_model(model).num_parameters(trainable_only=True),
+                  train_samples=len(train_set), val_samples=len(val_set))
+    if resume_state is not None:
+        record["resumed_at_step"] = step
+    eval_set = val_set if len(val_set) else train_set
+    record["eval_split"] = "val" if len(val_set) else "train (no held-out episodes)"
+
+    def evaluate() -> dict:
+        model.eval()
+        tot, n, correct, l1 = 0.0, 0, 0.0, 0.0
+        with torch.no_grad():
+            for idx in eval_indices(len(eval_set), cfg.eval_samples, cfg.batch_size):
+                batch = collate(eval_set, idx, kind, tokenizer, acc.unwrap_model(model).config, action_processor,
+                                augment=False, device=device)
+                with acc.autocast():
+                    loss, m = model(batch)
+                w = m.get("tokens", len(idx))
+                tot += m["loss"] * w
+                n += w
+                correct += m.get(f"{'latent' if kind == 'latent' else 'action'}_token_accuracy", 0.0) * w
+        model.train()
+        out = {"val_loss": tot / max(n, 1), "step": step}
+        if kind == "latent":
+            out["latent_token_accuracy"] = correct / max(n, 1)
+        elif kind == "discrete":
+            out["action_token_accuracy"] = correct / max(n, 1)
+        else:
+            out["val_action_l1_normalized"] = tot / max(n, 1)
+        return out
+
+    def save(final: bool = False) -> None:
+        acc.wait_for_everyone()
+        if not main:
+            return
+        rec = dict(record, steps=step, metrics=history[-1] if history else {}, history=history,
+                   time_s=round(elapsed_before + time.time() - t0, 1), finished=final,
+                   saved_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "batcher": batcher.state_dict(), "torch_rng": torch.get_rng_state(), "augment_rng": gen.get_state(),
+                 "step": step,
+                 "elapsed_s": elapsed_before + time.time() - t0, "history": history}
+        save_checkpoint(run_dir / "checkpoint", acc.unwrap_model(model), tokenizer, action_processor, rec, state)
+        (run_dir / "train_record.json").write_text(json.dumps(rec, indent=2, default=str))
+
+    t0 = time.time()
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and main), desc=f"vla {kind}", unit="step",
+               dynamic_ncols=True)
+    stop_reason = "max_steps"
+    last_saved = step
+    try:
+        while step < cfg.max_steps:
+            if budget_s is not None and elapsed_before + time.time() - t0 >= budget_s:
+                stop_reason = "max_minutes"
+                break
+            batch = collate(train_set, batcher.next_indices(), kind, tokenizer, acc.unwrap_model(model).config,
+                            action_processor, augment=cfg.augment, device=device, generator=gen)
+            with acc.autocast():
+                loss, metrics = model(batch)
+            acc.backward(loss)
+            if cfg.grad_clip:
+                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            if writer is not None and step % cfg.log_every == 0:
+                for k, v in metrics.items():
+                    if k != "tokens":
+                        writer.add_scalar(f"train/{k}", v, step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                ev = evaluate()
+                history.append(ev)
+                if writer is not None:
+                    for k, v in ev.items():
+                        if k != "step":
+                            writer.add_scalar(f"val/{k}", v, step)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in ev.items() if k != "step"})
+            if step % cfg.save_every == 0:
+                save()
+                last_saved = step
+    except KeyboardInterrupt:
+        if step > last_saved:
+            save()  # keep the progress, then stop
+        bar.close()
+        raise
+    bar.close()
+    if not history or history[-1]["step"] != step:
+        history.append(evaluate())
+    record["stop_reason"] = stop_reason
+    save(final=True)
+    if writer is not None:
+        writer.close()
+    return dict(record, steps=step, metrics=history[-1], history=history)
+
+
+def corpus_for_tokenizer(*instruction_lists) -> list[str]:
+    """Instructions of the datasets plus every Meta-World phrasing (so later finetuning prompts are covered)."""
+    from lapa_learning.vla.testing import tiny_corpus
+
+    texts = [t for lst in instruction_lists for t in lst if t]
+    return texts + tiny_corpus()
+
+
+def command_line() -> str:
+    return " ".join(["lapa"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lapa") else " ".join(sys.argv)
+
+
+def describe(model) -> str:
+    n = model.num_parameters()
+    t = model.num_parameters(trainable_only=True)
+    return f"{model.config.name}: {n / 1e6:.2f}M parameters, {t / 1e6:.2f}M trained"
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
