@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=want.num_bins)
         if args.init is None:
             cfg.action = want
-            tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(train.instructions, val.instructions))
+            tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(cfg.prompt_template, train.instructions, val.instructions))
             model = VLAModel(cfg, vocab_size=len(tokenizer))
         else:
             have = model.config.action

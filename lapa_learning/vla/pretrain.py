@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             names = info["action_names"]
             cfg.action = ActionHeadConfig(type=kind, action_dim=len(names), chunk_size=args.chunk_size)
             processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=cfg.action.num_bins)
-        tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(train.instructions, val.instructions))
+        tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(cfg.prompt_template, train.instructions, val.instructions))
         model = VLAModel(cfg, vocab_size=len(tokenizer))
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out samples "
           f"from {len(args.data)} dataset(s)")

@@ -59,7 +59,13 @@ def minilm_tokenizer():
                                    bos_token="[CLS]")
 
 
+def prompt_corpus(template: str, instructions: Iterable[str]) -> list[str]:
+    """The full prompts a tokenizer is trained on (template words become single tokens)."""
+    return [template.format(instruction=t.strip().rstrip("?.!").lower()) for t in instructions]
+
+
 def build_tokenizer(language_cfg, texts: Sequence[str]):
+    """texts: the prompts to train on (see prompt_corpus) when language_cfg.tokenizer == "train"."""
     if language_cfg.tokenizer == "train":
         return train_tokenizer(texts, language_cfg.tokenizer_vocab_size)
     if language_cfg.tokenizer == "minilm":
@@ -206,7 +212,13 @@ class ActionProcessor:
         out = torch.empty(a.shape, dtype=torch.long)
         for d in range(self.action_dim):
             inner = edges[d, 1:-1].contiguous()
-            out[..., d] = torch.bucketize(a[..., d].contiguous(), inner, right=True).clamp_(0, self.num_bins - 1)
+            v = a[..., d].contiguous()
+            b = torch.bucketize(v, inner, right=True).clamp_(0, self.num_bins - 1)
+            # a value sitting on a repeated edge (e.g. actions clipped at exactly -1) goes to the degenerate
+            # bin [v, v] below, so that it decodes back to v exactly
+            prev = (b - 1).clamp(min=0)
+            b = torch.where((b > 0) & (edges[d][b] == v) & (edges[d][prev] == v), prev, b)
+            out[..., d] = b
         if self.gripper_binary:
             out[..., -1] = (a[..., -1] > self.gripper_threshold).long()
         return out

@@ -28,7 +28,7 @@ def make_tiny_checkpoint(out_dir, action_dim: int = 4, chunk_size: int = 1, seed
     from lapa_learning.vla.checkpoint import save_checkpoint
     from lapa_learning.vla.configuration_vla import preset
     from lapa_learning.vla.modeling_vla import VLAModel
-    from lapa_learning.vla.processor_vla import ActionProcessor, train_tokenizer
+    from lapa_learning.vla.processor_vla import ActionProcessor, prompt_corpus, train_tokenizer
 
     if head == "auto":
         head = "discrete" if chunk_size == 1 else "continuous"
@@ -41,7 +41,7 @@ def make_tiny_checkpoint(out_dir, action_dim: int = 4, chunk_size: int = 1, seed
     if latent:
         overrides["latent"] = dict(num_tokens=4, codebook_size=8)
     cfg = preset("tiny", **overrides)
-    tokenizer = train_tokenizer(tiny_corpus(), cfg.language.tokenizer_vocab_size)
+    tokenizer = train_tokenizer(prompt_corpus(cfg.prompt_template, tiny_corpus()), cfg.language.tokenizer_vocab_size)
     model = VLAModel(cfg, vocab_size=len(tokenizer))
     acts = rng.uniform(-1, 1, size=(2000, action_dim)).astype(np.float32)
     acts[:, -1] = np.where(rng.random(2000) < 0.5, -1.0, 1.0)

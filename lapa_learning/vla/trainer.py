@@ -223,7 +223,7 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed * 7919 + acc.process_index)
     if resume_state is not None and "augment_rng" in resume_state:
-        gen.set_state(resume_state["augment_rng"].to(gen.get_state().device))
+        gen.set_state(resume_state["augment_rng"])
 
     writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
     record = dict(record)
@@ -329,12 +329,14 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
     return dict(record, steps=step, metrics=history[-1], history=history)
 
 
-def corpus_for_tokenizer(*instruction_lists) -> list[str]:
-    """Instructions of the datasets plus every Meta-World phrasing (so later finetuning prompts are covered)."""
+def corpus_for_tokenizer(template: str, *instruction_lists) -> list[str]:
+    """Prompts of the datasets' instructions plus every Meta-World phrasing (so later finetuning prompts are
+    covered; the byte-level BPE encodes any other text too, only less compactly)."""
+    from lapa_learning.vla.processor_vla import prompt_corpus
     from lapa_learning.vla.testing import tiny_corpus
 
     texts = [t for lst in instruction_lists for t in lst if t]
-    return texts + tiny_corpus()
+    return prompt_corpus(template, texts + tiny_corpus())
 
 
 def command_line() -> str:
