@@ -1,0 +1,107 @@
+"""End to end: `lapa vla pretrain` (latents, several datasets; true actions) -> `lapa vla finetune` -> Policy."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from lapa_learning.cli import main
+from lapa_learning.vla.policy import Policy
+from lapa_learning.vla.testing import make_toy_dataset
+
+FAST = ["--batch-size", "8", "--eval-every", "5", "--eval-samples", "32", "--threads", "1", "--no-progress",
+        "--config", "tiny"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vla_data")
+    robot = make_toy_dataset(root / "robot", episodes=6, length=12, image_size=32, seed=0)
+    video = make_toy_dataset(root / "video", episodes=4, length=12, image_size=32, with_actions=False, seed=1)
+    return robot, video
+
+
+@pytest.mark.slow
+def test_pretrain_finetune_policy(data, tmp_path):
+    robot, video = data
+    pre = tmp_path / "pre"
+    assert main(["vla", "pretrain", "--data", str(video), "--data", str(robot), "--out", str(pre),
+                 "--max-steps", "10", *FAST]) == 0
+    rec = json.loads((pre / "train_record.json").read_text())
+    assert rec["steps"] == 10 and len(rec["datasets"]) == 2 and "latent_token_accuracy" in rec["metrics"]
+    assert "majority_baseline_accuracy" in rec and (pre / "tensorboard").is_dir()
+    ft = tmp_path / "ft"
+    assert main(["vla", "finetune", "--data", str(robot), "--init", str(pre), "--out", str(ft),
+                 "--max-steps", "10", *FAST]) == 0
+    rec = json.loads((ft / "checkpoint" / "train_record.json").read_text())
+    assert rec["stage"] == "finetune" and rec["init"] == str(pre) and "action_token_accuracy" in rec["metrics"]
+    # the pretrained latent head is kept (frozen) in the finetuned checkpoint
+    w_pre = load_file(str(pre / "checkpoint" / "model.safetensors"))
+    w_ft = load_file(str(ft / "checkpoint" / "model.safetensors"))
+    np.testing.assert_array_equal(w_pre["latent_head.weight"], w_ft["latent_head.weight"])
+    assert not np.array_equal(w_pre["projector.0.weight"], w_ft["projector.0.weight"])
+    pol = Policy.load(ft, device="cpu")
+    img = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    a = pol.act(img, "move the square to the red dot")
+    assert a.values.shape == (4,) and a.latent_tokens.shape == (2,) and pol.codebook_size == 4
+    # save/load gives the same actions
+    again = Policy.load(ft / "checkpoint", device="cpu").act(img, "move the square to the red dot")
+    np.testing.assert_array_equal(a.values, again.values)
+    np.testing.assert_array_equal(a.latent_tokens, again.latent_tokens)
+
+
+@pytest.mark.slow
+def test_scratch_and_actionvla_and_continuous_chunks(data, tmp_path):
+    robot, _ = data
+    assert main(["vla", "finetune", "--data", str(robot), "--out", str(tmp_path / "scratch"),
+                 "--action-head", "continuous", "--chunk-size", "3", "--max-steps", "6", *FAST]) == 0
+    pol = Policy.load(tmp_path / "scratch", device="cpu")
+    assert pol.chunk_size == 3 and pol.num_latent_tokens is None
+    assert [pol.act(np.zeros((32, 32, 3), np.uint8), "push").chunk_index for _ in range(4)] == [0, 1, 2, 0]
+    # ActionVLA: pretrain on true actions, then finetune keeps the (matching) action head
+    assert main(["vla", "pretrain", "--data", str(robot), "--targets", "actions", "--out", str(tmp_path / "av"),
+                 "--max-steps", "6", *FAST]) == 0
+    assert main(["vla", "finetune", "--data", str(robot), "--init", str(tmp_path / "av"),
+                 "--out", str(tmp_path / "av_ft"), "--max-steps", "1", "--lr", "1e-9", "--warmup-steps", "1",
+                 *FAST]) == 0
+    w0 = load_file(str(tmp_path / "av" / "checkpoint" / "model.safetensors"))
+    w1 = load_file(str(tmp_path / "av_ft" / "checkpoint" / "model.safetensors"))
+    np.testing.assert_allclose(w0["action_head.weight"], w1["action_head.weight"], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_matches_uninterrupted_run(data, tmp_path):
+    robot, _ = data
+    args = ["vla", "finetune", "--data", str(robot), "--max-steps", "8", "--save-every", "4", *FAST]
+    assert main(args + ["--out", str(tmp_path / "full")]) == 0
+    half = args[:]
+    half[half.index("--max-steps") + 1] = "4"
+    assert main(half + ["--out", str(tmp_path / "part")]) == 0
+    assert main(args + ["--out", str(tmp_path / "part"), "--resume"]) == 0
+    a = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    rec = json.loads((tmp_path / "part" / "train_record.json").read_text())
+    assert rec["steps"] == 8 and rec["resumed_at_step"] == 4
+
+
+def test_cli_errors(data, tmp_path, capsys):
+    robot, video = data
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    assert main(["vla", "finetune", "--data", str(robot), "--out", str(tmp_path / "run"), *FAST]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["vla", "finetune", "--data", str(robot), "--out", str(tmp_path / "r2"), "--resume", *FAST]) == 2
+    assert "training_state.pt" in capsys.readouterr().err
+    assert main(["vla", "finetune", "--data", str(video), "--out", str(tmp_path / "r3"), *FAST]) == 2
+    assert "action-free" in capsys.readouterr().err
+    assert main(["vla", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "r4"), *FAST]) == 2
+    assert "error" in capsys.readouterr().err
+    assert main(["vla", "finetune", "--data", str(robot), "--init", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "r5"), *FAST]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert main(["vla", "finetune", "--data", str(robot), "--out", str(tmp_path / "r6"), "--max-steps", "0",
+                 *FAST]) == 2
+    assert "--max-steps" in capsys.readouterr().err
