@@ -107,22 +107,19 @@ class PolicyNode(Node):
 
     def enable_callback(self, request, response):
         self.gate.set_enabled(request.data)
-        if not request.data:
-            self.publish_command(STOP)  # stop at once, not at the next tick
+        self.publish_decision()  # stop at once, not at the next tick
         response.success, response.message = True, "enabled" if request.data else "disabled"
         self.get_logger().info(response.message)
         return response
 
     def reset_callback(self, request, response):
         self._reset_policy()
-        self.publish_command(STOP)
+        self.publish_decision()
         response.success, response.message = True, "policy reset (action chunk and history cleared)"
         return response
 
     def control_callback(self) -> None:
-        command, reason = self.gate.decide(self._now())
-        self.last_reason = reason or "commanding"
-        self.publish_command(command)
+        self.publish_decision()
 
     # ------------------------------------------------------------------ worker
     def _worker_loop(self) -> None:
@@ -165,8 +162,7 @@ class PolicyNode(Node):
             self.proposed_pub.publish(self._twist_msg(command))
         if action.latent_tokens is not None:
             self._publish_tokens(action.latent_tokens)
-        decided, _ = self.gate.decide(self._now())
-        self.publish_command(decided)
+        self.publish_decision()
 
     def _reset_policy(self) -> None:
         with self._cond:
@@ -180,11 +176,17 @@ class PolicyNode(Node):
         return fill_twist(TwistStamped(), command.linear, command.angular, stamp=self.get_clock().now().to_msg(),
                           frame_id=self.params.frame_id)
 
-    def publish_command(self, command: Command) -> None:
+    def publish_decision(self) -> None:
+        """Publish what the gate allows now. Deciding under the lock orders it after any enable/disable."""
         with self._publish_lock:
-            self.twist_pub.publish(self._twist_msg(command))
-            if command.gripper is not None:
-                self.gripper_pub.publish(Float64(data=command.gripper))
+            command, reason = self.gate.decide(self._now())
+            self.last_reason = reason or "commanding"
+            self._publish(command)
+
+    def _publish(self, command: Command) -> None:
+        self.twist_pub.publish(self._twist_msg(command))
+        if command.gripper is not None:
+            self.gripper_pub.publish(Float64(data=command.gripper))
 
     def _publish_tokens(self, tokens) -> None:
         msg = Int32MultiArray(data=[int(t) for t in np.asarray(tokens).reshape(-1)])
@@ -217,7 +219,8 @@ class PolicyNode(Node):
             self._cond.notify_all()
         self._worker.join(timeout=5.0)
         try:
-            self.publish_command(STOP)  # leave the arm with a zero command
+            with self._publish_lock:
+                self._publish(STOP)  # leave the arm with a zero command
         except Exception:  # the context may already be shut down
             pass
 

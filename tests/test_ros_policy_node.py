@@ -1,0 +1,264 @@
+"""policy_node in-process on real rclpy (loopback): commands, clamps, and every documented fault.
+
+Uses a real tiny checkpoint (lapa_learning.vla.testing). NaN outputs, model crashes and slow inference are
+injected by wrapping that real policy, since a healthy checkpoint never produces them.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="needs rclpy (install the `ros` extra)")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import TwistStamped  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Float64, Int32MultiArray, String  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+
+from lapa_learning.errors import CheckpointError  # noqa: E402
+from lapa_ros import qos  # noqa: E402
+from lapa_ros.converters import rgb_to_image  # noqa: E402
+from lapa_ros.policy_node import PolicyNode  # noqa: E402
+
+pytestmark = pytest.mark.ros
+MAX_LINEAR = 0.3
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+class Wrapped:
+    """A real policy whose act() can be made to return NaN, raise, or be slow."""
+
+    def __init__(self, policy):
+        self._policy, self.mode, self.delay = policy, "ok", 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._policy, name)
+
+    def act(self, image, instruction):
+        time.sleep(self.delay)
+        action = self._policy.act(image, instruction)
+        if self.mode == "nan":
+            action.values = np.full_like(action.values, np.nan)
+        if self.mode == "raise":
+            raise RuntimeError("CUDA error: device lost")
+        return action
+
+
+class Harness:
+    def __init__(self, node):
+        self.node = node
+        self.probe = rclpy.create_node("probe")
+        self.twists, self.grippers, self.tokens, self.status = [], [], [], None
+        self.image_pub = self.probe.create_publisher(Image, "camera/image_raw", qos.camera_publisher())
+        self.instruction_pub = self.probe.create_publisher(String, "instruction", qos.instruction())
+        self.probe.create_subscription(TwistStamped, "servo_node/delta_twist_cmds", self.twists.append,
+                                       qos.command())
+        self.probe.create_subscription(Float64, "gripper/command", self.grippers.append, qos.command())
+        self.probe.create_subscription(Int32MultiArray, "policy_node/latent_tokens", self.tokens.append,
+                                       qos.status())
+        self.probe.create_subscription(DiagnosticArray, "policy_node/status", self._on_status, qos.status())
+        self.enable = self.probe.create_client(SetBool, "policy_node/enable")
+        self.reset = self.probe.create_client(Trigger, "policy_node/reset")
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(node)
+        self.executor.add_node(self.probe)
+        self._stop = False
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+        self.rng = np.random.default_rng(0)
+
+    def _spin(self):
+        while not self._stop:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _on_status(self, msg):
+        s = msg.status[0]
+        self.status = {"message": s.message, **{kv.key: kv.value for kv in s.values}}
+
+    def publish_images(self, seconds, rate=20.0, image=None, size=64):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            img = image if image is not None else rgb_to_image(
+                self.rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+            self.image_pub.publish(img)
+            time.sleep(1.0 / rate)
+
+    def wait(self, predicate, timeout=10.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    def reason(self):
+        """The node's current decision, read straight from its gate (status is only published at 1 Hz)."""
+        return self.node.gate.decide(self.node._now())[1]
+
+    def call(self, client, request):
+        assert client.wait_for_service(timeout_sec=5.0)
+        future = client.call_async(request)
+        assert self.wait(future.done, 5.0)
+        return future.result()
+
+    def close(self):
+        self._stop = True
+        self.thread.join(timeout=5.0)
+        self.executor.shutdown()
+        self.node.close()
+        self.node.destroy_node()
+        self.probe.destroy_node()
+
+
+@pytest.fixture
+def ros_context():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+def make(checkpoint, wrap=False, **params):
+    from lapa_learning.vla.policy import Policy
+
+    overrides = dict(checkpoint=str(checkpoint), device="cpu", enabled=True, control_rate=20.0,
+                     max_linear_speed=MAX_LINEAR, linear_scale=0.8, image_timeout=0.5)
+    overrides.update(params)
+    policy = Wrapped(Policy.load(checkpoint, device="cpu")) if wrap else None
+    node = PolicyNode(policy=policy, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    return Harness(node)
+
+
+def _linear(msg):
+    return np.array([msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z])
+
+
+def test_commands_are_finite_clamped_and_stop_on_stale_images(checkpoint, ros_context):
+    h = make(checkpoint)
+    try:
+        assert h.wait(lambda: h.reason() == "no image received")
+        h.publish_images(0.3)
+        assert h.reason() == "no instruction"
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        h.publish_images(1.0)
+        assert h.reason() == "", h.reason()
+        moving = [_linear(m) for m in h.twists if np.any(_linear(m))]
+        assert moving, "no non-zero command was published"
+        assert all(np.all(np.isfinite(v)) and np.linalg.norm(v) <= MAX_LINEAR + 1e-9 for v in moving)
+        assert h.grippers and all(-1.0 <= g.data <= 1.0 for g in h.grippers)
+        assert h.tokens and all(0 <= t < 8 for t in h.tokens[-1].data) and len(h.tokens[-1].data) == 4
+        assert h.node.inferences > 0 and h.twists[-1].header.frame_id == "base_link"
+        # Camera stops: zero twists, reason in the status.
+        time.sleep(0.7)
+        assert h.reason().startswith("image stale")
+        n = len(h.twists)
+        assert h.wait(lambda: len(h.twists) > n + 2)
+        assert not np.any(_linear(h.twists[-1]))
+        assert h.wait(lambda: h.status is not None and h.status["message"].startswith("image stale"), 3.0)
+        assert h.status["model"] == "tiny" and h.status["device"] == "cpu" and h.status["ready"] == "True"
+        assert float(h.status["last_inference_ms"]) > 0
+    finally:
+        h.close()
+
+
+def test_wrong_encodings_and_sizes_are_rejected_and_counted(checkpoint, ros_context):
+    h = make(checkpoint)
+    try:
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        bad = rgb_to_image(np.zeros((8, 8, 3), np.uint8))
+        bad.encoding = "16UC1"
+        short = rgb_to_image(np.zeros((8, 8, 3), np.uint8))
+        short.height = 9  # data too short for the header
+        for msg in (bad, short):
+            h.image_pub.publish(msg)
+            time.sleep(0.1)
+        assert h.wait(lambda: h.node.rejected >= 2)
+        assert "16UC1" in h.node.last_problem or "step*height" in h.node.last_problem
+        assert h.reason() == "no image received"
+        # Good images of another size (640x480 bgr8 from a different camera) still work.
+        big = rgb_to_image(np.zeros((48, 64, 3), np.uint8))
+        big.encoding = "bgr8"
+        h.publish_images(0.6, image=big)
+        assert h.reason() == "" and h.node.inferences > 0
+    finally:
+        h.close()
+
+
+def test_empty_instruction_disable_and_reset_mid_run(checkpoint, ros_context):
+    h = make(checkpoint)
+    try:
+        h.instruction_pub.publish(String(data="   "))
+        h.publish_images(0.4)
+        assert h.reason() == "instruction empty" and h.node.inferences == 0
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        h.publish_images(0.6)
+        assert h.reason() == ""
+        reply = h.call(h.enable, SetBool.Request(data=False))
+        assert reply.success and reply.message == "disabled"
+        inferences = h.node.inferences
+        n = len(h.twists)
+        h.publish_images(0.5)
+        assert h.reason() == "disabled" and h.node.inferences == inferences  # no inference while disabled
+        assert all(not np.any(_linear(m)) for m in h.twists[n + 1:])
+        assert h.call(h.enable, SetBool.Request(data=True)).success
+        h.publish_images(0.5)
+        assert h.reason() == "" and h.node.inferences > inferences
+        assert h.call(h.reset, Trigger.Request()).success
+        assert h.reason() == "waiting for first action"
+        h.publish_images(0.4)
+        assert h.reason() == ""
+    finally:
+        h.close()
+
+
+def test_nan_and_crashing_model_stop_the_arm_and_recover(checkpoint, ros_context):
+    h = make(checkpoint, wrap=True)
+    try:
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        h.node.policy.mode = "nan"
+        h.publish_images(0.6)
+        assert h.reason() == "model output not finite"
+        assert "not finite" in h.node.last_problem
+        assert h.twists and all(np.all(np.isfinite(_linear(m))) and not np.any(_linear(m)) for m in h.twists)
+        h.node.policy.mode = "raise"
+        h.publish_images(0.4)
+        assert h.node.errors > 0 and "device lost" in h.node.last_problem
+        assert h.reason() == "model output not finite"  # the failed call leaves no usable command
+        assert not np.any(_linear(h.twists[-1]))
+        h.node.policy.mode = "ok"
+        h.publish_images(0.6)
+        assert h.reason() == ""
+        assert h.wait(lambda: h.status is not None and h.status["model_errors"] != "0", 3.0)
+    finally:
+        h.close()
+
+
+def test_slow_inference_uses_the_newest_image_and_counts_drops(checkpoint, ros_context):
+    h = make(checkpoint, wrap=True, control_rate=100.0, image_timeout=2.0)
+    try:
+        h.node.policy.delay = 0.25
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        h.publish_images(1.2, rate=30.0)
+        assert h.node.dropped > 10, h.node.dropped
+        assert 1 <= h.node.inferences <= 6
+        # The executor stayed responsive while the model was busy.
+        assert h.call(h.enable, SetBool.Request(data=True)).success
+    finally:
+        h.close()
+
+
+def test_missing_checkpoint_raises_a_clear_error(tmp_path, ros_context):
+    with pytest.raises(CheckpointError, match="checkpoint is empty"):
+        PolicyNode(parameter_overrides=[Parameter("checkpoint", value="")])
+    with pytest.raises(CheckpointError, match="nope"):
+        PolicyNode(parameter_overrides=[Parameter("checkpoint", value=str(tmp_path / "nope"))])
