@@ -312,9 +312,15 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
         "methods": methods,
         "stage_minutes": stage_minutes,
     }
-    laq_metrics = _read_json(out / "explain" / "laq_probe.json")
-    if laq_metrics is not None:
-        results["laq_probe"] = laq_metrics
+    # What the intermediate stages achieved (each stage's own held-out numbers).
+    laq_eval = (_read_json(out / "laq" / "summary.json") or {}).get("eval", {})
+    probe = (_read_json(out / "explain" / "laq_explain.json") or {}).get("probe", {})
+    latent = _read_json(out / "vla" / "pretrain_latent" / "train_record.json") or {}
+    results["laq"] = {k: laq_eval.get(k) for k in ("psnr_changed", "psnr_changed_copy_baseline",
+                                                     "codes_used_fraction")}
+    results["laq"]["probe_r2_xyz"] = probe.get("probe_r2_xyz")
+    results["latent_pretraining"] = {"latent_token_accuracy": latent.get("metrics", {}).get("latent_token_accuracy"),
+                                     "majority_baseline_accuracy": latent.get("majority_baseline_accuracy")}
     from lapa_learning.data.format import atomic_write_json
 
     atomic_write_json(out / "results.json", results)
