@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import pytest
+
+from lapa_learning.laq.explain import explain, mean_action_per_code, one_hot, probe, r2_score
+from lapa_learning.laq.testing import tiny_train_config, write_dataset
+from lapa_learning.laq.train import train
+
+
+def test_explain_smoke(tmp_path):
+    data = write_dataset(tmp_path / "ds", episodes=6, length=10, with_actions=True)
+    train(tiny_train_config(max_steps=2), data, tmp_path / "run", progress=False)
+    result = explain(tmp_path / "run", data, out=tmp_path / "ex", n_frames=2, top=4, device="cpu")
+    grid = tmp_path / "ex" / "laq_explain.png"
+    assert grid.is_file() and grid.stat().st_size < 500_000
+    assert (tmp_path / "ex" / "laq_probe.png").is_file()
+    summary = json.loads((tmp_path / "ex" / "laq_explain.json").read_text())
+    assert summary["pairs"] == 6 * 8 and len(summary["examples"]) == 2
+    p = summary["probe"]
+    assert len(p["r2_action"]) == 4
+    assert p["r2_action"][2] is None  # dz is constant in this data: R^2 undefined, written as null
+    assert np.array(p["mean_action_per_code"], dtype=float).shape == (4, 8, 4)
+    assert result["files"]["grid"] == str(grid)
+
+
+def test_action_free_data_skips_the_probe(tmp_path):
+    data = write_dataset(tmp_path / "ds", episodes=4, length=10, with_actions=False)
+    train(tiny_train_config(max_steps=1), data, tmp_path / "run", progress=False)
+    result = explain(tmp_path / "run", data, out=tmp_path / "ex", n_frames=1, top=2, device="cpu")
+    assert "probe" not in result and "probe_plot" not in result["files"]
+
+
+def test_probe_recovers_a_token_coded_target():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 4, size=(400, 2))
+    effect = np.array([[-1.0, 0.0, 1.0, 2.0], [0.5, 0.0, -0.5, 0.0]])  # position k, code c -> target
+    y = (effect[0][tokens[:, 0]] + effect[1][tokens[:, 1]])[:, None] + 0.01 * rng.normal(size=(400, 1))
+    episode = np.arange(400) // 20
+    res = probe(tokens, episode, y, 4, val_episodes=[0, 1, 2, 3], ridge=1e-3)
+    assert res["r2_linear"][0] > 0.99 and res["r2_lookup"][0] > 0.99
+    noise = probe(tokens, episode, rng.normal(size=(400, 1)), 4, val_episodes=[0, 1, 2, 3], ridge=1e-3)
+    assert noise["r2_linear"][0] < 0.1
+    means, counts = mean_action_per_code(tokens, y, 4)
+    assert counts.sum() == 800 and means[0, 3, 0] > means[0, 0, 0]
+
+
+def test_helpers():
+    assert one_hot(np.array([[1, 0]]), 3).tolist() == [[0, 1, 0, 1, 0, 0]]
+    y = np.array([[1.0, 2.0], [3.0, 2.0]])
+    r2 = r2_score(y, y)
+    assert r2[0] == pytest.approx(1.0) and np.isnan(r2[1])
