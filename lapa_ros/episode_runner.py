@@ -2,8 +2,7 @@
 
     episode_runner --ros-args -p episodes:=5 -p record:=true
 
-For each episode: ~/reset the simulator (new layout, instruction published), wait for the instruction, ~/start
-the recorder, wait until the simulator reports the episode done (success or step limit), then ~/stop the
+For each episode: ~/start the recorder, ~/reset the simulator (new layout, instruction published), wait until the simulator reports the episode done (success or step limit), then ~/stop the
 recorder with the success flag. This is what an operator does by hand with `ros2 service call` at a real arm.
 Prints one line per episode and a summary; exit code 1 if an episode timed out or a service failed.
 """
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from lapa_ros import qos
@@ -46,9 +44,7 @@ class EpisodeRunner(Node):
         super().__init__("episode_runner")
         self.params = p = declare_and_read(self, RunnerParams)
         self.status: dict[str, str] = {}
-        self.instructions = 0
         self.create_subscription(DiagnosticArray, "sim/status", self.status_callback, qos.status())
-        self.create_subscription(String, "instruction", self.instruction_callback, qos.instruction())
         self.reset_client = self.create_client(Trigger, f"/{p.sim_node}/reset")
         self.start_client = self.create_client(Trigger, f"/{p.recorder_node}/start")
         self.stop_client = self.create_client(SetBool, f"/{p.recorder_node}/stop")
@@ -56,9 +52,6 @@ class EpisodeRunner(Node):
     def status_callback(self, msg: DiagnosticArray) -> None:
         if msg.status:
             self.status = {kv.key: kv.value for kv in msg.status[0].values}
-
-    def instruction_callback(self, msg: String) -> None:
-        self.instructions += 1
 
     # ------------------------------------------------------------------ helpers
     def _spin_until(self, predicate, timeout: float) -> bool:
@@ -85,18 +78,14 @@ class EpisodeRunner(Node):
     # ------------------------------------------------------------------ episodes
     def run_episode(self) -> EpisodeResult:
         p = self.params
-        seen = self.instructions
+        if p.record:  # recorder first, so that it has the episode from its first frame
+            reply = self._call(self.start_client, Trigger.Request())
+            if not reply.success:
+                raise RuntimeError(f"recorder start failed: {reply.message}")
         reply = self._call(self.reset_client, Trigger.Request())
         if not reply.success:
             raise RuntimeError(f"sim reset failed: {reply.message}")
         episode = int(reply.message.split(":")[0].split()[-1])  # "episode 3: task seed 7: instruction"
-        if p.record:
-            if not self._spin_until(lambda: self.instructions > seen, 10.0):
-                raise RuntimeError("no instruction arrived after the reset")
-            self._spin_until(lambda: False, 0.2)  # let the recorder see it too
-            reply = self._call(self.start_client, Trigger.Request())
-            if not reply.success:
-                raise RuntimeError(f"recorder start failed: {reply.message}")
         done = self._spin_until(lambda: self.status.get("episode") == str(episode)
                                 and self.status.get("done") == "True", p.episode_timeout)
         success = done and self.status.get("success") == "True"

@@ -31,7 +31,7 @@ class ExpertTeleop(Node):
     def expert_callback(self, msg: Float32MultiArray) -> None:
         action = np.asarray(msg.data, dtype=np.float64)
         if action.shape != (4,) or not np.all(np.isfinite(action)):
-            self.get_logger().warn(f"ignoring expert action {list(msg.data)}: expected 4 finite values",
+            self.get_logger().warning(f"ignoring expert action {list(msg.data)}: expected 4 finite values",
                                    throttle_duration_sec=5.0)
             return
         if self.params.noise > 0:

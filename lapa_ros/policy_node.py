@@ -89,7 +89,7 @@ class PolicyNode(Node):
         except InputError as err:
             self.rejected += 1
             self.last_problem = f"rejected image: {err}"
-            self.get_logger().warn(self.last_problem, throttle_duration_sec=5.0)
+            self.get_logger().warning(self.last_problem, throttle_duration_sec=5.0)
             return
         now = self._now()
         self.gate.on_image(now)
@@ -157,7 +157,7 @@ class PolicyNode(Node):
         command = self.gate.on_action(action.values, image_time)
         if command is None:
             self.last_problem = f"model output not finite: {np.asarray(action.values).tolist()}"
-            self.get_logger().warn(self.last_problem, throttle_duration_sec=5.0)
+            self.get_logger().warning(self.last_problem, throttle_duration_sec=5.0)
         else:
             self.proposed_pub.publish(self._twist_msg(command))
         if action.latent_tokens is not None:

@@ -3,7 +3,7 @@
 At `fps` it samples, as of now, the newest image, teleop twist and gripper command (lapa_learning.data.sync:
 stale streams drop the frame and are counted; a command newer than the sample time is never used). The twist
 becomes a dataset action with the inverse of the policy node's scaling. Services:
-    ~/start    std_srvs/Trigger   begin an episode (needs an instruction)
+    ~/start    std_srvs/Trigger   begin an episode (its instruction: the one in force at its first frame)
     ~/stop     std_srvs/SetBool   end it and write it atomically; data = success
     ~/discard  std_srvs/Trigger   drop the episode being recorded
 ~/status (DiagnosticArray) reports recording state, frames, drops and the last save or error.
@@ -45,6 +45,7 @@ class RecorderNode(Node):
                                         min_frames=p.min_episode_frames)
         self.instruction: str | None = None
         self.rejected_images = 0
+        self.skipped_no_instruction = 0
         self.last_event = "idle"
 
         self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
@@ -68,7 +69,7 @@ class RecorderNode(Node):
             rgb = image_to_rgb(msg)
         except InputError as err:
             self.rejected_images += 1
-            self.get_logger().warn(f"rejected image: {err}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"rejected image: {err}", throttle_duration_sec=5.0)
             return
         self.sampler.add("image", self._now(), rgb)
 
@@ -90,14 +91,20 @@ class RecorderNode(Node):
             return
         linear, angular = frame["twist"]
         action = self.mapping.to_action(linear, angular, frame["gripper"])
-        if not self.recorder.add_frame(t, frame["image"], action):
-            self.get_logger().warn("episode reached max_episode_seconds: saving it")
+        try:
+            more = self.recorder.add_frame(t, frame["image"], action, self.instruction)
+        except RecordingError as err:
+            self.skipped_no_instruction += 1
+            self.get_logger().warning(str(err), throttle_duration_sec=5.0)
+            return
+        if not more:
+            self.get_logger().warning("episode reached max_episode_seconds: saving it")
             self._stop(success=None)
 
     # ------------------------------------------------------------------ services
     def start_callback(self, request, response):
         try:
-            response.message = self.recorder.start(self.instruction)
+            response.message = self.recorder.start()
             self.sampler.dropped = {k: 0 for k in self.sampler.dropped}
             response.success = True
         except RecordingError as err:
@@ -131,7 +138,10 @@ class RecorderNode(Node):
     # ------------------------------------------------------------------ status
     def _event(self, message: str, error: bool = False) -> None:
         self.last_event = message
-        (self.get_logger().error if error else self.get_logger().info)(message)
+        if error:
+            self.get_logger().error(message)
+        else:
+            self.get_logger().info(message)
         self.publish_status(error=error)
 
     def publish_status(self, error: bool = False) -> None:
@@ -142,7 +152,8 @@ class RecorderNode(Node):
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("recording", rec.recording), ("frames", rec.num_frames), ("episodes_saved", rec.saved),
             ("episodes_discarded", rec.discarded), ("dropped", self.sampler.dropped),
-            ("rejected_images", self.rejected_images), ("instruction", self.instruction))]
+            ("rejected_images", self.rejected_images), ("no_instruction", self.skipped_no_instruction),
+            ("instruction", self.instruction))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(array)
@@ -150,7 +161,7 @@ class RecorderNode(Node):
     def close(self) -> None:
         message = self.recorder.close()
         if message:
-            self.get_logger().warn(message)
+            self.get_logger().warning(message)
 
 
 def main(args=None) -> int:

@@ -1,8 +1,8 @@
 """Teleop episode recording without ROS: start, add sampled frames, stop (save) or discard.
 
     rec = EpisodeRecorder(root, fps=10, mapping=TwistActionMap(...))
-    rec.start("pick up the cube")                       # -> message
-    rec.add_frame(t, rgb, action)                       # at the sampling rate, while recording
+    rec.start()                                         # -> message
+    rec.add_frame(t, rgb, action, "pick up the cube")   # at the sampling rate, while recording
     rec.stop(success=True)                              # -> (episode index, message); atomic write
     rec.discard()
 
@@ -48,22 +48,25 @@ class EpisodeRecorder:
         self.discarded = 0
 
     # ------------------------------------------------------------------ episode control
-    def start(self, instruction: str | None) -> str:
+    def start(self) -> str:
         if self.recording:
             raise RecordingError(f"already recording an episode ({len(self._frames)} frames); stop or discard it")
-        if instruction is None or not instruction.strip():
-            raise RecordingError("no instruction received yet (publish the task on the instruction topic first)")
         self._clear()
-        self.instruction = instruction
         self.recording = True
-        return f"recording episode {self.next_index()}: {instruction!r}"
+        return f"recording episode {self.next_index()}"
 
-    def add_frame(self, t: float, rgb: np.ndarray, action: np.ndarray) -> bool:
-        """Append one sampled frame; returns False when the episode reached max_frames (the caller stops it)."""
-        if not self.recording:
+    def add_frame(self, t: float, rgb: np.ndarray, action: np.ndarray, instruction: str | None) -> bool:
+        """Append one sampled frame; returns False when the episode reached max_frames (the caller stops it).
+
+        The episode's instruction is the one in force at its first frame (so an episode can be started before
+        the task is set, as a script that starts the recorder and then resets the robot does).
+        """
+        if not self.recording or len(self._frames) >= self.max_frames:
             return False
-        if len(self._frames) >= self.max_frames:
-            return False
+        if not self._frames:
+            if instruction is None or not instruction.strip():
+                raise RecordingError("no instruction yet: publish the task on the instruction topic")
+            self.instruction = instruction
         self._frames.append(self._fit(rgb))
         self._actions.append(np.asarray(action, dtype=np.float32))
         self._times.append(float(t))
@@ -84,7 +87,7 @@ class EpisodeRecorder:
         if len(frames) < self.min_frames:
             self.discarded += 1
             raise RecordingError(f"episode discarded: only {len(frames)} frame(s) were sampled (need "
-                                 f"{self.min_frames}); are the camera and teleop topics publishing?")
+                                 f"{self.min_frames}); are the camera, teleop and instruction topics publishing?")
         timestamps = np.asarray(times, dtype=np.float64)
         # Sample times are strictly increasing by construction; guard anyway against a clock jumping back.
         if np.any(np.diff(timestamps) <= 0):

@@ -201,36 +201,36 @@ def test_recorder_saves_discards_and_appends(tmp_path, rng):
 
     root = tmp_path / "ds"
     rec = EpisodeRecorder(root, fps=10, mapping=MAP)
-    with pytest.raises(RecordingError, match="no instruction"):
-        rec.start(None)
     with pytest.raises(RecordingError, match="not recording"):
         rec.stop(True)
-    rec.start("push the puck")
+    rec.start()
     with pytest.raises(RecordingError, match="already recording"):
-        rec.start("push the puck")
+        rec.start()
+    with pytest.raises(RecordingError, match="no instruction"):
+        rec.add_frame(0.0, _frames(rng, 1)[0], np.zeros(4), None)
     actions = []
     for i, frame in enumerate(_frames(rng, 5)):
         a = np.array([0.1 * i, 0, 0, 1], np.float32)
         actions.append(a)
-        rec.add_frame(i * 0.1, frame, a)
+        rec.add_frame(i * 0.1, frame, a, "push the puck" if i == 0 else "changed later: ignored")
     index, message = rec.stop(success=True)
     assert index == 0 and "5 frames" in message
-    rec.start("push the puck")
-    rec.add_frame(0.0, _frames(rng, 1)[0], actions[0])
+    rec.start()
+    rec.add_frame(0.0, _frames(rng, 1)[0], actions[0], "push the puck")
     assert "1 frames" in rec.discard()
-    rec.start("open the drawer")
-    rec.add_frame(0.0, _frames(rng, 1)[0], actions[0])
+    rec.start()
+    rec.add_frame(0.0, _frames(rng, 1)[0], actions[0], "open the drawer")
     with pytest.raises(RecordingError, match="only 1 frame"):
         rec.stop(False)
     rec.close()
     # A second recorder (a new session) appends.
     rec2 = EpisodeRecorder(root, fps=10, mapping=MAP)
     assert rec2.next_index() == 1
-    rec2.start("open the drawer")
+    rec2.start()
     for i, frame in enumerate(_frames(rng, 3)):
-        rec2.add_frame(i * 0.1, frame, actions[i])
+        rec2.add_frame(i * 0.1, frame, actions[i], "open the drawer")
     assert rec2.stop(False)[0] == 1
-    rec2.start("x")
+    rec2.start()
     assert "not saved" in rec2.close()  # shutting down mid-episode drops only that episode
     ds = EpisodeDataset(root)
     assert ds.num_episodes == 2 and [e.success for e in ds.episodes] == [True, False]
@@ -240,8 +240,8 @@ def test_recorder_saves_discards_and_appends(tmp_path, rng):
 
 def test_recorder_resizes_and_bounds_length(tmp_path, rng):
     rec = EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP, image_size=(8, 12), max_frames=3)
-    rec.start("push")
-    results = [rec.add_frame(i * 0.1, f, np.zeros(4)) for i, f in enumerate(_frames(rng, 4, (20, 30)))]
+    rec.start()
+    results = [rec.add_frame(i * 0.1, f, np.zeros(4), "push") for i, f in enumerate(_frames(rng, 4, (20, 30)))]
     assert results == [True, True, False, False] and rec.num_frames == 3
     rec.stop(None)
     from lapa_learning.data import EpisodeDataset
@@ -253,23 +253,23 @@ def test_recorder_reports_a_full_disk_and_keeps_earlier_episodes(tmp_path, rng, 
     from lapa_learning.data import EpisodeDataset, writer
 
     rec = EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP)
-    rec.start("push")
+    rec.start()
     for i, f in enumerate(_frames(rng, 3)):
-        rec.add_frame(i * 0.1, f, np.zeros(4))
+        rec.add_frame(i * 0.1, f, np.zeros(4), "push")
     rec.stop(True)
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(writer, "write_video", full_disk)
-    rec.start("push")
+    rec.start()
     for i, f in enumerate(_frames(rng, 3)):
-        rec.add_frame(i * 0.1, f, np.zeros(4))
+        rec.add_frame(i * 0.1, f, np.zeros(4), "push")
     with pytest.raises(RecordingError, match="disk is full"):
         rec.stop(True)
     assert EpisodeDataset(tmp_path / "ds").num_episodes == 1 and rec.saved == 1
     monkeypatch.undo()  # space is back: the next episode gets the next index
-    rec.start("push")
+    rec.start()
     for i, f in enumerate(_frames(rng, 2)):
-        rec.add_frame(i * 0.1, f, np.zeros(4))
+        rec.add_frame(i * 0.1, f, np.zeros(4), "push")
     assert rec.stop(True)[0] == 1
