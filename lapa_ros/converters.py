@@ -2,7 +2,8 @@
 
 Images: sensor_msgs/Image with 8-bit encodings rgb8, bgr8, mono8, rgba8, bgra8 (row padding via `step` is
 handled). Anything else raises InputError naming the encoding and the accepted ones. This small converter replaces
-cv_bridge, which is not installable with the PyPI ROS 2 wheels; it is as fast (numpy views, one copy).
+cv_bridge, which is not installable with the PyPI ROS 2 wheels; it is as fast (numpy views, one copy). The decoding
+itself lives in lapa_learning.data.sync.decode_image, shared with `lapa data import-bag`.
 
 The functions read message fields by attribute, so the pure ones work on any object with those fields.
 """
@@ -11,40 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from lapa_learning.data.sync import IMAGE_ENCODINGS, decode_image
 from lapa_learning.errors import InputError
 
-# encoding -> (channels, index of R, G, B in the pixel; None for mono)
-ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, None),
-}
+ENCODINGS = IMAGE_ENCODINGS
 
 
 def image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB array (a new contiguous array)."""
-    encoding = str(msg.encoding).lower()
-    if encoding not in ENCODINGS:
-        raise InputError(f"image encoding {msg.encoding!r} is not supported; expected one of {', '.join(ENCODINGS)}")
-    channels, order = ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise InputError(f"image size {width}x{height} is empty; expected a positive width and height")
-    if step < width * channels:
-        raise InputError(f"image step {step} is shorter than width*channels = {width}*{channels} for {encoding}")
-    data = msg.data
-    buf = np.frombuffer(data if isinstance(data, (bytes, bytearray, memoryview)) else bytes(data), dtype=np.uint8)
-    if buf.size != step * height:
-        raise InputError(f"image data has {buf.size} bytes, expected step*height = {step}*{height} = "
-                         f"{step * height} ({width}x{height} {encoding})")
-    rows = buf.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
-    if order is None:
-        return np.repeat(rows, 3, axis=2)
-    if order == (0, 1, 2) and channels == 3:
-        return rows.copy()
-    return np.ascontiguousarray(rows[:, :, list(order)])
+    return decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.data)
 
 
 def rgb_to_image(rgb: np.ndarray, stamp=None, frame_id: str = "", msg=None):

@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lapa_learning.errors import ConfigError
+from lapa_learning.errors import ConfigError, InputError
+
+# sensor_msgs/Image encoding -> (channels, index of R, G, B in a pixel; None for mono)
+IMAGE_ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, None),
+}
 
 LINEAR_NAMES = ("dx", "dy", "dz")
 ANGULAR_NAMES = ("droll", "dpitch", "dyaw")
@@ -184,3 +193,41 @@ class TwistActionMap:
         if self.action_limit > 0:
             np.clip(out, -self.action_limit, self.action_limit, out=out)
         return out
+
+
+def decode_image(height: int, width: int, encoding: str, step: int, data) -> np.ndarray:
+    """The fields of a sensor_msgs/Image -> (H, W, 3) uint8 RGB (a new array). InputError on anything else.
+
+    8-bit encodings rgb8, bgr8, rgba8, bgra8 and mono8; row padding (step > width * channels) is handled.
+    """
+    enc = str(encoding).lower()
+    if enc not in IMAGE_ENCODINGS:
+        raise InputError(f"image encoding {encoding!r} is not supported; expected one of {', '.join(IMAGE_ENCODINGS)}")
+    channels, order = IMAGE_ENCODINGS[enc]
+    height, width, step = int(height), int(width), int(step)
+    if height <= 0 or width <= 0:
+        raise InputError(f"image size {width}x{height} is empty; expected a positive width and height")
+    if step < width * channels:
+        raise InputError(f"image step {step} is shorter than width*channels = {width}*{channels} for {enc}")
+    buf = np.frombuffer(data if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8),
+                        dtype=np.uint8)
+    if buf.size != step * height:
+        raise InputError(f"image data has {buf.size} bytes, expected step*height = {step}*{height} = "
+                         f"{step * height} ({width}x{height} {enc})")
+    rows = buf.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
+    if order is None:
+        return np.repeat(rows, 3, axis=2)
+    if order == (0, 1, 2) and channels == 3:
+        return rows.copy()
+    return np.ascontiguousarray(rows[:, :, list(order)])
+
+
+def decode_compressed_image(format: str, data) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
+    import cv2
+
+    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview)) else data, np.uint8)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if bgr is None:
+        raise InputError(f"compressed image ({format!r}, {buf.size} bytes) could not be decoded; expected jpeg or png")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

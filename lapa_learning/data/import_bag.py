@@ -1,0 +1,274 @@
+"""`lapa data import-bag`: rosbag2 recordings (MCAP or sqlite3) of teleop sessions -> an episode dataset.
+
+    lapa data import-bag session1/ session2.mcap --out data/demos --fps 10 \\
+        --image-topic /camera/image_raw --twist-topic /servo_node/delta_twist_cmds --linear-scale 0.1
+
+Frames follow the same rules as the ROS recorder node (lapa_learning.data.sync): at `fps`, each frame takes
+the newest image, twist and gripper command at or before its time (never a later one); frames whose inputs are
+older than their max age are dropped and counted. A gap without frames longer than --split-gap starts a new
+episode; by default each bag is one episode otherwise. Times are the bag's receive (log) times, as the recorder
+node uses receive times; --header-stamps uses the messages' header stamps instead.
+
+Reads bags with the pure-Python `rosbags` library: no ROS installation is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lapa_learning.data.sync import AsOfSampler, TwistActionMap, decode_compressed_image, decode_image
+from lapa_learning.errors import ConfigError, DatasetError, InputError
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+TWIST_TYPES = ("geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Twist")
+GRIPPER_TYPES = ("std_msgs/msg/Float64", "std_msgs/msg/Float32")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bags", nargs="+", type=Path, help="rosbag2 folders (or .mcap / .db3 files)")
+    parser.add_argument("--out", required=True, type=Path, help="episode dataset directory")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    mode.add_argument("--append", action="store_true", help="add episodes to an existing dataset at --out")
+    parser.add_argument("--fps", type=float, default=10.0, help="frames per second sampled (default: 10)")
+    parser.add_argument("--image-topic", default="/camera/image_raw", help="Image or CompressedImage topic")
+    parser.add_argument("--twist-topic", default="/servo_node/delta_twist_cmds", help="TwistStamped teleop topic")
+    parser.add_argument("--gripper-topic", default="/gripper/command",
+                        help="Float64 gripper topic (optional in the bag; --gripper-default is used without it)")
+    parser.add_argument("--instruction-topic", default="/instruction", help="String instruction topic")
+    parser.add_argument("--instruction", default=None,
+                        help="instruction for every episode (overrides the instruction topic)")
+    parser.add_argument("--success", choices=("true", "false", "unknown"), default="unknown",
+                        help="success flag stored with every episode (default: unknown)")
+    parser.add_argument("--image-max-age", type=float, default=0.2, help="s (default: 0.2)")
+    parser.add_argument("--twist-max-age", type=float, default=0.2, help="s (default: 0.2)")
+    parser.add_argument("--gripper-max-age", type=float, default=0.0, help="s; 0 = the last command holds")
+    parser.add_argument("--gripper-default", type=float, default=-1.0, help="gripper before any command (-1)")
+    parser.add_argument("--split-gap", type=float, default=1.0,
+                        help="s without frames that ends an episode (default: 1.0)")
+    parser.add_argument("--min-frames", type=int, default=2, help="shorter episodes are skipped (default: 2)")
+    parser.add_argument("--action-names", default="dx,dy,dz,gripper", help="dataset action order")
+    parser.add_argument("--linear-scale", type=float, default=0.1,
+                        help="m/s per dataset unit (the policy node's linear_scale; default: 0.1)")
+    parser.add_argument("--angular-scale", type=float, default=0.5, help="rad/s per dataset unit (default: 0.5)")
+    parser.add_argument("--action-limit", type=float, default=1.0, help="clip actions to +-this (0 = no clip)")
+    parser.add_argument("--image-size", default=None, help="H,W to resize to (default: the camera's size)")
+    parser.add_argument("--video-key", default="observation.images.front", help="dataset video feature name")
+    parser.add_argument("--header-stamps", action="store_true",
+                        help="time messages by their header stamps instead of the bag's receive times")
+
+
+@dataclass
+class ImportOptions:
+    fps: float = 10.0
+    image_topic: str = "/camera/image_raw"
+    twist_topic: str = "/servo_node/delta_twist_cmds"
+    gripper_topic: str = "/gripper/command"
+    instruction_topic: str = "/instruction"
+    instruction: str | None = None
+    success: bool | None = None
+    image_max_age: float = 0.2
+    twist_max_age: float = 0.2
+    gripper_max_age: float = 0.0
+    gripper_default: float = -1.0
+    split_gap: float = 1.0
+    min_frames: int = 2
+    mapping: TwistActionMap = field(default_factory=TwistActionMap)
+    image_size: tuple[int, int] | None = None
+    video_key: str = "observation.images.front"
+    header_stamps: bool = False
+
+    def __post_init__(self):
+        for name in ("image_topic", "twist_topic", "gripper_topic", "instruction_topic"):
+            topic = getattr(self, name)
+            if topic and not topic.startswith("/"):
+                setattr(self, name, "/" + topic)
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ConfigError(f"--fps must be a positive number, got {self.fps}")
+        if not self.split_gap > 0:
+            raise ConfigError(f"--split-gap must be > 0 seconds, got {self.split_gap}")
+
+
+@dataclass
+class BagEpisode:
+    frames: list
+    actions: list
+    times: list
+    instruction: str | None
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        names = tuple(n.strip() for n in args.action_names.split(",") if n.strip())
+        mapping = TwistActionMap(names, args.linear_scale, args.angular_scale, args.action_limit)
+    except ConfigError as err:
+        raise ConfigError(f"--action-names/--linear-scale/--angular-scale: {err}") from err
+    options = ImportOptions(
+        fps=args.fps, image_topic=args.image_topic, twist_topic=args.twist_topic, gripper_topic=args.gripper_topic,
+        instruction_topic=args.instruction_topic, instruction=args.instruction,
+        success={"true": True, "false": False}.get(args.success), image_max_age=args.image_max_age,
+        twist_max_age=args.twist_max_age, gripper_max_age=args.gripper_max_age,
+        gripper_default=args.gripper_default, split_gap=args.split_gap, min_frames=args.min_frames,
+        mapping=mapping, image_size=_parse_size(args.image_size), video_key=args.video_key,
+        header_stamps=args.header_stamps)
+    mode = "overwrite" if args.overwrite else "append" if args.append else "create"
+    print(import_bags(args.bags, args.out, options, mode=mode))
+    return 0
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--image-size must be H,W (e.g. 224,224), got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"--image-size must be positive, got {text!r}")
+    return h, w
+
+
+def import_bags(bags: list[Path], out: Path, options: ImportOptions, mode: str = "create") -> str:
+    """Import every bag into the dataset at `out`; returns a summary. DatasetError on unreadable bags."""
+    from lapa_learning.data.writer import EpisodeWriter
+
+    missing = [str(b) for b in bags if not Path(b).exists()]
+    if missing:
+        raise DatasetError(f"bag(s) not found: {', '.join(missing)}")
+    writer = None
+    lines, written = [], 0
+    for bag in bags:
+        episodes, dropped = read_bag_episodes(Path(bag), options)
+        kept = 0
+        for ep in episodes:
+            if len(ep.frames) < options.min_frames:
+                continue
+            instruction = options.instruction or ep.instruction
+            if not instruction or not instruction.strip():
+                raise DatasetError(f"{bag}: no instruction: the bag has nothing on {options.instruction_topic}; "
+                                   f"pass --instruction 'what the robot does' or --instruction-topic")
+            frames = np.stack(ep.frames)
+            if writer is None:
+                writer = EpisodeWriter(out, fps=options.fps, image_size=frames.shape[1:3],
+                                       video_key=options.video_key, action_names=options.mapping.action_names,
+                                       robot_type="rosbag", mode=mode)
+            writer.add_episode(frames, instruction, actions=np.stack(ep.actions), success=options.success,
+                               timestamps=np.asarray(ep.times))
+            kept += 1
+            written += 1
+        lines.append(f"{bag}: {kept} episode(s), {sum(len(e.frames) for e in episodes)} frames; "
+                     f"frames dropped for stale or missing inputs: {dropped}")
+    if writer is None:
+        raise DatasetError("no episode was imported: every bag gave fewer than --min-frames frames "
+                           "(check the topic names and the max ages)\n" + "\n".join(lines))
+    writer.close()
+    return "\n".join(lines + [f"wrote {written} episode(s) to {out}"])
+
+
+def _open_reader(path: Path):
+    from rosbags.rosbag2 import Reader
+
+    folder = path if path.is_dir() else path.parent
+    try:
+        return Reader(folder)
+    except Exception as err:  # rosbags raises its own errors for missing metadata, bad storage, ...
+        raise DatasetError(f"{path}: not a readable rosbag2 (MCAP or sqlite3) bag: {err}") from err
+
+
+def read_bag_episodes(path: Path, options: ImportOptions) -> tuple[list[BagEpisode], dict[str, int]]:
+    """Sample one bag into episodes (in memory: only the sampled frames are kept)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    gripper_age = options.gripper_max_age if options.gripper_max_age > 0 else math.inf
+    sampler = AsOfSampler(("image", "twist", "gripper"), defaults={"gripper": options.gripper_default},
+                          max_age={"image": options.image_max_age, "twist": options.twist_max_age,
+                                   "gripper": gripper_age},
+                          horizon=max(5.0, 2 * max(options.image_max_age, options.twist_max_age)))
+    instructions = AsOfSampler(("instruction",), max_age=math.inf)
+    episodes: list[BagEpisode] = []
+    period = 1.0 / options.fps
+    with _open_reader(path) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        _check_topic(path, topics, options.image_topic, IMAGE_TYPES, required=True)
+        _check_topic(path, topics, options.twist_topic, TWIST_TYPES, required=True)
+        has_gripper = _check_topic(path, topics, options.gripper_topic, GRIPPER_TYPES, required=False)
+        wanted = {options.image_topic: "image", options.twist_topic: "twist", options.instruction_topic: "instruction"}
+        if has_gripper:
+            wanted[options.gripper_topic] = "gripper"
+        connections = [c for c in reader.connections if c.topic in wanted]
+        state = {"next_t": None, "start": 0.0, "k": 0, "episode": None, "last_frame_t": -math.inf}
+
+        def sample_until(t: float, inclusive: bool) -> None:
+            """Sample every frame time before t (or up to t): all messages up to then have been read."""
+            while state["next_t"] is not None and (state["next_t"] < t or (inclusive and state["next_t"] <= t)):
+                ts = state["next_t"]
+                frame = sampler.sample(ts)
+                if frame is not None:
+                    if state["episode"] is None or ts - state["last_frame_t"] > options.split_gap:
+                        hit = instructions.sample(ts)
+                        state["episode"] = BagEpisode([], [], [], None if hit is None else hit["instruction"])
+                        episodes.append(state["episode"])
+                    _append_frame(state["episode"], ts, frame, options)
+                    state["last_frame_t"] = ts
+                state["k"] += 1
+                state["next_t"] = state["start"] + state["k"] * period  # no accumulated rounding
+
+        t = None
+        for conn, log_ns, raw in reader.messages(connections=connections):
+            stream = wanted[conn.topic]
+            msg = typestore.deserialize_cdr(raw, conn.msgtype)
+            t = log_ns * 1e-9
+            if options.header_stamps and hasattr(msg, "header"):
+                t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            sample_until(t, inclusive=False)
+            if stream == "instruction":
+                instructions.add("instruction", t, str(msg.data))
+                continue
+            sampler.add(stream, t, (conn.msgtype, msg))
+            if state["next_t"] is None and stream == "image":
+                state["next_t"] = state["start"] = t  # frames start at the first image
+        if t is not None:
+            sample_until(t, inclusive=True)
+    return episodes, dict(sampler.dropped)
+
+
+def _check_topic(path: Path, topics: dict, topic: str, types: tuple[str, ...], required: bool) -> bool:
+    if topic not in topics:
+        if required:
+            listing = ", ".join(f"{k} ({v})" for k, v in sorted(topics.items())) or "none"
+            raise DatasetError(f"{path}: topic {topic} is not in the bag; it has: {listing}")
+        return False
+    if topics[topic] not in types:
+        raise DatasetError(f"{path}: topic {topic} has type {topics[topic]}; expected one of {', '.join(types)}")
+    return True
+
+
+def _append_frame(episode: BagEpisode, t: float, frame: dict, options: ImportOptions) -> None:
+    import cv2
+
+    msgtype, image_msg = frame["image"]
+    try:
+        if msgtype.endswith("CompressedImage"):
+            rgb = decode_compressed_image(image_msg.format, image_msg.data)
+        else:
+            rgb = decode_image(image_msg.height, image_msg.width, image_msg.encoding, image_msg.step, image_msg.data)
+    except InputError as err:
+        raise DatasetError(f"image on {options.image_topic} at t={t:.3f} s: {err}") from err
+    size = options.image_size or (episode.frames[0].shape[:2] if episode.frames else None)
+    if size is not None and rgb.shape[:2] != tuple(size):
+        rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    twist_type, twist_msg = frame["twist"]
+    twist = twist_msg.twist if twist_type.endswith("TwistStamped") else twist_msg
+    linear = (twist.linear.x, twist.linear.y, twist.linear.z)
+    angular = (twist.angular.x, twist.angular.y, twist.angular.z)
+    gripper = frame["gripper"]
+    gripper = float(gripper[1].data) if isinstance(gripper, tuple) else float(gripper)
+    episode.frames.append(rgb)
+    episode.actions.append(options.mapping.to_action(linear, angular, gripper))
+    episode.times.append(t)

@@ -1,0 +1,121 @@
+"""`lapa data import-bag` on bags written here with `rosbags` (MCAP and sqlite3), no ROS needed."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags", reason="import-bag reads bags with the `rosbags` package")
+
+from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
+from rosbags.typesys import Stores, get_typestore  # noqa: E402
+
+from lapa_learning.cli import main as lapa  # noqa: E402
+from lapa_learning.data import EpisodeDataset  # noqa: E402
+from lapa_learning.data.import_bag import ImportOptions, import_bags  # noqa: E402
+from lapa_learning.data.sync import TwistActionMap  # noqa: E402
+
+TS = get_typestore(Stores.ROS2_KILTED)
+T = TS.types
+NS = 1_000_000_000
+
+
+def _header(t):
+    return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=int(t), nanosec=int(t % 1 * 1e9)),
+                                    frame_id="cam")
+
+
+def _image(t, value, encoding="rgb8", size=(12, 16)):
+    h, w = size
+    rgb = np.full((h, w, 3), value, np.uint8)
+    rgb[..., 1] = 7  # G marks the channel order
+    px = rgb if encoding == "rgb8" else rgb[..., ::-1]
+    return T["sensor_msgs/msg/Image"](header=_header(t), height=h, width=w, encoding=encoding, is_bigendian=0,
+                                      step=w * 3, data=np.ascontiguousarray(px).reshape(-1))
+
+
+def _twist(t, vx):
+    V = T["geometry_msgs/msg/Vector3"]
+    return T["geometry_msgs/msg/TwistStamped"](
+        header=_header(t), twist=T["geometry_msgs/msg/Twist"](linear=V(x=vx, y=0.0, z=-0.05), angular=V(x=0.0, y=0.0, z=0.0)))
+
+
+def write_bag(path, storage, image_times, twist_times, gripper=((0.0, -1.0), (1.0, 1.0)), instruction="stack the cups",
+              encoding="rgb8"):
+    """Images with value int(10 * t) % 250, twists with linear.x = t / 100 (so each action tells its twist's time)."""
+    with Writer(path, version=9, storage_plugin=storage) as w:
+        conns = {
+            "image": w.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TS),
+            "twist": w.add_connection("/servo_node/delta_twist_cmds", "geometry_msgs/msg/TwistStamped", typestore=TS),
+            "gripper": w.add_connection("/gripper/command", "std_msgs/msg/Float64", typestore=TS),
+            "instruction": w.add_connection("/instruction", "std_msgs/msg/String", typestore=TS),
+        }
+        events = [(t, "image", _image(t, int(10 * t) % 250, encoding)) for t in image_times]
+        events += [(t, "twist", _twist(t, t / 100.0)) for t in twist_times]
+        events += [(t, "gripper", T["std_msgs/msg/Float64"](data=g)) for t, g in gripper]
+        if instruction is not None:
+            events.append((0.0, "instruction", T["std_msgs/msg/String"](data=instruction)))
+        for t, kind, msg in sorted(events, key=lambda e: e[0]):
+            ns = int(round((100.0 + t) * NS))  # bag times start at 100 s
+            w.write(conns[kind], ns, TS.serialize_cdr(msg, msg.__msgtype__))
+    return path
+
+
+OPTS = dict(fps=10.0, mapping=TwistActionMap(linear_scale=0.1), split_gap=0.5)
+
+
+@pytest.mark.parametrize("storage", [StoragePlugin.MCAP, StoragePlugin.SQLITE3], ids=["mcap", "sqlite3"])
+def test_import_follows_the_as_of_rules_and_splits_on_gaps(tmp_path, storage):
+    images = [i / 30 for i in range(60)] + [3.0 + i / 30 for i in range(30)]  # 0..2 s, a 1 s gap, 3..4 s
+    twists = [0.025 + i / 20 for i in range(80)]  # 20 Hz, first one at 0.025 s, off the 0.1 s frame grid
+    bag = write_bag(tmp_path / "bag", storage, images, twists)
+    summary = import_bags([bag], tmp_path / "ds", ImportOptions(**OPTS))
+    assert "2 episode(s)" in summary
+    ds = EpisodeDataset(tmp_path / "ds")
+    assert ds.num_episodes == 2 and ds.fps == 10.0 and ds.action_names == ("dx", "dy", "dz", "gripper")
+    assert ds.episodes[0].instruction == "stack the cups" and ds.image_size == (12, 16)
+    for ep in range(2):
+        actions = ds.actions(ep)
+        t0 = 100.0 + (0.1 if ep == 0 else 3.0)  # frame at 0.0 has no twist yet: dropped
+        for k, action in enumerate(actions):
+            t = t0 + k * 0.1 - 100.0
+            twist_t = max(tt for tt in twists if tt <= t + 1e-9)  # as of t, never later
+            assert action[0] == pytest.approx(twist_t / 100.0 / 0.1, abs=1e-4), (ep, k)
+            assert action[2] == pytest.approx(-0.5)
+            assert action[3] == (1.0 if t >= 1.0 else -1.0)  # gripper holds its last command
+        frames = ds.frames(ep)
+        assert np.abs(frames[..., 1].astype(int) - 7).max() <= 3  # G stayed G (video is lossy)
+    assert len(ds.actions(0)) == 21  # 0.1 .. 2.1 s: the last image (1.967 s) is fresh for 0.2 s
+
+
+def test_bgr_images_stale_twists_and_cli(tmp_path):
+    images = [i / 30 for i in range(60)]
+    twists = [i / 20 for i in range(10)] + [1.5 + i / 20 for i in range(10)]  # no twist from 0.45 to 1.5 s
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP, images, twists, encoding="bgr8", instruction=None)
+    out = tmp_path / "ds"
+    code = lapa(["data", "import-bag", str(bag), "--out", str(out), "--fps", "10", "--linear-scale", "0.1",
+                 "--instruction", "wipe the table", "--split-gap", "5", "--success", "true", "--image-size", "8,8"])
+    assert code == 0
+    ds = EpisodeDataset(out)
+    assert ds.num_episodes == 1 and ds.episodes[0].success is True and ds.image_size == (8, 8)
+    assert ds.episodes[0].instruction == "wipe the table"
+    frames = ds.frames(0)
+    assert np.abs(frames[..., 1].astype(int) - 7).max() <= 3
+    ts = EpisodeDataset(out).episodes[0].length
+    assert ts < 19  # frames with a stale twist were dropped, not paired with an old command
+
+
+def test_errors_are_clear(tmp_path, capsys):
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP, [i / 30 for i in range(30)], [i / 20 for i in range(20)],
+                    instruction=None)
+    assert lapa(["data", "import-bag", str(bag), "--out", str(tmp_path / "a"), "--twist-topic", "/cmd"]) == 2
+    err = capsys.readouterr().err
+    assert "topic /cmd is not in the bag" in err and "/servo_node/delta_twist_cmds" in err
+    assert lapa(["data", "import-bag", str(bag), "--out", str(tmp_path / "b"), "--linear-scale", "0.1"]) == 2
+    assert "no instruction" in capsys.readouterr().err
+    assert lapa(["data", "import-bag", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "junk").mkdir()
+    assert lapa(["data", "import-bag", str(tmp_path / "junk"), "--out", str(tmp_path / "d")]) == 2
+    assert "not a readable rosbag2" in capsys.readouterr().err
+    assert lapa(["data", "import-bag", str(bag), "--out", str(tmp_path / "e"), "--image-topic", "/gripper/command",
+                 "--instruction", "x"]) == 2
+    assert "has type std_msgs/msg/Float64" in capsys.readouterr().err
