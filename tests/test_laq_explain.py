@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from lapa_learning.laq.explain import explain, mean_action_per_code, one_hot, probe, r2_score
+from lapa_learning.laq.explain import episode_folds, explain, mean_action_per_code, one_hot, probe, r2_score
 from lapa_learning.laq.testing import tiny_train_config, write_dataset
 from lapa_learning.laq.train import train
 
@@ -37,9 +37,11 @@ def test_probe_recovers_a_token_coded_target():
     effect = np.array([[-1.0, 0.0, 1.0, 2.0], [0.5, 0.0, -0.5, 0.0]])  # position k, code c -> target
     y = (effect[0][tokens[:, 0]] + effect[1][tokens[:, 1]])[:, None] + 0.01 * rng.normal(size=(400, 1))
     episode = np.arange(400) // 20
-    res = probe(tokens, episode, y, 4, val_episodes=[0, 1, 2, 3], ridge=1e-3)
+    folds = episode_folds(episode, 5)
+    assert sorted(sum(folds, [])) == list(range(20))
+    res = probe(tokens, episode, y, 4, folds, ridge=1e-3)
     assert res["r2_linear"][0] > 0.99 and res["r2_lookup"][0] > 0.99
-    noise = probe(tokens, episode, rng.normal(size=(400, 1)), 4, val_episodes=[0, 1, 2, 3], ridge=1e-3)
+    noise = probe(tokens, episode, rng.normal(size=(400, 1)), 4, folds, ridge=1e-3)
     assert noise["r2_linear"][0] < 0.1
     means, counts = mean_action_per_code(tokens, y, 4)
     assert counts.sum() == 800 and means[0, 3, 0] > means[0, 0, 0]

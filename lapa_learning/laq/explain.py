@@ -2,16 +2,19 @@
 
     lapa laq explain --checkpoint outputs/laq_tiny --data outputs/data/laq_probe --out results/
 
-1. Image grid (`<prefix>_explain.png`): for a few frames x_t of held-out episodes, the decoder's x̂_t+H under
+1. Image grid (`<prefix>_explain.png`): for a few frames x_t of the dataset, the decoder's x̂_t+H under
    many latent actions: the frame's own tokens; every code at each token position (the other positions keep the
-   frame's own codes); and the most frequent token combinations of the dataset. Pixels where a decoded frame
-   differs from x_t (max channel difference > 0.05) are outlined, so the motion each code causes stands out.
+   frame's own codes); and the most frequent token combinations of the dataset. Pixels where a variant differs
+   from the own-token decoding (max channel difference > 0.05) are outlined, so what each code changes stands
+   out (in the true x_t+H, the outline marks pixels that changed since x_t).
 2. Probe (`<prefix>_probe.json` / `.png`, datasets with actions only): how much of the true motion between t and
    t+H the tokens explain. Targets: the summed true action over t .. t+H-1 (the commanded end-effector motion) and,
    when states exist, the end-effector displacement state[t+H] - state[t]. Features: one-hot tokens (K x C).
-   A ridge-regularized linear probe is fit on pairs of training episodes and scored by R^2 per dimension on pairs
-   of held-out episodes (episode-level split). Also a lookup probe (mean target of each whole token tuple seen in
-   training, falling back to the linear probe) and the mean true action per code at each position.
+   A ridge-regularized linear probe is scored by R^2 per dimension on held-out pairs, cross-validated over
+   episodes (k folds of episodes; an episode's pairs are predicted only by a probe fit on the other folds, and
+   all held-out predictions are pooled). Also a lookup probe (mean target of each whole token tuple seen in
+   the training folds, falling back to the linear probe) and the mean true action per code at each position.
+   Use a labelled dataset the LAQ was not trained on.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=3, help="example frames in the grid (default: 3)")
     parser.add_argument("--top", type=int, default=8, help="most frequent token tuples shown (default: 8)")
     parser.add_argument("--offset-frames", type=int, help="H in frames (default: the checkpoint's)")
-    parser.add_argument("--val-fraction", type=float, default=0.3, help="held-out episodes for the probe")
-    parser.add_argument("--ridge", type=float, default=1e-2, help="ridge penalty of the linear probe")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="the probe is cross-validated over this many groups of episodes (default: 5)")
+    parser.add_argument("--ridge", type=float, default=1.0, help="ridge penalty of the linear probe (default: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-probe", action="store_true", help="only draw the image grid")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = explain(args.checkpoint, args.data, out=args.out, prefix=args.prefix, n_frames=args.frames,
-                     top=args.top, offset=args.offset_frames, val_fraction=args.val_fraction, ridge=args.ridge,
+                     top=args.top, offset=args.offset_frames, folds=args.folds, ridge=args.ridge,
                      seed=args.seed, probe_actions=not args.no_probe, device=args.device)
     for key, value in result["files"].items():
         print(f"{key}: {value}")
@@ -107,27 +111,38 @@ def r2_score(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
         return np.where(sst > 1e-12, 1 - sse / sst, np.nan)
 
 
-def probe(tokens, episode, targets: np.ndarray, codebook_size: int, val_episodes, ridge: float) -> dict:
-    """Fit on pairs of training episodes, score on pairs of held-out ones."""
-    val = np.isin(episode, list(val_episodes))
+def episode_folds(episodes, folds: int, seed: int = 0) -> list[list[int]]:
+    """Split episode ids into `folds` disjoint groups (shuffled with `seed`)."""
+    ids = np.random.default_rng(seed).permutation(sorted(set(int(e) for e in episodes)))
+    return [sorted(f.tolist()) for f in np.array_split(ids, min(folds, len(ids))) if len(f)]
+
+
+def probe(tokens, episode, targets: np.ndarray, codebook_size: int, folds: list[list[int]], ridge: float) -> dict:
+    """Cross-validated over episodes: for each fold, fit on the pairs of the other folds' episodes and predict the
+    pairs of this fold's episodes; R^2 is computed on all held-out predictions pooled."""
     X = one_hot(tokens, codebook_size)
-    W = fit_ridge(X[~val], targets[~val], ridge)
-    lin = predict_ridge(W, X[val])
-    # lookup probe: mean target per token tuple seen in training, else the linear prediction
-    table: dict = {}
-    for tup, y in zip(map(tuple, tokens[~val].tolist()), targets[~val]):
-        s = table.setdefault(tup, [np.zeros(targets.shape[1]), 0])
-        s[0] += y
-        s[1] += 1
-    look = lin.copy()
+    lin, look = np.zeros_like(targets, dtype=float), np.zeros_like(targets, dtype=float)
     seen = 0
-    for i, tup in enumerate(map(tuple, tokens[val].tolist())):
-        if tup in table:
-            look[i] = table[tup][0] / table[tup][1]
-            seen += 1
-    return {"r2_linear": r2_score(targets[val], lin), "r2_lookup": r2_score(targets[val], look),
-            "val_pairs": int(val.sum()), "train_pairs": int((~val).sum()),
-            "val_tuples_seen_in_training": seen / max(1, int(val.sum()))}
+    for fold in folds:
+        val = np.isin(episode, fold)
+        if val.all():  # a single fold (one episode): nothing to train on, so predict the mean of nothing
+            raise ConfigError("the probe needs at least 2 episodes")
+        W = fit_ridge(X[~val], targets[~val], ridge)
+        lin[val] = predict_ridge(W, X[val])
+        # lookup probe: mean target per token tuple seen in the training folds, else the linear prediction
+        table: dict = {}
+        for tup, y in zip(map(tuple, tokens[~val].tolist()), targets[~val]):
+            acc = table.setdefault(tup, [np.zeros(targets.shape[1]), 0])
+            acc[0] += y
+            acc[1] += 1
+        rows = np.flatnonzero(val)
+        look[rows] = lin[rows]
+        for i, tup in zip(rows, map(tuple, tokens[val].tolist())):
+            if tup in table:
+                look[i] = table[tup][0] / table[tup][1]
+                seen += 1
+    return {"r2_linear": r2_score(targets, lin), "r2_lookup": r2_score(targets, look), "pairs": int(len(targets)),
+            "folds": len(folds), "tuples_seen_in_training": seen / max(1, len(targets))}
 
 
 def mean_action_per_code(tokens: np.ndarray, targets: np.ndarray, codebook_size: int):
@@ -268,7 +283,9 @@ def _save_small_png(fig, path: Path, dpi: int) -> None:
     tmp.replace(path)
 
 
-def draw_probe(result: dict, means: np.ndarray, counts: np.ndarray, names: list[str], path: Path) -> Path:
+def draw_probe(result: dict, means: np.ndarray, counts: np.ndarray, names: list[str], path: Path,
+               overall: np.ndarray | None = None) -> Path:
+    """R^2 bars, and per token position a heat map of each code's mean summed action minus the dataset mean."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,14 +303,16 @@ def draw_probe(result: dict, means: np.ndarray, counts: np.ndarray, names: list[
     ax.set_ylim(min(-0.1, np.nanmin(result["r2_action"]) - 0.05), 1)
     ax.set_title(f"held-out R² of summed action\n(t..t+{result['offset'] - 1})", fontsize=8)
     ax.legend(fontsize=6)
+    if overall is not None:
+        means = means - overall  # what each code does differently from the average pair
     vmax = np.nanmax(np.abs(means)) if np.isfinite(means).any() else 1.0
     for k in range(K):
         a = axes[k + 1]
         im = a.imshow(means[k], cmap="coolwarm", vmin=-vmax, vmax=vmax, aspect="auto")
         a.set_xticks(range(D), names, fontsize=7)
         a.set_yticks(range(C), [f"{c} (n={counts[k, c]})" for c in range(C)], fontsize=6)
-        a.set_title(f"token {k}: mean summed action" if k == 0 else f"token {k}", fontsize=8)
-    fig.colorbar(im, ax=axes[1:].tolist(), shrink=0.8, label="summed action per code")
+        a.set_title(f"token {k}: mean action - overall mean" if k == 0 else f"token {k}", fontsize=8)
+    fig.colorbar(im, ax=axes[1:].tolist(), shrink=0.8, label=f"summed action over {result['offset']} steps")
     path.parent.mkdir(parents=True, exist_ok=True)
     _save_small_png(fig, path, 100)
     return path
@@ -301,16 +320,17 @@ def draw_probe(result: dict, means: np.ndarray, counts: np.ndarray, names: list[
 
 # ---------------------------------------------------------------------------------------------------- main
 def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, top: int = 8,
-            offset: int | None = None, val_fraction: float = 0.3, ridge: float = 1e-2, seed: int = 0,
+            offset: int | None = None, folds: int = 5, ridge: float = 1.0, seed: int = 0,
             probe_actions: bool = True, device: str = "auto") -> dict:
-    from lapa_learning.data import split_episodes
     from lapa_learning.laq.label import checkpoint_offset, pick_device
     from lapa_learning.laq.train import open_source
 
     if n_frames < 1 or top < 0:
         raise ConfigError(f"--frames must be >= 1 and --top >= 0, got {n_frames} and {top}")
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    if folds < 2:
+        raise ConfigError(f"--folds must be >= 2, got {folds}")
+    if not ridge >= 0:
+        raise ConfigError(f"--ridge must be >= 0, got {ridge}")
     dev = pick_device(device)
     step_dir = ckpt.resolve_checkpoint(checkpoint)
     model, config = ckpt.load_laq(step_dir, device=dev)
@@ -323,7 +343,7 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
     ids = [ep.index for ep in source.episodes if ep.length > H]
     if not ids:
         raise ConfigError(f"{data}: no episode is longer than H={H} frames")
-    train_ids, val_ids = split_episodes(ids, val_fraction, seed) if len(ids) > 1 else (ids, ids)
+    groups = episode_folds(ids, folds, seed)
     episode, t, tokens = encode_source(model, source, ids, H, dev)
 
     # the most frequent token tuples of the whole dataset
@@ -331,16 +351,15 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
     order = np.argsort(-counts, kind="stable")[:top]
     frequent = [tuple(int(v) for v in tuples[i]) for i in order]
 
-    # example frames: from held-out episodes, where the most pixels change between t and t+H
+    # example frames: from different episodes, preferring frames about 40% into the episode (the arm moves)
     rng = np.random.default_rng(seed)
-    pool = [i for i, e in enumerate(episode) if e in set(val_ids)]
+    pool = list(range(len(episode)))
     picks = rng.choice(pool, size=min(len(pool), max(4 * n_frames, 16)), replace=False)
     scored = []
     for i in picks:
         e, s = int(episode[i]), int(t[i])
         ep_len = next(ep.length for ep in source.episodes if ep.index == e)
         scored.append((e, s, ep_len))
-    # keep one example per episode, preferring mid-episode frames (the arm is moving)
     examples, used_eps = [], set()
     for e, s, L in sorted(scored, key=lambda x: abs(x[1] / max(1, x[2] - H) - 0.4)):
         if e not in used_eps:
@@ -373,23 +392,26 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
         if len(Y) != len(tokens):
             raise ConfigError(f"{data}: {len(Y)} action pairs but {len(tokens)} frame pairs; frames and actions "
                               f"of some episode have different lengths")
-        res = probe(tokens, episode, Y, C, val_ids, ridge)
+        res = probe(tokens, episode, Y, C, groups, ridge)
         means, code_counts = mean_action_per_code(tokens, Y, C)
         p = {"offset": H, "action_names": names, "target": f"sum of actions t..t+{H - 1}",
              "r2_action": _nan_to_none(res["r2_linear"]), "r2_action_lookup": _nan_to_none(res["r2_lookup"]),
              "probe_r2_xyz": _mean_or_none(res["r2_linear"][:3]),
              "probe_r2_xyz_lookup": _mean_or_none(res["r2_lookup"][:3]),
-             "val_pairs": res["val_pairs"], "train_pairs": res["train_pairs"],
-             "val_episodes": len(val_ids), "train_episodes": len(train_ids),
-             "val_tuples_seen_in_training": res["val_tuples_seen_in_training"], "ridge": ridge,
+             "evaluation": f"{res['folds']}-fold cross-validation over {len(ids)} episodes (pairs of an episode are "
+                           f"only predicted by a probe fit on other episodes)",
+             "pairs": res["pairs"], "folds": res["folds"],
+             "tuples_seen_in_training": res["tuples_seen_in_training"], "ridge": ridge,
+             "mean_action": _nan_to_none(Y.mean(axis=0)),
              "mean_action_per_code": _nan_to_none(means), "code_counts": code_counts.tolist()}
         if disp:
-            resd = probe(tokens, episode, np.concatenate(disp), C, val_ids, ridge)
+            resd = probe(tokens, episode, np.concatenate(disp), C, groups, ridge)
             p["r2_ee_displacement_xyz"] = _nan_to_none(resd["r2_linear"])
             p["probe_r2_ee_displacement_xyz"] = _mean_or_none(resd["r2_linear"])
         plot = {"r2_action": np.array(p["r2_action"], dtype=float), "offset": H,
                 "r2_action_lookup": np.array(p["r2_action_lookup"], dtype=float)}
-        files["probe_plot"] = str(draw_probe(plot, means, code_counts, names, out / f"{prefix}_probe.png"))
+        files["probe_plot"] = str(draw_probe(plot, means, code_counts, names, out / f"{prefix}_probe.png",
+                                             overall=Y.mean(axis=0)))
         result["probe"] = p
         summary["probe"] = p
     elif probe_actions:
