@@ -39,7 +39,8 @@ class PolicyParams:
     twist_topic: str = _p("servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped output (MoveIt Servo)")
     gripper_topic: str = _p("gripper/command", "std_msgs/Float64 gripper output, dataset units")
     frame_id: str = _p("base_link", "frame of the twist (MoveIt Servo: the planning frame or the EE frame)")
-    control_rate: float = _p(10.0, "Hz: model calls at most this often; commands are streamed at this rate")
+    control_rate: float = _p(10.0, "Hz: model calls at most this often (once per new image)")
+    publish_rate: float = _p(30.0, "Hz: the current command (or zero) is re-sent this often; 0 = only on change")
     linear_scale: float = _p(0.1, "m/s per dataset unit of dx, dy, dz")
     angular_scale: float = _p(0.5, "rad/s per dataset unit of droll, dpitch, dyaw")
     max_linear_speed: float = _p(0.1, "m/s clamp on the norm of the linear velocity")
@@ -52,6 +53,8 @@ class PolicyParams:
 
     def __post_init__(self):
         _positive(self, "control_rate", "linear_scale", "angular_scale", "status_rate")
+        if not (math.isfinite(self.publish_rate) and self.publish_rate >= 0):
+            raise ConfigError(f"parameter publish_rate must be >= 0 (0 = only on change), got {self.publish_rate}")
         if self.replan_every < 0:
             raise ConfigError(f"parameter replan_every must be >= 0, got {self.replan_every}")
 

@@ -2,7 +2,7 @@
 
 Callbacks only store the newest image (counting frames replaced before the model saw them as dropped) and the
 instruction. One worker thread runs `policy.act` on the newest image, at most `control_rate` times per second,
-and publishes the result at once; a timer streams the current command (or a zero twist) at `control_rate`.
+and publishes the result at once; a timer re-sends the current command (or a zero twist) at `publish_rate`.
 What may be commanded is decided by lapa_ros.safety.CommandGate: disabled, stale or missing image, missing or
 empty instruction, non-finite model output -> zero twist, with the reason in ~/status.
 """
@@ -27,6 +27,15 @@ from lapa_ros.converters import fill_twist, image_to_rgb
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
 from lapa_ros.safety import STOP, Command, CommandGate, Limits
+
+
+def _custom_messages():
+    """lapa_ros.msg (ActionChunk, LatentActionTokens) when colcon generated it, else None (pip installs)."""
+    try:
+        from lapa_ros import msg
+    except ImportError:
+        return None
+    return msg
 
 
 def load_policy(params: PolicyParams):
@@ -68,11 +77,16 @@ class PolicyNode(Node):
         self.proposed_pub = self.create_publisher(TwistStamped, "~/proposed_twist", qos.status())
         self.tokens_pub = self.create_publisher(Int32MultiArray, "~/latent_tokens", qos.status())
         self.status_pub = self.create_publisher(DiagnosticArray, "~/status", qos.status())
+        self.custom = _custom_messages()  # this package's interfaces, when built by colcon
+        if self.custom is not None:
+            self.chunk_pub = self.create_publisher(self.custom.ActionChunk, "~/action", qos.status())
+            self.latent_pub = self.create_publisher(self.custom.LatentActionTokens, "~/latent_action", qos.status())
         self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
         self.create_subscription(String, p.instruction_topic, self.instruction_callback, qos.instruction())
         self.create_service(SetBool, "~/enable", self.enable_callback)
         self.create_service(Trigger, "~/reset", self.reset_callback)
-        self.create_timer(self.period, self.control_callback)
+        if p.publish_rate > 0:  # MoveIt Servo halts when commands stop coming: keep streaming
+            self.create_timer(1.0 / p.publish_rate, self.control_callback)
         self.create_timer(1.0 / p.status_rate, self.publish_status)
         self._worker = threading.Thread(target=self._worker_loop, name="policy_worker", daemon=True)
         self._worker.start()
@@ -162,6 +176,8 @@ class PolicyNode(Node):
             self.proposed_pub.publish(self._twist_msg(command))
         if action.latent_tokens is not None:
             self._publish_tokens(action.latent_tokens)
+        if self.custom is not None:
+            self._publish_custom(action)
         self.publish_decision()
 
     def _reset_policy(self) -> None:
@@ -193,6 +209,20 @@ class PolicyNode(Node):
         msg.layout.dim = [MultiArrayDimension(label=f"tokens(codebook={self.policy.codebook_size})",
                                               size=len(msg.data), stride=len(msg.data))]
         self.tokens_pub.publish(msg)
+
+    def _publish_custom(self, action) -> None:
+        stamp = self.get_clock().now().to_msg()
+        chunk = self.custom.ActionChunk(action_names=list(self.policy.action_names), num_steps=1,
+                                        values=[float(v) for v in np.asarray(action.values).reshape(-1)],
+                                        start_index=int(action.chunk_index))
+        chunk.header.stamp, chunk.header.frame_id = stamp, self.params.frame_id
+        chunk.time_step.sec, chunk.time_step.nanosec = int(self.period), int(self.period % 1 * 1e9)
+        self.chunk_pub.publish(chunk)
+        if action.latent_tokens is not None:
+            latent = self.custom.LatentActionTokens(tokens=[int(t) for t in np.asarray(action.latent_tokens)],
+                                                    codebook_size=int(self.policy.codebook_size or 0))
+            latent.header.stamp = stamp
+            self.latent_pub.publish(latent)
 
     def publish_status(self) -> None:
         reason = self.last_reason
