@@ -75,10 +75,16 @@ def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, 
             raise DatasetError(f"{root}: latent labels have {labels.num_tokens} tokens x codebook "
                                f"{labels.codebook_size}, but the first dataset has {K} x {C}; label every "
                                f"dataset with the same LAQ")
-        _add_split(source, root, image_size, val_fraction, seed, train, val, progress,
-                   lambda ep, length: [(int(t), labels.tokens[i]) for i, t in
-                                       zip(labels.episode_rows(ep), labels.t[labels.episode_rows(ep)]) if t < length],
-                   kind="latent")
+        order = np.argsort(labels.episode, kind="stable")
+        eps, starts = np.unique(labels.episode[order], return_index=True)
+        rows_of = {int(e): order[s:(starts[i + 1] if i + 1 < len(starts) else len(order))]
+                   for i, (e, s) in enumerate(zip(eps, starts))}
+
+        def targets(ep, length, labels=labels, rows_of=rows_of):
+            rows = rows_of.get(int(ep), [])
+            return [(int(labels.t[i]), labels.tokens[i]) for i in rows if labels.t[i] < length]
+
+        _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, kind="latent")
         info["datasets"].append({"root": str(root), "labels": str(labels.path), "pairs": len(labels),
                                  "offset": labels.offset, "labels_source": labels.source})
     info.update(num_tokens=K, codebook_size=C)

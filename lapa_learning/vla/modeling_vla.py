@@ -312,8 +312,8 @@ class VLAModel(nn.Module):
             m = torch.gather(m, 1, order)
         return emb, m  # (B, P, D), (B, P)
 
-    def _run(self, embeds, mask, past=None, start_pos=None):
-        """Run the decoder stack; positions count only real tokens. -> hidden (B, T, D), cache."""
+    def _run(self, embeds, mask, past=None, start_pos=None, use_cache: bool = False):
+        """Run the decoder stack; positions count only real tokens. -> hidden (B, T, D), cache (or None)."""
         if past is None:
             pos = (mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
             attn = mask
@@ -322,7 +322,7 @@ class VLAModel(nn.Module):
             pos = start_pos.unsqueeze(1) + torch.arange(T, device=embeds.device)  # (B, T)
             attn = mask
         out = self.body(inputs_embeds=embeds, attention_mask=attn, position_ids=pos,
-                        past_key_values=past, use_cache=past is not None or not self.training)
+                        past_key_values=past, use_cache=use_cache or past is not None)
         return out.last_hidden_state, out.past_key_values
 
     # ---- target branches ----
@@ -412,7 +412,7 @@ class VLAModel(nn.Module):
             raise RuntimeError("predict() needs eval mode (call model.eval())")
         prefix, pmask = self.embed_prefix(pixels, ids, mask)  # (B, P, D)
         B, P, _ = prefix.shape
-        _, cache = self._run(prefix, pmask, past=None)  # fills the KV cache with the prefix
+        _, cache = self._run(prefix, pmask, use_cache=True)  # fills the KV cache with the prefix
         next_pos = pmask.sum(1)  # (B,) position of the first target slot
         out = {}
         want_latent = latents and self.latent_head is not None
