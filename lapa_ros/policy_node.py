@@ -169,6 +169,7 @@ class PolicyNode(Node):
             return  # reset or new instruction while the model ran
         self.inferences += 1
         command = self.gate.on_action(action.values, image_time)
+        self.publish_decision()  # the command first; the debug topics below must not delay it
         if command is None:
             self.last_problem = f"model output not finite: {np.asarray(action.values).tolist()}"
             self.get_logger().warning(self.last_problem, throttle_duration_sec=5.0)
@@ -178,7 +179,6 @@ class PolicyNode(Node):
             self._publish_tokens(action.latent_tokens)
         if self.custom is not None:
             self._publish_custom(action)
-        self.publish_decision()
 
     def _reset_policy(self) -> None:
         with self._cond:

@@ -1,0 +1,242 @@
+"""ROS loop latency: image published -> policy_node -> TwistStamped received, split into model and ROS time.
+
+    .venv/bin/python bench/ros_loop.py [--samples 200] [--checkpoint DIR] [--out results/ros_loop.json]
+
+Two processes on this machine, as in deployment: this one publishes a camera image (rgb8) and waits for the
+command; the other runs the real PolicyNode (started here with `--serve`) with a real checkpoint (by default a
+random tiny one from lapa_learning.vla.testing), its policy wrapped only to time each `act()` call. Each image
+carries its sample index in its first pixels, so model time and end-to-end time are matched per sample:
+    ROS overhead = end-to-end - model time
+(DDS transport both ways, message conversion, the node's gate and worker hand-off, publishing).
+Images are sent one at a time (the next after the answer), with the Fast DDS profile of config/ (32 MB SHM),
+publish_rate 0 (one command per model answer) and control_rate 1000 Hz (no throttling). torch uses 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"64": (64, 64), "224": (224, 224), "640x480": (480, 640)}
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 30))
+    env.setdefault("ROS_LOG_DIR", os.path.join(tempfile.gettempdir(), "lapa_bench_logs"))
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(ROOT / "config" / "fastdds_large_images.xml")
+    env.setdefault("MUJOCO_GL", "egl")
+    return env
+
+
+# ---------------------------------------------------------------------------------------------- server side
+def serve(checkpoint: str, times_out: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from lapa_learning.vla.policy import Policy
+    from lapa_ros.policy_node import PolicyNode
+
+    policy = Policy.load(checkpoint, device="cpu")
+    model_ms: dict[int, float] = {}
+    act = policy.act
+
+    def timed_act(image, instruction):
+        index = int(image[0, 0, 0]) + 256 * int(image[0, 0, 1])
+        t0 = time.perf_counter()
+        action = act(image, instruction)
+        model_ms[index] = (time.perf_counter() - t0) * 1e3
+        return action
+
+    policy.act = timed_act
+    rclpy.init()
+    params = dict(enabled=True, control_rate=1000.0, publish_rate=0.0, image_timeout=30.0, linear_scale=0.8,
+                  max_linear_speed=1.0, status_rate=1.0)
+    node = PolicyNode(policy=policy, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        Path(times_out).write_text(json.dumps(model_ms))
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- client side
+def measure(samples: int, warmup: int, checkpoint: str) -> dict:
+    import rclpy
+    from geometry_msgs.msg import TwistStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from lapa_ros import qos
+    from lapa_ros.converters import rgb_to_image
+
+    times_file = Path(tempfile.mkdtemp()) / "model_ms.json"
+    server = subprocess.Popen([sys.executable, __file__, "--serve", "--checkpoint", checkpoint,
+                               "--times-out", str(times_file)], env=_env())
+    rclpy.init()
+    node = rclpy.create_node("ros_loop_bench")
+    received = threading.Event()
+    arrival = [0.0]
+
+    def on_twist(msg):
+        arrival[0] = time.perf_counter()
+        received.set()
+
+    node.create_subscription(TwistStamped, "servo_node/delta_twist_cmds", on_twist, qos.command())
+    image_pub = node.create_publisher(__import__("sensor_msgs.msg", fromlist=["Image"]).Image, "camera/image_raw",
+                                      qos.camera_publisher())
+    instruction_pub = node.create_publisher(String, "instruction", qos.instruction())
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinning = True
+
+    def spin():
+        while spinning:
+            executor.spin_once(timeout_sec=0.05)
+
+    threading.Thread(target=spin, daemon=True).start()
+    ready = node.create_client(Trigger, "policy_node/reset")
+    if not ready.wait_for_service(timeout_sec=120):
+        raise RuntimeError("policy node did not start")
+    instruction_pub.publish(String(data="push the puck to the goal"))
+    time.sleep(1.0)
+    while image_pub.get_subscription_count() == 0:
+        time.sleep(0.1)
+
+    rng = np.random.default_rng(0)
+    e2e: dict[str, dict[int, float]] = {}
+    lost: dict[str, int] = {}
+    index = 0
+    for name, (h, w) in SIZES.items():
+        e2e[name], lost[name] = {}, 0
+        base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for k in range(warmup + samples):
+            index += 1
+            image = base.copy()
+            image[0, 0, 0], image[0, 0, 1] = index % 256, index // 256
+            msg = rgb_to_image(image)
+            received.clear()
+            t0 = time.perf_counter()
+            image_pub.publish(msg)
+            if not received.wait(timeout=2.0):
+                lost[name] += 1
+                continue
+            if k >= warmup:
+                e2e[name][index] = (arrival[0] - t0) * 1e3
+            time.sleep(0.005)
+    spinning = False
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=30)
+    model = {int(k): v for k, v in json.loads(times_file.read_text()).items()}
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+    out = {}
+    for name in SIZES:
+        idx = [i for i in e2e[name] if i in model]
+        total = np.array([e2e[name][i] for i in idx])
+        m = np.array([model[i] for i in idx])
+        overhead = total - m
+        out[name] = {
+            "samples": len(idx), "lost": lost[name],
+            "end_to_end_median_ms": float(np.median(total)), "end_to_end_p99_ms": float(np.percentile(total, 99)),
+            "model_median_ms": float(np.median(m)), "model_p99_ms": float(np.percentile(m, 99)),
+            "overhead_median_ms": float(np.median(overhead)), "overhead_p99_ms": float(np.percentile(overhead, 99)),
+        }
+    return out
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import rclpy.utilities
+
+    try:
+        rmw = rclpy.utilities.get_rmw_implementation_identifier()
+    except Exception:
+        rmw = "unknown"
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}", "rmw": rmw, "torch_threads": 1,
+            "device": "cpu", "note": "shared machine (other jobs were running)"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=200, help="measured images per size (default: 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="unmeasured images per size first (default: 20)")
+    parser.add_argument("--checkpoint", default=None, help="policy checkpoint (default: a random tiny one)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "ros_loop.json")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--times-out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.update({k: v for k, v in _env().items() if k not in os.environ or k.startswith(("ROS_", "FASTDDS"))})
+    if args.serve:
+        serve(args.checkpoint, args.times_out)
+        return 0
+    checkpoint = args.checkpoint
+    description = checkpoint
+    if checkpoint is None:
+        from lapa_learning.vla.testing import make_tiny_checkpoint
+
+        checkpoint = str(make_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny"))
+        description = "make_tiny_checkpoint() (random tiny LAPA policy, 64 px model input)"
+    results = measure(args.samples, args.warmup, checkpoint)
+    print(f"{'image':>9} | {'end-to-end med / p99':>21} | {'model med / p99':>17} | {'ROS overhead med / p99':>23} "
+          f"| lost")
+    for name, r in results.items():
+        print(f"{name:>9} | {r['end_to_end_median_ms']:8.2f} / {r['end_to_end_p99_ms']:7.2f} ms | "
+              f"{r['model_median_ms']:6.2f} / {r['model_p99_ms']:6.2f} ms | "
+              f"{r['overhead_median_ms']:9.2f} / {r['overhead_p99_ms']:7.2f} ms | {r['lost']}")
+    report = {
+        "overhead_median_ms_224": results["224"]["overhead_median_ms"],
+        "model_median_ms_224": results["224"]["model_median_ms"],
+        "goal": "ROS overhead <= 2 ms median at 224x224",
+        "goal_met": results["224"]["overhead_median_ms"] <= 2.0,
+        "sizes": results,
+        "checkpoint": description,
+        "samples_per_size": args.samples,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": "python bench/ros_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
