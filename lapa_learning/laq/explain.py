@@ -4,9 +4,9 @@
 
 1. Image grid (`<prefix>_explain.png`): for a few frames x_t of the dataset, the decoder's x̂_t+H under
    many latent actions: the frame's own tokens; every code at each token position (the other positions keep the
-   frame's own codes); and the most frequent token combinations of the dataset. Pixels where a variant differs
-   from the own-token decoding (max channel difference > 0.05) are outlined, so what each code changes stands
-   out (in the true x_t+H, the outline marks pixels that changed since x_t).
+   frame's own codes); and the most frequent token combinations of the dataset. Each variant is tinted where it
+   differs from the own-token decoding (magenta brighter, green darker), so what each code changes stands out;
+   on the true x_t+H, a cyan outline marks the pixels that changed since x_t.
 2. Probe (`<prefix>_probe.json` / `.png`, datasets with actions only): how much of the true motion between t and
    t+H the tokens explain. Targets: the summed true action over t .. t+H-1 (the commanded end-effector motion) and,
    when states exist, the end-effector displacement state[t+H] - state[t]. Features: one-hot tokens (K x C).
@@ -171,8 +171,18 @@ def _nan_to_none(x):
 
 
 # ----------------------------------------------------------------------------------------------------- grid
-def _cell(img: np.ndarray, base: np.ndarray | None, scale: int) -> np.ndarray:
-    """(S, S, 3) float image -> (S*scale, S*scale, 3) uint8, with the outline of pixels that differ from `base`."""
+TINT_GAIN = 8.0  # a brightness change of 0.1 is drawn at 80% opacity
+
+
+def _cell(img: np.ndarray, base: np.ndarray | None, scale: int, tint_from: np.ndarray | None = None) -> np.ndarray:
+    """(S, S, 3) float image -> (S*scale, S*scale, 3) uint8. With `base`: cyan outline of the pixels that differ
+    from it by more than CHANGE_THRESHOLD. With `tint_from`: pixels brighter than in `tint_from` are tinted
+    magenta, darker ones green, with opacity TINT_GAIN x |mean channel difference| (at most 0.8)."""
+    if tint_from is not None:
+        diff = (img - tint_from).mean(axis=-1, keepdims=True)  # (S, S, 1)
+        alpha = np.clip(np.abs(diff) * TINT_GAIN, 0, 0.8)
+        colour = np.where(diff > 0, np.array([1.0, 0.0, 1.0]), np.array([0.0, 0.8, 0.0]))
+        img = img * (1 - alpha) + colour * alpha
     big = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
     out = (np.clip(big, 0, 1) * 255).astype(np.uint8)
     if base is not None:
@@ -209,9 +219,9 @@ def draw_grid(model, source, examples, offset: int, frequent: list[tuple], path:
     labels: list[tuple[float, float, str, str]] = []  # (x, y, text, colour)
     top = 24
 
-    def put(r, c, img, title, base=None, color="black"):
+    def put(r, c, img, title, base=None, color="black", tint_from=None):
         y, x = top + r * ch + (r // rows_per) * sep + band, c * cw
-        mosaic[y:y + cell, x:x + cell] = _cell(img, base, scale)
+        mosaic[y:y + cell, x:x + cell] = _cell(img, base, scale, tint_from)
         labels.append((x + 1, y - 3, title, color))
 
     def row_label(r, text):
@@ -245,21 +255,21 @@ def draw_grid(model, source, examples, offset: int, frequent: list[tuple], path:
             row_label(r0 + 1 + k, f"token {k}\n= code")
             for c in range(C):
                 is_own = int(own[k]) == c
-                put(r0 + 1 + k, 1 + c, imgs[1 + k * C + c], f"{c}" + (" (own)" if is_own else ""), own_img,
-                    "tab:red" if is_own else "black")
+                put(r0 + 1 + k, 1 + c, imgs[1 + k * C + c], f"{c}" + (" (own)" if is_own else ""),
+                    color="tab:red" if is_own else "black", tint_from=own_img)
         if frequent:
             row_label(r0 + K + 1, "most\nfrequent")
             for j, tup in enumerate(frequent):
-                put(r0 + K + 1, 1 + j, imgs[1 + K * C + j], tup_s(tup), own_img, "tab:blue")
+                put(r0 + K + 1, 1 + j, imgs[1 + K * C + j], tup_s(tup), color="tab:blue", tint_from=own_img)
     dpi = 100
     h, w = mosaic.shape[:2]
     fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(mosaic, interpolation="nearest")
     ax.axis("off")
-    ax.text(2, 14, f"LAQ latent actions: x̂_t+{offset} decoded from x_t with each code. Cyan outlines: pixels that "
-                   f"differ (> {CHANGE_THRESHOLD}) from x_t (true frame) or from the own-token decoding (variants)",
-            fontsize=8)
+    ax.text(2, 14, f"LAQ latent actions: x̂_t+{offset} decoded from x_t with each code. Variants are tinted where they "
+                   f"differ from the own-token decoding (magenta brighter, green darker, x{TINT_GAIN:g}); "
+                   f"cyan: pixels that changed from x_t to the true x_t+{offset}", fontsize=7)
     for x, y, text, color in labels:
         ax.text(x, y, text, fontsize=6.5, color=color, va="bottom" if "\n" not in text else "center")
     path.parent.mkdir(parents=True, exist_ok=True)
