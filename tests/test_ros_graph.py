@@ -210,6 +210,18 @@ def test_recording_loop_survives_sigkill_and_sigint(graph, tmp_path):
         np.testing.assert_array_equal(ds.actions(i), actions)
     assert ds.action_stats()["count"] == ds.num_frames
 
+    # The recorded set trains a policy (a few steps: this checks the format, not the skill).
+    lapa = Path(sys.executable).parent / "lapa"
+    cmd = [str(lapa)] if lapa.exists() else [sys.executable, "-m", "lapa_learning.cli"]
+    ft = subprocess.run([*cmd, "vla", "finetune", "--data", str(root), "--out", str(tmp_path / "ft"),
+                         "--max-steps", "2", "--batch-size", "4", "--threads", "1", "--no-progress"],
+                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ft.returncode == 0, ft.stdout[-2000:] + ft.stderr[-2000:]
+    from lapa_learning.vla.policy import Policy
+
+    policy = Policy.load(tmp_path / "ft", device="cpu")
+    assert policy.action_names == ("dx", "dy", "dz", "gripper")
+
 
 def test_policy_node_exits_with_a_clear_message_without_checkpoint(tmp_path):
     env = dict(os.environ)
