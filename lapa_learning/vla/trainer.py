@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -147,6 +148,8 @@ def prepare_run_dir(args) -> tuple[Path, dict | None]:
         except Exception as err:  # noqa: BLE001
             raise CheckpointError(f"{state_path}: cannot read the training state ({err})") from None
         return run, state
+    if int(os.environ.get("RANK", "0")) != 0:  # other processes of `accelerate launch`: the main one checks
+        return run, None
     if ckpt.exists() and not args.overwrite:
         raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it or --overwrite")
     if ckpt.exists():
