@@ -43,12 +43,21 @@ def _env() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- server side
-def serve(checkpoint: str, times_out: str) -> None:
+def _executor(kind: str):
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor()
+
+
+def serve(checkpoint: str, times_out: str, executor_kind: str = "single") -> None:
     import torch
 
     torch.set_num_threads(1)
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from lapa_learning.vla.policy import Policy
@@ -70,7 +79,7 @@ def serve(checkpoint: str, times_out: str) -> None:
     params = dict(enabled=True, control_rate=1000.0, publish_rate=0.0, image_timeout=30.0, linear_scale=0.8,
                   max_linear_speed=1.0, status_rate=1.0)
     node = PolicyNode(policy=policy, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    executor = SingleThreadedExecutor()
+    executor = _executor(executor_kind)
     executor.add_node(node)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -85,10 +94,9 @@ def serve(checkpoint: str, times_out: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- client side
-def measure(samples: int, warmup: int, checkpoint: str) -> dict:
+def measure(samples: int, warmup: int, checkpoint: str, executor_kind: str = "single") -> dict:
     import rclpy
     from geometry_msgs.msg import TwistStamped
-    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
@@ -97,7 +105,7 @@ def measure(samples: int, warmup: int, checkpoint: str) -> dict:
 
     times_file = Path(tempfile.mkdtemp()) / "model_ms.json"
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--checkpoint", checkpoint,
-                               "--times-out", str(times_file)], env=_env())
+                               "--times-out", str(times_file), "--executor", executor_kind], env=_env())
     rclpy.init()
     node = rclpy.create_node("ros_loop_bench")
     received = threading.Event()
@@ -111,7 +119,7 @@ def measure(samples: int, warmup: int, checkpoint: str) -> dict:
     image_pub = node.create_publisher(__import__("sensor_msgs.msg", fromlist=["Image"]).Image, "camera/image_raw",
                                       qos.camera_publisher())
     instruction_pub = node.create_publisher(String, "instruction", qos.instruction())
-    executor = SingleThreadedExecutor()
+    executor = _executor(executor_kind)
     executor.add_node(node)
     spinning = True
 
@@ -197,12 +205,15 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured images per size first (default: 20)")
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint (default: a random tiny one)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "ros_loop.json")
+    parser.add_argument("--executor", choices=("single", "events", "both"), default="both",
+                        help="rclpy executor of both processes: SingleThreadedExecutor (what the nodes use), the "
+                             "experimental C++ EventsExecutor, or both one after the other (default: both)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--times-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.update({k: v for k, v in _env().items() if k not in os.environ or k.startswith(("ROS_", "FASTDDS"))})
     if args.serve:
-        serve(args.checkpoint, args.times_out)
+        serve(args.checkpoint, args.times_out, args.executor)
         return 0
     checkpoint = args.checkpoint
     description = checkpoint
@@ -211,18 +222,24 @@ def main(argv=None) -> int:
 
         checkpoint = str(make_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny"))
         description = "make_tiny_checkpoint() (random tiny LAPA policy, 64 px model input)"
-    results = measure(args.samples, args.warmup, checkpoint)
-    print(f"{'image':>9} | {'end-to-end med / p99':>21} | {'model med / p99':>17} | {'ROS overhead med / p99':>23} "
-          f"| lost")
-    for name, r in results.items():
-        print(f"{name:>9} | {r['end_to_end_median_ms']:8.2f} / {r['end_to_end_p99_ms']:7.2f} ms | "
-              f"{r['model_median_ms']:6.2f} / {r['model_p99_ms']:6.2f} ms | "
-              f"{r['overhead_median_ms']:9.2f} / {r['overhead_p99_ms']:7.2f} ms | {r['lost']}")
+    kinds = ["single", "events"] if args.executor == "both" else [args.executor]
+    runs = {kind: measure(args.samples, args.warmup, checkpoint, kind) for kind in kinds}
+    for kind, results in runs.items():
+        print(f"executor: {kind}")
+        print(f"{'image':>9} | {'end-to-end med / p99':>21} | {'model med / p99':>17} | "
+              f"{'ROS overhead med / p99':>23} | lost")
+        for name, r in results.items():
+            print(f"{name:>9} | {r['end_to_end_median_ms']:8.2f} / {r['end_to_end_p99_ms']:7.2f} ms | "
+                  f"{r['model_median_ms']:6.2f} / {r['model_p99_ms']:6.2f} ms | "
+                  f"{r['overhead_median_ms']:9.2f} / {r['overhead_p99_ms']:7.2f} ms | {r['lost']}")
+    main_kind = kinds[0]
+    results = runs[main_kind]
     report = {
         "overhead_median_ms_224": results["224"]["overhead_median_ms"],
         "model_median_ms_224": results["224"]["model_median_ms"],
         "goal": "ROS overhead <= 2 ms median at 224x224",
         "goal_met": results["224"]["overhead_median_ms"] <= 2.0,
+        "executor": main_kind,
         "sizes": results,
         "checkpoint": description,
         "samples_per_size": args.samples,
@@ -230,6 +247,13 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python bench/ros_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
+    if "events" in runs and main_kind != "events":
+        report["events_executor"] = {
+            "note": "same loop with rclpy.experimental.EventsExecutor in both processes (not used by the nodes: "
+                    "sim_node's services did not answer under it)",
+            "overhead_median_ms_224": runs["events"]["224"]["overhead_median_ms"],
+            "sizes": runs["events"],
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
