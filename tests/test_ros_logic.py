@@ -273,3 +273,14 @@ def test_recorder_reports_a_full_disk_and_keeps_earlier_episodes(tmp_path, rng, 
     for i, f in enumerate(_frames(rng, 2)):
         rec.add_frame(i * 0.1, f, np.zeros(4), "push")
     assert rec.stop(True)[0] == 1
+
+
+# ------------------------------------------------------------------------------------------------ sim mapping
+def test_sim_twist_mapping_is_the_inverse_of_the_policy_scaling():
+    pytest.importorskip("rosgraph_msgs", reason="sim_node publishes /clock")
+    from lapa_ros.sim_node import twist_to_metaworld
+
+    # 0.8 m/s is one Meta-World unit (1 cm per 1/80 s step), so linear_scale 0.8 round-trips exactly.
+    linear, _, gripper = MAP.to_twist([0.25, -0.5, 1.0, 1.0])
+    np.testing.assert_allclose(twist_to_metaworld(linear, gripper, fps=80.0), [0.25, -0.5, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(twist_to_metaworld(np.array([8.0, 0, 0]), -3.0, fps=80.0), [1.0, 0, 0, -1.0])
