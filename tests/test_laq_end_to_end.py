@@ -34,6 +34,14 @@ def test_cli_train_label_explain(tmp_path):
                  "--frames", "2", "--device", "cpu"]) == 0
     assert (out / "laq_explain.png").is_file() and (out / "laq_probe.png").is_file()
     assert json.loads((out / "laq_explain.json").read_text())["probe"]["offset"] == 3
+    from lapa_learning.laq.report import main as report
+
+    assert report(["--run", str(run), "--explain", str(out / "laq_explain.json"), "--out", str(tmp_path / "r.json"),
+                   "--machine", "test", "--command", "lapa laq train ..."]) == 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    for key in ("psnr_changed", "psnr_changed_copy_baseline", "codes_used_fraction", "probe_r2_xyz", "train_minutes",
+                "command", "machine"):
+        assert key in results
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

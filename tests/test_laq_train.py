@@ -111,3 +111,20 @@ def test_weights_that_do_not_match_the_config(dataset, tmp_path):
     (step_dir / ckpt.CONFIG).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="bogus"):
         ckpt.load_laq(run)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from lapa_learning.laq.model import LAQ
+
+    cfg = tiny_train_config()
+    model = LAQ(cfg.model).eval()
+    ckpt.save_checkpoint(tmp_path, 7, model, cfg, {"offset": 2})
+    loaded, config = ckpt.load_laq(tmp_path)
+    assert config["step"] == 7 and config["offset"] == 2
+    assert ckpt.load_train_config_from_checkpoint(ckpt.resolve_checkpoint(tmp_path)) == cfg
+    frames = torch.rand(2, 2, 3, 32, 32)
+    assert torch.equal(model(frames)["recon"], loaded(frames)["recon"])
+    # saving the same step again replaces it; older steps beyond `keep` are deleted
+    for step in (7, 8, 9):
+        ckpt.save_checkpoint(tmp_path, step, model, cfg, {"offset": 2}, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_0000008", "step_0000009"]
