@@ -357,10 +357,11 @@ class VLAModel(nn.Module):
             logits = logits.masked_fill(is_grip[:, None] & block[None, :], float("-inf"))
         return logits
 
-    def forward(self, batch: dict):
+    def forward(self, batch: dict, return_pred: bool = False):
         """batch: pixels (B,3,S,S), ids/mask (B,L), and one target kind:
             latent_tokens (B, K) | action_tokens (B, T, A) with action_mask (B, T) | actions_norm (B, T, A).
-        -> (loss, metrics dict of floats)."""
+        -> (loss, metrics dict of floats), plus the teacher-forced predictions when return_pred
+           (latent: (B, K) ids; discrete: (B, T, A) bin ids; continuous: (B, T, A) normalised actions)."""
         prefix, pmask = self.embed_prefix(batch["pixels"], batch["ids"], batch["mask"])  # (B, P, D), (B, P)
         B, P, _ = prefix.shape
         if "latent_tokens" in batch:
@@ -368,14 +369,17 @@ class VLAModel(nn.Module):
             slots = self._latent_inputs(target)  # (B, K, D)
             h = self._forward_slots(prefix, pmask, slots)  # (B, K, D)
             logits = self.latent_head(h).float()  # (B, K, C)
-            return self._ce(logits, target, "latent")
+            loss, m = self._ce(logits, target, "latent")
+            return (loss, m, logits.argmax(-1)) if return_pred else (loss, m)
         if "action_tokens" in batch:
             tok = batch["action_tokens"]  # (B, T, A)
             Bt, T, A = tok.shape
             valid = batch.get("action_mask", torch.ones(B, T, dtype=torch.bool, device=tok.device))
             target = tok.masked_fill(~valid.bool()[..., None], IGNORE).reshape(B, T * A)  # (B, M)
             h = self._forward_slots(prefix, pmask, self._action_inputs(tok.reshape(B, T * A)))  # (B, M, D)
-            return self._ce(self._action_logits(h), target, "action")
+            logits = self._action_logits(h)  # (B, M, nb)
+            loss, m = self._ce(logits, target, "action")
+            return (loss, m, logits.argmax(-1).view(B, T, A)) if return_pred else (loss, m)
         if "actions_norm" in batch:
             target = batch["actions_norm"]  # (B, T, A)
             T = target.shape[1]
@@ -384,7 +388,8 @@ class VLAModel(nn.Module):
             valid = batch.get("action_mask", torch.ones(B, T, dtype=torch.bool, device=target.device)).float()
             err = (pred - target.float()).abs().mean(-1)  # (B, T)
             loss = (err * valid).sum() / valid.sum().clamp(min=1)
-            return loss, {"loss": loss.item(), "action_l1": loss.item()}
+            m = {"loss": loss.item(), "action_l1_normalized": loss.item()}
+            return (loss, m, pred.detach()) if return_pred else (loss, m)
         raise KeyError("batch has no targets: expected latent_tokens, action_tokens or actions_norm")
 
     def _forward_slots(self, prefix, pmask, slots):

@@ -241,26 +241,37 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
     record["eval_split"] = "val" if len(val_set) else "train (no held-out episodes)"
 
     def evaluate() -> dict:
+        """Held-out loss and token accuracy; for actions also the L1 error in dataset units of the decoded
+        (teacher-forced) prediction, per dim and averaged, over valid chunk steps."""
         model.eval()
-        tot, n, correct, l1 = 0.0, 0, 0.0, 0.0
+        tot, n, correct = 0.0, 0, 0.0
+        abs_err, n_act = 0.0, 0
         with torch.no_grad():
             for idx in eval_indices(len(eval_set), cfg.eval_samples, cfg.batch_size):
                 batch = collate(eval_set, idx, kind, tokenizer, acc.unwrap_model(model).config, action_processor,
                                 augment=False, device=device)
                 with acc.autocast():
-                    loss, m = model(batch)
+                    loss, m, pred = model(batch, return_pred=True)
                 w = m.get("tokens", len(idx))
                 tot += m["loss"] * w
                 n += w
                 correct += m.get(f"{'latent' if kind == 'latent' else 'action'}_token_accuracy", 0.0) * w
+                if kind != "latent":
+                    p = pred.float().cpu().numpy()
+                    dec = action_processor.from_tokens(p) if kind == "discrete" else action_processor.unnormalize(p)
+                    valid = eval_set.action_mask[idx]  # (B, T)
+                    abs_err = abs_err + (np.abs(dec - eval_set.actions[idx]) * valid[..., None]).sum((0, 1))
+                    n_act += int(valid.sum())
         model.train()
         out = {"val_loss": tot / max(n, 1), "step": step}
         if kind == "latent":
             out["latent_token_accuracy"] = correct / max(n, 1)
         elif kind == "discrete":
             out["action_token_accuracy"] = correct / max(n, 1)
-        else:
-            out["val_action_l1_normalized"] = tot / max(n, 1)
+        if kind != "latent":
+            per_dim = abs_err / max(n_act, 1)
+            out["action_l1"] = float(np.mean(per_dim))
+            out["action_l1_per_dim"] = [round(float(x), 4) for x in per_dim]
         return out
 
     def save(final: bool = False) -> None:
@@ -311,9 +322,9 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
                 history.append(ev)
                 if writer is not None:
                     for k, v in ev.items():
-                        if k != "step":
+                        if isinstance(v, float):
                             writer.add_scalar(f"val/{k}", v, step)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in ev.items() if k != "step"})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in ev.items() if isinstance(v, float)})
             if step % cfg.save_every == 0:
                 save()
                 last_saved = step
