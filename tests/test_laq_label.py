@@ -57,3 +57,21 @@ def test_bad_checkpoint(trained, tmp_path):
     data, _ = trained
     with pytest.raises(CheckpointError):
         label_dataset(tmp_path / "missing", data, progress=False)
+
+
+def test_train_and_label_a_video_folder(tmp_path):
+    from lapa_learning.data.video import write_video
+    from lapa_learning.laq.testing import moving_square_frames
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(4):
+        write_video(folder / f"clip{i}.mp4", moving_square_frames(rng, length=10)[0], fps=10)
+    run = tmp_path / "run"
+    summary = train(tiny_train_config(max_steps=2, offset_frames=None, offset_seconds=0.2), folder, run,
+                    progress=False, video_fps=10)
+    assert summary["offset"] == 2  # 0.2 s at 10 fps
+    result = label_dataset(run, folder, progress=False)  # the checkpoint's fps (10) is used for the folder
+    assert result["offset"] == 2 and result["pairs"] == 4 * 8
+    assert (folder / "latent_actions.parquet").is_file()

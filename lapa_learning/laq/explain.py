@@ -344,7 +344,7 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
     dev = pick_device(device)
     step_dir = ckpt.resolve_checkpoint(checkpoint)
     model, config = ckpt.load_laq(step_dir, device=dev)
-    source = open_source(data)
+    source = open_source(data, config.get("fps"))  # a video folder gets the checkpoint's frame rate
     H = checkpoint_offset(config, source.fps, offset)
     out = Path(out) if out is not None else step_dir.parent / "explain"
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset-frames", type=int,
                         help="H in frames (default: the checkpoint's H, converted with this dataset's fps when the "
                              "checkpoint was trained with an offset in seconds)")
+    parser.add_argument("--video-fps", type=float, help="frame rate of a video folder (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = label_dataset(args.checkpoint, args.data, offset=args.offset_frames, batch_size=args.batch_size,
-                           device=args.device, progress=not args.no_progress)
+                           device=args.device, progress=not args.no_progress, video_fps=args.video_fps)
     print(f"wrote {result['path']}: {result['pairs']} pairs from {result['episodes']} episodes, "
           f"H={result['offset']} frames ({result['encoded']} episodes encoded, {result['reused']} reused from an "
           f"interrupted run)")
@@ -96,7 +97,7 @@ def _fingerprint(step_dir: Path, offset: int) -> str:
 
 
 def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int = 256, device: str = "auto",
-                  progress: bool = True, _stop_after: int | None = None) -> dict:
+                  progress: bool = True, video_fps: float | None = None, _stop_after: int | None = None) -> dict:
     from tqdm import tqdm
 
     from lapa_learning.data.pairs import resize_square
@@ -107,7 +108,7 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
     dev = pick_device(device)
     step_dir = ckpt.resolve_checkpoint(checkpoint)
     model, config = ckpt.load_laq(step_dir, device=dev)
-    source = open_source(data)
+    source = open_source(data, video_fps if video_fps is not None else config.get("fps"))
     root = Path(getattr(source, "root", data))
     H = checkpoint_offset(config, source.fps, offset)
     S = model.cfg.image_size

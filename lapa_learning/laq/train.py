@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     off = parser.add_mutually_exclusive_group()
     off.add_argument("--offset-frames", type=int, help="H in frames between x_t and x_t+H")
     off.add_argument("--offset-seconds", type=float, help="H in seconds (converted with the dataset's fps)")
+    parser.add_argument("--video-fps", type=float,
+                        help="frame rate of a video folder's videos, for --offset-seconds (default: 30)")
     parser.add_argument("--max-steps", type=int, help="total optimizer steps (overrides the config)")
     parser.add_argument("--batch-size", type=int, help="batch size (overrides the config)")
     parser.add_argument("--lr", type=float, help="learning rate (overrides the config)")
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train(cfg, args.data, args.out, max_minutes=args.max_minutes, device=args.device,
                     mixed_precision=args.mixed_precision, progress=not args.no_progress,
                     resume="require" if args.resume else "never" if args.fresh else "auto",
-                    config_given=explicit)
+                    config_given=explicit, video_fps=args.video_fps)
     if summary.get("is_main", True):
         print(json.dumps({k: v for k, v in summary.items() if k not in ("is_main", "eval")}, indent=2))
         if summary.get("eval"):
@@ -89,11 +91,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- data
-def open_source(path):
-    """An EpisodeDataset when `path` holds meta/info.json, else a VideoFolder."""
+def open_source(path, video_fps: float | None = None):
+    """An EpisodeDataset when `path` holds meta/info.json, else a VideoFolder (frame rate `video_fps`, default 30)."""
     from lapa_learning.data import open_video_source
 
-    return open_video_source(Path(path))
+    path = Path(path)
+    is_dataset = (path / "meta" / "info.json").is_file()
+    if video_fps is not None and not is_dataset:
+        if not video_fps > 0:
+            raise ConfigError(f"--video-fps must be positive, got {video_fps}")
+        return open_video_source(path, fps=video_fps)
+    return open_video_source(path)
 
 
 def make_datasets(source, cfg: LAQTrainConfig, progress: bool = False):
@@ -192,7 +200,7 @@ def _check_resume_config(saved: LAQTrainConfig, wanted: LAQTrainConfig, step_dir
 
 def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, device: str = "auto",
           mixed_precision: str = "no", progress: bool = True, resume: str = "auto",
-          config_given: bool = True, _interrupt_at: int | None = None) -> dict:
+          config_given: bool = True, video_fps: float | None = None, _interrupt_at: int | None = None) -> dict:
     """Train (or resume) an LAQ run in `out`; returns a summary dict with the final held-out metrics.
 
     resume: "auto" (resume when `out` holds a checkpoint), "require", or "never" (fail if it does).
@@ -230,7 +238,7 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    source = open_source(data)
+    source = open_source(data, video_fps)
     train_set, val_set, train_ids, val_ids = make_datasets(source, cfg, progress=progress and main)
     offset = train_set.offset
 
