@@ -170,8 +170,18 @@ def majority_baseline(train: SampleSet, val: SampleSet) -> dict:
     tr, va = np.asarray(train.latent), np.asarray(val.latent)
     glob = np.bincount(tr.reshape(-1)).argmax()
     per_pos = np.array([np.bincount(tr[:, k]).argmax() for k in range(tr.shape[1])])
+    # a stronger baseline that sees the instruction but not the image: the most frequent code per position
+    # among training pairs with the same instruction
+    tr_ins = np.array([train.instructions[s] for s in train.episode_slot])
+    va_ins = np.array([val.instructions[s] for s in val.episode_slot])
+    hits = 0
+    for ins in np.unique(va_ins):
+        sel = tr_ins == ins
+        maj = np.array([np.bincount(tr[sel, k]).argmax() for k in range(tr.shape[1])]) if sel.any() else per_pos
+        hits += int((va[va_ins == ins] == maj[None]).sum())
     return {"majority_baseline_accuracy": float((va == per_pos[None]).mean()),
-            "majority_global_accuracy": float((va == glob).mean())}
+            "majority_global_accuracy": float((va == glob).mean()),
+            "instruction_majority_baseline_accuracy": hits / va.size}
 
 
 class Batcher:
