@@ -23,7 +23,7 @@ from std_srvs.srv import SetBool, Trigger
 from lapa_learning.data.sync import TwistActionMap
 from lapa_learning.errors import CheckpointError, InputError
 from lapa_ros import qos
-from lapa_ros.converters import fill_twist, image_to_rgb
+from lapa_ros.converters import converter_name, fill_twist, image_to_rgb
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
 from lapa_ros.safety import STOP, Command, CommandGate, Limits
@@ -91,7 +91,7 @@ class PolicyNode(Node):
         self._worker = threading.Thread(target=self._worker_loop, name="policy_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(f"policy {self.policy.name} on {self.policy.device}, actions "
-                               f"{tuple(self.policy.action_names)}; enabled={p.enabled}")
+                               f"{tuple(self.policy.action_names)}; enabled={p.enabled}; images: {converter_name()}")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -1,6 +1,8 @@
 """The ROS nodes' pure logic, tested without a running ROS graph: converters, safety gate, params, recording."""
 
 import errno
+import sys
+import types
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +13,7 @@ from lapa_learning.errors import ConfigError, InputError
 
 pytest.importorskip("rclpy", reason="lapa_ros imports rclpy (install the `ros` extra)")
 
+from lapa_ros import converters  # noqa: E402
 from lapa_ros.converters import image_to_rgb, rgb_to_image, stamp_to_seconds  # noqa: E402
 from lapa_ros.params import PolicyParams, RecorderParams, SimParams, _convert, defaults  # noqa: E402
 from lapa_ros.recording import EpisodeRecorder, RecordingError  # noqa: E402
@@ -33,21 +36,117 @@ def _msg(rgb, encoding, pad=0):
     return SimpleNamespace(height=h, width=w, encoding=encoding, step=w * c + pad, data=rows.tobytes())
 
 
+class _NumpyBridge:
+    """A stand-in for ROS 2's cv_bridge.CvBridge that converts correctly (numpy only) and counts its calls."""
+
+    calls = 0
+
+    def imgmsg_to_cv2(self, msg, desired_encoding="passthrough"):
+        assert desired_encoding == "rgb8"
+        type(self).calls += 1
+        return converters.decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+
+    def cv2_to_imgmsg(self, cvim, encoding="passthrough"):
+        type(self).calls += 1
+        return converters._image_msg(cvim.shape[0], cvim.shape[1], encoding, cvim.shape[1] * 3, cvim.tobytes())
+
+
+class _SwapsChannels(_NumpyBridge):
+    def imgmsg_to_cv2(self, msg, desired_encoding="passthrough"):
+        return super().imgmsg_to_cv2(msg, desired_encoding)[:, :, ::-1]  # wrong data, no error
+
+
+class _IgnoresStep(_NumpyBridge):
+    def imgmsg_to_cv2(self, msg, desired_encoding="passthrough"):  # like ROS 1's: rows padding not handled
+        c = converters.ENCODINGS[msg.encoding][0]
+        rows = np.frombuffer(bytes(msg.data), np.uint8)[: msg.height * msg.width * c]
+        fixed = SimpleNamespace(height=msg.height, width=msg.width, encoding=msg.encoding, step=msg.width * c,
+                                data=rows.tobytes())
+        return super().imgmsg_to_cv2(fixed, desired_encoding)
+
+
+class _Ros1OnNumpy2(_NumpyBridge):
+    def cv2_to_imgmsg(self, cvim, encoding="passthrough"):
+        return cvim.tostring()  # AttributeError on numpy 2, as the PyPI cv-bridge (ROS 1) does
+
+
+def _install_fake_bridge(monkeypatch, bridge_class):
+    module = types.ModuleType("cv_bridge")
+    if bridge_class is not None:
+        module.CvBridge = bridge_class
+    monkeypatch.setitem(sys.modules, "cv_bridge", module)
+    monkeypatch.delenv("LAPA_ROS_CV_BRIDGE", raising=False)
+    return converters.select_bridge(refresh=True)
+
+
+@pytest.fixture(params=["hand-written", "cv_bridge"])
+def converter(request, monkeypatch):
+    """Run a converter test with the hand-written converter and with a (fake) working cv_bridge."""
+    if request.param == "cv_bridge":
+        _NumpyBridge.calls = 0
+        bridge, why = _install_fake_bridge(monkeypatch, _NumpyBridge)
+        assert isinstance(bridge, _NumpyBridge) and why == "cv_bridge"
+    else:
+        monkeypatch.setenv("LAPA_ROS_CV_BRIDGE", "0")
+        assert converters.select_bridge(refresh=True)[0] is None
+    yield request.param
+    monkeypatch.undo()
+    converters.select_bridge(refresh=True)
+
+
+@pytest.mark.parametrize("bridge_class, why", [
+    (None, "cv_bridge not importable: ImportError"),
+    (_SwapsChannels, "failed its self-check: imgmsg_to_cv2(rgb8, step 15 -> rgb8)"),
+    (_IgnoresStep, "failed its self-check: imgmsg_to_cv2(rgb8, step 18"),
+    (_Ros1OnNumpy2, "failed its self-check: AttributeError"),
+])
+def test_broken_cv_bridge_falls_back_to_the_hand_written_converter(monkeypatch, rng, bridge_class, why):
+    try:
+        bridge, reason = _install_fake_bridge(monkeypatch, bridge_class)
+        assert bridge is None and reason.startswith("hand-written converter") and why in reason
+        assert converters.converter_name() == reason  # chosen once, then cached
+        rgb = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(image_to_rgb(_msg(rgb[:, :, ::-1], "rgb8", pad=2)), rgb[:, :, ::-1])
+    finally:
+        monkeypatch.undo()
+        converters.select_bridge(refresh=True)
+
+
+def test_working_cv_bridge_is_used_and_can_be_disabled(monkeypatch, rng):
+    try:
+        bridge, _ = _install_fake_bridge(monkeypatch, _NumpyBridge)
+        assert bridge is not None
+        _NumpyBridge.calls = 0
+        rgb = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+        out = image_to_rgb(_msg(rgb, "bgr8", pad=1))
+        np.testing.assert_array_equal(out, rgb)
+        assert _NumpyBridge.calls == 1 and out.flags.owndata and out.flags.writeable
+        rgb_to_image(rgb)
+        assert _NumpyBridge.calls == 2
+        monkeypatch.setenv("LAPA_ROS_CV_BRIDGE", "0")
+        assert converters.select_bridge(refresh=True) == (None, "hand-written converter (LAPA_ROS_CV_BRIDGE=0)")
+        image_to_rgb(_msg(rgb, "rgb8"))
+        assert _NumpyBridge.calls == 2
+    finally:
+        monkeypatch.undo()
+        converters.select_bridge(refresh=True)
+
+
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
 @pytest.mark.parametrize("pad", [0, 5])
-def test_image_to_rgb_color_encodings(rng, encoding, pad):
+def test_image_to_rgb_color_encodings(rng, encoding, pad, converter):
     rgb = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
     out = image_to_rgb(_msg(rgb, encoding, pad))
     assert out.dtype == np.uint8 and out.shape == (7, 9, 3) and out.flags.c_contiguous
     np.testing.assert_array_equal(out, rgb)
 
 
-def test_image_to_rgb_mono(rng):
+def test_image_to_rgb_mono(rng, converter):
     gray = rng.integers(0, 256, (4, 6, 1), dtype=np.uint8).repeat(3, axis=2)
     np.testing.assert_array_equal(image_to_rgb(_msg(gray, "mono8")), gray)
 
 
-def test_image_to_rgb_rejects_bad_input(rng):
+def test_image_to_rgb_rejects_bad_input(rng, converter):
     rgb = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
     msg = _msg(rgb, "rgb8")
     with pytest.raises(InputError, match="encoding '16UC1' is not supported.*rgb8"):
@@ -60,7 +159,7 @@ def test_image_to_rgb_rejects_bad_input(rng):
         image_to_rgb(SimpleNamespace(**{**vars(msg), "width": 0}))
 
 
-def test_rgb_to_image_round_trip_with_real_message(rng):
+def test_rgb_to_image_round_trip_with_real_message(rng, converter):
     rgb = rng.integers(0, 256, (5, 8, 3), dtype=np.uint8)
     msg = rgb_to_image(rgb, frame_id="cam")
     assert (msg.encoding, msg.height, msg.width, msg.step, msg.header.frame_id) == ("rgb8", 5, 8, 24, "cam")
