@@ -277,8 +277,12 @@ def draw_grid(model, source, examples, offset: int, frequent: list[tuple], path:
     return path
 
 
+MAX_PNG_BYTES = 480_000  # results PNGs are committed: keep them small
+
+
 def _save_small_png(fig, path: Path, dpi: int) -> None:
-    """Save as a 256-colour palette PNG (about 3x smaller than RGBA for these mosaics)."""
+    """Save as a palette PNG (about 3x smaller than RGBA for these mosaics): 256 colours, fewer if the file would
+    exceed MAX_PNG_BYTES."""
     import io
 
     import matplotlib.pyplot as plt
@@ -287,14 +291,19 @@ def _save_small_png(fig, path: Path, dpi: int) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format="png")
     plt.close(fig)
-    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    rgb = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    for colours in (256, 128, 64):
+        out = io.BytesIO()
+        rgb.quantize(colours, method=Image.Quantize.MEDIANCUT).save(out, format="png", optimize=True)
+        if out.tell() <= MAX_PNG_BYTES:
+            break
     tmp = path.with_name(f".{path.name}.tmp.png")
-    img.save(tmp, optimize=True)
+    tmp.write_bytes(out.getvalue())
     tmp.replace(path)
 
 
 def draw_probe(result: dict, means: np.ndarray, counts: np.ndarray, names: list[str], path: Path,
-               overall: np.ndarray | None = None) -> Path:
+               overall: np.ndarray | None = None, min_count: int = 10) -> Path:
     """R^2 bars, and per token position a heat map of each code's mean summed action minus the dataset mean."""
     import matplotlib
 
@@ -315,13 +324,15 @@ def draw_probe(result: dict, means: np.ndarray, counts: np.ndarray, names: list[
     ax.legend(fontsize=6)
     if overall is not None:
         means = means - overall  # what each code does differently from the average pair
+    means = np.where((counts >= min_count)[..., None], means, np.nan)  # rare codes: too noisy to colour
     vmax = np.nanmax(np.abs(means)) if np.isfinite(means).any() else 1.0
     for k in range(K):
         a = axes[k + 1]
         im = a.imshow(means[k], cmap="coolwarm", vmin=-vmax, vmax=vmax, aspect="auto")
         a.set_xticks(range(D), names, fontsize=7)
         a.set_yticks(range(C), [f"{c} (n={counts[k, c]})" for c in range(C)], fontsize=6)
-        a.set_title(f"token {k}: mean action - overall mean" if k == 0 else f"token {k}", fontsize=8)
+        a.set_title(f"token {k}: mean action - overall mean\n(blank: fewer than {min_count} pairs)" if k == 0
+                    else f"token {k}", fontsize=8)
     fig.colorbar(im, ax=axes[1:].tolist(), shrink=0.8, label=f"summed action over {result['offset']} steps")
     path.parent.mkdir(parents=True, exist_ok=True)
     _save_small_png(fig, path, 100)

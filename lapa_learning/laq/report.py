@@ -28,7 +28,7 @@ def build_report(run: Path, explain_json: Path, machine: str, commands: list[str
     probe = explain.get("probe") or {}
     keys = ("psnr", "psnr_copy_baseline", "psnr_changed", "psnr_changed_copy_baseline", "mse", "mse_copy_baseline",
             "mse_changed", "mse_changed_copy_baseline", "changed_fraction", "change_threshold",
-            "codes_used_fraction", "codes_used_per_position", "perplexity_per_position", "distinct_actions", "pairs")
+            "codes_used_fraction", "codes_used_any_position", "codes_used_per_position", "perplexity_per_position", "distinct_actions", "pairs")
     return {
         **{k: metrics[k] for k in keys if k in metrics},
         "probe_r2_xyz": probe.get("probe_r2_xyz"),
@@ -51,7 +51,8 @@ def build_report(run: Path, explain_json: Path, machine: str, commands: list[str
         "machine": machine,
         "command": commands,
         "notes": "held-out metrics: episodes of the pretraining set never trained on (episode-level split); probe: "
-                 "a separate action-labelled dataset of the same tasks with disjoint seeds",
+                 "a separate action-labelled dataset of the same tasks with disjoint seeds; train_minutes is the "
+                 "wall time of the training command, including video decoding and the final evaluation",
     }
 
 
