@@ -36,6 +36,7 @@ def test_pretrain_finetune_policy(data, tmp_path):
                  "--max-steps", "10", *FAST]) == 0
     rec = json.loads((ft / "checkpoint" / "train_record.json").read_text())
     assert rec["stage"] == "finetune" and rec["init"] == str(pre) and "action_token_accuracy" in rec["metrics"]
+    assert len(rec["metrics"]["action_l1_per_dim"]) == 4 and rec["metrics"]["action_l1"] >= 0
     # the pretrained latent head is kept (frozen) in the finetuned checkpoint
     w_pre = load_file(str(pre / "checkpoint" / "model.safetensors"))
     w_ft = load_file(str(ft / "checkpoint" / "model.safetensors"))
@@ -45,6 +46,11 @@ def test_pretrain_finetune_policy(data, tmp_path):
     img = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     a = pol.act(img, "move the square to the red dot")
     assert a.values.shape == (4,) and a.latent_tokens.shape == (2,) and pol.codebook_size == 4
+    # open-loop error on the held-out episodes, through the Policy
+    from lapa_learning.vla.offline_eval import heldout_action_error
+
+    err = heldout_action_error(ft, robot, val_fraction=0.1, seed=0)
+    assert err["episodes"] == 1 and set(err["action_l1_per_dim"]) == {"dx", "dy", "dz", "gripper"}
     # save/load gives the same actions
     again = Policy.load(ft / "checkpoint", device="cpu").act(img, "move the square to the red dot")
     np.testing.assert_array_equal(a.values, again.values)
