@@ -172,3 +172,15 @@ def test_mismatched_checkpoint(tiny_ckpt, chunk_ckpt, tmp_path):
 def test_bad_device(tiny_ckpt):
     with pytest.raises(ConfigError, match="device"):
         Policy.load(tiny_ckpt, device="tpu")
+
+
+def test_parallel_branch_decoding_matches_sequential(tiny_ckpt):
+    pol = Policy.load(tiny_ckpt, device="cpu")
+    imgs = np.stack([_img(seed=i) for i in range(5)])
+    ins = ["push the puck to the goal", "open the door", "x", "close the drawer quickly", "push"]
+    fast = pol.act_batch(imgs, ins)
+    pol.model.parallel_branches = False
+    slow = pol.act_batch(imgs, ins)
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a.values, b.values)
+        np.testing.assert_array_equal(a.latent_tokens, b.latent_tokens)

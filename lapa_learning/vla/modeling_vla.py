@@ -229,6 +229,7 @@ class VLAModel(nn.Module):
             self.projector = nn.Sequential(nn.Linear(Dv, D), nn.GELU(), nn.Linear(D, D))
         self.register_buffer("pixel_mean", torch.tensor(config.vision.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.vision.image_std).view(1, 3, 1, 1), persistent=False)
+        self.parallel_branches = True  # inference: decode latent and action tokens side by side (faster)
         self.latent_embed = self.latent_head = None
         self.action_embed = self.action_head = self.action_queries = None
         if config.latent is not None:
@@ -424,6 +425,9 @@ class VLAModel(nn.Module):
         out = {}
         want_latent = latents and self.latent_head is not None
         want_action = actions and self.action_head is not None
+        if (want_latent and want_action and self.config.action.type == "discrete" and self.parallel_branches
+                and hasattr(cache, "batch_repeat_interleave")):
+            return self._decode_both(cache, pmask, next_pos)
         if want_latent:
             c = copy.deepcopy(cache) if want_action else cache
             K, C = self.config.latent.num_tokens, self.config.latent.codebook_size
@@ -457,6 +461,38 @@ class VLAModel(nn.Module):
                     cur = self.action_embed((j % A) * acfg.num_bins + y)[:, None]
                 out["action_tokens"] = torch.stack(toks, 1).view(B, T, A)
         return out
+
+    def _decode_both(self, cache, pmask, next_pos) -> dict:
+        """Latent and discrete-action branches decoded side by side: the prefix cache is duplicated so that row
+        2b decodes the latents and row 2b+1 the actions of sample b, max(K, T*A) steps instead of K + T*A.
+        A branch that is done keeps decoding a dummy token in its own row, which nothing reads."""
+        B = pmask.shape[0]
+        acfg, lcfg = self.config.action, self.config.latent
+        K, C, A, nb = lcfg.num_tokens, lcfg.codebook_size, acfg.action_dim, acfg.num_bins
+        M = acfg.chunk_size * A
+        dev = pmask.device
+        cache.batch_repeat_interleave(2)  # (B, ...) -> (2B, ...): [b0 latent, b0 action, b1 latent, ...]
+        m = pmask.repeat_interleave(2, dim=0)  # (2B, P)
+        pos0 = next_pos.repeat_interleave(2)  # (2B,)
+        nl = self.latent_embed(torch.full((B,), C, dtype=torch.long, device=dev))  # (B, D) start tokens
+        na = self.action_embed(torch.full((B,), A * nb, dtype=torch.long, device=dev))  # (B, D)
+        lat, act = [], []
+        dtype = next(self.projector.parameters()).dtype
+        for j in range(max(K, M)):
+            cur = torch.stack([nl, na], dim=1).reshape(2 * B, 1, -1)  # (2B, 1, D), rows interleaved
+            m = torch.cat([m, m.new_ones(2 * B, 1)], dim=1)
+            h, cache = self._run(cur.to(dtype), m, past=cache, start_pos=pos0 + j)  # (2B, 1, D)
+            h = h[:, -1].view(B, 2, -1)  # (B, 2, D)
+            if j < K:
+                z = self.latent_head(h[:, 0]).argmax(-1)  # (B,)
+                lat.append(z)
+                nl = self.latent_embed(z)
+            if j < M:
+                y = self._action_logits(h[:, 1:2], first_index=j)[:, 0].argmax(-1)  # (B,)
+                act.append(y)
+                na = self.action_embed((j % A) * nb + y)
+        return {"latent_tokens": torch.stack(lat, 1),  # (B, K)
+                "action_tokens": torch.stack(act, 1).view(B, acfg.chunk_size, A)}  # (B, T, A)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
