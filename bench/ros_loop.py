@@ -10,6 +10,8 @@ carries its sample index in its first pixels, so model time and end-to-end time 
 (DDS transport both ways, message conversion, the node's gate and worker hand-off, publishing).
 Images are sent one at a time (the next after the answer), with the Fast DDS profile of config/ (32 MB SHM),
 publish_rate 0 (one command per model answer) and control_rate 1000 Hz (no throttling). torch uses 1 thread.
+Both executors the nodes can run under are measured (EventsExecutor first: the default), and the overhead is
+split into stages with per-sample timestamps taken in both processes (see overhead_stages_note in the JSON).
 """
 
 from __future__ import annotations
@@ -44,13 +46,12 @@ def _env() -> dict:
 
 # ---------------------------------------------------------------------------------------------- server side
 def _executor(kind: str):
-    if kind == "events":
-        from rclpy.experimental import EventsExecutor
+    """The executor the nodes use (lapa_ros.runtime: EventsExecutor driven by spin_once, or single-threaded)."""
+    from lapa_ros.runtime import make_executor
 
-        return EventsExecutor()
-    from rclpy.executors import SingleThreadedExecutor
-
-    return SingleThreadedExecutor()
+    executor, used = make_executor(kind)
+    assert used == kind, f"executor {kind} not available"
+    return executor
 
 
 def serve(checkpoint: str, times_out: str, executor_kind: str = "single") -> None:
@@ -64,14 +65,18 @@ def serve(checkpoint: str, times_out: str, executor_kind: str = "single") -> Non
     from lapa_ros.policy_node import PolicyNode
 
     policy = Policy.load(checkpoint, device="cpu")
-    model_ms: dict[int, float] = {}
+    # Per sample (perf_counter is CLOCK_MONOTONIC on Linux: comparable between the two processes):
+    # callback start, act start, act end, twist publish.
+    stamps: dict[int, list[float]] = {}
+    current = [0]
     act = policy.act
 
     def timed_act(image, instruction):
         index = int(image[0, 0, 0]) + 256 * int(image[0, 0, 1])
         t0 = time.perf_counter()
         action = act(image, instruction)
-        model_ms[index] = (time.perf_counter() - t0) * 1e3
+        stamps.setdefault(index, [float("nan")] * 4)[1:3] = [t0, time.perf_counter()]
+        current[0] = index
         return action
 
     policy.act = timed_act
@@ -79,6 +84,26 @@ def serve(checkpoint: str, times_out: str, executor_kind: str = "single") -> Non
     params = dict(enabled=True, control_rate=1000.0, publish_rate=0.0, image_timeout=30.0, linear_scale=0.8,
                   max_linear_speed=1.0, status_rate=1.0)
     node = PolicyNode(policy=policy, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    image_callback, publish = node.image_callback, node.twist_pub.publish
+
+    def timed_image_callback(msg):
+        t = time.perf_counter()
+        stamps.setdefault(int(msg.data[0]) + 256 * int(msg.data[1]), [float("nan")] * 4)[0] = t
+        image_callback(msg)
+
+    def timed_publish(msg):
+        publish(msg)
+        if current[0] in stamps and stamps[current[0]][3] != stamps[current[0]][3]:  # first publish after act
+            stamps[current[0]][3] = time.perf_counter()
+
+    node.image_callback = timed_image_callback  # the subscription holds the bound method: re-subscribe
+    node.destroy_subscription(next(s for s in node.subscriptions if s.topic_name.endswith("camera/image_raw")))
+    from sensor_msgs.msg import Image
+
+    from lapa_ros import qos
+
+    node.create_subscription(Image, "camera/image_raw", timed_image_callback, qos.camera())
+    node.twist_pub.publish = timed_publish
     executor = _executor(executor_kind)
     executor.add_node(node)
     stop = threading.Event()
@@ -87,7 +112,7 @@ def serve(checkpoint: str, times_out: str, executor_kind: str = "single") -> Non
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.1)
     finally:
-        Path(times_out).write_text(json.dumps(model_ms))
+        Path(times_out).write_text(json.dumps(stamps))
         node.close()
         node.destroy_node()
         rclpy.try_shutdown()
@@ -155,26 +180,34 @@ def measure(samples: int, warmup: int, checkpoint: str, executor_kind: str = "si
                 lost[name] += 1
                 continue
             if k >= warmup:
-                e2e[name][index] = (arrival[0] - t0) * 1e3
+                e2e[name][index] = (t0, arrival[0])
             time.sleep(0.005)
     spinning = False
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=30)
-    model = {int(k): v for k, v in json.loads(times_file.read_text()).items()}
+    stamps = {int(k): v for k, v in json.loads(times_file.read_text()).items()}
     node.destroy_node()
     rclpy.try_shutdown()
 
     out = {}
     for name in SIZES:
-        idx = [i for i in e2e[name] if i in model]
-        total = np.array([e2e[name][i] for i in idx])
-        m = np.array([model[i] for i in idx])
+        idx = [i for i in e2e[name] if i in stamps and all(np.isfinite(stamps[i]))]
+        sent, arrived = (np.array([e2e[name][i][k] for i in idx]) for k in (0, 1))
+        cb, a0, a1, pub = (np.array([stamps[i][k] for i in idx]) for k in range(4))
+        total, m = (arrived - sent) * 1e3, (a1 - a0) * 1e3
         overhead = total - m
+        stages = {  # medians, ms: where the ROS overhead goes
+            "publish_to_callback": (cb - sent) * 1e3,  # serialize, DDS (SHM), executor wake-up, take, deserialize
+            "callback_to_model": (a0 - cb) * 1e3,  # Image -> numpy, gate, hand-off to the worker thread
+            "model_to_publish": (pub - a1) * 1e3,  # gate, TwistStamped, publish call
+            "publish_to_receive": (arrived - pub) * 1e3,  # DDS back, the receiver's executor, its callback
+        }
         out[name] = {
             "samples": len(idx), "lost": lost[name],
             "end_to_end_median_ms": float(np.median(total)), "end_to_end_p99_ms": float(np.percentile(total, 99)),
             "model_median_ms": float(np.median(m)), "model_p99_ms": float(np.percentile(m, 99)),
             "overhead_median_ms": float(np.median(overhead)), "overhead_p99_ms": float(np.percentile(overhead, 99)),
+            "overhead_stages_median_ms": {k: float(np.median(v)) for k, v in stages.items()},
         }
     return out
 
@@ -196,7 +229,7 @@ def machine() -> dict:
         rmw = "unknown"
     return {"cpu": cpu, "logical_cores": os.cpu_count(), "python": platform.python_version(),
             "system": f"{platform.system()} {platform.release()}", "rmw": rmw, "torch_threads": 1,
-            "device": "cpu", "note": "shared machine (other jobs were running)"}
+            "device": "cpu", "note": "shared machine: other agents' jobs were running (see the load averages)"}
 
 
 def main(argv=None) -> int:
@@ -206,8 +239,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint (default: a random tiny one)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "ros_loop.json")
     parser.add_argument("--executor", choices=("single", "events", "both"), default="both",
-                        help="rclpy executor of both processes: SingleThreadedExecutor (what the nodes use), the "
-                             "experimental C++ EventsExecutor, or both one after the other (default: both)")
+                        help="rclpy executor of both processes, as lapa_ros.runtime makes it: the C++ EventsExecutor "
+                             "(the nodes' default), the SingleThreadedExecutor, or both one after the other (default)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--times-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -222,7 +255,8 @@ def main(argv=None) -> int:
 
         checkpoint = str(make_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny"))
         description = "make_tiny_checkpoint() (random tiny LAPA policy, 64 px model input)"
-    kinds = ["single", "events"] if args.executor == "both" else [args.executor]
+    load_before = os.getloadavg()
+    kinds = ["events", "single"] if args.executor == "both" else [args.executor]
     runs = {kind: measure(args.samples, args.warmup, checkpoint, kind) for kind in kinds}
     for kind, results in runs.items():
         print(f"executor: {kind}")
@@ -247,12 +281,19 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python bench/ros_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    if "events" in runs and main_kind != "events":
-        report["events_executor"] = {
-            "note": "same loop with rclpy.experimental.EventsExecutor in both processes (not used by the nodes: "
-                    "sim_node's services did not answer under it)",
-            "overhead_median_ms_224": runs["events"]["224"]["overhead_median_ms"],
-            "sizes": runs["events"],
+    report["machine"]["load_average_1_5_15_before"] = [round(x, 2) for x in load_before]
+    report["machine"]["load_average_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["overhead_stages_note"] = (
+        "per-sample split of the ROS overhead (medians): publish_to_callback = serialize + DDS shared memory + "
+        "executor wake-up + take/deserialize in policy_node; callback_to_model = Image -> numpy + gate + hand-off "
+        "to the worker thread; model_to_publish = gate + TwistStamped + the publish call; publish_to_receive = "
+        "DDS back + the receiver's executor. Stamps are time.perf_counter (CLOCK_MONOTONIC, shared by processes).")
+    if "single" in runs and main_kind != "single":
+        report["single_threaded_executor"] = {
+            "note": "same loop with rclpy's SingleThreadedExecutor in both processes (the nodes' fallback: "
+                    "parameter executor:=single)",
+            "overhead_median_ms_224": runs["single"]["224"]["overhead_median_ms"],
+            "sizes": runs["single"],
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")

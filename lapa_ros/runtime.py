@@ -1,4 +1,15 @@
-"""The `main()` shared by every node: init, spin, clean shutdown, one-line errors at start-up."""
+"""The `main()` shared by every node: init, spin, clean shutdown, one-line errors at start-up.
+
+Executor: every node takes the parameter `executor` ("events", the default, or "single").
+"events" is rclpy's C++ EventsExecutor (rclpy.experimental), which cuts the per-message overhead of the
+Python SingleThreadedExecutor (about 0.5-1 ms per image -> twist loop here, see results/ros_loop.json). It is
+driven with `spin_once(timeout)` in a loop, never with `spin()`: in the rclpy of ROS 2 Kilted (9.1.2 wheels)
+`EventsExecutor.spin()` busy-loops (about 65% of a core while idle) and never answers service requests, which
+is what made sim_node's ~/reset go silent; `spin_once(timeout)` answers services in ~1 ms, runs timers (steady
+and ROS time) and sleeps while idle. Where the EventsExecutor is missing (older rclpy) or `executor:=single`
+is given, the SingleThreadedExecutor is used. The nodes use one callback group and do their heavy work in
+their own threads, so the EventsExecutor ignoring callback groups changes nothing for them.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +27,43 @@ def prepare_environment() -> None:
         os.environ["ROS_LOG_DIR"] = os.path.join(tempfile.gettempdir(), "lapa_ros_logs")
 
 
+EXECUTORS = ("events", "single")
+SPIN_PERIOD = 0.25  # s: spin_once timeout; shutdown wakes the executor at once
+
+
+def make_executor(kind: str = "events", context=None):
+    """(executor, the kind actually used). "events" falls back to "single" when rclpy has no EventsExecutor."""
+    from lapa_learning.errors import ConfigError
+
+    if kind not in EXECUTORS:
+        raise ConfigError(f"parameter executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            kind = "single"
+        else:
+            return EventsExecutor(context=context), "events"
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor(context=context), "single"
+
+
+def spin(executor, context=None, stop=None) -> None:
+    """Spin until the context shuts down (Ctrl-C, SIGTERM) or `stop()` is true: spin_once in a loop (see above)."""
+    import rclpy
+
+    while rclpy.ok(context=context) and not (stop is not None and stop()):
+        executor.spin_once(timeout_sec=SPIN_PERIOD)
+
+
+def executor_kind(node, default: str = "events") -> str:
+    """The node's `executor` parameter (declared here when the node did not declare it)."""
+    if not node.has_parameter("executor"):
+        node.declare_parameter("executor", default)
+    return str(node.get_parameter("executor").value)
+
+
 def run_node(name: str, factory, args=None) -> int:
     """Create the node with `factory()`, spin it until Ctrl-C or shutdown; returns the exit code.
 
@@ -24,22 +72,23 @@ def run_node(name: str, factory, args=None) -> int:
     """
     prepare_environment()
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
 
     from lapa_learning.errors import LapaError
 
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     try:
         try:
             node = factory()
+            executor, kind = make_executor(executor_kind(node))
         except LapaError as err:
             print(f"{name}: error: {err}", file=sys.stderr, flush=True)
             return 2
-        executor = SingleThreadedExecutor()
+        node.get_logger().info(f"executor: {kind}")
         executor.add_node(node)
         try:
-            executor.spin()
+            spin(executor)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         return 0
@@ -48,5 +97,8 @@ def run_node(name: str, factory, args=None) -> int:
             close = getattr(node, "close", None)
             if close is not None:
                 close()
+            if executor is not None:
+                executor.remove_node(node)
+                executor.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()

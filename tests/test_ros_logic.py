@@ -383,3 +383,25 @@ def test_sim_twist_mapping_is_the_inverse_of_the_policy_scaling():
     linear, _, gripper = MAP.to_twist([0.25, -0.5, 1.0, 1.0])
     np.testing.assert_allclose(twist_to_metaworld(linear, gripper, fps=80.0), [0.25, -0.5, 1.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(twist_to_metaworld(np.array([8.0, 0, 0]), -3.0, fps=80.0), [1.0, 0, 0, -1.0])
+
+
+# ------------------------------------------------------------------------------------------------ runtime
+def test_executor_choice_and_spin_loop():
+    import rclpy
+
+    from lapa_ros.runtime import make_executor, spin
+
+    with pytest.raises(ConfigError, match="executor must be one of events, single, got 'multi'"):
+        make_executor("multi")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        for kind in ("events", "single"):
+            executor, used = make_executor(kind, context=context)
+            assert used == kind
+            calls = []
+            spin(executor, context=context, stop=lambda: calls.append(1) or len(calls) > 2)  # returns when told
+            assert len(calls) == 3
+            executor.shutdown()
+    finally:
+        rclpy.try_shutdown(context=context)
