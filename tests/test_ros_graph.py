@@ -112,13 +112,24 @@ class Probe:
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} did not appear in {timeout} s"
         return client
 
-    def call(self, client, request, timeout: float = 30.0):
-        future = client.call_async(request)
+    def call(self, client, request, timeout: float = 30.0, resend_after: float = 5.0):
+        """Call a service; resend if unanswered after `resend_after` s, and return the first answer.
+
+        After a SIGKILL the dead server's endpoint stays in discovery until its lease runs out, so
+        wait_for_service() can succeed before the restarted server is matched, and DDS drops a request sent then
+        (it is never delivered later). Should two requests both arrive, the first answer is the one used."""
+        futures = [client.call_async(request)]
         end = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < end:
+        next_send = time.monotonic() + resend_after
+        while time.monotonic() < end:
+            done = [f for f in futures if f.done()]
+            if done:
+                return done[0].result()
+            if time.monotonic() > next_send:
+                futures.append(client.call_async(request))
+                next_send = time.monotonic() + resend_after
             time.sleep(0.02)
-        assert future.done(), f"{client.srv_name} did not answer"
-        return future.result()
+        raise AssertionError(f"{client.srv_name} did not answer in {timeout} s ({len(futures)} requests sent)")
 
     def close(self):
         self._stop = True
