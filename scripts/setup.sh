@@ -46,7 +46,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # 3. torch: keep any torch already importable (a CUDA build, say); else the pinned CPU wheel.
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     log "installing torch 2.13.0"
-    "${PIP[@]}" install "torch==2.13.0"
+    "${PIP[@]}" install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -c "import torch" || { log "ERROR: torch did not install"; exit 1; }
 fi
 
 # 4. The project, editable, with its extras. ROS 2 wheels only when no ROS 2 installation is sourced.

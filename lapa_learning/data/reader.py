@@ -23,7 +23,24 @@ class EpisodeInfo:
     success: bool | None
 
 
-class EpisodeDataset:
+class EpisodeSource:
+    """What every video source shares: `episodes` (a list of EpisodeInfo) and the sizes derived from it."""
+
+    episodes: list[EpisodeInfo]
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(ep.length for ep in self.episodes)
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+
+class EpisodeDataset(EpisodeSource):
     """Read-only view of a dataset written by EpisodeWriter (or any LeRobotDataset v2.1 with one camera)."""
 
     def __init__(self, root: str | os.PathLike, video_key: str | None = None):
@@ -68,18 +85,6 @@ class EpisodeDataset:
         ]
         self._by_index = {ep.index: ep for ep in self.episodes}
         self._tables: dict[int, dict] = {}
-
-    # ------------------------------------------------------------------ sizes
-    @property
-    def num_episodes(self) -> int:
-        return len(self.episodes)
-
-    @property
-    def num_frames(self) -> int:
-        return sum(ep.length for ep in self.episodes)
-
-    def __len__(self) -> int:
-        return self.num_episodes
 
     def __repr__(self) -> str:
         kind = f"actions {list(self.action_names)}" if self.has_actions else "action-free"

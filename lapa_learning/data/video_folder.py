@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lapa_learning.data.reader import EpisodeDataset, EpisodeInfo
+from lapa_learning.data.reader import EpisodeDataset, EpisodeInfo, EpisodeSource
 from lapa_learning.data.video import probe_video, read_frame_folder, read_video
 from lapa_learning.errors import DatasetError
 
@@ -28,7 +28,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 INSTRUCTION_FILES = ("instructions.jsonl", "instructions.csv")
 
 
-class VideoFolder:
+class VideoFolder(EpisodeSource):
     has_actions = False
     action_names: tuple = ()
     state_names: tuple = ()
@@ -78,17 +78,6 @@ class VideoFolder:
     def _skip(self, path: Path, reason: str) -> None:
         self.skipped.append((str(path), reason))
         warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
-
-    @property
-    def num_episodes(self) -> int:
-        return len(self.episodes)
-
-    @property
-    def num_frames(self) -> int:
-        return sum(ep.length for ep in self.episodes)
-
-    def __len__(self) -> int:
-        return self.num_episodes
 
     def path(self, index: int) -> Path:
         return self._paths[index]
