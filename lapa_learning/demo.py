@@ -53,7 +53,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # The CPU default: about 20 minutes on 2 cores.
+    # The CPU default (2 cores). It does not fit the 20-minute target yet: see "The demo" in README.md.
     "default": Preset(tasks=("push-v3", "pick-place-v3", "sweep-into-v3"),
                       other_tasks=("peg-insert-side-v3", "drawer-open-v3", "button-press-topdown-v3"),
                       pretrain_episodes=60, finetune_episodes=5, image_size=64, laq_steps=1500,
