@@ -96,6 +96,7 @@ class Stage:
     status: str = "waiting"
     started: float = 0.0
     seconds: float = 0.0
+    process: subprocess.Popen | None = None
 
 
 @dataclass
@@ -206,8 +207,10 @@ def execute(plan: Plan, jobs: int) -> str | None:
                 clear = "\r\033[K" if sys.stdout.isatty() else ""
                 print(f"{clear}[{stage.status:>6}] {stage.name} ({stage.seconds / 60:.1f} min)", flush=True)
             if any(s.status == "failed" for s in plan.stages.values()):
-                for future in running:
-                    future.cancel()
+                for stage in running.values():  # stop the sibling stage; its outputs are kept for a resume
+                    if stage.process is not None and stage.process.poll() is None:
+                        stage.process.terminate()
+                    stage.status = "stopped"
                 return next(s.name for s in plan.stages.values() if s.status == "failed")
             _print_progress(plan, running.values())
     for stage in plan.stages.values():
@@ -244,7 +247,8 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
     with open(log, "w") as f:
         f.write("$ lapa " + " ".join(shlex.quote(a) for a in stage.args) + "\n")
         f.flush()
-        code = subprocess.call(_command(stage), stdout=f, stderr=subprocess.STDOUT, env=env)
+        stage.process = subprocess.Popen(_command(stage), stdout=f, stderr=subprocess.STDOUT, env=env)
+        code = stage.process.wait()
     if code == 0:
         from lapa_learning.data.format import atomic_write_json
 

@@ -27,12 +27,16 @@ def test_plan_wires_the_three_methods():
     assert args[args.index("--camera") + 1] == "front_left"
 
 
-def test_a_failing_stage_stops_its_dependants(tmp_path):
+def test_a_failing_stage_stops_its_dependants_and_siblings(tmp_path):
     plan = Plan(tmp_path)
+    plan.add(Stage("slow", ["data", "generate", "--out", str(tmp_path / "d"), "--tasks", "push-v3",
+                            "--episodes-per-task", "50"]))
     plan.add(Stage("bad", ["data", "info", str(tmp_path / "missing")]))
     plan.add(Stage("after", ["data", "info", str(tmp_path)], deps=("bad",)))
+    started = time.time()
     assert execute(plan, jobs=2) == "bad"
     assert plan.stages["after"].status == "waiting"
+    assert plan.stages["slow"].status == "stopped" and time.time() - started < 30
     assert "does not exist" in (tmp_path / "logs/bad.log").read_text()
 
 
