@@ -336,7 +336,11 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
     table = results_table(results)
     (out / "results.md").write_text(table + "\n")
     plot_results(results, out / "results.png")
-    return f"\n{table}\n\nwrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}"
+    from lapa_learning.data.reader import EpisodeDataset
+
+    data = "\n".join(f"  {EpisodeDataset(out / 'data' / name)}" for name in ("pretrain", "finetune"))
+    return (f"\n{table}\n\ndata:\n{data}\n"
+            f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
 
 
 def results_table(results: dict) -> str:

@@ -55,6 +55,7 @@ def test_quick_demo_end_to_end_and_reuse(tmp_path):
     assert results["command"].startswith("lapa demo") and results["minutes"] > 0
     assert (out / "results.png").stat().st_size > 1000 and "| LAPA" in (out / "results.md").read_text()
     assert (out / "explain/laq_explain.png").is_file()
+    assert "EpisodeDataset(" in res.stdout and str(out / "data" / "finetune") in res.stdout
     started = time.time()
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("[reused]") == 13
