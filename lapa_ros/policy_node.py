@@ -67,7 +67,7 @@ class PolicyNode(Node):
         self._policy_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self.instruction = ""
-        self.dropped = self.rejected = self.inferences = self.errors = 0
+        self.received = self.dropped = self.rejected = self.inferences = self.errors = 0
         self.latency_ms = float("nan")
         self.last_reason = "starting"
         self.last_problem = ""
@@ -108,6 +108,7 @@ class PolicyNode(Node):
         now = self._now()
         self.gate.on_image(now)
         with self._cond:
+            self.received += 1
             if self._image is not None:
                 self.dropped += 1  # the model never saw the previous one
             self._image = (rgb, now)
@@ -236,6 +237,7 @@ class PolicyNode(Node):
             ("device", self.policy.device), ("checkpoint", self.params.checkpoint),
             ("action_names", ",".join(self.policy.action_names)), ("instruction", self.instruction),
             ("last_inference_ms", f"{self.latency_ms:.2f}"), ("inferences", self.inferences),
+            ("images_received", self.received),
             ("dropped_frames", self.dropped), ("rejected_images", self.rejected), ("model_errors", self.errors),
             ("not_commanding_because", "" if reason == "commanding" else reason),
             ("last_problem", self.last_problem))]

@@ -45,6 +45,7 @@ class RecorderNode(Node):
                                         min_frames=p.min_episode_frames)
         self.instruction: str | None = None
         self.rejected_images = 0
+        self.images_received = 0
         self.skipped_no_instruction = 0
         self.last_event = "idle"
 
@@ -71,6 +72,7 @@ class RecorderNode(Node):
             self.rejected_images += 1
             self.get_logger().warning(f"rejected image: {err}", throttle_duration_sec=5.0)
             return
+        self.images_received += 1
         self.sampler.add("image", self._now(), rgb)
 
     def twist_callback(self, msg: TwistStamped) -> None:
@@ -152,7 +154,8 @@ class RecorderNode(Node):
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("recording", rec.recording), ("frames", rec.num_frames), ("episodes_saved", rec.saved),
             ("episodes_discarded", rec.discarded), ("dropped", self.sampler.dropped),
-            ("rejected_images", self.rejected_images), ("no_instruction", self.skipped_no_instruction),
+            ("images_received", self.images_received), ("rejected_images", self.rejected_images),
+            ("no_instruction", self.skipped_no_instruction),
             ("instruction", self.instruction))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

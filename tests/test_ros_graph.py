@@ -208,6 +208,9 @@ def test_recording_loop_survives_sigkill_and_sigint(graph, tmp_path):
     # A restarted recorder appends after them; SIGINT mid-episode drops only that episode.
     g.start("recorder_node", "record.yaml", "sim.yaml", params=record, label="recorder2")
     start = probe.wait_for_service(Trigger, "/recorder_node/start")
+    # The killed recorder's endpoints linger in discovery until their lease ends, and the restarted one needs a
+    # moment to match the camera and teleop publishers; recording at once can sample no frame at all.
+    time.sleep(3.0)
     out = g.run_episodes(1, record=True)
     assert "saved episode 3" in out, out
     assert probe.call(start, Trigger.Request()).success

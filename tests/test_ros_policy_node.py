@@ -266,9 +266,13 @@ def test_slow_inference_uses_the_newest_image_and_counts_drops(checkpoint, ros_c
     try:
         h.node.policy.delay = 0.25
         h.instruction_pub.publish(String(data="push the puck to the goal"))
-        h.publish_images(1.2, rate=30.0)
-        assert h.node.dropped > 10, h.node.dropped
-        assert 1 <= h.node.inferences <= 6
+        h.publish_images(2.0, rate=30.0)
+        node = h.node
+        # A slow model reads only the newest image: most images that reached the node were dropped, not queued.
+        # (Counted against what arrived: best-effort delivery to a busy process loses some images before the node.)
+        assert 1 <= node.inferences <= 10, node.inferences
+        assert node.received > node.inferences, (node.received, node.inferences)
+        assert node.dropped >= node.received // 2, (node.dropped, node.received, node.inferences)
         # The executor stayed responsive while the model was busy.
         assert h.call(h.enable, SetBool.Request(data=True)).success
     finally:
