@@ -40,7 +40,11 @@ class Wrapped:
     """A real policy whose act() can be made to return NaN, raise, or be slow."""
 
     def __init__(self, policy):
-        self._policy, self.mode, self.delay = policy, "ok", 0.0
+        self._policy, self.mode, self.delay, self.resets = policy, "ok", 0.0, 0
+
+    def reset(self):
+        self.resets += 1
+        self._policy.reset()
 
     def __getattr__(self, name):
         return getattr(self._policy, name)
@@ -155,7 +159,7 @@ def make(checkpoint, wrap=False, **params):
     from lapa_learning.vla.policy import Policy
 
     overrides = dict(checkpoint=str(checkpoint), device="cpu", enabled=True, control_rate=20.0,
-                     max_linear_speed=MAX_LINEAR, linear_scale=0.8, image_timeout=0.5)
+                     max_linear_speed=MAX_LINEAR, linear_scale=0.8, image_timeout=2.0)
     overrides.update(params)
     policy = Wrapped(Policy.load(checkpoint, device="cpu")) if wrap else None
     node = PolicyNode(policy=policy, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
@@ -217,7 +221,7 @@ def test_wrong_encodings_and_sizes_are_rejected_and_counted(checkpoint, ros_cont
 
 
 def test_empty_instruction_disable_and_reset_mid_run(checkpoint, ros_context):
-    h = make(checkpoint)
+    h = make(checkpoint, wrap=True)
     try:
         h.instruction_pub.publish(String(data="   "))
         assert h.with_camera(lambda: h.reason() == "instruction empty"), h.reason()
@@ -234,8 +238,11 @@ def test_empty_instruction_disable_and_reset_mid_run(checkpoint, ros_context):
         assert all(not np.any(_linear(m)) for m in h.twists[n + 1:])
         assert h.call(h.enable, SetBool.Request(data=True)).success
         assert h.with_camera(lambda: h.reason() == "" and h.node.inferences > inferences), h.reason()
+        resets = h.node.policy.resets
         assert h.call(h.reset, Trigger.Request()).success
-        assert h.reason() == "waiting for first action"
+        # The policy's action chunk is forgotten. (What the status says right after the reset depends on timing:
+        # "waiting for first action", or an image already read since, or one gone stale.)
+        assert h.node.policy.resets == resets + 1
         assert h.with_camera(lambda: h.reason() == ""), h.reason()
     finally:
         h.close()
