@@ -126,7 +126,11 @@ class Probe:
             if done:
                 return done[0].result()
             if time.monotonic() > next_send:
-                futures.append(client.call_async(request))
+                # Resend from a new client (new DDS endpoints, matched afresh): on a loaded machine a client
+                # that had matched the killed server was seen to get no answer from the restarted one at all.
+                client = self.node.create_client(client.srv_type, client.srv_name)
+                if client.wait_for_service(timeout_sec=resend_after):
+                    futures.append(client.call_async(request))
                 next_send = time.monotonic() + resend_after
             time.sleep(0.02)
         raise AssertionError(f"{client.srv_name} did not answer in {timeout} s ({len(futures)} requests sent)")

@@ -47,6 +47,8 @@ def test_unknown_preset_and_json_config(tmp_path):
     f.write_text(json.dumps({"base": "tiny", "image_size": 32, "vision": {"num_tokens": 4}}))
     cfg = load_config_arg(str(f))
     assert cfg.image_size == 32 and cfg.vision.num_tokens == 4 and cfg.language.model_type == "llama"
+    f.write_text(json.dumps({"base": "tiny", "name": "my-variant"}))  # a file may rename its base preset
+    assert load_config_arg(str(f)).name == "my-variant"
     f.write_text("{oops")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config_arg(str(f))

@@ -225,7 +225,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, **overrides) -> VLAConfig:
+def preset(name: str, /, **overrides) -> VLAConfig:
     """A named config, optionally with nested overrides (e.g. action=dict(type="continuous"))."""
     if name not in PRESETS:
         raise ConfigError(f"model config {name!r}: unknown; expected one of {sorted(PRESETS)} or a .json file")
