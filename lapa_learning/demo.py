@@ -28,6 +28,9 @@ from lapa_learning.errors import ConfigError
 
 METHODS = ("lapa", "scratch", "actionvla")
 SETTINGS = ("in-domain", "cross-task", "cross-view")
+# Evaluation layouts: always unseen in training (odd env seeds, training uses even ones), and offset from base
+# seed 0 because the demo's tasks and models were chosen by looking at evaluations on that base seed's layouts.
+EVAL_SEED_OFFSET = 1000
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,19 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # The CPU default (2 cores). It does not fit the 20-minute target yet: see "The demo" in README.md.
-    "default": Preset(tasks=("push-v3", "pick-place-v3", "sweep-into-v3"),
-                      other_tasks=("peg-insert-side-v3", "drawer-open-v3", "button-press-topdown-v3"),
-                      pretrain_episodes=60, finetune_episodes=5, image_size=64, laq_steps=1500,
-                      pretrain_steps=1500, finetune_steps=800, eval_episodes=20, eval_max_steps=120),
+    # The CPU default (2 cores): ~18 minutes. Tasks where the arm must find a randomly placed object (a demo's
+    # actions replayed blind on other layouts succeed 20%, 27% and 47% of the time: scripts/task_replay_probe.py),
+    # two labelled demos per task, a small ResNet tower (a ViT from scratch learned object positions too slowly)
+    # and short finetuning (longer finetuning let Scratch catch up by memorising the demos). See docs/demo.md.
+    "default": Preset(tasks=("button-press-topdown-v3", "plate-slide-v3", "window-open-v3"),
+                      other_tasks=("drawer-open-v3", "door-lock-v3", "coffee-push-v3"),
+                      pretrain_episodes=60, finetune_episodes=2, image_size=64, laq_steps=800,
+                      pretrain_steps=1500, finetune_steps=400, eval_episodes=50, eval_max_steps=150,
+                      vla_config="tiny-resnet"),
     # CI: the same code path in a few minutes; the numbers mean nothing.
     "quick": Preset(tasks=("push-v3",), other_tasks=("drawer-open-v3",), pretrain_episodes=3, finetune_episodes=2,
                     image_size=64, laq_steps=20, pretrain_steps=10, finetune_steps=10,
-                    eval_episodes=2, eval_max_steps=10, batch_size=8),
+                    eval_episodes=2, eval_max_steps=10, batch_size=8, vla_config="tiny-resnet"),
     # A GPU machine: more data, longer training, more evaluation episodes.
     "gpu": Preset(tasks=("push-v3", "pick-place-v3", "sweep-into-v3", "peg-insert-side-v3"),
                   other_tasks=("drawer-open-v3", "button-press-topdown-v3", "door-open-v3", "window-open-v3"),
@@ -156,7 +163,7 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str) 
         plan.add(Stage(f"eval-{method}", ["eval", str(out / f"vla/finetune_{method}"), "--tasks", eval_tasks,
                                           "--episodes-per-task", str(preset.eval_episodes),
                                           "--max-steps", str(preset.eval_max_steps), "--image-size", size,
-                                          "--seed", str(seed), "--out", str(out / f"eval/{method}"), *dev],
+                                          "--seed", str(seed + EVAL_SEED_OFFSET), "--out", str(out / f"eval/{method}"), *dev],
                        deps=(f"finetune-{method}",)))
     return plan
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lapa_learning.demo import PRESETS, Plan, Stage, build_plan, execute
+from lapa_learning.demo import EVAL_SEED_OFFSET, PRESETS, Plan, Stage, build_plan, execute
 
 
 def test_plan_wires_the_three_methods():
@@ -18,7 +18,10 @@ def test_plan_wires_the_three_methods():
     assert plan.stages["finetune-scratch"].deps == ("data-finetune",)
     assert "--init" not in plan.stages["finetune-scratch"].args
     pre = plan.stages["data-pretrain"].args
-    assert pre[pre.index("--tasks") + 1] == "push-v3,pick-place-v3,sweep-into-v3"
+    assert pre[pre.index("--tasks") + 1] == ",".join(PRESETS["default"].tasks)
+    # evaluation layouts: odd env seeds (never trained on) from a base seed the demo was not developed on
+    ev = plan.stages["eval-lapa"].args
+    assert ev[ev.index("--seed") + 1] == str(EVAL_SEED_OFFSET)
     cross = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-task", seed=0, device="cpu")
     tasks = cross.stages["data-pretrain"].args[cross.stages["data-pretrain"].args.index("--tasks") + 1]
     assert not set(tasks.split(",")) & set(PRESETS["default"].tasks)

