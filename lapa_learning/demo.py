@@ -163,7 +163,8 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str) 
         plan.add(Stage(f"eval-{method}", ["eval", str(out / f"vla/finetune_{method}"), "--tasks", eval_tasks,
                                           "--episodes-per-task", str(preset.eval_episodes),
                                           "--max-steps", str(preset.eval_max_steps), "--image-size", size,
-                                          "--seed", str(seed + EVAL_SEED_OFFSET), "--out", str(out / f"eval/{method}"), *dev],
+                                          "--seed", str(seed + EVAL_SEED_OFFSET),
+                                          "--out", str(out / f"eval/{method}"), *dev],
                        deps=(f"finetune-{method}",)))
     return plan
 

