@@ -31,32 +31,24 @@ def replay_probe(task: str, demos: int, layouts: int, max_steps: int) -> dict:
     from lapa_learning.sim.metaworld_env import MetaWorldEnv
     from lapa_learning.sim.seeds import train_seed
 
-    with MetaWorldEnv(task, image_size=16, max_steps=max_steps) as env:
-        raw = env._env  # stepped directly: no rendering needed
+    with MetaWorldEnv(task, max_steps=max_steps, render=False) as env:  # no images needed
         recorded = []
         for i in range(demos):
-            raw.seed(train_seed(0, i))
-            env._obs, _ = raw.reset()
-            actions, ok = [], False
-            for _ in range(max_steps):
-                a = env.expert_action()
-                actions.append(a)
-                env._obs, _, _, _, info = raw.step(a)
-                if info["success"] > 0:
-                    ok = True
-                    break
+            env.reset(train_seed(0, i))
+            actions, ok, done = [], False, False
+            while not done:
+                actions.append(env.expert_action())
+                _, ok, done = env.step(actions[-1])
             recorded.append((np.stack(actions), ok))
         wins = 0
         for actions, _ in recorded:
             for j in range(layouts):
-                raw.seed(train_seed(1, j))  # other training layouts
-                raw.reset()
-                for t in range(max_steps):
-                    a = actions[t] if t < len(actions) else np.zeros(4, dtype=np.float32)
-                    _, _, _, _, info = raw.step(a)
-                    if info["success"] > 0:
-                        wins += 1
-                        break
+                env.reset(train_seed(1, j))  # other training layouts
+                t, success, done = 0, False, False
+                while not done:
+                    _, success, done = env.step(actions[t] if t < len(actions) else np.zeros(4, dtype=np.float32))
+                    t += 1
+                wins += success
     return {"expert_success": sum(ok for _, ok in recorded) / demos,
             "demo_length": float(np.mean([len(a) for a, _ in recorded])),
             "blind_replay_success": wins / (demos * layouts), "replays": demos * layouts}

@@ -37,6 +37,16 @@ def test_render_shape_and_state(env):
     np.testing.assert_allclose(obs.state[:3], env.ee_position, atol=1e-2)
 
 
+def test_state_only_env_gives_the_same_states_without_images(env):
+    with MetaWorldEnv("push-v3", max_steps=60, render=False) as blind:
+        a, b = env.reset(seed=2), blind.reset(seed=2)
+        assert b.image is None
+        np.testing.assert_array_equal(a.raw, b.raw)
+        action = env.expert_action()
+        np.testing.assert_array_equal(action, blind.expert_action())
+        np.testing.assert_array_equal(env.step(action)[0].raw, blind.step(action)[0].raw)
+
+
 def test_same_seed_same_layout_other_seed_other_layout(env):
     a = env.reset(seed=4).raw.copy()
     b = env.reset(seed=4).raw.copy()

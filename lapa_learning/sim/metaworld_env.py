@@ -61,14 +61,14 @@ def camera_names() -> list[str]:
 
 @dataclass
 class Observation:
-    image: np.ndarray  # (H, W, 3) uint8 RGB, upright
+    image: np.ndarray | None  # (H, W, 3) uint8 RGB, upright; None when the env was made with render=False
     state: np.ndarray  # (4,) float32: hand x, y, z (m), gripper opening
     raw: np.ndarray  # (39,) Meta-World observation vector (what the scripted expert reads)
 
 
 class MetaWorldEnv:
     def __init__(self, task: str, camera: str = "front", image_size: int = 64, max_steps: int = MAX_EPISODE_STEPS,
-                 fovy: float | None = None):
+                 fovy: float | None = None, render: bool = True):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS, ML1_ARGS_KWARGS
         from metaworld.policies import ENV_POLICY_MAP
 
@@ -81,6 +81,7 @@ class MetaWorldEnv:
         if not 1 <= max_steps <= MAX_EPISODE_STEPS:
             raise ValueError(f"max_steps must be in [1, {MAX_EPISODE_STEPS}], got {max_steps}")
         self.task, self.camera, self.image_size, self.max_steps = task, camera, int(image_size), int(max_steps)
+        self.renders = bool(render)  # False: observations carry no image (state-only rollouts are much faster)
 
         slot = _VIEW_SLOT if camera in VIEWS else camera
         self._env = ALL_V3_ENVIRONMENTS[task](render_mode="rgb_array", camera_name=slot,
@@ -165,7 +166,7 @@ class MetaWorldEnv:
 
     def _observation(self) -> Observation:
         raw = np.asarray(self._obs, dtype=np.float32)
-        return Observation(image=self.render(), state=raw[:4].copy(), raw=raw)
+        return Observation(image=self.render() if self.renders else None, state=raw[:4].copy(), raw=raw)
 
 
 def _camera_id(model, name: str) -> int:
