@@ -9,13 +9,23 @@ is what made sim_node's ~/reset go silent; `spin_once(timeout)` answers services
 and ROS time) and sleeps while idle. Where the EventsExecutor is missing (older rclpy) or `executor:=single`
 is given, the SingleThreadedExecutor is used. The nodes use one callback group and do their heavy work in
 their own threads, so the EventsExecutor ignoring callback groups changes nothing for them.
+
+Shutdown: SIGINT (Ctrl-C) and SIGTERM only set a flag; the spin loop sees it within SPIN_PERIOD, and then the
+node's close() runs, the node is destroyed and the context shut down, in that order. rclpy's own signal handler
+is not installed: it shuts the context down from another thread while a callback may be running (a publish then
+raises "context is invalid") and raises KeyboardInterrupt wherever the main thread happens to be, close()
+included. A recorder that got SIGINT once exited with code 1 in CI that way (the log was not kept; these are
+the two ways it could). Under `ros2 launch`, Ctrl-C reaches a node twice (from the terminal and from launch),
+so only a third signal falls back to the default action and ends the process at once.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import threading
 
 
 def prepare_environment() -> None:
@@ -64,8 +74,25 @@ def executor_kind(node, default: str = "events") -> str:
     return str(node.get_parameter("executor").value)
 
 
+def install_stop_handlers(patience: int = 2) -> threading.Event:
+    """SIGINT and SIGTERM set the returned event; the signal after `patience` of them acts as the default."""
+    stop = threading.Event()
+    received = []
+
+    def request_stop(signum, _frame):
+        stop.set()
+        received.append(signum)
+        if len(received) >= patience:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    return stop
+
+
 def run_node(name: str, factory, args=None) -> int:
-    """Create the node with `factory()`, spin it until Ctrl-C or shutdown; returns the exit code.
+    """Create the node with `factory()`, spin it until Ctrl-C, SIGTERM or shutdown; returns the exit code.
 
     A LapaError raised while the node is built (missing checkpoint, bad parameter) is printed as one line and
     gives exit code 2. The node's `close()` (if any) runs before the node is destroyed.
@@ -73,10 +100,12 @@ def run_node(name: str, factory, args=None) -> int:
     prepare_environment()
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     from lapa_learning.errors import LapaError
 
-    rclpy.init(args=args)
+    stop = install_stop_handlers()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None
     try:
         try:
@@ -88,8 +117,8 @@ def run_node(name: str, factory, args=None) -> int:
         node.get_logger().info(f"executor: {kind}")
         executor.add_node(node)
         try:
-            spin(executor)
-        except (KeyboardInterrupt, ExternalShutdownException):
+            spin(executor, stop=stop.is_set)
+        except ExternalShutdownException:
             pass
         return 0
     finally:

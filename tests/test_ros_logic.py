@@ -405,3 +405,24 @@ def test_executor_choice_and_spin_loop():
             executor.shutdown()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_stop_handlers_set_a_flag_and_only_a_third_signal_acts_as_default():
+    import os
+    import signal
+
+    from lapa_ros.runtime import install_stop_handlers
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = install_stop_handlers()
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C from the terminal: no KeyboardInterrupt, only the flag
+        assert stop.is_set()
+        assert signal.getsignal(signal.SIGINT) not in (signal.SIG_DFL, signal.default_int_handler)
+        os.kill(os.getpid(), signal.SIGTERM)  # the same Ctrl-C relayed by `ros2 launch` (or a SIGTERM)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL  # the next one ends the process
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
