@@ -71,6 +71,35 @@ def test_evaluation_layouts_are_deterministic(capture_env):
     assert a["overall"]["mean_steps_to_success"] == b["overall"]["mean_steps_to_success"]
 
 
+def test_a_chunked_policy_gets_rendered_frames_only_when_it_replans(tmp_path, capture_env, monkeypatch):
+    from lapa_learning.sim import metaworld_env
+    from lapa_learning.vla.policy import Policy
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    policy = Policy.load(make_tiny_checkpoint(tmp_path / "ckpt", chunk_size=4), device="cpu")
+    renders = []
+    real_render = metaworld_env.MetaWorldEnv.render
+    monkeypatch.setattr(metaworld_env.MetaWorldEnv, "render", lambda self: renders.append(1) or real_render(self))
+
+    class EveryFrame:  # the same policy, but the evaluator cannot tell when it replans
+        reset = policy.reset
+
+        def act(self, image, instruction):
+            assert image is not None
+            return policy.act(image, instruction)
+
+    lazy = evaluate(policy, ["push-v3"], episodes_per_task=2, max_steps=12, progress=False)
+    lazy_renders, renders[:] = len(renders), []
+    full = evaluate(EveryFrame(), ["push-v3"], episodes_per_task=2, max_steps=12, progress=False)
+    assert len(renders) == 2 * 13 and lazy_renders == 2 * 4  # reset + 12 steps, against reset + steps 4, 8, 12
+    assert lazy["tasks"] == full["tasks"]
+    # With a video directory, episodes are rendered in full until each outcome has its video.
+    renders[:] = []
+    with_video = evaluate(policy, ["push-v3"], episodes_per_task=2, max_steps=12, progress=False,
+                          video_dir=tmp_path / "v")
+    assert len(renders) == 2 * 13 and with_video["tasks"]["push-v3"]["success"] == full["tasks"]["push-v3"]["success"]
+
+
 def test_cli_eval_on_a_tiny_checkpoint(tmp_path):
     from lapa_learning.vla.testing import make_tiny_checkpoint
 

@@ -45,6 +45,11 @@ def test_state_only_env_gives_the_same_states_without_images(env):
         action = env.expert_action()
         np.testing.assert_array_equal(action, blind.expert_action())
         np.testing.assert_array_equal(env.step(action)[0].raw, blind.step(action)[0].raw)
+        # Per step: render=False skips this step's image, render=True renders it even in a blind env.
+        seen, unseen = env.step(action, render=False)[0], blind.step(action, render=True)[0]
+        assert seen.image is None and unseen.image.shape == (64, 64, 3)
+        np.testing.assert_array_equal(seen.raw, unseen.raw)
+        assert env.step(action)[0].image.shape == (64, 64, 3)  # the env's own setting again
 
 
 def test_same_seed_same_layout_other_seed_other_layout(env):

@@ -77,6 +77,23 @@ def test_chunk_queue_and_reset(chunk_ckpt):
         Policy.load(chunk_ckpt, device="cpu", replan_every=5)
 
 
+def test_no_image_needed_inside_a_chunk(chunk_ckpt, policy):
+    pol = Policy.load(chunk_ckpt, device="cpu")
+    img = _img()
+    with pytest.raises(InputError, match="image: expected a numpy array"):
+        pol.act(None, "open the drawer")  # a re-plan needs an image
+    planned = []
+    for step in range(8):
+        assert pol.will_replan == (step % 4 == 0)
+        planned.append(pol.act(img if pol.will_replan else None, "open the drawer").values)
+    pol.reset()
+    same = [pol.act(img, "open the drawer").values for _ in range(8)]  # an image every step: the same actions
+    np.testing.assert_array_equal(np.stack(planned), np.stack(same))
+    assert policy.will_replan  # chunk size 1: every act runs the model
+    policy.act(img, "x")
+    assert policy.will_replan
+
+
 @pytest.mark.parametrize("image,match", [
     (np.zeros((64, 64), np.uint8), r"\(H, W, 3\)"),
     (np.zeros((64, 64, 4), np.uint8), r"\(H, W, 3\)"),

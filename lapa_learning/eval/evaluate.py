@@ -87,11 +87,16 @@ def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 
             for episode in range(episodes_per_task):
                 obs = env.reset(eval_seed(seed, episode))
                 policy.reset()
+                # Frames are kept (every step rendered) until this task has its videos; after that a step is
+                # rendered only when the policy will read it (a chunked Policy reads one image per chunk).
+                keep = video_dir is not None and min(saved.values()) < videos_per_outcome
                 frames, success, done = [obs.image], False, False
                 while not done:
                     action = policy.act(obs.image, instruction)
-                    obs, success, done = env.step(np.asarray(action.values, dtype=np.float64))
-                    frames.append(obs.image)
+                    render = keep or getattr(policy, "will_replan", True)
+                    obs, success, done = env.step(np.asarray(action.values, dtype=np.float64), render=render)
+                    if keep:
+                        frames.append(obs.image)
                 result.successes.append(success)
                 if success:
                     result.steps_to_success.append(env.steps)

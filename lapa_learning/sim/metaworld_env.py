@@ -99,6 +99,10 @@ class MetaWorldEnv:
         model = self._env.model
         model.vis.quality.shadowsize = 0  # shadows and multisampling off: ~8x faster small renders
         model.vis.quality.offsamples = 0
+        # Reflections off (floor, window glass): the reflective pass re-drew the scene's ~67k mesh triangles, a
+        # third of the time of a 64 px software-rendered (llvmpipe) frame; images change by < 0.01 grey levels
+        # on average (bench/render_speed.py).
+        model.mat_reflectance[:] = 0.0
         self._camera_id = _camera_id(model, slot)
         if camera in VIEWS:
             _place_camera(model, self._camera_id, VIEWS[camera])
@@ -116,8 +120,11 @@ class MetaWorldEnv:
         self.steps = 0
         return self._observation()
 
-    def step(self, action: np.ndarray) -> tuple[Observation, bool, bool]:
-        """Apply one 4-dim action; returns (observation, success, done). done = success or step limit."""
+    def step(self, action: np.ndarray, render: bool | None = None) -> tuple[Observation, bool, bool]:
+        """Apply one 4-dim action; returns (observation, success, done). done = success or step limit.
+
+        render=False skips the camera image of this step (observation.image is None): rendering is most of the
+        cost of a step, and a chunked policy reads an image only when it re-plans. None: the env's setting."""
         if self._obs is None:
             raise RuntimeError("call reset(seed) before step()")
         action = np.asarray(action, dtype=np.float64).reshape(-1)
@@ -128,7 +135,7 @@ class MetaWorldEnv:
         self._obs, _reward, _terminated, _truncated, info = self._env.step(np.clip(action, -1.0, 1.0))
         self.steps += 1
         success = bool(info["success"] > 0)
-        return self._observation(), success, success or self.steps >= self.max_steps
+        return self._observation(render), success, success or self.steps >= self.max_steps
 
     def expert_action(self) -> np.ndarray:
         """The shipped scripted expert's action for the current state, clipped to the valid range."""
@@ -164,9 +171,10 @@ class MetaWorldEnv:
     def __exit__(self, *exc):
         self.close()
 
-    def _observation(self) -> Observation:
+    def _observation(self, render: bool | None = None) -> Observation:
         raw = np.asarray(self._obs, dtype=np.float32)
-        return Observation(image=self.render() if self.renders else None, state=raw[:4].copy(), raw=raw)
+        render = self.renders if render is None else render
+        return Observation(image=self.render() if render else None, state=raw[:4].copy(), raw=raw)
 
 
 def _camera_id(model, name: str) -> int:

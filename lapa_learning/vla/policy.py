@@ -10,6 +10,8 @@
 
 A chunked policy (chunk_size T > 1) predicts T actions per model call and hands them out one per `act`;
 it re-plans after `replan_every` actions (default T).  `act_batch` is stateless (one plan per row, first action).
+`policy.will_replan` says whether the next `act` runs the model; while it is False, `act` reads no image and
+accepts image=None (the simulator evaluator skips rendering those steps).
 """
 
 from __future__ import annotations
@@ -143,11 +145,19 @@ class Policy:
         lat = out.get("latent_tokens")
         return acts.astype(np.float32), (lat.cpu().numpy().astype(np.int64) if lat is not None else None)
 
-    def act(self, image: np.ndarray, instruction: str) -> Action:
-        """One action for this frame; re-plans when the chunk queue is empty or `replan_every` is reached."""
-        self._check_image(image)
+    @property
+    def will_replan(self) -> bool:
+        """True when the next `act` runs the model on its image; False while it hands out a planned chunk."""
+        return not self._queue
+
+    def act(self, image: np.ndarray | None, instruction: str) -> Action:
+        """One action for this frame; re-plans when the chunk queue is empty or `replan_every` is reached.
+
+        `image` may be None only while `will_replan` is False (the action comes from the current chunk)."""
         self._check_instruction(instruction)
         with self._lock:
+            if image is not None or not self._queue:
+                self._check_image(image)
             if not self._queue:
                 acts, lat = self.predict_chunk(image[None], [instruction])
                 for i in range(self.replan_every):
