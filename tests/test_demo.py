@@ -56,6 +56,7 @@ def test_quick_demo_end_to_end_and_reuse(tmp_path):
         assert method["episodes"] == 2 and 0.0 <= method["success"] <= 1.0
         assert method["ci95"][0] <= method["success"] <= method["ci95"][1]
     assert results["command"].startswith("lapa demo") and results["minutes"] > 0
+    assert results["eval_seed"] == EVAL_SEED_OFFSET and results["eval_episodes_per_task"] == 2
     assert (out / "results.png").stat().st_size > 1000 and "| LAPA" in (out / "results.md").read_text()
     assert (out / "explain/laq_explain.png").is_file()
     assert "EpisodeDataset(" in res.stdout and str(out / "data" / "finetune") in res.stdout
