@@ -16,7 +16,6 @@ per model call (the re-plan) and the mean per action over whole chunks.  Writes 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lapa_learning.data.format import atomic_write_json  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402
 from lapa_learning.vla.testing import make_tiny_checkpoint  # noqa: E402
 
@@ -201,10 +201,7 @@ def main() -> int:
               "goal_ms": 20.0, "meets_goal": tiny64["median_ms"] <= 20.0, "machine": machine(), "rows": rows,
               "command": "python bench/policy_latency.py" + (" --quick" if args.quick else ""),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2))
-    os.replace(tmp_out, args.out)
+    atomic_write_json(args.out, result)
     print(f"\ntiny CPU 1-thread single-step act at 64 px: median {tiny64['median_ms']:.2f} ms wall, "
           f"{tiny64.get('cpu_median_ms', float('nan')):.2f} ms CPU time (goal <= 20 ms) -> {args.out}")
     return 0

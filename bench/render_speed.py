@@ -18,7 +18,6 @@ make a frame cost tens of milliseconds whatever its size. Timings depend on the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from bench.policy_latency import machine  # noqa: E402
+from lapa_learning.data.format import atomic_write_json  # noqa: E402
 from lapa_learning.sim.metaworld_env import MetaWorldEnv  # noqa: E402
 
 TASKS = ("button-press-topdown-v3", "plate-slide-v3", "window-open-v3")
@@ -112,10 +112,7 @@ def main() -> int:
 
     result = {"command": "python bench/render_speed.py" + (" --quick" if args.quick else ""), "machine": machine(),
               "render": rows, "eval_step": ev}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2))
-    tmp_out.replace(args.out)
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

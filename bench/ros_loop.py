@@ -233,6 +233,8 @@ def machine() -> dict:
 
 
 def main(argv=None) -> int:
+    from lapa_learning.data.format import atomic_write_json
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=200, help="measured images per size (default: 200)")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured images per size first (default: 20)")
@@ -295,10 +297,7 @@ def main(argv=None) -> int:
             "overhead_median_ms_224": runs["single"]["224"]["overhead_median_ms"],
             "sizes": runs["single"],
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

@@ -13,7 +13,6 @@ No rendering: a few seconds per task.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -55,6 +54,8 @@ def replay_probe(task: str, demos: int, layouts: int, max_steps: int) -> dict:
 
 
 def main() -> int:
+    from lapa_learning.data.format import atomic_write_json
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--demos", type=int, default=3)
@@ -72,8 +73,7 @@ def main() -> int:
               flush=True)
     result = {"command": "python " + " ".join(sys.argv), "minutes": (time.time() - started) / 60,
               "demos": args.demos, "layouts": args.layouts, "max_steps": args.max_steps, "tasks": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

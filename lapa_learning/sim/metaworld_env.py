@@ -61,7 +61,7 @@ def camera_names() -> list[str]:
 
 @dataclass
 class Observation:
-    image: np.ndarray | None  # (H, W, 3) uint8 RGB, upright; None when the env was made with render=False
+    image: np.ndarray | None  # (H, W, 3) uint8 RGB, upright; None when not rendered (render=False)
     state: np.ndarray  # (4,) float32: hand x, y, z (m), gripper opening
     raw: np.ndarray  # (39,) Meta-World observation vector (what the scripted expert reads)
 
