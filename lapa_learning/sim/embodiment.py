@@ -11,7 +11,7 @@ Sawyer arm, so states, successes and layouts are identical to `sawyer` for the s
   fingers placed on the gripper's finger pads (so they open and close with the gripper), and a blue sleeve
   from the wrist up and back, where the arm came from. The hand is added to the scene at render time
   (mjvGeoms, not model bodies), so it has no mass and no contacts.
-- `recolored`: the same arm, recoloured: white-grey links instead of red, black joints, yellow finger pads.
+- `recolored`: the same arm, recoloured: grey-blue links instead of red, black joints, yellow finger pads.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Embodiment:
 EMBODIMENTS: dict[str, Embodiment] = {
     "sawyer": Embodiment("sawyer"),
     "hand": Embodiment("hand", hide_robot=True, draw_hand=True),
-    "recolored": Embodiment("recolored", link_rgba=(0.85, 0.87, 0.9, 1.0), joint_rgba=(0.05, 0.05, 0.05, 1.0),
+    "recolored": Embodiment("recolored", link_rgba=(0.62, 0.68, 0.74, 1.0), joint_rgba=(0.05, 0.05, 0.05, 1.0),
                             pad_rgba=(1.0, 0.85, 0.0, 1.0)),
 }
 
@@ -107,7 +107,7 @@ def hand_geoms(data) -> list[dict]:
                   mat=rotation.flatten(), rgba=np.array(SKIN))]
     for pad in ("rightpad", "leftpad"):  # the fingers sit on the pads, so they follow the gripper
         centre = data.body(pad).xpos
-        geoms.append(_capsule(centre - 0.03 * down, centre + 0.045 * down, 0.013, SKIN))
+        geoms.append(_capsule(centre - 0.03 * down, centre + 0.045 * down, 0.015, SKIN))
     wrist = palm_centre - 0.03 * down
     # The sleeve leaves the wrist up and towards the robot's base (world -y), where the Sawyer arm came from.
     back = np.array([0.0, -1.0, 0.0]) + down[1] * down  # world -y minus its part along `down`
