@@ -1,4 +1,4 @@
-"""What each embodiment costs to render, against the Sawyer as shipped.
+"""What each embodiment costs to render, against the Sawyer as shipped, and that the experts do not notice.
 
     python bench/embodiment_render.py            # writes results/embodiment_render.json
     python bench/embodiment_render.py --quick    # fewer repetitions
@@ -6,6 +6,8 @@
 For each task, one environment per embodiment at the same state (20 expert steps into a layout); the renders are
 interleaved (sawyer, hand, recolored, sawyer, ...) so that a change in the machine's load hits all alike.
 Rows: median and mean ms per MetaWorldEnv.render() and the ratio to sawyer's median.
+Expert rows: scripted-expert episodes (64 px, rendered, 200-step limit) on the same training layouts in each
+embodiment: successes, whether every state matched the Sawyer's, and ms per recorded frame (step + render).
 """
 
 from __future__ import annotations
@@ -53,21 +55,45 @@ def task_rows(task: str, image_size: int, repeats: int) -> dict:
                    "ratio_to_sawyer": float(np.median(t[3:])) / base} for name, t in times.items()}
 
 
+def expert_rows(task: str, episodes: int) -> dict:
+    from lapa_learning.sim.rollout import expert_episode
+    from lapa_learning.sim.seeds import train_seed
+
+    rows, states = {}, {}
+    for name in embodiment_names():
+        with MetaWorldEnv(task, max_steps=200, embodiment=name) as env:
+            start = time.perf_counter()
+            eps = [expert_episode(env, seed=train_seed(0, i)) for i in range(episodes)]
+            seconds = time.perf_counter() - start
+        states[name] = [ep.states for ep in eps]
+        frames = sum(len(ep.frames) for ep in eps)
+        rows[name] = {"successes": sum(ep.success for ep in eps), "episodes": episodes,
+                      "ms_per_frame": 1000 * seconds / frames,
+                      "states_equal_sawyer": all(np.array_equal(a, b) for a, b in zip(states[name], states["sawyer"]))}
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "embodiment_render.json")
     args = ap.parse_args()
-    repeats = 20 if args.quick else 100
+    repeats, episodes = (20, 2) if args.quick else (100, 10)
     rows = {}
     print(f"{'task':<22}" + "".join(f"{name + ' ms':>16}" for name in embodiment_names()))
     for task in DEFAULT_TASKS:
         rows[task] = task_rows(task, args.image_size, repeats)
         print(f"{task:<22}" + "".join(f"{r['median_ms']:>9.2f} ({r['ratio_to_sawyer']:.2f}x)"
                                       for r in rows[task].values()))
+    experts = {}
+    for task in DEFAULT_TASKS:
+        experts[task] = expert_rows(task, episodes)
+        print(f"{task:<22}" + "".join(f"  {n}: {r['successes']}/{r['episodes']} ok, {r['ms_per_frame']:.1f} ms/frame, "
+                                      f"same states {r['states_equal_sawyer']}" for n, r in experts[task].items()))
     result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "seed": SEED,
-              "image_size": args.image_size, "repeats": repeats, "tasks": rows}
+              "image_size": args.image_size, "repeats": repeats, "tasks": rows,
+              "expert": {"layout_seeds": "train_seed(0, 0..episodes-1)", "tasks": experts}}
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
