@@ -125,7 +125,8 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
     dataset = EpisodeDataset(out)
     minutes = (time.time() - started) / 60
     size_mb = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file()) / 1e6
-    lines = [f"wrote {dataset} (embodiment {embodiment})", f"  on disk: {size_mb:.1f} MB in {Path(out).resolve()}  ({minutes:.1f} min)"]
+    lines = [f"wrote {dataset} (embodiment {embodiment})",
+             f"  on disk: {size_mb:.1f} MB in {Path(out).resolve()}  ({minutes:.1f} min)"]
     for task in tasks:
         lines.append(f"  {task}: {episodes_per_task} episodes, expert success {successes[task]}/{episodes_per_task}")
     return "\n".join(lines)

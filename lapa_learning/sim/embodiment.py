@@ -74,11 +74,11 @@ def apply_to_model(model, embodiment: Embodiment) -> None:
     geoms = robot_geoms(model)
     if embodiment.hide_robot:
         model.geom_group[geoms] = HIDDEN_GROUP
-    for rgba_field, pick in ((embodiment.link_rgba, _is_link), (embodiment.joint_rgba, _is_dark),
-                             (embodiment.pad_rgba, _is_pad)):
-        if rgba_field is not None:
-            chosen = [g for g in geoms if model.geom_rgba[g, 3] > 0 and pick(model.geom_rgba[g])]
-            model.geom_rgba[chosen] = rgba_field
+    shipped = {g: model.geom_rgba[g].copy() for g in geoms if model.geom_rgba[g, 3] > 0}  # visible colours
+    for rgba, pick in ((embodiment.link_rgba, _is_link), (embodiment.joint_rgba, _is_dark),
+                       (embodiment.pad_rgba, _is_pad)):
+        if rgba is not None:
+            model.geom_rgba[[g for g, colour in shipped.items() if pick(colour)]] = rgba
 
 
 def _is_link(rgba) -> bool:  # Sawyer's red (0.5, 0.1, 0.1)
