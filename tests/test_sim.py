@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from lapa_learning.errors import ConfigError
 from lapa_learning.sim.instructions import INSTRUCTIONS, instruction_for
 from lapa_learning.sim.metaworld_env import DEFAULT_TASKS, MetaWorldEnv, task_names
 from lapa_learning.sim.seeds import eval_seed, train_seed
@@ -101,6 +102,8 @@ def test_bad_task_camera_and_size_are_named():
         MetaWorldEnv("push-v3", camera="nowhere")
     with pytest.raises(ValueError, match="image_size"):
         MetaWorldEnv("push-v3", image_size=4)
+    with pytest.raises(ConfigError, match="unknown embodiment 'arm'; expected one of: sawyer, hand"):
+        MetaWorldEnv("push-v3", embodiment="arm")
 
 
 @pytest.mark.slow

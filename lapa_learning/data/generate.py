@@ -11,6 +11,7 @@ from lapa_learning.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lapa_learning.sim.embodiment import embodiment_names
     from lapa_learning.sim.metaworld_env import DEFAULT_TASKS
 
     parser.add_argument("--out", required=True, type=Path, help="dataset directory to create")
@@ -25,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed; layouts never overlap evaluation's")
     parser.add_argument("--action-free", action="store_true",
                         help="write videos and instructions only (a pretraining set without action labels)")
+    parser.add_argument("--embodiment", default="sawyer",
+                        help=f"what performs the tasks on camera: {', '.join(embodiment_names())} "
+                             "(default: %(default)s); "
+                             "any but sawyer writes an action-free set, like a video of someone else doing the task")
     parser.add_argument("--only-success", action="store_true",
                         help="keep only successful episodes (failed ones are replaced by the next seed)")
     mode = parser.add_mutually_exclusive_group()
@@ -36,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     summary = generate(out=args.out, tasks=_task_list(args.tasks), episodes_per_task=args.episodes_per_task,
                        camera=args.camera, image_size=args.image_size, max_steps=args.max_steps,
                        action_noise=args.action_noise, seed=args.seed, action_free=args.action_free,
-                       only_success=args.only_success,
+                       only_success=args.only_success, embodiment=args.embodiment,
                        mode="overwrite" if args.overwrite else "append" if args.append else "create")
     print(summary)
     return 0
@@ -56,12 +61,17 @@ def _task_list(text: str) -> list[str]:
 
 def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = "front", image_size: int = 64,
              max_steps: int = 200, action_noise: float = 0.0, seed: int = 0, action_free: bool = False,
-             only_success: bool = False, mode: str = "create", progress: bool = True) -> str:
-    """Write the dataset and return a human-readable summary of it."""
+             only_success: bool = False, mode: str = "create", progress: bool = True,
+             embodiment: str = "sawyer") -> str:
+    """Write the dataset and return a human-readable summary of it.
+
+    A non-default embodiment (lapa_learning.sim.embodiment) implies action_free: the actions belong to the
+    hidden Sawyer arm, not to what the video shows. meta/info.json's robot_type records the embodiment."""
     from tqdm import tqdm
 
     from lapa_learning.data.reader import EpisodeDataset
     from lapa_learning.data.writer import EpisodeWriter
+    from lapa_learning.sim.embodiment import get_embodiment
     from lapa_learning.sim.metaworld_env import ACTION_NAMES, FPS, STATE_NAMES, MetaWorldEnv, camera_names
     from lapa_learning.sim.rollout import expert_episode
     from lapa_learning.sim.seeds import train_seed
@@ -74,17 +84,28 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
         raise ConfigError(f"--image-size must be an even number of pixels in [16, 512], got {image_size}")
     if action_noise < 0:
         raise ConfigError(f"--action-noise must be >= 0, got {action_noise}")
+    try:
+        get_embodiment(embodiment)
+    except ConfigError as err:
+        raise ConfigError(f"--embodiment: {err}") from None
+    action_free = action_free or embodiment != "sawyer"
+    robot_type = f"{embodiment}_metaworld"
+    if mode == "append" and (Path(out) / "meta/info.json").is_file():
+        have = EpisodeDataset(out).info.get("robot_type")
+        if have != robot_type:
+            raise ConfigError(f"--append: {out} holds embodiment robot_type {have!r}, not {robot_type!r} "
+                              f"(--embodiment {embodiment}); write this embodiment to another --out")
     started = time.time()
     writer = EpisodeWriter(out, fps=FPS, image_size=(image_size, image_size),
                            video_key=f"observation.images.{camera}", action_names=ACTION_NAMES,
-                           state_names=STATE_NAMES, with_actions=not action_free, robot_type="sawyer_metaworld",
-                           mode=mode)
+                           state_names=STATE_NAMES, with_actions=not action_free, robot_type=robot_type, mode=mode)
     first_episode = writer.num_episodes  # when appending, continue the seed sequence
     bar = tqdm(total=len(tasks) * episodes_per_task, desc="generating", unit="ep", disable=not progress)
     successes = Counter()
     for task in tasks:
         bar.set_postfix_str(task)
-        with MetaWorldEnv(task, camera=camera, image_size=image_size, max_steps=max_steps) as env:
+        with MetaWorldEnv(task, camera=camera, image_size=image_size, max_steps=max_steps,
+                          embodiment=embodiment) as env:
             kept, attempt = 0, 0
             while kept < episodes_per_task:
                 if attempt >= 3 * episodes_per_task + 10:
@@ -104,7 +125,8 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
     dataset = EpisodeDataset(out)
     minutes = (time.time() - started) / 60
     size_mb = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file()) / 1e6
-    lines = [f"wrote {dataset}", f"  on disk: {size_mb:.1f} MB in {Path(out).resolve()}  ({minutes:.1f} min)"]
+    lines = [f"wrote {dataset} (embodiment {embodiment})",
+             f"  on disk: {size_mb:.1f} MB in {Path(out).resolve()}  ({minutes:.1f} min)"]
     for task in tasks:
         lines.append(f"  {task}: {episodes_per_task} episodes, expert success {successes[task]}/{episodes_per_task}")
     return "\n".join(lines)

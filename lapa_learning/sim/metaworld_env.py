@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lapa_learning.sim.embodiment import HIDDEN_GROUP, apply_to_model, get_embodiment, hand_geoms
+
 # MuJoCo picks its OpenGL backend when it is first imported: headless EGL unless the user chose one.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -68,10 +70,11 @@ class Observation:
 
 class MetaWorldEnv:
     def __init__(self, task: str, camera: str = "front", image_size: int = 64, max_steps: int = MAX_EPISODE_STEPS,
-                 fovy: float | None = None, render: bool = True):
+                 fovy: float | None = None, render: bool = True, embodiment: str = "sawyer"):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS, ML1_ARGS_KWARGS
         from metaworld.policies import ENV_POLICY_MAP
 
+        self.embodiment = get_embodiment(embodiment)  # ConfigError naming the known ones
         if task not in ALL_V3_ENVIRONMENTS:
             raise ValueError(f"unknown Meta-World task {task!r}; expected one of: {', '.join(ALL_V3_ENVIRONMENTS)}")
         if camera not in VIEWS and camera not in NATIVE_CAMERAS:
@@ -108,6 +111,7 @@ class MetaWorldEnv:
             _place_camera(model, self._camera_id, VIEWS[camera])
         if fovy is not None:
             model.cam_fovy[self._camera_id] = float(fovy)
+        apply_to_model(model, self.embodiment)  # visual edits only: groups and colours
         self._expert = ENV_POLICY_MAP[task]()
         self._obs: np.ndarray | None = None
         self._flip: bool | None = None
@@ -147,6 +151,12 @@ class MetaWorldEnv:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def render(self) -> np.ndarray:
+        if self.embodiment.draw_hand:
+            # gymnasium's viewer adds these "markers" to the scene between mjv_updateScene and mjr_render.
+            viewer = self._env.mujoco_renderer._get_viewer("rgb_array")
+            viewer.vopt.geomgroup[HIDDEN_GROUP] = 0
+            for geom in hand_geoms(self._env.data):
+                viewer.add_marker(**geom)
         image = self._env.render()
         if self._flip is None:
             self._flip = _camera_upside_down(self._env, self._camera_id)
