@@ -1,13 +1,15 @@
-"""Open this project's datasets with the real LeRobot loader and compare one episode, frame by frame, with ours.
+"""Open this project's datasets with the real LeRobot loader and compare them, frame by frame, with our reader.
 
     scripts/setup_lerobot.sh                 # once: .venv-lerobot with lerobot 0.3.3 (reads codebase v2.1)
     .venv/bin/python scripts/lerobot_compat.py [--out results/lerobot_compat.json]
 
-Two datasets are written into --work: one by `lapa data generate` and one by the ROS nodes (sim_node +
-expert_teleop + recorder_node + episode_runner, as tests/test_ros_graph.py starts them). Each is opened offline
+Three datasets are written into --work: two by `lapa data generate` (with actions, and --action-free) and one by
+the ROS nodes (sim_node + expert_teleop + recorder_node + episode_runner, as tests/test_ros_graph.py starts them).
+Each is opened offline
 (HF_HUB_OFFLINE=1) with `LeRobotDataset(repo_id, root=..., video_backend="pyav")` in the LeRobot venv, which reads
-every frame of episode 0 into an .npz; this process reads the same episode with `EpisodeDataset` and compares
-actions, states, timestamps, indices, task strings and decoded pixels. Exit code 1 when anything differs.
+every frame of every episode into an .npz; this process reads the same episodes with `EpisodeDataset` and compares
+actions, states, timestamps, indices, task strings, decoded pixels, counts, fps and LeRobot's aggregated action
+statistics against meta/stats.json. Exit code 1 when anything differs.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ IMAGE_TOLERANCE = 2  # uint8 levels: two decoders may convert the same YUV frame
 
 
 # ---------------------------------------------------------------------------------------------- LeRobot side
-def dump(root: Path, episode: int, out: Path) -> None:
-    """(Runs in the LeRobot venv.) Read every frame of `episode` with LeRobotDataset and save it to `out`."""
+def dump(root: Path, out: Path) -> None:
+    """(Runs in the LeRobot venv.) Read every frame of every episode with LeRobotDataset; save them to `out`."""
     import importlib.metadata as md
 
     import torch
@@ -45,19 +47,22 @@ def dump(root: Path, episode: int, out: Path) -> None:
         report["error"] = f"LeRobotDataset({root}) raised {type(err).__name__}: {err}"
         out.with_suffix(".json").write_text(json.dumps(report))
         return
-    start, end = int(ds.episode_data_index["from"][episode]), int(ds.episode_data_index["to"][episode])
-    items = [ds[i] for i in range(start, end)]
-    arrays = {}
-    for key, value in items[0].items():
-        if isinstance(value, torch.Tensor):
-            stacked = torch.stack([item[key] for item in items])
-            if key in ds.meta.camera_keys:  # (T, C, H, W) float in [0, 1] -> (T, H, W, C) uint8
-                stacked = (stacked * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-            arrays[key] = stacked.numpy()
+    arrays, tasks = {}, {}
+    for episode in range(ds.num_episodes):
+        start, end = int(ds.episode_data_index["from"][episode]), int(ds.episode_data_index["to"][episode])
+        items = [ds[i] for i in range(start, end)]  # every frame, decoded
+        tasks[episode] = [item["task"] for item in items]
+        for key, value in items[0].items():
+            if isinstance(value, torch.Tensor):
+                stacked = torch.stack([item[key] for item in items])
+                if key in ds.meta.camera_keys:  # (T, C, H, W) float in [0, 1] -> (T, H, W, C) uint8
+                    stacked = (stacked * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+                arrays[f"{episode}/{key}"] = stacked.numpy()
     np.savez(out, **arrays)
     report.update({
         "num_frames": ds.num_frames, "num_episodes": ds.num_episodes, "fps": ds.fps, "camera_keys": ds.meta.camera_keys,
-        "tasks": [item["task"] for item in items], "features": sorted(ds.features),
+        "tasks": tasks, "features": sorted(ds.features),
+        "action_stats": {k: np.asarray(v).tolist() for k, v in ds.meta.stats.get("action", {}).items()},
         "stats_keys": sorted(ds.meta.stats or {}),
         "image_stats_shape": {k: list(np.shape(ds.meta.stats[k]["mean"])) for k in ds.meta.camera_keys
                               if k in (ds.meta.stats or {})},
@@ -65,12 +70,12 @@ def dump(root: Path, episode: int, out: Path) -> None:
     out.with_suffix(".json").write_text(json.dumps(report))
 
 
-def read_with_lerobot(python: Path, root: Path, episode: int, work: Path) -> tuple[dict, dict]:
+def read_with_lerobot(python: Path, root: Path, work: Path) -> tuple[dict, dict]:
     out = work / f"{root.name}_lerobot.npz"
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(work / "hf_home"))
     env.pop("PYTHONPATH", None)  # the LeRobot venv sees nothing of this project
-    result = subprocess.run([str(python), __file__, "--dump", str(root), "--episode", str(episode), "--npz", str(out)],
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(python), __file__, "--dump", str(root), "--npz", str(out)], env=env,
+                            capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise SystemExit(f"lapa: error: the LeRobot reader crashed on {root}:\n{result.stderr[-3000:]}")
     report = json.loads(out.with_suffix(".json").read_text())
@@ -79,10 +84,10 @@ def read_with_lerobot(python: Path, root: Path, episode: int, work: Path) -> tup
 
 
 # ---------------------------------------------------------------------------------------------- datasets
-def generate(root: Path) -> None:
+def generate(root: Path, *extra: str) -> None:
     subprocess.run([sys.executable, "-m", "lapa_learning.cli", "data", "generate", "--out", str(root), "--tasks",
-                    "push-v3", "--episodes-per-task", "2", "--max-steps", "60", "--seed", "0", "--overwrite"],
-                   check=True)
+                    "push-v3,sweep-into-v3", "--episodes-per-task", "1", "--max-steps", "60", "--seed", "0",
+                    "--overwrite", *extra], check=True, cwd=root.parent)  # cwd: `-m` imports the installed code
 
 
 def record(root: Path, work: Path, episodes: int = 2) -> None:
@@ -122,61 +127,89 @@ def record(root: Path, work: Path, episodes: int = 2) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- comparison
-def compare(root: Path, episode: int, lerobot: dict, arrays: dict) -> dict:
-    """Every per-frame field of `episode` as LeRobot read it against EpisodeDataset; differences listed."""
-    from lapa_learning.data import EpisodeDataset
-
-    ds = EpisodeDataset(root)
-    result = {"dataset": str(root.relative_to(ROOT) if root.is_relative_to(ROOT) else root),
-              "episode": episode, "frames": ds.episode(episode).length, "differences": []}
-    diffs = result["differences"]
-    if "error" in lerobot:
-        diffs.append(lerobot["error"])
-        return result
+def compare_episode(ds, episode: int, lerobot: dict, arrays: dict) -> tuple[dict, list[str]]:
+    """Every per-frame field of one episode as LeRobot read it against EpisodeDataset."""
+    fields, diffs = {}, []
     ours = {"action": ds.actions(episode) if ds.has_actions else None,
             "observation.state": ds.states(episode) if ds.state_names else None,
             "timestamp": ds.timestamps(episode)}
     for name in ("frame_index", "episode_index", "index", "task_index"):
         ours[name] = ds._column(episode, name)
-    fields = {}
     for name, mine in ours.items():
         if mine is None:
             continue
-        theirs = arrays.get(name)
+        theirs = arrays.get(f"{episode}/{name}")
         if theirs is None:
-            diffs.append(f"{name}: LeRobot returns no such key")
+            diffs.append(f"episode {episode} {name}: LeRobot returns no such key")
             continue
         mine, theirs = np.asarray(mine, dtype=np.float64), np.asarray(theirs, dtype=np.float64).reshape(mine.shape)
         err = float(np.abs(mine - theirs).max())
         fields[name] = {"max_abs_diff": err, "shape": list(mine.shape)}
         if err > (1e-6 if name == "timestamp" else 0.0):
-            diffs.append(f"{name}: max abs difference {err:g}")
-    instruction = ds.episode(episode).instruction
-    fields["task"] = {"ours": instruction, "lerobot_distinct": sorted(set(lerobot["tasks"]))}
-    if set(lerobot["tasks"]) != {instruction}:
-        diffs.append(f"task: ours {instruction!r}, LeRobot {sorted(set(lerobot['tasks']))}")
-    frames, theirs = ds.frames(episode).astype(np.int16), arrays.get(ds.video_key)
+            diffs.append(f"episode {episode} {name}: max abs difference {err:g}")
+    instruction, theirs_tasks = ds.episode(episode).instruction, sorted(set(lerobot["tasks"][str(episode)]))
+    fields["task"] = {"ours": instruction, "lerobot": theirs_tasks}
+    if theirs_tasks != [instruction]:
+        diffs.append(f"episode {episode} task: ours {instruction!r}, LeRobot {theirs_tasks}")
+    frames, theirs = ds.frames(episode).astype(np.int16), arrays.get(f"{episode}/{ds.video_key}")
     if theirs is None or theirs.shape != frames.shape:
-        diffs.append(f"{ds.video_key}: LeRobot frames {None if theirs is None else theirs.shape}, ours {frames.shape}")
+        diffs.append(f"episode {episode} {ds.video_key}: LeRobot frames "
+                     f"{None if theirs is None else theirs.shape}, ours {frames.shape}")
     else:
-        err = np.abs(frames - theirs.astype(np.int16))
+        err = np.abs(frames - theirs.astype(np.int16))  # decoded pixels, 0..255
         fields[ds.video_key] = {"max_abs_diff": int(err.max()), "mean_abs_diff": float(err.mean()),
                                 "fraction_of_values_differing": float((err > 0).mean()), "shape": list(frames.shape)}
         if err.max() > IMAGE_TOLERANCE:
-            diffs.append(f"{ds.video_key}: decoded pixels differ by up to {int(err.max())} levels")
+            diffs.append(f"episode {episode} {ds.video_key}: decoded pixels differ by up to {int(err.max())} levels")
+    return fields, diffs
+
+
+def compare(root: Path, lerobot: dict, arrays: dict) -> dict:
+    """Every episode, frame by frame, plus the dataset-wide facts; differences listed."""
+    from lapa_learning.data import EpisodeDataset
+
+    ds = EpisodeDataset(root)
+    result = {"dataset": str(root.relative_to(ROOT) if root.is_relative_to(ROOT) else root),
+              "episodes": ds.num_episodes, "frames": ds.num_frames, "differences": []}
+    diffs = result["differences"]
+    if "error" in lerobot:
+        diffs.append(lerobot["error"])
+        return result
+    result["per_episode"] = {}
+    for ep in ds.episodes:
+        result["per_episode"][ep.index], found = compare_episode(ds, ep.index, lerobot, arrays)
+        diffs.extend(found)
+    facts = {}
     for name, mine, theirs in (("num_frames", ds.num_frames, lerobot["num_frames"]),
                                ("num_episodes", ds.num_episodes, lerobot["num_episodes"]),
                                ("fps", ds.fps, lerobot["fps"])):
-        fields[name] = {"ours": mine, "lerobot": theirs}
+        facts[name] = {"ours": mine, "lerobot": theirs}
         if mine != theirs:
             diffs.append(f"{name}: ours {mine}, LeRobot {theirs}")
+    if ds.has_actions:  # LeRobot's statistics, aggregated from meta/episodes_stats.jsonl, against ours
+        ours = ds.action_stats()
+        for key in ("min", "max", "mean", "std"):
+            err = float(np.abs(np.asarray(ours[key]) - np.asarray(lerobot["action_stats"][key])).max())
+            facts[f"action_stats_{key}"] = {"max_abs_diff": err}
+            if err > 1e-5:
+                diffs.append(f"action stats {key}: LeRobot's differ from meta/stats.json by {err:g}")
     if ds.video_key not in lerobot["stats_keys"]:
         diffs.append(f"meta stats: LeRobot has no statistics for {ds.video_key} (its policies normalise images "
                      f"with them)")
-    result["fields"] = fields
+    result["dataset_facts"] = facts
     result["lerobot_stats_keys"] = lerobot["stats_keys"]
     result["lerobot_image_stats_shape"] = lerobot["image_stats_shape"]
     return result
+
+
+def git_commit() -> str | None:
+    import lapa_learning
+
+    result = subprocess.run(["git", "-C", str(Path(lapa_learning.__file__).parent), "rev-parse", "HEAD"],
+                            capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(Path(lapa_learning.__file__).parent), "status", "--porcelain",
+                            "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    return (result.stdout.strip() + ("+uncommitted changes" if dirty else "")) if result.returncode == 0 else None
 
 
 def machine() -> dict:
@@ -198,38 +231,41 @@ def main(argv=None) -> int:
                         help="Python of the LeRobot venv (scripts/setup_lerobot.sh)")
     parser.add_argument("--dataset", type=Path, action="append",
                         help="check this existing dataset instead of writing the two (repeatable)")
-    parser.add_argument("--episode", type=int, default=0)
     parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)  # internal: the LeRobot-venv side
     parser.add_argument("--npz", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dump:
-        dump(args.dump, args.episode, args.npz)
+        dump(args.dump, args.npz)
         return 0
     if not args.lerobot_python.is_file():
         print(f"lapa: error: --lerobot-python {args.lerobot_python} does not exist (run scripts/setup_lerobot.sh)",
               file=sys.stderr)
         return 2
+    import lapa_learning
     from lapa_learning.data.format import atomic_write_json
 
+    args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     roots = args.dataset
     started = time.time()
     if not roots:
-        roots = [args.work / "generated", args.work / "recorded"]
+        roots = [args.work / "generated", args.work / "generated_action_free", args.work / "recorded"]
         generate(roots[0])
+        generate(roots[1], "--action-free")
         import shutil
 
-        shutil.rmtree(roots[1], ignore_errors=True)
-        record(roots[1], args.work)
+        shutil.rmtree(roots[2], ignore_errors=True)
+        record(roots[2], args.work)
     results, versions = [], {}
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for root in roots:
-            lerobot, arrays = read_with_lerobot(args.lerobot_python, root.resolve(), args.episode, Path(tmp))
+            lerobot, arrays = read_with_lerobot(args.lerobot_python, root.resolve(), Path(tmp))
             versions = lerobot["versions"]
-            results.append(compare(root.resolve(), args.episode, lerobot, arrays))
+            results.append(compare(root.resolve(), lerobot, arrays))
     report = {
         "command": "python scripts/lerobot_compat.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "lerobot_versions": versions,
+        "project_code": {"lapa_learning": str(Path(lapa_learning.__file__).parent), "git_commit": git_commit()},
         "machine": machine(),
         "seeds": {"generate": 0, "sim_node": "config/sim.yaml seed (1000)", "expert_teleop": 0},
         "image_tolerance_levels": IMAGE_TOLERANCE,
