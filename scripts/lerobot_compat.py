@@ -263,7 +263,7 @@ def main(argv=None) -> int:
             versions = lerobot["versions"]
             results.append(compare(root.resolve(), lerobot, arrays))
     report = {
-        "command": "python scripts/lerobot_compat.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python scripts/lerobot_compat.py", *(argv if argv is not None else sys.argv[1:])]),
         "lerobot_versions": versions,
         "project_code": {"lapa_learning": str(Path(lapa_learning.__file__).parent), "git_commit": git_commit()},
         "machine": machine(),
