@@ -9,7 +9,8 @@ Each is opened offline
 (HF_HUB_OFFLINE=1) with `LeRobotDataset(repo_id, root=..., video_backend="pyav")` in the LeRobot venv, which reads
 every frame of every episode into an .npz; this process reads the same episodes with `EpisodeDataset` and compares
 actions, states, timestamps, indices, task strings, decoded pixels, counts, fps and LeRobot's aggregated action
-statistics against meta/stats.json. Exit code 1 when anything differs.
+statistics against meta/stats.json; and, for episode 0, what LeRobot's policies train with: frame pairs (t, t + 4)
+and action chunks t .. t + 3 asked for with `delta_timestamps`. Exit code 1 when anything differs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 LEROBOT_PYTHON = ROOT / ".venv-lerobot" / "bin" / "python"
 IMAGE_TOLERANCE = 2  # uint8 levels: two decoders may convert the same YUV frame to RGB with rounding differences
+PAIR_OFFSET, CHUNK = 4, 4  # delta_timestamps: frames (t, t + 4) and actions t .. t + 3, as a policy asks for them
 
 
 # ---------------------------------------------------------------------------------------------- LeRobot side
@@ -47,17 +49,26 @@ def dump(root: Path, out: Path) -> None:
         report["error"] = f"LeRobotDataset({root}) raised {type(err).__name__}: {err}"
         out.with_suffix(".json").write_text(json.dumps(report))
         return
-    arrays, tasks = {}, {}
-    for episode in range(ds.num_episodes):
-        start, end = int(ds.episode_data_index["from"][episode]), int(ds.episode_data_index["to"][episode])
-        items = [ds[i] for i in range(start, end)]  # every frame, decoded
-        tasks[episode] = [item["task"] for item in items]
+    def stacked(dataset, episode: int, prefix: str) -> list:
+        start, end = int(dataset.episode_data_index["from"][episode]), int(dataset.episode_data_index["to"][episode])
+        items = [dataset[i] for i in range(start, end)]  # every frame, decoded
         for key, value in items[0].items():
             if isinstance(value, torch.Tensor):
-                stacked = torch.stack([item[key] for item in items])
-                if key in ds.meta.camera_keys:  # (T, C, H, W) float in [0, 1] -> (T, H, W, C) uint8
-                    stacked = (stacked * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-                arrays[f"{episode}/{key}"] = stacked.numpy()
+                x = torch.stack([item[key] for item in items])
+                if key in dataset.meta.camera_keys:  # (..., C, H, W) float in [0, 1] -> (..., H, W, C) uint8
+                    x = (x * 255).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
+                arrays[f"{prefix}{episode}/{key}"] = x.numpy()
+        return [item["task"] for item in items]
+
+    arrays, tasks = {}, {}
+    for episode in range(ds.num_episodes):
+        tasks[episode] = stacked(ds, episode, "")
+    # What LeRobot's policies train with: frames and action chunks at time offsets (delta_timestamps), which it
+    # looks up by timestamp in the parquet and the video; episode 0.
+    deltas = {ds.meta.camera_keys[0]: [0.0, PAIR_OFFSET / ds.fps]}
+    if "action" in ds.features:
+        deltas["action"] = [k / ds.fps for k in range(CHUNK)]
+    stacked(LeRobotDataset(f"local/{root.name}", root=root, video_backend="pyav", delta_timestamps=deltas), 0, "delta/")
     np.savez(out, **arrays)
     report.update({
         "num_frames": ds.num_frames, "num_episodes": ds.num_episodes, "fps": ds.fps, "camera_keys": ds.meta.camera_keys,
@@ -164,6 +175,30 @@ def compare_episode(ds, episode: int, lerobot: dict, arrays: dict) -> tuple[dict
     return fields, diffs
 
 
+def compare_offsets(ds, lerobot: dict, arrays: dict) -> tuple[dict, list[str]]:
+    """Episode 0 through LeRobot's delta_timestamps against the same offsets taken from our reader (LeRobot repeats
+    the last frame past the episode's end and flags it in `<key>_is_pad`)."""
+    frames, t = ds.frames(0).astype(np.int16), ds.episode(0).length
+    later = np.minimum(np.arange(t) + PAIR_OFFSET, t - 1)
+    want = {ds.video_key: np.stack([frames, frames[later]], axis=1),
+            f"{ds.video_key}_is_pad": np.stack([np.zeros(t, bool), np.arange(t) + PAIR_OFFSET > t - 1], axis=1)}
+    if ds.has_actions:
+        steps = np.arange(t)[:, None] + np.arange(CHUNK)[None, :]  # (T, CHUNK)
+        want["action"] = ds.actions(0)[np.minimum(steps, t - 1)]
+        want["action_is_pad"] = steps > t - 1
+    fields, diffs = {}, []
+    for key, mine in want.items():
+        theirs = arrays.get(f"delta/0/{key}")
+        if theirs is None or theirs.shape != mine.shape:
+            diffs.append(f"delta_timestamps {key}: LeRobot {None if theirs is None else theirs.shape}, ours {mine.shape}")
+            continue
+        err = float(np.abs(mine.astype(np.float64) - theirs.astype(np.float64)).max())
+        fields[key] = {"max_abs_diff": err, "shape": list(mine.shape)}
+        if err > (IMAGE_TOLERANCE if key == ds.video_key else 0.0):
+            diffs.append(f"delta_timestamps {key}: max abs difference {err:g}")
+    return fields, diffs
+
+
 def compare(root: Path, lerobot: dict, arrays: dict) -> dict:
     """Every episode, frame by frame, plus the dataset-wide facts; differences listed."""
     from lapa_learning.data import EpisodeDataset
@@ -179,6 +214,8 @@ def compare(root: Path, lerobot: dict, arrays: dict) -> dict:
     for ep in ds.episodes:
         result["per_episode"][ep.index], found = compare_episode(ds, ep.index, lerobot, arrays)
         diffs.extend(found)
+    result["delta_timestamps_episode_0"], found = compare_offsets(ds, lerobot, arrays)
+    diffs.extend(found)
     facts = {}
     for name, mine, theirs in (("num_frames", ds.num_frames, lerobot["num_frames"]),
                                ("num_episodes", ds.num_episodes, lerobot["num_episodes"]),
