@@ -190,7 +190,8 @@ def compare_offsets(ds, lerobot: dict, arrays: dict) -> tuple[dict, list[str]]:
     for key, mine in want.items():
         theirs = arrays.get(f"delta/0/{key}")
         if theirs is None or theirs.shape != mine.shape:
-            diffs.append(f"delta_timestamps {key}: LeRobot {None if theirs is None else theirs.shape}, ours {mine.shape}")
+            shape = None if theirs is None else theirs.shape
+            diffs.append(f"delta_timestamps {key}: LeRobot {shape}, ours {mine.shape}")
             continue
         err = float(np.abs(mine.astype(np.float64) - theirs.astype(np.float64)).max())
         fields[key] = {"max_abs_diff": err, "shape": list(mine.shape)}

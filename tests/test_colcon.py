@@ -82,7 +82,7 @@ def test_plain_colcon_build_then_installed_nodes_close_the_loop(tmp_path):
     for name, files, params in (
             ("sim_node", ["sim.yaml"], {"max_steps": 400}),
             ("policy_node", ["policy.yaml", "sim.yaml"], {"checkpoint": ckpt, "device": "cpu"})):
-        args = " ".join(f"--params-file {config / f}" for f in files) + "".join(f" -p {k}:={v}" for k, v in params.items())
+        args = " ".join([f"--params-file {config / f}" for f in files] + [f"-p {k}:={v}" for k, v in params.items()])
         logs[name] = open(tmp_path / f"{name}.log", "w")
         procs[name] = subprocess.Popen(
             ["bash", "-c", f"source {ws}/install/setup.bash && exec {prefix}/lib/lapa_ros/{name} --ros-args {args}"],
@@ -95,11 +95,11 @@ def test_plain_colcon_build_then_installed_nodes_close_the_loop(tmp_path):
     loop_started = time.monotonic()
     try:
         deadline = loop_started + 120
-        moving = []
-        while time.monotonic() < deadline and len(moving) < 3:
+        moving, exited = [], []
+        while time.monotonic() < deadline and len(moving) < 3 and not exited:
             rclpy.spin_once(node, timeout_sec=0.1)
             moving = [m for m in twists if m.twist.linear.x or m.twist.linear.y or m.twist.linear.z]
-            assert all(p.poll() is None for p in procs.values()), "a node exited"
+            exited = [name for name, p in procs.items() if p.poll() is not None]
         topics = dict(node.get_topic_names_and_types())
     finally:
         node.destroy_node()
@@ -114,6 +114,7 @@ def test_plain_colcon_build_then_installed_nodes_close_the_loop(tmp_path):
         for log in logs.values():
             log.close()
     dump = "\n".join(f"--- {n}\n{(tmp_path / f'{n}.log').read_text()[-3000:]}" for n in procs)
+    assert not exited, f"{exited} exited early\n{dump}"
     assert len(moving) >= 3, f"{len(twists)} twists, {len(moving)} moving, in 120 s\n{dump}"
     assert all(m.header.frame_id == "world" for m in twists), dump  # config/sim.yaml, as installed
     assert topics.get("/policy_node/action") == ["lapa_ros/msg/ActionChunk"], topics  # the colcon-built messages

@@ -313,7 +313,8 @@ def test_old_layout_dataset_still_opens_and_appends(tmp_path, rng):
         writer.add_episode(frames, "second", actions=actions)
     rows = [json.loads(line) for line in (root / "meta/episodes_stats.jsonl").read_text().splitlines()]
     assert [r["episode_index"] for r in rows] == [0, 1]
-    assert rows[0]["stats"]["action"]["count"] == [6] and rows[0]["stats"]["action"]["mean"] == old_stats["action"]["mean"]
+    assert rows[0]["stats"]["action"]["count"] == [6]
+    assert rows[0]["stats"]["action"]["mean"] == old_stats["action"]["mean"]
     for row in rows:
         _lerobot_shapes_ok(row["stats"], "observation.images.front")
     ds = EpisodeDataset(root)
