@@ -234,3 +234,89 @@ def test_cli_generate_and_info(tmp_path):
     assert res.returncode == 2 and "unknown Meta-World task" in res.stderr
     res = run("data", "info", str(out))
     assert res.returncode == 0 and "push-v3: 1 episodes" in res.stdout
+
+
+def _lerobot_shapes_ok(stats: dict, video_key: str) -> None:
+    """The checks LeRobot 0.3.3's aggregate_stats makes on every episode's statistics before it opens a dataset."""
+    for feature, values in stats.items():
+        for key, value in values.items():
+            shape = np.shape(value)
+            assert len(shape) >= 1, f"{feature}.{key} is 0-dim"
+            if key == "count":
+                assert shape == (1,), f"{feature}.count has shape {shape}"
+            elif feature == video_key:
+                assert shape == (3, 1, 1), f"{feature}.{key} has shape {shape}"
+
+
+def test_episode_stats_timestamps_and_fps_follow_lerobot(tmp_path, rng):
+    root = tmp_path / "ds"
+    frames, actions = _random_episode(rng)
+    states = rng.uniform(-1, 1, (len(frames), 3)).astype(np.float32)
+    measured = np.array([0.0, 0.09, 0.21, 0.3, 0.52, 0.6])  # a recorder's jittery sample times, with a gap
+    with EpisodeWriter(root, fps=10, image_size=(16, 16), action_names=("a", "b"), state_names=("x", "y", "z"),
+                       video_key="observation.images.top") as writer:
+        writer.add_episode(frames, "first", actions=actions, states=states, timestamps=measured)
+        writer.add_episode(frames[:4], "second", actions=actions[:4], states=states[:4])
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["fps"] == 10 and isinstance(info["fps"], int)  # LeRobot writes an integer fps
+    rows = [json.loads(line) for line in (root / "meta/episodes_stats.jsonl").read_text().splitlines()]
+    ds = EpisodeDataset(root)
+    assert ds.fps == 10.0
+    for row, length in zip(rows, (6, 4)):
+        stats = row["stats"]
+        assert set(stats) == {"action", "observation.state", "timestamp", "frame_index", "episode_index", "index",
+                              "task_index", "next.done", "observation.images.top"}
+        _lerobot_shapes_ok(stats, "observation.images.top")
+        assert all(values["count"] == [length] for values in stats.values())
+    # each frame's time is its video frame's (frame_index / fps), whatever times the recorder measured
+    np.testing.assert_allclose(ds.timestamps(0), np.arange(6) / 10, atol=1e-6)
+    image = rows[0]["stats"]["observation.images.top"]
+    decoded = ds.frames(0).astype(np.float64) / 255  # the stats are of the frames given, before compression
+    np.testing.assert_allclose(np.ravel(image["mean"]), frames.reshape(-1, 3).mean(0) / 255, atol=1e-9)
+    np.testing.assert_allclose(np.ravel(image["std"]), frames.reshape(-1, 3).std(0) / 255, atol=1e-9)
+    np.testing.assert_allclose(np.ravel(image["mean"]), decoded.reshape(-1, 3).mean(0), atol=0.02)
+    assert np.ravel(image["max"]).tolist() == (frames.reshape(-1, 3).max(0) / 255).tolist()
+    np.testing.assert_allclose(rows[1]["stats"]["index"]["min"], [6])  # global frame index
+    np.testing.assert_allclose(rows[0]["stats"]["action"]["mean"], actions.mean(0), atol=1e-6)
+
+
+def test_old_layout_dataset_still_opens_and_appends(tmp_path, rng):
+    """A dataset written before the LeRobot check (0-dim counts, action-only episode stats, float fps, measured
+    sample times as timestamps) opens unchanged; appending to it gives every episode LeRobot-shaped stats."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "old"
+    frames, actions = _random_episode(rng)
+    with EpisodeWriter(root, fps=10, image_size=(16, 16), action_names=("a", "b")) as writer:
+        writer.add_episode(frames, "first", actions=actions)
+    # turn it into the old layout, as the writer of before left it
+    info = json.loads((root / "meta/info.json").read_text())
+    info["fps"] = 10.0
+    (root / "meta/info.json").write_text(json.dumps(info))
+    old_stats = {"action": {"min": actions.min(0).tolist(), "max": actions.max(0).tolist(),
+                            "mean": actions.mean(0).tolist(), "std": actions.std(0).tolist(), "count": 6}}
+    (root / "meta/episodes_stats.jsonl").write_text(json.dumps({"episode_index": 0, "stats": old_stats}) + "\n")
+    parquet = root / "data/chunk-000/episode_000000.parquet"
+    table = pq.read_table(parquet)
+    measured = np.array([0.0, 0.09, 0.21, 0.3, 0.52, 0.6], dtype=np.float32)
+    table = table.set_column(table.column_names.index("timestamp"), "timestamp", pa.array(measured))
+    pq.write_table(table, parquet)
+
+    ds = EpisodeDataset(root)
+    assert ds.fps == 10.0 and ds.num_episodes == 1 and ds.frames(0).shape == (6, 16, 16, 3)
+    np.testing.assert_allclose(ds.actions(0), actions)
+    np.testing.assert_allclose(ds.timestamps(0), measured)  # old data is read as it is
+    assert ds.action_stats()["count"] == 6
+
+    with EpisodeWriter(root, fps=10, image_size=(16, 16), action_names=("a", "b"), mode="append") as writer:
+        writer.add_episode(frames, "second", actions=actions)
+    rows = [json.loads(line) for line in (root / "meta/episodes_stats.jsonl").read_text().splitlines()]
+    assert [r["episode_index"] for r in rows] == [0, 1]
+    assert rows[0]["stats"]["action"]["count"] == [6]
+    assert rows[0]["stats"]["action"]["mean"] == old_stats["action"]["mean"]
+    for row in rows:
+        _lerobot_shapes_ok(row["stats"], "observation.images.front")
+    ds = EpisodeDataset(root)
+    assert ds.num_episodes == 2 and json.loads((root / "meta/info.json").read_text())["fps"] == 10
+    np.testing.assert_allclose(ds.timestamps(1), np.arange(6) / 10, atol=1e-6)

@@ -4,7 +4,7 @@
       meta/info.json               dataset-wide facts: fps, features, counts, path templates
       meta/episodes.jsonl          one line per episode: index, tasks (instructions), length (+ task, success)
       meta/tasks.jsonl             one line per distinct instruction: task_index, task
-      meta/episodes_stats.jsonl    per-episode min/max/mean/std of the numeric features
+      meta/episodes_stats.jsonl    per-episode min/max/mean/std/count of every feature, in LeRobot's shapes
       meta/stats.json              dataset-wide per-dimension statistics and quantiles (written on close)
       data/chunk-000/episode_000000.parquet         per-frame rows
       videos/chunk-000/<video_key>/episode_000000.mp4

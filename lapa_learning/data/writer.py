@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from lapa_learning.data import format as fmt
-from lapa_learning.data.stats import feature_stats, write_dataset_stats
+from lapa_learning.data.stats import write_dataset_stats
 from lapa_learning.data.video import CODEC, PIX_FMT, write_video
 from lapa_learning.errors import DatasetError
 
@@ -73,8 +73,12 @@ class EpisodeWriter:
     def add_episode(self, frames: np.ndarray, instruction: str, actions: np.ndarray | None = None,
                     states: np.ndarray | None = None, success: bool | None = None, task: str | None = None,
                     timestamps: np.ndarray | None = None) -> int:
-        """Write one episode; returns its index. Nothing of it is visible until it is complete."""
-        frames, actions, states, timestamps = self._check_episode(frames, instruction, actions, states, timestamps)
+        """Write one episode; returns its index. Nothing of it is visible until it is complete.
+
+        `timestamps` (the measured sample times, optional) are only checked: frame t is stored at t / fps, the
+        time of its image in the constant-rate video, as LeRobot v2.1 requires (its loader refuses other times).
+        """
+        frames, actions, states = self._check_episode(frames, instruction, actions, states, timestamps)
         index = len(self._episodes)
         length = len(frames)
         task_index = self._tasks.setdefault(instruction, len(self._tasks))
@@ -85,15 +89,16 @@ class EpisodeWriter:
         try:
             video.parent.mkdir(parents=True, exist_ok=True)
             data.parent.mkdir(parents=True, exist_ok=True)
+            rows = self._rows(index, task_index, actions, states, length)
             write_video(tmp_video, frames, fps=int(round(self.fps)))
-            _write_parquet(tmp_data, self._rows(index, task_index, actions, states, timestamps))
+            _write_parquet(tmp_data, rows)
             _fsync(tmp_video)
             _fsync(tmp_data)
             os.replace(tmp_video, video)
             os.replace(tmp_data, data)
             self._episodes.append({"episode_index": index, "tasks": [instruction], "length": length,
                                    "task_name": task, "success": None if success is None else bool(success)})
-            self._episode_stats.append({"episode_index": index, "stats": self._stats_of(actions, states)})
+            self._episode_stats.append({"episode_index": index, "stats": episode_stats(rows, frames, self.video_key)})
             self._num_frames += length
             self._commit()
         except OSError as err:
@@ -150,16 +155,13 @@ class EpisodeWriter:
                     raise ValueError(f"states must be ({t}, {len(self.state_names)}), got {states.shape}")
         elif actions is not None or states is not None:
             raise ValueError("this dataset is action-free (with_actions=False): do not pass actions or states")
-        if timestamps is None:
-            timestamps = np.arange(t, dtype=np.float64) / self.fps
-        timestamps = np.asarray(timestamps, dtype=np.float64)
-        if timestamps.shape != (t,) or np.any(np.diff(timestamps) <= 0):
-            raise ValueError(f"timestamps must be {t} strictly increasing values")
-        timestamps = timestamps - timestamps[0]
-        return frames, actions, states, timestamps
+        if timestamps is not None:
+            timestamps = np.asarray(timestamps, dtype=np.float64)
+            if timestamps.shape != (t,) or np.any(np.diff(timestamps) <= 0):
+                raise ValueError(f"timestamps must be {t} strictly increasing values")
+        return frames, actions, states
 
-    def _rows(self, index, task_index, actions, states, timestamps) -> dict:
-        t = len(timestamps)
+    def _rows(self, index, task_index, actions, states, t) -> dict:
         columns = {}
         if self.with_actions:
             columns["action"] = actions
@@ -168,7 +170,7 @@ class EpisodeWriter:
         done = np.zeros(t, dtype=bool)
         done[-1] = True
         columns.update({
-            "timestamp": timestamps.astype(np.float32),
+            "timestamp": (np.arange(t) / self.fps).astype(np.float32),  # the video frame's time
             "frame_index": np.arange(t, dtype=np.int64),
             "episode_index": np.full(t, index, dtype=np.int64),
             "index": np.arange(self._num_frames, self._num_frames + t, dtype=np.int64),
@@ -176,14 +178,6 @@ class EpisodeWriter:
             "next.done": done,
         })
         return columns
-
-    def _stats_of(self, actions, states) -> dict:
-        stats = {}
-        if actions is not None:
-            stats["action"] = feature_stats(actions)
-        if states is not None:
-            stats["observation.state"] = feature_stats(states)
-        return stats
 
     def _features(self) -> dict:
         h, w = self.image_size
@@ -196,7 +190,7 @@ class EpisodeWriter:
                                                  "names": list(self.state_names)}
         features[self.video_key] = {
             "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
-            "info": {"video.fps": self.fps, "video.height": h, "video.width": w, "video.channels": 3,
+            "info": {"video.fps": _number(self.fps), "video.height": h, "video.width": w, "video.channels": 3,
                      "video.codec": CODEC.replace("lib", "").replace("x264", "h264"), "video.pix_fmt": PIX_FMT,
                      "video.is_depth_map": False, "has_audio": False},
         }
@@ -217,7 +211,7 @@ class EpisodeWriter:
             "total_videos": n,
             "total_chunks": (n - 1) // fmt.CHUNKS_SIZE + 1 if n else 0,
             "chunks_size": fmt.CHUNKS_SIZE,
-            "fps": self.fps,
+            "fps": _number(self.fps),
             "splits": {"train": f"0:{n}"},
             "data_path": fmt.DATA_PATH,
             "video_path": fmt.VIDEO_PATH,
@@ -243,13 +237,49 @@ class EpisodeWriter:
         self.robot_type = ds.info.get("robot_type", self.robot_type)
         self._episodes = fmt.read_jsonl(self.root / fmt.EPISODES)
         stats_path = self.root / fmt.EPISODES_STATS
-        self._episode_stats = fmt.read_jsonl(stats_path)[: len(self._episodes)] if stats_path.exists() else []
+        old_stats = fmt.read_jsonl(stats_path)[: len(self._episodes)] if stats_path.exists() else []
+        self._episode_stats = [{**row, "stats": _as_arrays(row["stats"])} for row in old_stats]
         self._tasks = {row["task"]: row["task_index"] for row in fmt.read_jsonl(self.root / fmt.TASKS)}
         for ep in self._episodes:  # a crash between tasks.jsonl and episodes.jsonl cannot lose a task
             for task in ep["tasks"]:
                 self._tasks.setdefault(task, len(self._tasks))
         self._num_frames = sum(ep["length"] for ep in self._episodes)
         _remove_orphans(self.root, self.video_key, len(self._episodes))
+
+
+def episode_stats(columns: dict, frames: np.ndarray, video_key: str) -> dict:
+    """Per-episode statistics as LeRobot v2.1 keeps them in meta/episodes_stats.jsonl: every per-frame feature,
+    each statistic a list of at least one dimension (a scalar feature's are [x], count is [T]), and the video's
+    per-channel statistics of pixel values in [0, 1] shaped (3, 1, 1)."""
+    stats = {}
+    for name, values in columns.items():
+        v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)  # (T, D)
+        stats[name] = {"min": v.min(0).tolist(), "max": v.max(0).tolist(), "mean": v.mean(0).tolist(),
+                       "std": v.std(0).tolist(), "count": [len(v)]}
+    total, squares = np.zeros(3), np.zeros(3)
+    for frame in frames:  # one frame at a time: a long 640x480 episode must not become one float64 array
+        pixels = frame.reshape(-1, 3).astype(np.float64) / 255.0  # (H*W, 3)
+        total += pixels.sum(0)
+        squares += (pixels ** 2).sum(0)
+    n = frames.shape[0] * frames.shape[1] * frames.shape[2]
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
+    lowest, highest = frames.min(axis=(0, 1, 2)) / 255.0, frames.max(axis=(0, 1, 2)) / 255.0
+    stats[video_key] = {k: np.asarray(v).reshape(3, 1, 1).tolist()
+                        for k, v in (("min", lowest), ("max", highest), ("mean", mean), ("std", std))}
+    stats[video_key]["count"] = [len(frames)]
+    return stats
+
+
+def _as_arrays(stats: dict) -> dict:
+    """Episode statistics written before LeRobot's shapes were followed (scalar count): lists of >= 1 dimension."""
+    return {feature: {k: v if isinstance(v, list) else [v] for k, v in values.items()}
+            for feature, values in stats.items()}
+
+
+def _number(fps: float) -> int | float:
+    """fps as LeRobot writes it: an integer when it is one (80, not 80.0)."""
+    return int(fps) if float(fps).is_integer() else float(fps)
 
 
 def _remove_orphans(root: Path, video_key: str, num_episodes: int) -> None:
