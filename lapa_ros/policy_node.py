@@ -24,9 +24,10 @@ from lapa_learning.data.sync import TwistActionMap
 from lapa_learning.errors import CheckpointError, InputError
 from lapa_ros import qos
 from lapa_ros.converters import converter_name, fill_twist, image_to_rgb
+from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
-from lapa_ros.safety import STOP, Command, CommandGate, Limits
+from lapa_ros.safety import STOP, Command, CommandGate, Limits, shorten, too_long
 
 
 def _custom_messages():
@@ -54,7 +55,7 @@ class PolicyNode(Node):
         self.policy = policy if policy is not None else load_policy(p)
         mapping = TwistActionMap(tuple(self.policy.action_names), p.linear_scale, p.angular_scale, action_limit=0)
         limits = Limits(p.max_linear_speed, p.max_angular_speed, p.gripper_min, p.gripper_max,
-                        p.image_timeout, p.instruction_timeout)
+                        p.image_timeout, p.instruction_timeout, p.max_instruction_chars)
         self.gate = CommandGate(mapping, limits, enabled=p.enabled)
         self.gate.set_ready(None)
         self.period = 1.0 / p.control_rate
@@ -70,7 +71,7 @@ class PolicyNode(Node):
         self.received = self.dropped = self.rejected = self.inferences = self.errors = 0
         self.latency_ms = float("nan")
         self.last_reason = "starting"
-        self.last_problem = ""
+        self.last_problem, self.last_problem_time = "", None  # the newest problem and when (node clock, s)
 
         self.twist_pub = self.create_publisher(TwistStamped, p.twist_topic, qos.command())
         self.gripper_pub = self.create_publisher(Float64, p.gripper_topic, qos.command())
@@ -82,7 +83,7 @@ class PolicyNode(Node):
             self.chunk_pub = self.create_publisher(self.custom.ActionChunk, "~/action", qos.status())
             self.latent_pub = self.create_publisher(self.custom.LatentActionTokens, "~/latent_action", qos.status())
         self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
-        self.create_subscription(String, p.instruction_topic, self.instruction_callback, qos.instruction())
+        subscribe_instruction(self, p.instruction_topic, self.instruction_callback)  # any publisher durability
         self.create_service(SetBool, "~/enable", self.enable_callback)
         self.create_service(Trigger, "~/reset", self.reset_callback)
         if p.publish_rate > 0:  # MoveIt Servo halts when commands stop coming: keep streaming
@@ -102,8 +103,8 @@ class PolicyNode(Node):
             rgb = image_to_rgb(msg)
         except InputError as err:
             self.rejected += 1
-            self.last_problem = f"rejected image: {err}"
-            self.get_logger().warning(self.last_problem, throttle_duration_sec=5.0)
+            self.gate.on_rejected_image(str(err), self._now())
+            self._problem(f"rejected image: {err}")
             return
         now = self._now()
         self.gate.on_image(now)
@@ -118,7 +119,10 @@ class PolicyNode(Node):
         if self.gate.on_instruction(msg.data, self._now()):
             self.instruction = msg.data
             self._reset_policy()
-            self.get_logger().info(f"instruction: {msg.data!r}")
+            self.get_logger().info(f"instruction: {shorten(msg.data)}")
+            problem = too_long(msg.data, self.params.max_instruction_chars)
+            if problem:
+                self._problem(problem)
 
     def enable_callback(self, request, response):
         self.gate.set_enabled(request.data)
@@ -163,8 +167,7 @@ class PolicyNode(Node):
         except Exception as err:  # keep running: the gate stops the arm and the status says why
             self.errors += 1
             self.gate.on_action([float("nan")], image_time)
-            self.last_problem = f"model error: {type(err).__name__}: {err}"
-            self.get_logger().error(self.last_problem, throttle_duration_sec=5.0)
+            self._problem(f"model error: {type(err).__name__}: {err}", error=True)
             return
         if generation != self._generation:
             return  # reset or new instruction while the model ran
@@ -172,14 +175,19 @@ class PolicyNode(Node):
         command = self.gate.on_action(action.values, image_time)
         self.publish_decision()  # the command first; the debug topics below must not delay it
         if command is None:
-            self.last_problem = f"model output not finite: {np.asarray(action.values).tolist()}"
-            self.get_logger().warning(self.last_problem, throttle_duration_sec=5.0)
+            self._problem(f"model output not finite: {np.asarray(action.values).tolist()}")
         else:
             self.proposed_pub.publish(self._twist_msg(command))
         if action.latent_tokens is not None:
             self._publish_tokens(action.latent_tokens)
         if self.custom is not None:
             self._publish_custom(action)
+
+    def _problem(self, text: str, error: bool = False) -> None:
+        """Remember (for ~/status, with its time) and log, at most every 5 s, what went wrong."""
+        self.last_problem, self.last_problem_time = text, self._now()
+        log = self.get_logger().error if error else self.get_logger().warning
+        log(text, throttle_duration_sec=5.0)
 
     def _reset_policy(self) -> None:
         with self._cond:
@@ -227,6 +235,7 @@ class PolicyNode(Node):
 
     def publish_status(self) -> None:
         reason = self.last_reason
+        problem_age = "" if self.last_problem_time is None else f"{self._now() - self.last_problem_time:.1f}"
         level = DiagnosticStatus.OK if reason == "commanding" else DiagnosticStatus.WARN
         if reason == "model output not finite" or reason.startswith("not ready"):
             level = DiagnosticStatus.ERROR
@@ -235,12 +244,14 @@ class PolicyNode(Node):
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("ready", self.gate.not_ready is None), ("enabled", self.gate.enabled), ("model", self.policy.name),
             ("device", self.policy.device), ("checkpoint", self.params.checkpoint),
-            ("action_names", ",".join(self.policy.action_names)), ("instruction", self.instruction),
+            ("action_names", ",".join(self.policy.action_names)),
+            ("instruction", self.instruction if len(self.instruction) <= 200 else shorten(self.instruction, 200)),
+            ("instruction_chars", len(self.instruction)),
             ("last_inference_ms", f"{self.latency_ms:.2f}"), ("inferences", self.inferences),
             ("images_received", self.received),
             ("dropped_frames", self.dropped), ("rejected_images", self.rejected), ("model_errors", self.errors),
             ("not_commanding_because", "" if reason == "commanding" else reason),
-            ("last_problem", self.last_problem))]
+            ("last_problem", self.last_problem), ("last_problem_age_s", problem_age))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(array)
