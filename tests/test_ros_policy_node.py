@@ -211,7 +211,7 @@ def test_wrong_encodings_and_sizes_are_rejected_and_counted(checkpoint, ros_cont
             time.sleep(0.1)
         assert h.wait(lambda: h.node.rejected >= 2)
         assert "16UC1" in h.node.last_problem or "step*height" in h.node.last_problem
-        assert h.reason() == "no image received"
+        assert h.reason().startswith("image rejected: "), h.reason()  # not "no image received"
         # Good images of another size (640x480 bgr8 from a different camera) still work.
         big = rgb_to_image(np.zeros((48, 64, 3), np.uint8))
         big.encoding = "bgr8"
@@ -302,3 +302,98 @@ def test_missing_checkpoint_raises_a_clear_error(tmp_path, ros_context):
         PolicyNode(parameter_overrides=[Parameter("checkpoint", value="")])
     with pytest.raises(CheckpointError, match="nope"):
         PolicyNode(parameter_overrides=[Parameter("checkpoint", value=str(tmp_path / "nope"))])
+
+
+# ------------------------------------------------------------------------------------- instruction QoS, guards
+DEFAULT_QOS = 10  # what `create_publisher(String, topic, 10)` gives: reliable, volatile, keep last 10
+
+
+def _status_says(h, **expected):
+    return lambda: h.status is not None and all(h.status.get(k) == v for k, v in expected.items())
+
+
+def test_instruction_from_a_default_qos_publisher_is_used(checkpoint, ros_context):
+    h = make(checkpoint)
+    try:
+        pub = h.probe.create_publisher(String, "instruction", DEFAULT_QOS)
+        assert h.wait(lambda: pub.get_subscription_count() >= 1, 10.0)  # the volatile subscription matched
+        pub.publish(String(data="push the puck to the goal"))
+        assert h.with_camera(lambda: h.reason() == "" and h.node.inferences > 0), h.reason()
+        assert h.wait(_status_says(h, instruction="push the puck to the goal", message="commanding"), 5.0), h.status
+        pub.publish(String(data="open the drawer"))  # a new text from the same publisher replaces it
+        assert h.wait(lambda: h.node.instruction == "open the drawer", 5.0)
+    finally:
+        h.close()
+
+
+def test_latched_instruction_reaches_a_node_that_starts_later(checkpoint, ros_context):
+    early = rclpy.create_node("instruction_source")  # publishes once, before policy_node exists
+    latched = early.create_publisher(String, "instruction", qos.instruction())
+    latched.publish(String(data="pick up the cube"))
+    spinning = MultiThreadedExecutor(num_threads=1)
+    spinning.add_node(early)
+    spinning.spin_once(timeout_sec=0.1)
+    spinning.remove_node(early)
+    h = make(checkpoint)
+    try:
+        assert h.wait(lambda: h.node.instruction == "pick up the cube", 10.0), h.node.instruction
+        assert h.with_camera(lambda: h.reason() == ""), h.reason()
+        # The latched publisher's live messages arrive on both subscriptions: one change, one policy reset.
+        h.node.policy = Wrapped(h.node.policy)
+        latched.publish(String(data="put the cube in the bowl"))
+        assert h.wait(lambda: h.node.instruction == "put the cube in the bowl", 5.0)
+        time.sleep(0.5)
+        assert h.node.policy.resets == 1
+    finally:
+        h.close()
+        early.destroy_node()
+
+
+def test_too_long_instruction_stops_the_arm_and_status_says_why(checkpoint, ros_context):
+    h = make(checkpoint, max_instruction_chars=40)
+    try:
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        assert h.with_camera(lambda: h.reason() == ""), h.reason()
+        h.instruction_pub.publish(String(data="push " * 20_000))  # 100 kB
+        h.camera_on()
+        try:
+            assert h.wait(_status_says(h, message="instruction too long (100000 chars, max_instruction_chars 40)"),
+                          10.0), h.status
+            inferences, n = h.node.inferences, len(h.twists)
+            time.sleep(0.5)
+            assert h.node.inferences == inferences  # never handed to the model
+            assert h.twists[n:] and all(not np.any(_linear(m)) for m in h.twists[n:])
+        finally:
+            h.camera_off()
+        assert h.status["instruction_chars"] == "100000" and len(h.status["instruction"]) < 300
+        assert h.status["last_problem"].startswith("instruction too long")
+    finally:
+        h.close()
+
+
+def test_rejected_images_show_in_the_status_and_last_problem_ages(checkpoint, ros_context):
+    h = make(checkpoint)
+    try:
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        empty = rgb_to_image(np.zeros((8, 8, 3), np.uint8))
+        empty.height = empty.width = empty.step = 0
+        empty.data = []
+        h.camera_on(image=empty)
+        try:
+            assert h.wait(lambda: h.status is not None and h.status["message"].startswith("image rejected: "), 10.0), \
+                h.status
+        finally:
+            h.camera_off()
+        problem = h.status["message"][len("image rejected: "):]
+        assert problem in h.status["last_problem"] and h.status["rejected_images"] != "0"
+        # Good images again: commanding; last_problem still names the old problem, with a growing age.
+        h.camera_on()
+        try:
+            assert h.wait(_status_says(h, message="commanding"), 10.0), h.status
+            age = float(h.status["last_problem_age_s"])
+            assert h.wait(lambda: float(h.status["last_problem_age_s"]) >= age + 1.0, 5.0), h.status
+            assert problem in h.status["last_problem"]
+        finally:
+            h.camera_off()
+    finally:
+        h.close()
