@@ -72,6 +72,7 @@ class PolicyNode(Node):
         self.latency_ms = float("nan")
         self.last_reason = "starting"
         self.last_problem, self.last_problem_time = "", None  # the newest problem and when (node clock, s)
+        self._problem_logged = -float("inf")
 
         self.twist_pub = self.create_publisher(TwistStamped, p.twist_topic, qos.command())
         self.gripper_pub = self.create_publisher(Float64, p.gripper_topic, qos.command())
@@ -184,10 +185,15 @@ class PolicyNode(Node):
             self._publish_custom(action)
 
     def _problem(self, text: str, error: bool = False) -> None:
-        """Remember (for ~/status, with its time) and log, at most every 5 s, what went wrong."""
-        self.last_problem, self.last_problem_time = text, self._now()
-        log = self.get_logger().error if error else self.get_logger().warning
-        log(text, throttle_duration_sec=5.0)
+        """Remember (for ~/status, with its time) and log what went wrong: a new text at once, a repeat every 5 s."""
+        now = self._now()
+        if text != self.last_problem or now - self._problem_logged > 5.0:
+            self._problem_logged = now
+            if error:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warning(text)
+        self.last_problem, self.last_problem_time = text, now
 
     def _reset_policy(self) -> None:
         with self._cond:

@@ -52,6 +52,7 @@ class RecorderNode(Node):
         self.skipped_no_instruction = 0
         self.last_event = "idle"
         self.last_problem, self.last_problem_time = "", None  # the newest problem and when (node clock, s)
+        self._problem_logged = -float("inf")
 
         self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
         self.create_subscription(TwistStamped, p.twist_topic, self.twist_callback, qos.command())
@@ -145,9 +146,12 @@ class RecorderNode(Node):
 
     # ------------------------------------------------------------------ status
     def _problem(self, text: str) -> None:
-        """Remember (for ~/status, with its time) and log, at most every 5 s, what went wrong."""
-        self.last_problem, self.last_problem_time = text, self._now()
-        self.get_logger().warning(text, throttle_duration_sec=5.0)
+        """Remember (for ~/status, with its time) and log what went wrong: a new text at once, a repeat every 5 s."""
+        now = self._now()
+        if text != self.last_problem or now - self._problem_logged > 5.0:
+            self._problem_logged = now
+            self.get_logger().warning(text)
+        self.last_problem, self.last_problem_time = text, now
 
     def _event(self, message: str, error: bool = False) -> None:
         self.last_event = message
