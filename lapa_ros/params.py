@@ -31,7 +31,11 @@ def _positive(obj, *names: str) -> None:
 class PolicyParams:
     checkpoint: str = _p("", "checkpoint directory of a finetuned LAPA policy (required)")
     device: str = _p("auto", "torch device: auto, cpu, cuda, cuda:1, mps")
-    replan_every: int = _p(0, "with action chunks: run the model every N actions (0 = the checkpoint's default)")
+    replan_every: int = _p(0, "chunk_blend off: run the model every N actions (0 = the checkpoint's default)")
+    chunk_blend: str = _p("ensemble", "chunk policies: ensemble (temporal ensembling), switch, or off (re-plan when "
+                                      "the chunk runs out: the robot waits for the model)")
+    chunk_decay: float = _p(0.5, "ensemble weight exp(-decay * steps the chunk looked ahead); 0 = plain mean")
+    chunk_prefetch: int = _p(2, "start the next model call when the current chunk covers this many steps or fewer")
     enabled: bool = _p(False, "send motion commands (else zero twists); switch with ~/enable")
     infer_when_disabled: bool = _p(False, "run the model while disabled and publish ~/proposed_twist (dry run)")
     image_topic: str = _p("camera/image_raw", "sensor_msgs/Image input")
@@ -58,6 +62,12 @@ class PolicyParams:
             raise ConfigError(f"parameter publish_rate must be >= 0 (0 = only on change), got {self.publish_rate}")
         if self.max_instruction_chars < 1:
             raise ConfigError(f"parameter max_instruction_chars must be >= 1, got {self.max_instruction_chars}")
+        if self.chunk_blend not in ("ensemble", "switch", "off"):
+            raise ConfigError(f"parameter chunk_blend must be ensemble, switch or off, got {self.chunk_blend!r}")
+        if not (math.isfinite(self.chunk_decay) and self.chunk_decay >= 0):
+            raise ConfigError(f"parameter chunk_decay must be >= 0, got {self.chunk_decay}")
+        if self.chunk_prefetch < 0:
+            raise ConfigError(f"parameter chunk_prefetch must be >= 0, got {self.chunk_prefetch}")
         if self.replan_every < 0:
             raise ConfigError(f"parameter replan_every must be >= 0, got {self.replan_every}")
 

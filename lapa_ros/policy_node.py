@@ -3,6 +3,10 @@
 Callbacks only store the newest image (counting frames replaced before the model saw them as dropped) and the
 instruction. One worker thread runs `policy.act` on the newest image, at most `control_rate` times per second,
 and publishes the result at once; a timer re-sends the current command (or a zero twist) at `publish_rate`.
+Chunk policies (T actions per call) run in chunk mode unless chunk_blend is off: a step timer at `control_rate`
+commands one action per step from lapa_learning.vla.chunking.ChunkBlender (newest chunk, or temporal
+ensembling of the overlapping ones) and asks the worker for the next chunk `chunk_prefetch` steps before the
+current one runs out, so the robot does not wait for the model at chunk boundaries.
 What may be commanded is decided by lapa_ros.safety.CommandGate: disabled, stale or missing image, missing or
 empty instruction, non-finite model output -> zero twist, with the reason in ~/status.
 """
@@ -21,7 +25,8 @@ from std_msgs.msg import Float64, Int32MultiArray, MultiArrayDimension, String
 from std_srvs.srv import SetBool, Trigger
 
 from lapa_learning.data.sync import TwistActionMap
-from lapa_learning.errors import CheckpointError, InputError
+from lapa_learning.errors import CheckpointError, ConfigError, InputError
+from lapa_learning.vla.chunking import ChunkBlender
 from lapa_ros import qos
 from lapa_ros.converters import converter_name, fill_twist, image_to_rgb
 from lapa_ros.instruction import subscribe_instruction
@@ -59,6 +64,16 @@ class PolicyNode(Node):
         self.gate = CommandGate(mapping, limits, enabled=p.enabled)
         self.gate.set_ready(None)
         self.period = 1.0 / p.control_rate
+        # Chunk policies (chunk_blend != "off"): a step timer commands one blended action per control step and asks
+        # the worker for the next chunk `chunk_prefetch` steps before the current one runs out.
+        self.blender = None
+        if getattr(self.policy, "chunk_size", 1) > 1 and p.chunk_blend != "off":
+            if p.chunk_prefetch >= self.policy.chunk_size:
+                raise ConfigError(f"parameter chunk_prefetch must be < the checkpoint's chunk_size "
+                                  f"({self.policy.chunk_size}), got {p.chunk_prefetch}")
+            self.blender = ChunkBlender(self.policy.chunk_size, p.chunk_blend, p.chunk_decay, p.chunk_prefetch)
+        self._step = 0  # control steps so far (chunk mode)
+        self._want_chunk = False  # the step timer asks the worker for a chunk
 
         # Shared between callbacks and the worker (guarded by self._cond).
         self._cond = threading.Condition()
@@ -87,6 +102,8 @@ class PolicyNode(Node):
         subscribe_instruction(self, p.instruction_topic, self.instruction_callback)  # any publisher durability
         self.create_service(SetBool, "~/enable", self.enable_callback)
         self.create_service(Trigger, "~/reset", self.reset_callback)
+        if self.blender is not None:
+            self.create_timer(self.period, self.step_callback)
         if p.publish_rate > 0:  # MoveIt Servo halts when commands stop coming: keep streaming
             self.create_timer(1.0 / p.publish_rate, self.control_callback)
         self.create_timer(1.0 / p.status_rate, self.publish_status)
@@ -141,23 +158,72 @@ class PolicyNode(Node):
     def control_callback(self) -> None:
         self.publish_decision()
 
+    def step_callback(self) -> None:
+        """Chunk mode: one control step. Command the blended action for it; ask for the next chunk early."""
+        with self._cond:
+            self._step += 1
+            values = self.blender.action(self._step)
+            if self.blender.needs_chunk(self._step) and not self._want_chunk:
+                self._want_chunk = True
+                self._cond.notify()
+            image_time = self.gate.image_time
+        if values is not None and image_time is not None:
+            command = self.gate.on_action(values, image_time)  # stale once the camera stops, as without chunks
+            self.publish_decision()  # stamped now: one command per step
+            if command is not None:
+                self.proposed_pub.publish(self._twist_msg(command))
+            else:
+                self._problem(f"model output not finite: {values.tolist()}")
+
     # ------------------------------------------------------------------ worker
     def _worker_loop(self) -> None:
         last_start = -float("inf")
         while True:
             with self._cond:
-                while not self._stopping and (self._image is None or time.monotonic() - last_start < self.period):
-                    wait = None if self._image is None else self.period - (time.monotonic() - last_start)
-                    self._cond.wait(wait)
+                while not self._stopping and (self._idle() or time.monotonic() - last_start < self.period):
+                    self._cond.wait(None if self._idle() else self.period - (time.monotonic() - last_start))
                 if self._stopping:
                     return
                 rgb, image_time = self._image
                 self._image = None
-                generation = self._generation
-            if self.gate.input_problem(self._now()) or not (self.gate.enabled or self.params.infer_when_disabled):
-                continue
-            last_start = time.monotonic()
-            self._infer(rgb, image_time, generation)
+                generation, start_step = self._generation, self._step
+            if not self.gate.input_problem(self._now()) and (self.gate.enabled or self.params.infer_when_disabled):
+                last_start = time.monotonic()
+                if self.blender is not None:
+                    self._infer_chunk(rgb, image_time, generation, start_step)
+                else:
+                    self._infer(rgb, image_time, generation)
+            with self._cond:
+                self._want_chunk = False  # only now: the step timer must not ask again while the model runs
+
+    def _idle(self) -> bool:
+        """(under self._cond) Nothing to do: no new image, or in chunk mode no chunk asked for."""
+        return self._image is None or (self.blender is not None and not self._want_chunk)
+
+    def _infer_chunk(self, rgb: np.ndarray, image_time: float, generation: int, start_step: int) -> None:
+        """Chunk mode: predict T actions from this image; they start at the step the image was taken for."""
+        try:
+            with self._policy_lock:
+                t0 = time.perf_counter()
+                actions, tokens = self.policy.predict_chunk(rgb[None], [self.instruction])  # (1, T, A), (1, K)
+                self.latency_ms = (time.perf_counter() - t0) * 1e3
+        except Exception as err:  # keep running: the gate stops the arm and the status says why
+            self._model_error(err, image_time)
+            return
+        with self._cond:
+            if generation != self._generation:
+                return  # reset or new instruction while the model ran
+            self.blender.add(start_step, actions[0])
+            self.inferences += 1
+        if tokens is not None:
+            self._publish_tokens(tokens[0])
+        if self.custom is not None:
+            self._publish_custom(actions[0], start_step, None if tokens is None else tokens[0])
+
+    def _model_error(self, err: Exception, image_time: float) -> None:
+        self.errors += 1
+        self.gate.on_action([float("nan")], image_time)
+        self._problem(f"model error: {type(err).__name__}: {err}", error=True)
 
     def _infer(self, rgb: np.ndarray, image_time: float, generation: int) -> None:
         try:
@@ -166,9 +232,7 @@ class PolicyNode(Node):
                 action = self.policy.act(rgb, self.instruction)
                 self.latency_ms = (time.perf_counter() - t0) * 1e3
         except Exception as err:  # keep running: the gate stops the arm and the status says why
-            self.errors += 1
-            self.gate.on_action([float("nan")], image_time)
-            self._problem(f"model error: {type(err).__name__}: {err}", error=True)
+            self._model_error(err, image_time)
             return
         if generation != self._generation:
             return  # reset or new instruction while the model ran
@@ -182,7 +246,7 @@ class PolicyNode(Node):
         if action.latent_tokens is not None:
             self._publish_tokens(action.latent_tokens)
         if self.custom is not None:
-            self._publish_custom(action)
+            self._publish_custom(np.asarray(action.values)[None], action.chunk_index, action.latent_tokens)
 
     def _problem(self, text: str, error: bool = False) -> None:
         """Remember (for ~/status, with its time) and log what went wrong: a new text at once, a repeat every 5 s."""
@@ -198,6 +262,8 @@ class PolicyNode(Node):
     def _reset_policy(self) -> None:
         with self._cond:
             self._generation += 1
+            if self.blender is not None:
+                self.blender.reset()
         with self._policy_lock:
             self.policy.reset()
         self.gate.reset()
@@ -225,16 +291,17 @@ class PolicyNode(Node):
                                               size=len(msg.data), stride=len(msg.data))]
         self.tokens_pub.publish(msg)
 
-    def _publish_custom(self, action) -> None:
+    def _publish_custom(self, values: np.ndarray, start_index: int, latent_tokens) -> None:
+        """values (num_steps, A): one action, or a whole chunk in chunk mode (start_index = its first step)."""
         stamp = self.get_clock().now().to_msg()
-        chunk = self.custom.ActionChunk(action_names=list(self.policy.action_names), num_steps=1,
-                                        values=[float(v) for v in np.asarray(action.values).reshape(-1)],
-                                        start_index=int(action.chunk_index))
+        chunk = self.custom.ActionChunk(action_names=list(self.policy.action_names), num_steps=len(values),
+                                        values=[float(v) for v in np.asarray(values).reshape(-1)],
+                                        start_index=int(start_index))
         chunk.header.stamp, chunk.header.frame_id = stamp, self.params.frame_id
         chunk.time_step.sec, chunk.time_step.nanosec = int(self.period), int(self.period % 1 * 1e9)
         self.chunk_pub.publish(chunk)
-        if action.latent_tokens is not None:
-            latent = self.custom.LatentActionTokens(tokens=[int(t) for t in np.asarray(action.latent_tokens)],
+        if latent_tokens is not None:
+            latent = self.custom.LatentActionTokens(tokens=[int(t) for t in np.asarray(latent_tokens)],
                                                     codebook_size=int(self.policy.codebook_size or 0))
             latent.header.stamp = stamp
             self.latent_pub.publish(latent)

@@ -293,6 +293,12 @@ def test_params_defaults_and_validation():
         RecorderParams(dataset_root="/tmp/x", image_size=(64,))
     with pytest.raises(ConfigError, match="max_instruction_chars"):
         PolicyParams(max_instruction_chars=0)
+    with pytest.raises(ConfigError, match="chunk_blend must be ensemble, switch or off, got 'mean'"):
+        PolicyParams(chunk_blend="mean")
+    with pytest.raises(ConfigError, match="chunk_decay"):
+        PolicyParams(chunk_decay=-0.1)
+    with pytest.raises(ConfigError, match="chunk_prefetch"):
+        PolicyParams(chunk_prefetch=-1)
     with pytest.raises(ConfigError, match="max_instruction_chars"):
         RecorderParams(dataset_root="/tmp/x", max_instruction_chars=-1)
     with pytest.raises(ConfigError, match="tasks"):

@@ -58,6 +58,11 @@ class Wrapped:
             raise RuntimeError("CUDA error: device lost")
         return action
 
+    def predict_chunk(self, images, instructions):
+        time.sleep(self.delay)
+        self.chunk_calls = getattr(self, "chunk_calls", 0) + 1
+        return self._policy.predict_chunk(images, instructions)
+
 
 class Harness:
     def __init__(self, node):
@@ -153,6 +158,13 @@ def ros_context():
     rclpy.init()
     yield
     rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def chunk_checkpoint(tmp_path_factory):
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt8") / "tiny8", chunk_size=8)
 
 
 def make(checkpoint, wrap=False, **params):
@@ -397,3 +409,41 @@ def test_rejected_images_show_in_the_status_and_last_problem_ages(checkpoint, ro
             h.camera_off()
     finally:
         h.close()
+
+
+# ------------------------------------------------------------------------------------------------ chunk mode
+@pytest.mark.parametrize("blend", ["ensemble", "switch"])
+def test_chunk_mode_asks_for_the_next_chunk_before_the_current_one_runs_out(chunk_checkpoint, ros_context, blend):
+    h = make(chunk_checkpoint, wrap=True, control_rate=20.0, publish_rate=0.0, chunk_blend=blend,
+             chunk_prefetch=5)
+    node = h.node
+    node.policy.delay = 0.06  # 1.2 control steps per model call
+    covered = []  # steps the previous chunk still covered when each new one arrived (0 = the robot waited)
+    add = node.blender.add
+
+    def recording_add(start, chunk):
+        covered.append(node.blender.remaining(node._step))
+        add(start, chunk)
+
+    node.blender.add = recording_add
+    try:
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        assert h.with_camera(lambda: len(covered) >= 12, timeout=30.0), (covered, h.reason())
+        assert covered[0] == 0  # nothing to overlap with at the start
+        late = [c for c in covered[1:] if c == 0]
+        assert len(late) <= 1, covered  # (one late call allowed on a busy machine)
+        steps, calls = node._step, node.policy.chunk_calls
+        assert calls < steps / 2, (calls, steps)  # 8-step chunks, asked for 5 steps early: one call per ~3 steps
+        moving = [m for m in h.twists if np.any(_linear(m))]
+        assert len(moving) >= steps // 2 and all(np.linalg.norm(_linear(m)) <= MAX_LINEAR + 1e-9 for m in moving)
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in h.twists]
+        assert all(b > a for a, b in zip(stamps, stamps[1:]))  # one command per step, each with its own stamp
+    finally:
+        h.close()
+
+
+def test_chunk_prefetch_must_fit_in_the_chunk(chunk_checkpoint, ros_context):
+    from lapa_learning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"chunk_prefetch must be < the checkpoint's chunk_size \(8\), got 8"):
+        make(chunk_checkpoint, chunk_prefetch=8)
