@@ -321,6 +321,7 @@ class PolicyNode(Node):
             ("instruction", self.instruction if len(self.instruction) <= 200 else shorten(self.instruction, 200)),
             ("instruction_chars", len(self.instruction)),
             ("last_inference_ms", f"{self.latency_ms:.2f}"), ("inferences", self.inferences),
+            ("chunk_mode", "off" if self.blender is None else self.blender.blend),
             ("images_received", self.received),
             ("dropped_frames", self.dropped), ("rejected_images", self.rejected), ("model_errors", self.errors),
             ("not_commanding_because", "" if reason == "commanding" else reason),
