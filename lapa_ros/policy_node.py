@@ -25,7 +25,7 @@ from std_msgs.msg import Float64, Int32MultiArray, MultiArrayDimension, String
 from std_srvs.srv import SetBool, Trigger
 
 from lapa_learning.data.sync import TwistActionMap
-from lapa_learning.errors import CheckpointError, ConfigError, InputError
+from lapa_learning.errors import CheckpointError, InputError
 from lapa_learning.vla.chunking import ChunkBlender
 from lapa_ros import qos
 from lapa_ros.converters import converter_name, fill_twist, image_to_rgb
@@ -68,10 +68,11 @@ class PolicyNode(Node):
         # the worker for the next chunk `chunk_prefetch` steps before the current one runs out.
         self.blender = None
         if getattr(self.policy, "chunk_size", 1) > 1 and p.chunk_blend != "off":
-            if p.chunk_prefetch >= self.policy.chunk_size:
-                raise ConfigError(f"parameter chunk_prefetch must be < the checkpoint's chunk_size "
-                                  f"({self.policy.chunk_size}), got {p.chunk_prefetch}")
-            self.blender = ChunkBlender(self.policy.chunk_size, p.chunk_blend, p.chunk_decay, p.chunk_prefetch)
+            prefetch = min(p.chunk_prefetch, self.policy.chunk_size - 1)
+            if prefetch != p.chunk_prefetch:
+                self.get_logger().warning(f"chunk_prefetch {p.chunk_prefetch} does not fit in the checkpoint's "
+                                          f"chunks of {self.policy.chunk_size}: using {prefetch}")
+            self.blender = ChunkBlender(self.policy.chunk_size, p.chunk_blend, p.chunk_decay, prefetch)
         self._step = 0  # control steps so far (chunk mode)
         self._want_chunk = False  # the step timer asks the worker for a chunk
 

@@ -442,8 +442,9 @@ def test_chunk_mode_asks_for_the_next_chunk_before_the_current_one_runs_out(chun
         h.close()
 
 
-def test_chunk_prefetch_must_fit_in_the_chunk(chunk_checkpoint, ros_context):
-    from lapa_learning.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"chunk_prefetch must be < the checkpoint's chunk_size \(8\), got 8"):
-        make(chunk_checkpoint, chunk_prefetch=8)
+def test_chunk_prefetch_is_cut_to_fit_the_chunk(chunk_checkpoint, ros_context):
+    h = make(chunk_checkpoint, chunk_prefetch=8)
+    try:
+        assert h.node.blender.prefetch == 7 and h.node.blender.chunk_size == 8
+    finally:
+        h.close()
