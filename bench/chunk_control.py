@@ -1,12 +1,12 @@
-"""Chunked control at chunk boundaries: command period jitter and the largest gap, chunk_blend off vs switch vs ensemble.
+"""Chunked control: command period jitter and the largest gap between commands, chunk_blend off / switch / ensemble.
 
     .venv/bin/python bench/chunk_control.py [--seconds 12] [--delays 0,0.15] [--out results/chunk_control.json]
 
 policy_node runs in its own process (started here with `--serve`) with a random tiny chunk-8 policy
 (lapa_learning.vla.testing, continuous head), control_rate 10 Hz, chunk_prefetch 3, publish_rate 0 (only new
-commands are sent, so a stall shows as a gap) and enabled. Each model call can be slowed by a fixed sleep (`--delays`, seconds) to
-stand in for a larger model: the tiny one answers in a few ms, a 0.5B VLA on a small GPU in 100-200 ms. This
-process streams 64 px images at 30 Hz and an instruction, and records when each TwistStamped arrives:
+commands are sent, so a stall shows as a gap) and enabled. Each model call can be slowed by a fixed sleep
+(`--delays`, seconds) to stand in for a larger, slower model (the tiny one answers in a few ms). This process
+streams 64 px images at 30 Hz and an instruction, and records when each TwistStamped arrives:
     period_*     time between consecutive commands (ms); jitter = its standard deviation
     max_gap_ms   the largest of them; stalls = how many exceed 1.5 control periods
     mean_jump    mean |change of the linear command| between consecutive commands (m/s): how abrupt

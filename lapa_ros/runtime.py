@@ -17,9 +17,9 @@ torch, transformers and MuJoCo took ~0.9 s of a ~1 s SIGTERM stop on an idle mac
 and there is nothing left for it to do (bench/node_shutdown.py, results/node_shutdown.json).
 rclpy's own signal handler is not installed: it shuts the context down from another thread while a callback may
 be running (a publish then raises "context is invalid") and raises KeyboardInterrupt wherever the main thread
-happens to be, close() included. A recorder that got SIGINT once exited with code 1 in CI that way (the log was not kept; these are
-the two ways it could). Under `ros2 launch`, Ctrl-C reaches a node twice (from the terminal and from launch),
-so only a third signal falls back to the default action and ends the process at once.
+happens to be, close() included. A recorder that got SIGINT once exited with code 1 in CI that way (the log was
+not kept; these are the two ways it could). Under `ros2 launch`, Ctrl-C reaches a node twice (from the terminal
+and from launch), so only a third signal falls back to the default action and ends the process at once.
 """
 
 from __future__ import annotations
