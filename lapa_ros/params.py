@@ -31,7 +31,11 @@ def _positive(obj, *names: str) -> None:
 class PolicyParams:
     checkpoint: str = _p("", "checkpoint directory of a finetuned LAPA policy (required)")
     device: str = _p("auto", "torch device: auto, cpu, cuda, cuda:1, mps")
-    replan_every: int = _p(0, "with action chunks: run the model every N actions (0 = the checkpoint's default)")
+    replan_every: int = _p(0, "chunk_blend off: run the model every N actions (0 = the checkpoint's default)")
+    chunk_blend: str = _p("ensemble", "chunk policies: ensemble (temporal ensembling), switch, or off (re-plan when "
+                                      "the chunk runs out: the robot waits for the model)")
+    chunk_decay: float = _p(0.5, "ensemble weight exp(-decay * steps the chunk looked ahead); 0 = plain mean")
+    chunk_prefetch: int = _p(2, "start the next model call when the current chunk covers this many steps or fewer")
     enabled: bool = _p(False, "send motion commands (else zero twists); switch with ~/enable")
     infer_when_disabled: bool = _p(False, "run the model while disabled and publish ~/proposed_twist (dry run)")
     image_topic: str = _p("camera/image_raw", "sensor_msgs/Image input")
@@ -49,12 +53,21 @@ class PolicyParams:
     gripper_max: float = _p(1.0, "upper clamp of the gripper command")
     image_timeout: float = _p(0.5, "s: older images (and commands computed from them) give zero twists")
     instruction_timeout: float = _p(0.0, "s: an older instruction stops the arm (0 = valid until replaced)")
+    max_instruction_chars: int = _p(300, "a longer instruction stops the arm and is never handed to the model")
     status_rate: float = _p(1.0, "Hz of ~/status (diagnostic_msgs/DiagnosticArray)")
 
     def __post_init__(self):
         _positive(self, "control_rate", "linear_scale", "angular_scale", "status_rate")
         if not (math.isfinite(self.publish_rate) and self.publish_rate >= 0):
             raise ConfigError(f"parameter publish_rate must be >= 0 (0 = only on change), got {self.publish_rate}")
+        if self.max_instruction_chars < 1:
+            raise ConfigError(f"parameter max_instruction_chars must be >= 1, got {self.max_instruction_chars}")
+        if self.chunk_blend not in ("ensemble", "switch", "off"):
+            raise ConfigError(f"parameter chunk_blend must be ensemble, switch or off, got {self.chunk_blend!r}")
+        if not (math.isfinite(self.chunk_decay) and self.chunk_decay >= 0):
+            raise ConfigError(f"parameter chunk_decay must be >= 0, got {self.chunk_decay}")
+        if self.chunk_prefetch < 0:
+            raise ConfigError(f"parameter chunk_prefetch must be >= 0, got {self.chunk_prefetch}")
         if self.replan_every < 0:
             raise ConfigError(f"parameter replan_every must be >= 0, got {self.replan_every}")
 
@@ -79,12 +92,15 @@ class RecorderParams:
     action_limit: float = _p(1.0, "clip actions to +-this (dataset units; 0 = no clipping)")
     max_episode_seconds: float = _p(300.0, "an episode longer than this is stopped and saved")
     min_episode_frames: int = _p(2, "shorter episodes are discarded with a warning")
+    max_instruction_chars: int = _p(300, "~/start refuses an episode whose instruction is longer")
 
     def __post_init__(self):
         if not self.dataset_root:
             raise ConfigError("parameter dataset_root is required: the episode dataset folder to write")
         _positive(self, "fps", "image_max_age", "twist_max_age", "linear_scale", "angular_scale",
                   "max_episode_seconds")
+        if self.max_instruction_chars < 1:
+            raise ConfigError(f"parameter max_instruction_chars must be >= 1, got {self.max_instruction_chars}")
         if self.gripper_max_age < 0:
             raise ConfigError(f"parameter gripper_max_age must be >= 0 (0 = hold), got {self.gripper_max_age}")
         if len(self.image_size) != 2 or any(int(v) < 0 for v in self.image_size):

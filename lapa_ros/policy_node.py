@@ -3,6 +3,10 @@
 Callbacks only store the newest image (counting frames replaced before the model saw them as dropped) and the
 instruction. One worker thread runs `policy.act` on the newest image, at most `control_rate` times per second,
 and publishes the result at once; a timer re-sends the current command (or a zero twist) at `publish_rate`.
+Chunk policies (T actions per call) run in chunk mode unless chunk_blend is off: a step timer at `control_rate`
+commands one action per step from lapa_learning.vla.chunking.ChunkBlender (newest chunk, or temporal
+ensembling of the overlapping ones) and asks the worker for the next chunk `chunk_prefetch` steps before the
+current one runs out, so the robot does not wait for the model at chunk boundaries.
 What may be commanded is decided by lapa_ros.safety.CommandGate: disabled, stale or missing image, missing or
 empty instruction, non-finite model output -> zero twist, with the reason in ~/status.
 """
@@ -22,11 +26,13 @@ from std_srvs.srv import SetBool, Trigger
 
 from lapa_learning.data.sync import TwistActionMap
 from lapa_learning.errors import CheckpointError, InputError
+from lapa_learning.vla.chunking import ChunkBlender
 from lapa_ros import qos
 from lapa_ros.converters import converter_name, fill_twist, image_to_rgb
+from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
-from lapa_ros.safety import STOP, Command, CommandGate, Limits
+from lapa_ros.safety import STOP, Command, CommandGate, Limits, shorten, too_long
 
 
 def _custom_messages():
@@ -54,10 +60,21 @@ class PolicyNode(Node):
         self.policy = policy if policy is not None else load_policy(p)
         mapping = TwistActionMap(tuple(self.policy.action_names), p.linear_scale, p.angular_scale, action_limit=0)
         limits = Limits(p.max_linear_speed, p.max_angular_speed, p.gripper_min, p.gripper_max,
-                        p.image_timeout, p.instruction_timeout)
+                        p.image_timeout, p.instruction_timeout, p.max_instruction_chars)
         self.gate = CommandGate(mapping, limits, enabled=p.enabled)
         self.gate.set_ready(None)
         self.period = 1.0 / p.control_rate
+        # Chunk policies (chunk_blend != "off"): a step timer commands one blended action per control step and asks
+        # the worker for the next chunk `chunk_prefetch` steps before the current one runs out.
+        self.blender = None
+        if getattr(self.policy, "chunk_size", 1) > 1 and p.chunk_blend != "off":
+            prefetch = min(p.chunk_prefetch, self.policy.chunk_size - 1)
+            if prefetch != p.chunk_prefetch:
+                self.get_logger().warning(f"chunk_prefetch {p.chunk_prefetch} does not fit in the checkpoint's "
+                                          f"chunks of {self.policy.chunk_size}: using {prefetch}")
+            self.blender = ChunkBlender(self.policy.chunk_size, p.chunk_blend, p.chunk_decay, prefetch)
+        self._step = 0  # control steps so far (chunk mode)
+        self._want_chunk = False  # the step timer asks the worker for a chunk
 
         # Shared between callbacks and the worker (guarded by self._cond).
         self._cond = threading.Condition()
@@ -70,7 +87,8 @@ class PolicyNode(Node):
         self.received = self.dropped = self.rejected = self.inferences = self.errors = 0
         self.latency_ms = float("nan")
         self.last_reason = "starting"
-        self.last_problem = ""
+        self.last_problem, self.last_problem_time = "", None  # the newest problem and when (node clock, s)
+        self._problem_logged = -float("inf")
 
         self.twist_pub = self.create_publisher(TwistStamped, p.twist_topic, qos.command())
         self.gripper_pub = self.create_publisher(Float64, p.gripper_topic, qos.command())
@@ -82,9 +100,11 @@ class PolicyNode(Node):
             self.chunk_pub = self.create_publisher(self.custom.ActionChunk, "~/action", qos.status())
             self.latent_pub = self.create_publisher(self.custom.LatentActionTokens, "~/latent_action", qos.status())
         self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
-        self.create_subscription(String, p.instruction_topic, self.instruction_callback, qos.instruction())
+        subscribe_instruction(self, p.instruction_topic, self.instruction_callback)  # any publisher durability
         self.create_service(SetBool, "~/enable", self.enable_callback)
         self.create_service(Trigger, "~/reset", self.reset_callback)
+        if self.blender is not None:
+            self.create_timer(self.period, self.step_callback)
         if p.publish_rate > 0:  # MoveIt Servo halts when commands stop coming: keep streaming
             self.create_timer(1.0 / p.publish_rate, self.control_callback)
         self.create_timer(1.0 / p.status_rate, self.publish_status)
@@ -102,8 +122,8 @@ class PolicyNode(Node):
             rgb = image_to_rgb(msg)
         except InputError as err:
             self.rejected += 1
-            self.last_problem = f"rejected image: {err}"
-            self.get_logger().warning(self.last_problem, throttle_duration_sec=5.0)
+            self.gate.on_rejected_image(str(err), self._now())
+            self._problem(f"rejected image: {err}")
             return
         now = self._now()
         self.gate.on_image(now)
@@ -118,7 +138,10 @@ class PolicyNode(Node):
         if self.gate.on_instruction(msg.data, self._now()):
             self.instruction = msg.data
             self._reset_policy()
-            self.get_logger().info(f"instruction: {msg.data!r}")
+            self.get_logger().info(f"instruction: {shorten(msg.data)}")
+            problem = too_long(msg.data, self.params.max_instruction_chars)
+            if problem:
+                self._problem(problem)
 
     def enable_callback(self, request, response):
         self.gate.set_enabled(request.data)
@@ -136,23 +159,72 @@ class PolicyNode(Node):
     def control_callback(self) -> None:
         self.publish_decision()
 
+    def step_callback(self) -> None:
+        """Chunk mode: one control step. Command the blended action for it; ask for the next chunk early."""
+        with self._cond:
+            self._step += 1
+            values = self.blender.action(self._step)
+            if self.blender.needs_chunk(self._step) and not self._want_chunk:
+                self._want_chunk = True
+                self._cond.notify()
+            image_time = self.gate.image_time
+        if values is not None and image_time is not None:
+            command = self.gate.on_action(values, image_time)  # stale once the camera stops, as without chunks
+            self.publish_decision()  # stamped now: one command per step
+            if command is not None:
+                self.proposed_pub.publish(self._twist_msg(command))
+            else:
+                self._problem(f"model output not finite: {values.tolist()}")
+
     # ------------------------------------------------------------------ worker
     def _worker_loop(self) -> None:
         last_start = -float("inf")
         while True:
             with self._cond:
-                while not self._stopping and (self._image is None or time.monotonic() - last_start < self.period):
-                    wait = None if self._image is None else self.period - (time.monotonic() - last_start)
-                    self._cond.wait(wait)
+                while not self._stopping and (self._idle() or time.monotonic() - last_start < self.period):
+                    self._cond.wait(None if self._idle() else self.period - (time.monotonic() - last_start))
                 if self._stopping:
                     return
                 rgb, image_time = self._image
                 self._image = None
-                generation = self._generation
-            if self.gate.input_problem(self._now()) or not (self.gate.enabled or self.params.infer_when_disabled):
-                continue
-            last_start = time.monotonic()
-            self._infer(rgb, image_time, generation)
+                generation, start_step = self._generation, self._step
+            if not self.gate.input_problem(self._now()) and (self.gate.enabled or self.params.infer_when_disabled):
+                last_start = time.monotonic()
+                if self.blender is not None:
+                    self._infer_chunk(rgb, image_time, generation, start_step)
+                else:
+                    self._infer(rgb, image_time, generation)
+            with self._cond:
+                self._want_chunk = False  # only now: the step timer must not ask again while the model runs
+
+    def _idle(self) -> bool:
+        """(under self._cond) Nothing to do: no new image, or in chunk mode no chunk asked for."""
+        return self._image is None or (self.blender is not None and not self._want_chunk)
+
+    def _infer_chunk(self, rgb: np.ndarray, image_time: float, generation: int, start_step: int) -> None:
+        """Chunk mode: predict T actions from this image; they start at the step the image was taken for."""
+        try:
+            with self._policy_lock:
+                t0 = time.perf_counter()
+                actions, tokens = self.policy.predict_chunk(rgb[None], [self.instruction])  # (1, T, A), (1, K)
+                self.latency_ms = (time.perf_counter() - t0) * 1e3
+        except Exception as err:  # keep running: the gate stops the arm and the status says why
+            self._model_error(err, image_time)
+            return
+        with self._cond:
+            if generation != self._generation:
+                return  # reset or new instruction while the model ran
+            self.blender.add(start_step, actions[0])
+            self.inferences += 1
+        if tokens is not None:
+            self._publish_tokens(tokens[0])
+        if self.custom is not None:
+            self._publish_custom(actions[0], start_step, None if tokens is None else tokens[0])
+
+    def _model_error(self, err: Exception, image_time: float) -> None:
+        self.errors += 1
+        self.gate.on_action([float("nan")], image_time)
+        self._problem(f"model error: {type(err).__name__}: {err}", error=True)
 
     def _infer(self, rgb: np.ndarray, image_time: float, generation: int) -> None:
         try:
@@ -161,10 +233,7 @@ class PolicyNode(Node):
                 action = self.policy.act(rgb, self.instruction)
                 self.latency_ms = (time.perf_counter() - t0) * 1e3
         except Exception as err:  # keep running: the gate stops the arm and the status says why
-            self.errors += 1
-            self.gate.on_action([float("nan")], image_time)
-            self.last_problem = f"model error: {type(err).__name__}: {err}"
-            self.get_logger().error(self.last_problem, throttle_duration_sec=5.0)
+            self._model_error(err, image_time)
             return
         if generation != self._generation:
             return  # reset or new instruction while the model ran
@@ -172,18 +241,30 @@ class PolicyNode(Node):
         command = self.gate.on_action(action.values, image_time)
         self.publish_decision()  # the command first; the debug topics below must not delay it
         if command is None:
-            self.last_problem = f"model output not finite: {np.asarray(action.values).tolist()}"
-            self.get_logger().warning(self.last_problem, throttle_duration_sec=5.0)
+            self._problem(f"model output not finite: {np.asarray(action.values).tolist()}")
         else:
             self.proposed_pub.publish(self._twist_msg(command))
         if action.latent_tokens is not None:
             self._publish_tokens(action.latent_tokens)
         if self.custom is not None:
-            self._publish_custom(action)
+            self._publish_custom(np.asarray(action.values)[None], action.chunk_index, action.latent_tokens)
+
+    def _problem(self, text: str, error: bool = False) -> None:
+        """Remember (for ~/status, with its time) and log what went wrong: a new text at once, a repeat every 5 s."""
+        now = self._now()
+        if text != self.last_problem or now - self._problem_logged > 5.0:
+            self._problem_logged = now
+            if error:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warning(text)
+        self.last_problem, self.last_problem_time = text, now
 
     def _reset_policy(self) -> None:
         with self._cond:
             self._generation += 1
+            if self.blender is not None:
+                self.blender.reset()
         with self._policy_lock:
             self.policy.reset()
         self.gate.reset()
@@ -211,22 +292,24 @@ class PolicyNode(Node):
                                               size=len(msg.data), stride=len(msg.data))]
         self.tokens_pub.publish(msg)
 
-    def _publish_custom(self, action) -> None:
+    def _publish_custom(self, values: np.ndarray, start_index: int, latent_tokens) -> None:
+        """values (num_steps, A): one action, or a whole chunk in chunk mode (start_index = its first step)."""
         stamp = self.get_clock().now().to_msg()
-        chunk = self.custom.ActionChunk(action_names=list(self.policy.action_names), num_steps=1,
-                                        values=[float(v) for v in np.asarray(action.values).reshape(-1)],
-                                        start_index=int(action.chunk_index))
+        chunk = self.custom.ActionChunk(action_names=list(self.policy.action_names), num_steps=len(values),
+                                        values=[float(v) for v in np.asarray(values).reshape(-1)],
+                                        start_index=int(start_index))
         chunk.header.stamp, chunk.header.frame_id = stamp, self.params.frame_id
         chunk.time_step.sec, chunk.time_step.nanosec = int(self.period), int(self.period % 1 * 1e9)
         self.chunk_pub.publish(chunk)
-        if action.latent_tokens is not None:
-            latent = self.custom.LatentActionTokens(tokens=[int(t) for t in np.asarray(action.latent_tokens)],
+        if latent_tokens is not None:
+            latent = self.custom.LatentActionTokens(tokens=[int(t) for t in np.asarray(latent_tokens)],
                                                     codebook_size=int(self.policy.codebook_size or 0))
             latent.header.stamp = stamp
             self.latent_pub.publish(latent)
 
     def publish_status(self) -> None:
         reason = self.last_reason
+        problem_age = "" if self.last_problem_time is None else f"{self._now() - self.last_problem_time:.1f}"
         level = DiagnosticStatus.OK if reason == "commanding" else DiagnosticStatus.WARN
         if reason == "model output not finite" or reason.startswith("not ready"):
             level = DiagnosticStatus.ERROR
@@ -235,12 +318,15 @@ class PolicyNode(Node):
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("ready", self.gate.not_ready is None), ("enabled", self.gate.enabled), ("model", self.policy.name),
             ("device", self.policy.device), ("checkpoint", self.params.checkpoint),
-            ("action_names", ",".join(self.policy.action_names)), ("instruction", self.instruction),
+            ("action_names", ",".join(self.policy.action_names)),
+            ("instruction", self.instruction if len(self.instruction) <= 200 else shorten(self.instruction, 200)),
+            ("instruction_chars", len(self.instruction)),
             ("last_inference_ms", f"{self.latency_ms:.2f}"), ("inferences", self.inferences),
+            ("chunk_mode", "off" if self.blender is None else self.blender.blend),
             ("images_received", self.received),
             ("dropped_frames", self.dropped), ("rejected_images", self.rejected), ("model_errors", self.errors),
             ("not_commanding_because", "" if reason == "commanding" else reason),
-            ("last_problem", self.last_problem))]
+            ("last_problem", self.last_problem), ("last_problem_age_s", problem_age))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(array)

@@ -18,7 +18,10 @@ def camera_publisher() -> QoSProfile:
 
 
 def instruction() -> QoSProfile:
-    """The language instruction: reliable and latched, so a node that starts later still gets it."""
+    """Publishing the language instruction: reliable and latched, so a node that starts later still gets it.
+
+    Subscribers use lapa_ros.instruction.subscribe_instruction, which also hears volatile (default-QoS) publishers.
+    """
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 

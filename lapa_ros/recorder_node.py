@@ -24,9 +24,11 @@ from lapa_learning.data.sync import AsOfSampler, TwistActionMap
 from lapa_learning.errors import InputError
 from lapa_ros import qos
 from lapa_ros.converters import image_to_rgb, twist_to_arrays
+from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import RecorderParams, declare_and_read
 from lapa_ros.recording import EpisodeRecorder, RecordingError
 from lapa_ros.runtime import run_node
+from lapa_ros.safety import shorten
 
 
 class RecorderNode(Node):
@@ -42,17 +44,20 @@ class RecorderNode(Node):
         self.recorder = EpisodeRecorder(p.dataset_root, fps=p.fps, mapping=self.mapping,
                                         image_size=tuple(int(v) for v in p.image_size), video_key=p.video_key,
                                         max_frames=int(p.max_episode_seconds * p.fps),
-                                        min_frames=p.min_episode_frames)
+                                        min_frames=p.min_episode_frames,
+                                        max_instruction_chars=p.max_instruction_chars)
         self.instruction: str | None = None
         self.rejected_images = 0
         self.images_received = 0
         self.skipped_no_instruction = 0
         self.last_event = "idle"
+        self.last_problem, self.last_problem_time = "", None  # the newest problem and when (node clock, s)
+        self._problem_logged = -float("inf")
 
         self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
         self.create_subscription(TwistStamped, p.twist_topic, self.twist_callback, qos.command())
         self.create_subscription(Float64, p.gripper_topic, self.gripper_callback, qos.command())
-        self.create_subscription(String, p.instruction_topic, self.instruction_callback, qos.instruction())
+        subscribe_instruction(self, p.instruction_topic, self.instruction_callback)  # any publisher durability
         self.create_service(Trigger, "~/start", self.start_callback)
         self.create_service(SetBool, "~/stop", self.stop_callback)
         self.create_service(Trigger, "~/discard", self.discard_callback)
@@ -70,7 +75,7 @@ class RecorderNode(Node):
             rgb = image_to_rgb(msg)
         except InputError as err:
             self.rejected_images += 1
-            self.get_logger().warning(f"rejected image: {err}", throttle_duration_sec=5.0)
+            self._problem(f"rejected image: {err}")
             return
         self.images_received += 1
         self.sampler.add("image", self._now(), rgb)
@@ -82,6 +87,8 @@ class RecorderNode(Node):
         self.sampler.add("gripper", self._now(), float(msg.data))
 
     def instruction_callback(self, msg: String) -> None:
+        if msg.data != self.instruction:
+            self.get_logger().info(f"instruction: {shorten(msg.data)}")
         self.instruction = msg.data
 
     def sample_callback(self) -> None:
@@ -97,7 +104,7 @@ class RecorderNode(Node):
             more = self.recorder.add_frame(t, frame["image"], action, self.instruction)
         except RecordingError as err:
             self.skipped_no_instruction += 1
-            self.get_logger().warning(str(err), throttle_duration_sec=5.0)
+            self._problem(str(err))
             return
         if not more:
             self.get_logger().warning("episode reached max_episode_seconds: saving it")
@@ -106,7 +113,7 @@ class RecorderNode(Node):
     # ------------------------------------------------------------------ services
     def start_callback(self, request, response):
         try:
-            response.message = self.recorder.start()
+            response.message = self.recorder.start(self.instruction)
             self.sampler.dropped = {k: 0 for k in self.sampler.dropped}
             response.success = True
         except RecordingError as err:
@@ -138,9 +145,18 @@ class RecorderNode(Node):
         return ok, message
 
     # ------------------------------------------------------------------ status
+    def _problem(self, text: str) -> None:
+        """Remember (for ~/status, with its time) and log what went wrong: a new text at once, a repeat every 5 s."""
+        now = self._now()
+        if text != self.last_problem or now - self._problem_logged > 5.0:
+            self._problem_logged = now
+            self.get_logger().warning(text)
+        self.last_problem, self.last_problem_time = text, now
+
     def _event(self, message: str, error: bool = False) -> None:
         self.last_event = message
         if error:
+            self.last_problem, self.last_problem_time = message, self._now()
             self.get_logger().error(message)
         else:
             self.get_logger().info(message)
@@ -148,6 +164,7 @@ class RecorderNode(Node):
 
     def publish_status(self, error: bool = False) -> None:
         rec = self.recorder
+        problem_age = "" if self.last_problem_time is None else f"{self._now() - self.last_problem_time:.1f}"
         status = DiagnosticStatus(name="lapa_recorder", hardware_id=self.params.dataset_root,
                                   level=DiagnosticStatus.ERROR if error else DiagnosticStatus.OK,
                                   message=self.last_event)
@@ -156,7 +173,10 @@ class RecorderNode(Node):
             ("episodes_discarded", rec.discarded), ("dropped", self.sampler.dropped),
             ("images_received", self.images_received), ("rejected_images", self.rejected_images),
             ("no_instruction", self.skipped_no_instruction),
-            ("instruction", self.instruction))]
+            ("instruction", self.instruction if self.instruction is None or len(self.instruction) <= 200
+             else shorten(self.instruction, 200)),
+            ("instruction_chars", len(self.instruction or "")),
+            ("last_problem", self.last_problem), ("last_problem_age_s", problem_age))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(array)

@@ -1,7 +1,7 @@
 """Teleop episode recording without ROS: start, add sampled frames, stop (save) or discard.
 
     rec = EpisodeRecorder(root, fps=10, mapping=TwistActionMap(...))
-    rec.start()                                         # -> message
+    rec.start(current_instruction)                      # -> message; refused when the instruction is too long
     rec.add_frame(t, rgb, action, "pick up the cube")   # at the sampling rate, while recording
     rec.stop(success=True)                              # -> (episode index, message); atomic write
     rec.discard()
@@ -21,6 +21,7 @@ import numpy as np
 
 from lapa_learning.data.sync import TwistActionMap
 from lapa_learning.errors import LapaError
+from lapa_ros.safety import too_long
 
 
 class RecordingError(LapaError):
@@ -30,7 +31,8 @@ class RecordingError(LapaError):
 class EpisodeRecorder:
     def __init__(self, root: str | os.PathLike, fps: float, mapping: TwistActionMap,
                  image_size: tuple[int, int] = (0, 0), video_key: str = "observation.images.front",
-                 max_frames: int = 100_000, min_frames: int = 2, robot_type: str = "ros"):
+                 max_frames: int = 100_000, min_frames: int = 2, robot_type: str = "ros",
+                 max_instruction_chars: int = 300):
         self.root = Path(root)
         self.fps = float(fps)
         self.mapping = mapping
@@ -38,6 +40,7 @@ class EpisodeRecorder:
         self.video_key = video_key
         self.max_frames, self.min_frames = int(max_frames), max(2, int(min_frames))
         self.robot_type = robot_type
+        self.max_instruction_chars = int(max_instruction_chars)
         self._writer = None
         self.recording = False
         self.instruction: str | None = None
@@ -48,9 +51,12 @@ class EpisodeRecorder:
         self.discarded = 0
 
     # ------------------------------------------------------------------ episode control
-    def start(self) -> str:
+    def start(self, instruction: str | None = None) -> str:
+        """Begin an episode. `instruction`, the one in force now (if any), must fit max_instruction_chars."""
         if self.recording:
             raise RecordingError(f"already recording an episode ({len(self._frames)} frames); stop or discard it")
+        if instruction is not None and too_long(instruction, self.max_instruction_chars):
+            raise RecordingError(f"not starting: {too_long(instruction, self.max_instruction_chars)}")
         self._clear()
         self.recording = True
         return f"recording episode {self.next_index()}"
@@ -66,6 +72,8 @@ class EpisodeRecorder:
         if not self._frames:
             if instruction is None or not instruction.strip():
                 raise RecordingError("no instruction yet: publish the task on the instruction topic")
+            if too_long(instruction, self.max_instruction_chars):
+                raise RecordingError(f"frame skipped: {too_long(instruction, self.max_instruction_chars)}")
             self.instruction = instruction
         self._frames.append(self._fit(rgb))
         self._actions.append(np.asarray(action, dtype=np.float32))

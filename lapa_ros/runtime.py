@@ -11,12 +11,15 @@ is given, the SingleThreadedExecutor is used. The nodes use one callback group a
 their own threads, so the EventsExecutor ignoring callback groups changes nothing for them.
 
 Shutdown: SIGINT (Ctrl-C) and SIGTERM only set a flag; the spin loop sees it within SPIN_PERIOD, and then the
-node's close() runs, the node is destroyed and the context shut down, in that order. rclpy's own signal handler
-is not installed: it shuts the context down from another thread while a callback may be running (a publish then
-raises "context is invalid") and raises KeyboardInterrupt wherever the main thread happens to be, close()
-included. A recorder that got SIGINT once exited with code 1 in CI that way (the log was not kept; these are
-the two ways it could). Under `ros2 launch`, Ctrl-C reaches a node twice (from the terminal and from launch),
-so only a third signal falls back to the default action and ends the process at once.
+node's close() runs, the node is destroyed and the context shut down (which closes rclpy's log file), in that
+order. The process then flushes its output streams and ends with os._exit: the interpreter's own teardown of
+torch, transformers and MuJoCo took ~0.9 s of a ~1 s SIGTERM stop on an idle machine and longer on a busy one,
+and there is nothing left for it to do (bench/node_shutdown.py, results/node_shutdown.json).
+rclpy's own signal handler is not installed: it shuts the context down from another thread while a callback may
+be running (a publish then raises "context is invalid") and raises KeyboardInterrupt wherever the main thread
+happens to be, close() included. A recorder that got SIGINT once exited with code 1 in CI that way (the log was
+not kept; these are the two ways it could). Under `ros2 launch`, Ctrl-C reaches a node twice (from the terminal
+and from launch), so only a third signal falls back to the default action and ends the process at once.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def prepare_environment() -> None:
 
 
 EXECUTORS = ("events", "single")
-SPIN_PERIOD = 0.25  # s: spin_once timeout; shutdown wakes the executor at once
+SPIN_PERIOD = 0.1  # s: spin_once timeout, so also the longest wait before a stop signal is seen
 
 
 def make_executor(kind: str = "events", context=None):
@@ -91,12 +94,32 @@ def install_stop_handlers(patience: int = 2) -> threading.Event:
     return stop
 
 
-def run_node(name: str, factory, args=None) -> int:
-    """Create the node with `factory()`, spin it until Ctrl-C, SIGTERM or shutdown; returns the exit code.
+def exit_now(code: int):
+    """End the process at once with `code`, skipping the interpreter's teardown (see Shutdown above)."""
+    import ctypes
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ctypes.CDLL(None).fflush(None)  # C stdio buffers too (rcutils writes its console log with them)
+    os._exit(code)
+
+
+def run_node(name: str, factory, args=None, exit_process: bool = True) -> int:
+    """Create the node with `factory()`, spin it until Ctrl-C, SIGTERM or shutdown; then exit with its code.
 
     A LapaError raised while the node is built (missing checkpoint, bad parameter) is printed as one line and
-    gives exit code 2. The node's `close()` (if any) runs before the node is destroyed.
+    gives exit code 2. The node's `close()` (if any) runs before the node is destroyed. With
+    `exit_process=False` the exit code is returned instead of ending the process.
     """
+    code = _run(name, factory, args)
+    if exit_process:
+        exit_now(code)
+    return code
+
+
+def _run(name: str, factory, args) -> int:
     prepare_environment()
     import rclpy
     from rclpy.executors import ExternalShutdownException

@@ -7,10 +7,12 @@ a zero twist; the gripper command is withheld (not sent) so that a stop never dr
 Reasons, in the order they are checked:
     "not ready: ..."            the model failed to load or crashed
     "disabled"                  `enabled` is false (the default) or was switched off by ~/enable
+    "image rejected: ..."       no usable image, and the newest one (within image_timeout) could not be read
     "no image received"         no valid image yet
     "image stale"               the newest image is older than image_timeout
     "no instruction"            nothing on the instruction topic yet
     "instruction empty"         the instruction is an empty or blank string
+    "instruction too long"      longer than max_instruction_chars (it is never handed to the model)
     "instruction stale"         instruction older than instruction_timeout (when that is > 0)
     "model output not finite"   the last action had NaN/inf values (it is dropped, never clamped)
     "waiting for first action"  inputs fine, the model has not answered yet
@@ -39,6 +41,7 @@ class Limits:
     gripper_max: float = 1.0
     image_timeout: float = 0.5  # s: images (and commands computed from them) older than this stop the arm
     instruction_timeout: float = 0.0  # s: 0 = an instruction stays valid until replaced
+    max_instruction_chars: int = 300  # longer instructions stop the arm
 
     def __post_init__(self):
         for key in ("max_linear_speed", "max_angular_speed", "image_timeout"):
@@ -47,6 +50,8 @@ class Limits:
                 raise ConfigError(f"{key} must be a positive number, got {v!r}")
         if not (math.isfinite(self.instruction_timeout) and self.instruction_timeout >= 0):
             raise ConfigError(f"instruction_timeout must be >= 0 (0 = never), got {self.instruction_timeout!r}")
+        if self.max_instruction_chars < 1:
+            raise ConfigError(f"max_instruction_chars must be >= 1, got {self.max_instruction_chars!r}")
         if not (self.gripper_min <= self.gripper_max):
             raise ConfigError(f"gripper_min {self.gripper_min} must be <= gripper_max {self.gripper_max}")
 
@@ -84,6 +89,20 @@ def action_to_command(values, mapping: TwistActionMap, limits: Limits) -> Comman
     return Command(linear, angular, gripper)
 
 
+def too_long(text: str, max_chars: int) -> str:
+    """The problem with an instruction longer than `max_chars` ("" when it fits)."""
+    if len(text) <= max_chars:
+        return ""
+    return f"instruction too long ({len(text)} chars, max_instruction_chars {max_chars})"
+
+
+def shorten(text: str, width: int = 80) -> str:
+    """A log-friendly form of a text: repr of the first `width` characters, with the full length when cut."""
+    if len(text) <= width:
+        return repr(text)
+    return f"{text[:width]!r}... ({len(text)} chars)"
+
+
 class CommandGate:
     """Thread-safe state of the policy node's inputs; `decide(now)` -> (Command, reason or "")."""
 
@@ -93,6 +112,7 @@ class CommandGate:
         self.enabled = enabled
         self.not_ready: str | None = "model not loaded"
         self.image_time: float | None = None
+        self.rejected: tuple[str, float] | None = None  # (reason, time) of the newest unreadable image
         self.instruction: str | None = None
         self.instruction_time: float | None = None
         self.command: Command | None = None
@@ -111,6 +131,10 @@ class CommandGate:
     def on_image(self, now: float) -> None:
         with self._lock:
             self.image_time = now
+
+    def on_rejected_image(self, reason: str, now: float) -> None:
+        with self._lock:
+            self.rejected = (reason, now)
 
     def on_instruction(self, text: str, now: float) -> bool:
         """Store an instruction; returns True when it differs from the previous one (the policy must reset)."""
@@ -144,14 +168,18 @@ class CommandGate:
         lim = self.limits
         if self.not_ready is not None:
             return f"not ready: {self.not_ready}"
-        if self.image_time is None:
-            return "no image received"
-        if now - self.image_time > lim.image_timeout:
+        if self.image_time is None or now - self.image_time > lim.image_timeout:
+            if self.rejected is not None and now - self.rejected[1] <= lim.image_timeout:
+                return f"image rejected: {self.rejected[0]}"
+            if self.image_time is None:
+                return "no image received"
             return f"image stale ({now - self.image_time:.2f} s old, limit {lim.image_timeout} s)"
         if self.instruction is None:
             return "no instruction"
         if not self.instruction.strip():
             return "instruction empty"
+        if len(self.instruction) > lim.max_instruction_chars:
+            return too_long(self.instruction, lim.max_instruction_chars)
         if lim.instruction_timeout > 0 and now - self.instruction_time > lim.instruction_timeout:
             return f"instruction stale ({now - self.instruction_time:.1f} s old, limit {lim.instruction_timeout} s)"
         return ""

@@ -252,3 +252,22 @@ def test_policy_node_exits_with_a_clear_message_without_checkpoint(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("policy_node: error:") and "missing" in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_policy_node_stops_quickly_on_sigterm(graph, tmp_path):
+    """SIGTERM -> clean exit 0 without the interpreter's teardown (~1 s idle, 2-5 s on a busy machine before).
+
+    bench/node_shutdown.py measures it (results/node_shutdown.json); the bound here is generous on purpose."""
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    g, probe = graph
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    g.start("policy_node", "policy.yaml", params={"checkpoint": str(ckpt), "device": "cpu"})
+    probe.wait_for_service(Trigger, "/policy_node/reset")
+    proc = g.procs["policy_node"]
+    t0 = time.monotonic()
+    code = g.stop("policy_node", signal.SIGTERM)
+    elapsed = time.monotonic() - t0
+    assert code == 0, g.dump()
+    assert elapsed < 5.0, f"SIGTERM took {elapsed:.1f} s\n" + g.dump()
+    assert proc.returncode == 0 and "Traceback" not in g.log("policy_node")

@@ -17,7 +17,7 @@ from lapa_ros import converters  # noqa: E402
 from lapa_ros.converters import image_to_rgb, rgb_to_image, stamp_to_seconds  # noqa: E402
 from lapa_ros.params import PolicyParams, RecorderParams, SimParams, _convert, defaults  # noqa: E402
 from lapa_ros.recording import EpisodeRecorder, RecordingError  # noqa: E402
-from lapa_ros.safety import CommandGate, Limits, action_to_command, clamp_norm  # noqa: E402
+from lapa_ros.safety import CommandGate, Limits, action_to_command, clamp_norm, shorten  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ converters
@@ -233,7 +233,44 @@ def test_gate_instruction_timeout_and_reset():
     assert gate.decide(2.5)[1] == "waiting for first action"
 
 
+def test_gate_says_image_rejected_while_only_bad_images_arrive():
+    gate = CommandGate(MAP, LIM, enabled=True)
+    gate.set_ready(None)
+    gate.on_instruction("push the puck", 0.0)
+    gate.on_rejected_image("image size 0x0 is empty", 1.0)
+    assert gate.decide(1.2)[1] == "image rejected: image size 0x0 is empty"  # not "no image received"
+    gate.on_image(2.0)
+    gate.on_action([0.1, 0, 0, 1.0], image_time=2.0)
+    assert gate.decide(2.1)[1] == ""
+    gate.on_rejected_image("encoding 'yuv422' is not supported", 2.2)
+    assert gate.decide(2.3)[1] == ""  # a fresh good image still counts
+    gate.on_rejected_image("encoding 'yuv422' is not supported", 2.7)
+    assert gate.decide(2.8)[1] == "image rejected: encoding 'yuv422' is not supported"  # instead of "image stale"
+    assert gate.decide(3.5)[1].startswith("image stale")  # the rejection is old too: nothing arrives at all
+
+
+def test_gate_refuses_an_instruction_longer_than_the_limit():
+    gate = CommandGate(MAP, Limits(max_instruction_chars=20), enabled=True)
+    gate.set_ready(None)
+    gate.on_image(0.0)
+    gate.on_instruction("x" * 21, 0.0)
+    assert gate.input_problem(0.0) == "instruction too long (21 chars, max_instruction_chars 20)"
+    gate.on_action([0.5, 0, 0, 1.0], image_time=0.0)  # an answer that raced the new instruction
+    cmd, reason = gate.decide(0.1)
+    assert reason.startswith("instruction too long") and cmd.is_zero and cmd.gripper is None
+    assert gate.on_instruction("x" * 20, 0.2)  # at the limit: fine
+    gate.on_action([0.5, 0, 0, 1.0], image_time=0.2)
+    assert gate.decide(0.3)[1] == ""
+
+
+def test_shorten_cuts_long_texts_for_the_log():
+    assert shorten("push the puck") == "'push the puck'"
+    line = shorten("a" * 100_000)
+    assert len(line) < 120 and line.endswith("... (100000 chars)")
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    (dict(max_instruction_chars=0), "max_instruction_chars"),
     (dict(max_linear_speed=0.0), "max_linear_speed"),
     (dict(image_timeout=float("nan")), "image_timeout"),
     (dict(instruction_timeout=-1.0), "instruction_timeout"),
@@ -254,6 +291,16 @@ def test_params_defaults_and_validation():
         RecorderParams()
     with pytest.raises(ConfigError, match="image_size"):
         RecorderParams(dataset_root="/tmp/x", image_size=(64,))
+    with pytest.raises(ConfigError, match="max_instruction_chars"):
+        PolicyParams(max_instruction_chars=0)
+    with pytest.raises(ConfigError, match="chunk_blend must be ensemble, switch or off, got 'mean'"):
+        PolicyParams(chunk_blend="mean")
+    with pytest.raises(ConfigError, match="chunk_decay"):
+        PolicyParams(chunk_decay=-0.1)
+    with pytest.raises(ConfigError, match="chunk_prefetch"):
+        PolicyParams(chunk_prefetch=-1)
+    with pytest.raises(ConfigError, match="max_instruction_chars"):
+        RecorderParams(dataset_root="/tmp/x", max_instruction_chars=-1)
     with pytest.raises(ConfigError, match="tasks"):
         SimParams(tasks=())
     assert defaults(SimParams)["tasks"] == ("push-v3",)
@@ -335,6 +382,19 @@ def test_recorder_saves_discards_and_appends(tmp_path, rng):
     assert ds.num_episodes == 2 and [e.success for e in ds.episodes] == [True, False]
     np.testing.assert_allclose(ds.actions(0), np.stack(actions), atol=1e-6)
     assert ds.episodes[1].instruction == "open the drawer"
+
+
+def test_recorder_refuses_too_long_instructions(tmp_path, rng):
+    rec = EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP, max_instruction_chars=10)
+    with pytest.raises(RecordingError, match=r"not starting: instruction too long \(11 chars"):
+        rec.start("x" * 11)
+    assert not rec.recording
+    rec.start("short")  # started before a new instruction arrives: checked again at the first frame
+    with pytest.raises(RecordingError, match="instruction too long"):
+        rec.add_frame(0.0, _frames(rng, 1)[0], np.zeros(4), "y" * 11)
+    assert rec.num_frames == 0
+    rec.add_frame(0.0, _frames(rng, 1)[0], np.zeros(4), "y" * 10)
+    assert rec.num_frames == 1
 
 
 def test_recorder_resizes_and_bounds_length(tmp_path, rng):

@@ -1,0 +1,101 @@
+"""recorder_node in-process on real rclpy: instructions from publishers of either durability, and its guards."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="needs rclpy (install the `ros` extra)")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from lapa_ros import qos  # noqa: E402
+from lapa_ros.converters import rgb_to_image  # noqa: E402
+from lapa_ros.recorder_node import RecorderNode  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def wait(predicate, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture
+def graph(tmp_path):
+    """A latched instruction published before the recorder exists, then the recorder and a probe, spinning."""
+    rclpy.init()
+    probe = rclpy.create_node("recorder_probe")
+    latched = probe.create_publisher(String, "instruction", qos.instruction())
+    latched.publish(String(data="pick up the cube"))
+    recorder = RecorderNode(parameter_overrides=[Parameter("dataset_root", value=str(tmp_path / "ds")),
+                                                 Parameter("max_instruction_chars", value=30)])
+    status = {}
+    probe.create_subscription(DiagnosticArray, "recorder_node/status",
+                              lambda m: status.update({kv.key: kv.value for kv in m.status[0].values},
+                                                      message=m.status[0].message), qos.status())
+    executor = SingleThreadedExecutor()
+    executor.add_node(recorder)
+    executor.add_node(probe)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    yield recorder, probe, latched, status
+    stop.set()
+    thread.join(timeout=5.0)
+    recorder.close()
+    recorder.destroy_node()
+    probe.destroy_node()
+    rclpy.try_shutdown()
+
+
+def call(probe, name):
+    client = probe.create_client(Trigger, name)
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(Trigger.Request())
+    assert wait(future.done)
+    return future.result()
+
+
+def test_recorder_hears_both_durabilities_and_refuses_a_too_long_instruction(graph):
+    recorder, probe, latched, status = graph
+    assert wait(lambda: recorder.instruction == "pick up the cube"), recorder.instruction  # latched, late joiner
+    plain = probe.create_publisher(String, "instruction", 10)  # default QoS: reliable, volatile
+    assert wait(lambda: plain.get_subscription_count() >= 1)
+    plain.publish(String(data="x" * 31))
+    assert wait(lambda: recorder.instruction == "x" * 31), recorder.instruction
+    reply = call(probe, "recorder_node/start")
+    assert not reply.success
+    assert reply.message == "not starting: instruction too long (31 chars, max_instruction_chars 30)"
+    assert not recorder.recorder.recording
+    assert wait(lambda: status.get("last_problem", "").startswith("not starting: instruction too long"))
+    assert float(status["last_problem_age_s"]) >= 0 and status["instruction_chars"] == "31"
+    plain.publish(String(data="open the drawer"))
+    assert wait(lambda: recorder.instruction == "open the drawer")
+    assert call(probe, "recorder_node/start").success
+
+
+def test_recorder_status_names_a_rejected_image(graph):
+    recorder, probe, _latched, status = graph
+    camera = probe.create_publisher(Image, "camera/image_raw", qos.camera_publisher())
+    bad = rgb_to_image(np.zeros((8, 8, 3), np.uint8))
+    bad.encoding = "yuv422"
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end and "yuv422" not in status.get("last_problem", ""):
+        camera.publish(bad)
+        time.sleep(0.1)
+    assert "rejected image" in status["last_problem"] and "yuv422" in status["last_problem"], status
+    assert status["rejected_images"] != "0" and status["last_problem_age_s"] != ""
