@@ -21,6 +21,7 @@ D LM width, Dv vision width, K latent tokens, C codebook size, A action dim, nb 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import torch
@@ -220,6 +221,9 @@ class VLAModel(nn.Module):
         # weights.  Tied heads share the embedding, which stays.
         self.lm.lm_head = nn.Identity()
         self.body = self.lm.base_model  # the decoder stack: inputs_embeds -> hidden states
+        # its KV-cache argument and output field: `cache` in transformers >= 5.2x, else `past_key_values` (passing
+        # that one to a newer transformers prints a FutureWarning on every call)
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.body.forward).parameters else "past_key_values"
         D = self.lm.config.hidden_size
         self.hidden_size = D
         Dv = self.vision.hidden_size
@@ -319,14 +323,13 @@ class VLAModel(nn.Module):
         """Run the decoder stack; positions count only real tokens. -> hidden (B, T, D), cache (or None)."""
         if past is None:
             pos = (mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
-            attn = mask
         else:
             T = embeds.shape[1]
             pos = start_pos.unsqueeze(1) + torch.arange(T, device=embeds.device)  # (B, T)
-            attn = mask
-        out = self.body(inputs_embeds=embeds, attention_mask=attn, position_ids=pos,
-                        past_key_values=past, use_cache=use_cache or past is not None)
-        return out.last_hidden_state, out.past_key_values
+        kw = {} if past is None else {self._cache_arg: past}
+        out = self.body(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                        use_cache=use_cache or past is not None, **kw)
+        return out.last_hidden_state, getattr(out, self._cache_arg)
 
     # ---- target branches ----
     def _latent_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
