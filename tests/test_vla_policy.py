@@ -302,3 +302,40 @@ def tok_qwen():
     from lapa_learning.vla.testing import tiny_corpus
 
     return train_tokenizer(prompt_corpus(DEFAULT_PROMPT, tiny_corpus()), 300)
+
+
+def test_act_batch_with_env_ids_keeps_a_chunk_queue_per_env(tmp_path):
+    """Each env id of act_batch(..., envs=) behaves exactly like its own Policy.act: same actions, chunk
+    indices and re-plan points; a row that does not re-plan needs no image."""
+    ck = make_tiny_checkpoint(tmp_path / "ck", chunk_size=3, head="discrete", seed=5)
+    batched, single = Policy.load(ck, device="cpu"), Policy.load(ck, device="cpu")
+    ins = ["push the puck to the goal", "open the door"]
+    frames = {(env, t): _img(seed=100 * env + t) for env in (7, 9) for t in range(7)}
+    expected = {}
+    for env in (7, 9):
+        single.reset()
+        expected[env] = [single.act(frames[(env, t)], ins[env == 9]) for t in range(7)]
+    got = {7: [], 9: []}
+    for t in range(7):
+        envs = [7, 9] if t < 4 else [9, 7]  # the row order may change between calls
+        if t == 4:
+            batched.reset(9)  # a new episode in env 9 only
+            single.reset()
+            expected[9][4:] = [single.act(frames[(9, u)], ins[1]) for u in range(4, 7)]
+        imgs = [frames[(e, t)] if batched.will_replan_for(e) else None for e in envs]
+        for e, a in zip(envs, batched.act_batch(imgs, [ins[e == 9] for e in envs], envs=envs)):
+            got[e].append(a)
+    for env in (7, 9):
+        assert [a.chunk_index for a in got[env]] == [a.chunk_index for a in expected[env]]
+        for a, b in zip(got[env], expected[env]):
+            np.testing.assert_array_equal(a.values, b.values)
+            np.testing.assert_array_equal(a.latent_tokens, b.latent_tokens)
+    assert [a.chunk_index for a in got[7]] == [0, 1, 2, 0, 1, 2, 0]
+    assert [a.chunk_index for a in got[9]] == [0, 1, 2, 0, 0, 1, 2]
+    with pytest.raises(InputError, match=r"images\[0\]"):
+        batched.reset()
+        batched.act_batch([None], ["x"], envs=[1])
+    with pytest.raises(InputError, match="distinct"):
+        batched.act_batch([_img(), _img()], ["x", "y"], envs=[1, 1])
+    with pytest.raises(InputError, match="one of each per row"):
+        batched.act_batch([_img()], ["x", "y"], envs=[1, 2])
