@@ -28,7 +28,7 @@ import numpy as np
 
 from lapa_learning.errors import ConfigError
 
-DEFAULT_NUM_ENVS, DEFAULT_WORKERS = 4, 1  # the fastest on the 2-core CPU (bench/eval_speed.py, results/eval_speed.json)
+DEFAULT_NUM_ENVS, DEFAULT_WORKERS = 8, 1  # the fastest on the 2-core CPU (bench/eval_speed.py, results/eval_speed.json)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
