@@ -11,17 +11,24 @@ Rows:
 
 "single-step" times `act` right after `reset()`, so every call runs the model.  "chunked" reports the median
 per model call (the re-plan) and the mean per action over whole chunks.  Writes results/policy_latency.json.
+
+Before/after: the tiny CPU single-step rows are also timed with the inference code of an earlier commit
+(`--baseline`, default a2d5688: before the decoding speed-ups), read from git history and bound to the same loaded
+model, with calls of the two alternating so that both see the same load from other jobs on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
 import sys
+import subprocess
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +108,102 @@ def time_chunked(policy: Policy, image: np.ndarray, n_chunks: int, warmup: int =
     return calls, total / max(actions, 1)
 
 
+BASELINE_METHODS = ("predict", "_decode_both", "_action_logits", "embed_prefix", "_run")
+
+
+def baseline_policy(ckpt: Path, commit: str, device: str) -> Policy | None:
+    """The same checkpoint with the VLA inference methods of `commit` (from git history), or None without git."""
+    try:
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:lapa_learning/vla/modeling_vla.py"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        print(f"no baseline rows: cannot read commit {commit} ({err})", file=sys.stderr)
+        return None
+    old = types.ModuleType(f"modeling_vla_{commit}")
+    exec(compile(src, old.__name__, "exec"), old.__dict__)  # noqa: S102 - our own code from git history
+    pol = Policy.load(ckpt, device=device)
+    for name in BASELINE_METHODS:
+        if hasattr(old.VLAModel, name):
+            setattr(pol.model, name, types.MethodType(getattr(old.VLAModel, name), pol.model))
+    if hasattr(pol.model.vision.model, "use_head"):
+        pol.model.vision.model.use_head = True  # the old tower also ran SigLIP's unused pooling head
+    if "past_key_values" in src and "_cache_arg" not in src:
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+    return pol
+
+
+def time_interleaved(policies: dict, image: np.ndarray, n: int, warmup: int = 10) -> dict:
+    """Single-step act timings of several policies, calls alternating. -> {name: (wall ms list, cpu ms list)}."""
+    out = {k: ([], []) for k in policies}
+    for i in range(warmup + n):
+        for name, pol in policies.items():
+            pol.reset()
+            c, t = time.process_time(), time.perf_counter()
+            pol.act(image, INSTRUCTION)
+            if i >= warmup:
+                out[name][0].append((time.perf_counter() - t) * 1e3)
+                out[name][1].append((time.process_time() - c) * 1e3)
+    return out
+
+
+def _cpu_median(fn, n: int) -> float:
+    for _ in range(10):
+        fn()
+    ms = []
+    for _ in range(n):
+        c = time.process_time()
+        fn()
+        ms.append((time.process_time() - c) * 1e3)
+    return round(statistics.median(ms), 3)
+
+
+def profile(policy: Policy, before: Policy | None, image: np.ndarray, n: int) -> list[dict]:
+    """Process CPU time (median ms) of the parts of one single-step `act` (tiny, 64 px, 1 thread)."""
+    from lapa_learning.vla.processor_vla import preprocess_images
+
+    m = policy.model
+    pixels = preprocess_images(image[None], policy.image_size)
+    ids, mask = policy._prompt([INSTRUCTION])
+    rows = []
+    with torch.inference_mode():
+        x = (pixels - m.pixel_mean) / m.pixel_std
+        prefix, pmask = m.embed_prefix(pixels, ids, mask)
+        start = m._branch_start("latent_tokens", 1, "cpu")[:, None]
+        first_slots = torch.cat([start, m._branch_start("action_tokens", 1, "cpu")[:, None]], dim=1)
+        owner = torch.tensor([0, 1])
+        pos = torch.cat([(pmask.cumsum(1) - 1).clamp(min=0), pmask.sum(1, keepdim=True).expand(1, 2)], dim=1)
+        emb = torch.cat([prefix, first_slots], dim=1)
+        attn = m._slot_mask(pmask, owner, prefix.dtype)
+        _, cache = m._run(prefix, pmask, use_cache=True)
+        state = cache.__class__.__name__
+
+        def decode_step():  # 2 rows (latent + action) of one token over a 34-token cache
+            c = copy.deepcopy(cache)
+            c.batch_repeat_interleave(2)
+            m._run(first_slots.view(2, 1, -1), torch.ones(2, 1, 1, pmask.shape[1] + 1, dtype=torch.bool),
+                   past=c, start_pos=pmask.sum(1).repeat(2))
+
+        parts = [("preprocess (uint8 -> float, resize)", lambda: preprocess_images(image[None], policy.image_size)),
+                 ("vision tower (SigLIP, 2 layers, 64 patches)", lambda: m.vision(x)),
+                 ("embed_prefix (vision + projector + text embeddings)", lambda: m.embed_prefix(pixels, ids, mask)),
+                 (f"LM: prefix + both start slots, one call ({emb.shape[1]} tokens)",
+                  lambda: m._run(emb, attn, use_cache=True, pos=pos)),
+                 ("LM: prefix alone, one call (before)", lambda: m._run(prefix, pmask, use_cache=True)),
+                 (f"LM: one decode step, 2 rows (+ copying the {state})", decode_step),
+                 ("copying the cache alone", lambda: copy.deepcopy(cache)),
+                 ("model.predict (after)", lambda: m.predict(pixels, ids, mask))]
+        if before is not None:
+            parts.append(("model.predict (before)", lambda: before.model.predict(pixels, ids, mask)))
+        parts += [("Policy.act (after)", lambda: (policy.reset(), policy.act(image, INSTRUCTION)))]
+        if before is not None:
+            parts.append(("Policy.act (before)", lambda: (before.reset(), before.act(image, INSTRUCTION))))
+        for name, fn in parts:
+            rows.append({"part": name, "cpu_median_ms": _cpu_median(fn, n)})
+    return rows
+
+
 def stats(ms: list[float], cpu_ms: list[float] | None = None) -> dict:
     out = {"median_ms": round(statistics.median(ms), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3),
            "n": len(ms)}
@@ -134,6 +237,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "policy_latency.json")
     ap.add_argument("--no-big", action="store_true", help="skip the ~0.5B-parameter CUDA rows")
+    ap.add_argument("--baseline", default="a2d5688", help="git commit whose inference code the 'before' rows run "
+                    "(default: %(default)s, before the decoding speed-ups); '' to skip")
     args = ap.parse_args()
     torch.set_num_threads(1)
     n = 30 if args.quick else 200
@@ -147,11 +252,21 @@ def main() -> int:
     devices = [("cpu", "fp32")]
     if torch.cuda.is_available():
         devices += [("cuda", "fp32"), ("cuda", "bf16")]
+    before = baseline_policy(single_ckpt, args.baseline, "cpu") if args.baseline else None
     for device, precision in devices:
         for px, img in images.items():
             pol = Policy.load(single_ckpt, device=device, precision=precision)
-            rows.append(dict(model="tiny", device=device, precision=precision, threads=1 if device == "cpu" else None,
-                             mode="single-step", head="discrete+latent", input_px=px, **stats(time_single(pol, img, n), CPU_MS)))
+            if device == "cpu" and before is not None:
+                timed = time_interleaved({"before": before, "after": pol}, img, n)
+                rows.append(dict(model="tiny", device=device, precision=precision, threads=1, mode="single-step",
+                                 head="discrete+latent", input_px=px, code=f"before (commit {args.baseline})",
+                                 **stats(*timed["before"])))
+                rows.append(dict(model="tiny", device=device, precision=precision, threads=1, mode="single-step",
+                                 head="discrete+latent", input_px=px, code="after", **stats(*timed["after"])))
+            else:
+                rows.append(dict(model="tiny", device=device, precision=precision,
+                                 threads=1 if device == "cpu" else None, mode="single-step", head="discrete+latent",
+                                 input_px=px, code="after", **stats(time_single(pol, img, n), CPU_MS)))
             pol.report_latents = False
             rows.append(dict(model="tiny", device=device, precision=precision, threads=1 if device == "cpu" else None,
                              mode="single-step", head="discrete, no latent decoding", input_px=px,
@@ -180,17 +295,23 @@ def main() -> int:
             del pol
             torch.cuda.empty_cache()
 
-    hdr = (f"{'model':<28} {'device':<6} {'prec':<5} {'mode':<12} {'head':<29} {'px':>4} {'median':>8} {'p90':>8} "
+    prof = profile(Policy.load(single_ckpt, device="cpu"), before, images[64], n)
+    hdr = (f"{'model':<28} {'code':<8} {'device':<6} {'prec':<5} {'mode':<12} {'head':<29} {'px':>4} {'median':>8} {'p90':>8} "
            f"{'/action':>8} {'cpu med':>8}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         per = f"{r['mean_per_action_ms']:.2f}" if "mean_per_action_ms" in r else ""
-        print(f"{r['model']:<28} {r['device']:<6} {r['precision']:<5} {r['mode']:<12} {r['head']:<29} "
+        print(f"{r['model']:<28} {r.get('code', 'after')[:8]:<8} {r['device']:<6} {r['precision']:<5} {r['mode']:<12} {r['head']:<29} "
               f"{r['input_px']:>4} {r['median_ms']:>8.2f} {r['p90_ms']:>8.2f} {per:>8} "
               f"{r.get('cpu_median_ms', float('nan')) if r['device'] == 'cpu' else float('nan'):>8.2f}")
+    print()
+    for r in prof:
+        print(f"{r['part']:<58} {r['cpu_median_ms']:>7.2f} ms CPU")
     tiny64 = next(r for r in rows if r["device"] == "cpu" and r["mode"] == "single-step" and r["input_px"] == 64
-                  and r["head"] == "discrete+latent")
+                  and r["head"] == "discrete+latent" and r.get("code") == "after")
+    before64 = next((r for r in rows if r["device"] == "cpu" and r["input_px"] == 64
+                     and r.get("code", "").startswith("before")), None)
     default64 = next((r for r in rows if r["model"] == "tiny-efficientnet"), None)
     result = {"tiny_cpu_1thread_median_ms": tiny64["median_ms"], "tiny_cpu_1thread_p90_ms": tiny64["p90_ms"],
               "tiny_cpu_1thread_cpu_time_median_ms": tiny64.get("cpu_median_ms"),
@@ -198,12 +319,21 @@ def main() -> int:
               "default_cpu_1thread_median_ms": default64["median_ms"] if default64 else None,
               "note": "wall-clock medians on a CPU shared with other jobs (see machine.load_average_at_start); "
                       "cpu_median_ms is the process CPU time per call, less sensitive to that contention",
-              "goal_ms": 20.0, "meets_goal": tiny64["median_ms"] <= 20.0, "machine": machine(), "rows": rows,
-              "command": "python bench/policy_latency.py" + (" --quick" if args.quick else ""),
+              "before_median_ms": before64["median_ms"] if before64 else None,
+              "before_cpu_time_median_ms": before64.get("cpu_median_ms") if before64 else None,
+              "speedup_wall": round(before64["median_ms"] / tiny64["median_ms"], 3) if before64 else None,
+              "speedup_cpu_time": (round(before64["cpu_median_ms"] / tiny64["cpu_median_ms"], 3)
+                                   if before64 else None),
+              "baseline_commit": args.baseline or None,
+              "goal_ms": 6.0, "meets_goal": tiny64["median_ms"] <= 6.0, "machine": machine(), "rows": rows,
+              "profile_tiny_64px_cpu_ms": prof,
+              "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(args.out, result)
     print(f"\ntiny CPU 1-thread single-step act at 64 px: median {tiny64['median_ms']:.2f} ms wall, "
-          f"{tiny64.get('cpu_median_ms', float('nan')):.2f} ms CPU time (goal <= 20 ms) -> {args.out}")
+          f"{tiny64.get('cpu_median_ms', float('nan')):.2f} ms CPU time (goal <= 6 ms)"
+          + (f"; before: {before64['median_ms']:.2f} ms wall, {before64.get('cpu_median_ms', float('nan')):.2f} ms CPU"
+             if before64 else "") + f" -> {args.out}")
     return 0
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapa_learning.errors import ConfigError
+from lapa_learning.eval.evaluate import DEFAULT_NUM_ENVS
 
 METHODS = ("lapa", "scratch", "actionvla")
 SETTINGS = ("in-domain", "cross-task", "cross-view")
@@ -165,6 +166,7 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str) 
                                           "--episodes-per-task", str(preset.eval_episodes),
                                           "--max-steps", str(preset.eval_max_steps), "--image-size", size,
                                           "--seed", str(seed + EVAL_SEED_OFFSET),
+                                          "--num-envs", str(DEFAULT_NUM_ENVS),
                                           "--out", str(out / f"eval/{method}"), *dev],
                        deps=(f"finetune-{method}",)))
     return plan

@@ -114,3 +114,45 @@ def test_cli_eval_on_a_tiny_checkpoint(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "nope" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("num_envs,workers", [(3, 1), (2, 2)])
+def test_batched_evaluation_replays_the_sequential_one(tmp_path, num_envs, workers):
+    """N environments at once, one batched forward pass per step (and split over worker processes): the same
+    episodes, seeds, outcomes, step counts, final hand positions and videos as one after another (2 tasks x 3)."""
+    from lapa_learning.data.video import read_video
+    from lapa_learning.vla.policy import Policy
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    policy = Policy.load(make_tiny_checkpoint(tmp_path / "ckpt", chunk_size=2, head="discrete", seed=4),
+                         device="cpu")
+    kw = dict(tasks=["push-v3", "reach-v3"], episodes_per_task=3, max_steps=15, seed=7, progress=False)
+    seq = evaluate(policy, video_dir=tmp_path / "seq", num_envs=1, **kw)
+    bat = evaluate(policy, video_dir=tmp_path / "bat", num_envs=num_envs, workers=workers, **kw)
+    assert seq["num_envs"] == 1 and bat["num_envs"] == num_envs and bat["workers"] == workers
+    assert [e["seed"] for e in seq["episodes"]] == [e["seed"] for e in bat["episodes"]]
+    assert seq["episodes"] == bat["episodes"]  # outcome, steps and final state of every episode
+    for key in ("overall", "tasks"):
+        strip = lambda r: json.loads(json.dumps(r).replace("/seq/", "/X/").replace("/bat/", "/X/"))  # noqa: E731
+        assert strip(seq[key]) == strip(bat[key])
+    names = sorted(p.name for p in (tmp_path / "seq").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "bat").iterdir()) and len(names) >= 2
+    for name in names:
+        np.testing.assert_array_equal(read_video(tmp_path / "seq" / name), read_video(tmp_path / "bat" / name))
+    moved = {tuple(e["final_state"][:3]) for e in seq["episodes"]}
+    assert len(moved) == 6  # the random policy really moved the arm differently in every episode
+
+
+def test_batched_evaluation_needs_a_batched_policy():
+    from lapa_learning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_envs 2"):
+        evaluate(ZeroPolicy(), ["push-v3"], episodes_per_task=2, max_steps=5, progress=False, num_envs=2)
+    with pytest.raises(ConfigError, match="workers 2"):
+        evaluate(ZeroPolicy(), ["push-v3"], episodes_per_task=2, max_steps=5, progress=False, workers=2)
+
+
+def test_cli_rejects_a_bad_num_envs(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path), "--num-envs", "0"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--num-envs" in res.stderr and "Traceback" not in res.stderr

@@ -332,3 +332,21 @@ def test_resnet_tower_trains_and_gives_a_4x4_grid(tok):
 
 def test_latent_and_action_head_configs():
     assert LatentHeadConfig().num_tokens == 4 and ActionHeadConfig().num_bins == 256
+
+
+def test_training_and_decoding_use_the_current_cache_api(tok):
+    """No FutureWarning (transformers renamed past_key_values to cache) from a training step or from decoding."""
+    import warnings
+
+    cfg = _tiny(latent=dict(num_tokens=4, codebook_size=8), action=dict(type="discrete", action_dim=4, chunk_size=2))
+    model = VLAModel(cfg, vocab_size=len(tok))
+    batch = _batch(tok, cfg, B=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        loss, _ = model({**batch, "latent_tokens": torch.randint(0, 8, (2, 4))})
+        loss.backward()
+        model.eval()
+        for parallel in (True, False):
+            model.parallel_branches = parallel
+            out = model.predict(batch["pixels"], batch["ids"], batch["mask"])
+            assert out["action_tokens"].shape == (2, 2, 4) and out["latent_tokens"].shape == (2, 4)

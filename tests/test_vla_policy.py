@@ -201,3 +201,141 @@ def test_parallel_branch_decoding_matches_sequential(tiny_ckpt):
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a.values, b.values)
         np.testing.assert_array_equal(a.latent_tokens, b.latent_tokens)
+
+
+def _greedy_without_cache(model, pixels, ids, mask):
+    """Reference decoding: every token re-runs the whole sequence (prefix + slots so far), no KV cache."""
+    import torch
+
+    prefix, pmask = model.embed_prefix(pixels, ids, mask)
+    B = prefix.shape[0]
+    lat = torch.zeros(B, 0, dtype=torch.long)
+    for _ in range(model.config.latent.num_tokens):
+        h = model._forward_slots(prefix, pmask, model._latent_inputs(torch.cat([lat, lat.new_zeros(B, 1)], 1)))
+        lat = torch.cat([lat, model.latent_head(h[:, -1]).argmax(-1)[:, None]], 1)
+    acfg = model.config.action
+    act = torch.zeros(B, 0, dtype=torch.long)
+    for j in range(acfg.chunk_size * acfg.action_dim):
+        h = model._forward_slots(prefix, pmask, model._action_inputs(torch.cat([act, act.new_zeros(B, 1)], 1)))
+        act = torch.cat([act, model._action_logits(h[:, -1:], first_index=j)[:, 0].argmax(-1)[:, None]], 1)
+    return lat, act.view(B, acfg.chunk_size, acfg.action_dim)
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_cached_decoding_matches_decoding_without_cache(tmp_path, chunk):
+    import torch
+
+    from lapa_learning.vla.processor_vla import encode_prompts, preprocess_images
+
+    pol = Policy.load(make_tiny_checkpoint(tmp_path / "ck", chunk_size=chunk, head="discrete", seed=3), device="cpu")
+    m = pol.model
+    ins = ["push the puck to the goal", "open the door", "close the drawer quickly please", "push"]
+    pixels = preprocess_images(np.stack([_img(seed=10 + i) for i in range(4)]), 64)
+    ids, mask = encode_prompts(pol.tokenizer, m.config.prompt_template, ins, m.config.language.max_text_tokens)
+    with torch.inference_mode():
+        lat, act = _greedy_without_cache(m, pixels, ids, mask)
+        for parallel in (True, False):
+            m.parallel_branches = parallel
+            out = m.predict(pixels, ids, mask)
+            torch.testing.assert_close(out["latent_tokens"], lat, rtol=0, atol=0)
+            torch.testing.assert_close(out["action_tokens"], act, rtol=0, atol=0)
+        only = m.predict(pixels, ids, mask, latents=False)
+        assert set(only) == {"action_tokens"} and torch.equal(only["action_tokens"], act)
+
+
+def test_continuous_chunk_with_latents_matches_decoding_without_cache(chunk_ckpt):
+    import torch
+
+    from lapa_learning.vla.processor_vla import encode_prompts, preprocess_images
+
+    m = Policy.load(chunk_ckpt, device="cpu").model
+    pixels = preprocess_images(np.stack([_img(seed=i) for i in range(2)]), 64)
+    ids, mask = encode_prompts(Policy.load(chunk_ckpt, device="cpu").tokenizer, m.config.prompt_template,
+                               ["open the drawer", "push"], 32)
+    with torch.inference_mode():
+        out = m.predict(pixels, ids, mask)
+        prefix, pmask = m.embed_prefix(pixels, ids, mask)
+        slots = m.action_queries[None].expand(2, -1, -1)
+        torch.testing.assert_close(out["actions_norm"], m.action_head(m._forward_slots(prefix, pmask, slots)))
+        lat = torch.zeros(2, 0, dtype=torch.long)
+        for _ in range(4):
+            h = m._forward_slots(prefix, pmask, m._latent_inputs(torch.cat([lat, lat.new_zeros(2, 1)], 1)))
+            lat = torch.cat([lat, m.latent_head(h[:, -1]).argmax(-1)[:, None]], 1)
+        assert torch.equal(out["latent_tokens"], lat)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prefix_decoding_with_grouped_kv_heads_and_eager_attention(tok_qwen, attn):
+    """A Qwen2 LM with 2 KV heads for 4 query heads (as Qwen2.5-0.5B), SDPA and eager attention: decoding over
+    the shared prefix gives the tokens of decoding each branch on its own."""
+    import torch
+
+    from lapa_learning.vla.configuration_vla import preset
+    from lapa_learning.vla.modeling_vla import VLAModel
+    from lapa_learning.vla.processor_vla import encode_prompts
+
+    torch.manual_seed(0)
+    lm = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=128, tie_word_embeddings=True)
+    cfg = preset("tiny", image_size=32, vision=dict(overrides=dict(image_size=32, patch_size=8, hidden_size=32,
+                                                                   num_hidden_layers=1, num_attention_heads=2,
+                                                                   intermediate_size=64), num_tokens=4),
+                 language=dict(model_type="qwen2", overrides=lm), latent=dict(num_tokens=3, codebook_size=8),
+                 action=dict(type="discrete", action_dim=4, chunk_size=2))
+    m = VLAModel(cfg, vocab_size=len(tok_qwen)).eval()
+    m.lm.set_attn_implementation(attn)
+    ids, mask = encode_prompts(tok_qwen, cfg.prompt_template, ["push the puck", "open the drawer now please", "go"], 32)
+    pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        shared = m.predict(pixels, ids, mask)
+        m.parallel_branches = False
+        alone = m.predict(pixels, ids, mask)
+    assert set(shared) == {"latent_tokens", "action_tokens"}
+    for k in shared:
+        assert torch.equal(shared[k], alone[k]), k
+
+
+@pytest.fixture(scope="module")
+def tok_qwen():
+    from lapa_learning.vla.configuration_vla import DEFAULT_PROMPT
+    from lapa_learning.vla.processor_vla import prompt_corpus, train_tokenizer
+    from lapa_learning.vla.testing import tiny_corpus
+
+    return train_tokenizer(prompt_corpus(DEFAULT_PROMPT, tiny_corpus()), 300)
+
+
+def test_act_batch_with_env_ids_keeps_a_chunk_queue_per_env(tmp_path):
+    """Each env id of act_batch(..., envs=) behaves exactly like its own Policy.act: same actions, chunk
+    indices and re-plan points; a row that does not re-plan needs no image."""
+    ck = make_tiny_checkpoint(tmp_path / "ck", chunk_size=3, head="discrete", seed=5)
+    batched, single = Policy.load(ck, device="cpu"), Policy.load(ck, device="cpu")
+    ins = ["push the puck to the goal", "open the door"]
+    frames = {(env, t): _img(seed=100 * env + t) for env in (7, 9) for t in range(7)}
+    expected = {}
+    for env in (7, 9):
+        single.reset()
+        expected[env] = [single.act(frames[(env, t)], ins[env == 9]) for t in range(7)]
+    got = {7: [], 9: []}
+    for t in range(7):
+        envs = [7, 9] if t < 4 else [9, 7]  # the row order may change between calls
+        if t == 4:
+            batched.reset(9)  # a new episode in env 9 only
+            single.reset()
+            expected[9][4:] = [single.act(frames[(9, u)], ins[1]) for u in range(4, 7)]
+        imgs = [frames[(e, t)] if batched.will_replan_for(e) else None for e in envs]
+        for e, a in zip(envs, batched.act_batch(imgs, [ins[e == 9] for e in envs], envs=envs)):
+            got[e].append(a)
+    for env in (7, 9):
+        assert [a.chunk_index for a in got[env]] == [a.chunk_index for a in expected[env]]
+        for a, b in zip(got[env], expected[env]):
+            np.testing.assert_array_equal(a.values, b.values)
+            np.testing.assert_array_equal(a.latent_tokens, b.latent_tokens)
+    assert [a.chunk_index for a in got[7]] == [0, 1, 2, 0, 1, 2, 0]
+    assert [a.chunk_index for a in got[9]] == [0, 1, 2, 0, 0, 1, 2]
+    with pytest.raises(InputError, match=r"images\[0\]"):
+        batched.reset()
+        batched.act_batch([None], ["x"], envs=[1])
+    with pytest.raises(InputError, match="distinct"):
+        batched.act_batch([_img(), _img()], ["x", "y"], envs=[1, 1])
+    with pytest.raises(InputError, match="one of each per row"):
+        batched.act_batch([_img()], ["x", "y"], envs=[1, 2])

@@ -3,21 +3,32 @@
 Initial layouts come from evaluation seeds, which never overlap the seeds used to generate training data
 (lapa_learning/sim/seeds.py). Writes results JSON and, per task, a video of the first successful and the first
 failed episode.
+
+`--num-envs N` steps N environments together and the policy plans all of them that need a new chunk in one
+forward pass (`Policy.act_batch(..., envs=...)`, a chunk queue per environment); `--workers W` splits the episodes
+over W processes, each with its own copy of the policy and N environments (the only messages are the episodes
+and their results: per-step messages between processes cost more than a step on a busy CPU). Either way the
+episodes, seeds and videos are the sequential evaluator's, and so are the actions wherever a row's result does not
+depend on what else is in the batch (discrete heads: tested equal; continuous heads can differ in the last float
+bits, since a batched matrix product may round differently).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lapa_learning.errors import ConfigError
+
+DEFAULT_NUM_ENVS, DEFAULT_WORKERS = 8, 1  # the fastest on the 2-core CPU (bench/eval_speed.py, results/eval_speed.json)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with a chunked policy: re-plan every N steps (default: execute whole chunks)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <checkpoint>/eval)")
     parser.add_argument("--videos", type=int, default=1, help="videos to save per task and outcome (default: 1)")
+    parser.add_argument("--num-envs", type=int, default=DEFAULT_NUM_ENVS,
+                        help="environments stepped together, planned by one batched forward pass per step "
+                             "(1 = one episode after another; default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="processes to split the episodes over, each with its own policy copy and --num-envs "
+                             "environments (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,11 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes_per_task < 1:
         raise ConfigError(f"--episodes-per-task must be at least 1, got {args.episodes_per_task}")
+    if args.num_envs < 1 or args.workers < 1:
+        raise ConfigError(f"--num-envs and --workers must be at least 1, got {args.num_envs} and {args.workers}")
     policy = Policy.load(args.checkpoint, device=args.device, replan_every=args.replan_every)
     out = args.out or Path(args.checkpoint) / "eval"
     results = evaluate(policy, _task_list(args.tasks), args.episodes_per_task, max_steps=args.max_steps,
                        seed=args.seed, camera=args.camera, image_size=args.image_size, video_dir=out / "videos",
-                       videos_per_outcome=args.videos)
+                       videos_per_outcome=args.videos, num_envs=args.num_envs,
+                       workers=args.workers)
     results["command"] = "lapa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results["checkpoint"] = str(args.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,69 +78,222 @@ def run(args: argparse.Namespace) -> int:
 
 
 @dataclass
-class TaskResult:
-    successes: list[bool] = field(default_factory=list)
-    steps_to_success: list[int] = field(default_factory=list)
-    videos: list[str] = field(default_factory=list)
+class Episode:
+    task: str
+    index: int  # episode number within its task
+    seed: int  # environment seed (the initial layout)
+    image: np.ndarray | None = None  # the newest observation
+    frames: list | None = None  # every frame, while this episode may become one of the task's videos
+    success: bool = False
+    steps: int = 0
+    final_state: list | None = None
 
 
 def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 150, seed: int = 0,
              camera: str = "front", image_size: int = 64, video_dir: Path | None = None,
-             videos_per_outcome: int = 1, progress: bool = True) -> dict:
-    """Run `episodes_per_task` closed-loop episodes per task; returns per-task and overall success statistics."""
+             videos_per_outcome: int = 1, progress: bool = True, num_envs: int = 1, workers: int = 1) -> dict:
+    """Run `episodes_per_task` closed-loop episodes per task; returns per-task and overall success statistics.
+
+    num_envs > 1: that many environments at once, the policy batched (`act_batch(..., envs=)`).  workers > 1:
+    the episodes are split over that many processes (every `workers`-th episode each), each with its own copy of
+    the policy (loaded from `policy.checkpoint_dir`) and `num_envs` environments."""
     from tqdm import tqdm
 
-    from lapa_learning.data.video import write_video
-    from lapa_learning.eval.stats import wilson_interval
-    from lapa_learning.sim.instructions import instruction_for
-    from lapa_learning.sim.metaworld_env import FPS, MetaWorldEnv
     from lapa_learning.sim.seeds import eval_seed
 
+    if num_envs < 1 or workers < 1:
+        raise ConfigError(f"num_envs {num_envs}, workers {workers}: expected integers >= 1")
     started = time.time()
-    per_task: dict[str, TaskResult] = {}
-    bar = tqdm(total=len(tasks) * episodes_per_task, desc="evaluating", unit="ep", disable=not progress)
-    for task in tasks:
-        result = per_task[task] = TaskResult()
+    queue = [Episode(task, e, eval_seed(seed, e)) for task in tasks for e in range(episodes_per_task)]
+    finished: dict[tuple[str, int], Episode] = {}
+    keep_frames = _keep_frames_rule(finished, videos_per_outcome if video_dir is not None else None)
+    bar = tqdm(total=len(queue), desc="evaluating", unit="ep", disable=not progress)
+
+    def end(ep: Episode) -> None:
+        finished[(ep.task, ep.index)] = ep
+        bar.update(1)
+        wins = [finished[k].success for k in finished if k[0] == ep.task]
+        bar.set_postfix_str(f"{ep.task} {sum(wins)}/{len(wins)}")
+
+    # nothing here reads the predicted latent tokens: skip decoding them (they do not change the actions)
+    report_latents = getattr(policy, "report_latents", None)
+    if report_latents is not None:
+        policy.report_latents = False
+    try:
+        if workers > 1:
+            _run_workers(policy, queue, num_envs, workers, video_dir is not None and videos_per_outcome, end,
+                         camera, image_size, max_steps)
+        elif num_envs > 1:
+            _run_batched(policy, queue, num_envs, keep_frames, end, camera, image_size, max_steps)
+        else:
+            _run_sequential(policy, queue, keep_frames, end, camera, image_size, max_steps)
+    finally:
+        if report_latents is not None:
+            policy.report_latents = report_latents
+    bar.close()
+    return _results(tasks, [finished[(e.task, e.index)] for e in queue], video_dir, videos_per_outcome,
+                    dict(max_steps=max_steps, seed=seed, camera=camera, image_size=image_size, num_envs=num_envs,
+                         workers=workers, minutes=(time.time() - started) / 60))
+
+
+def _keep_frames_rule(finished: dict, videos_per_outcome: int | None):
+    """-> keep(episode): whether to keep every frame of an episode that starts now.  Frames are kept while the
+    episode can still be one of the first `videos_per_outcome` successes or failures of its task, judged from
+    the earlier episodes known to have ended; so every video the sequential order saves has its frames, also
+    when episodes overlap or are split over processes.  None: no videos."""
+    def keep(ep: Episode) -> bool:
+        if videos_per_outcome is None:
+            return False
+        earlier = [finished[(ep.task, i)].success for i in range(ep.index) if (ep.task, i) in finished]
+        return sum(earlier) < videos_per_outcome or len(earlier) - sum(earlier) < videos_per_outcome
+
+    return keep
+
+
+def _run_workers(policy, queue, num_envs, workers, videos_per_outcome, end, camera, image_size, max_steps) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    if not hasattr(policy, "checkpoint_dir"):
+        raise ConfigError(f"workers {workers}: the policy ({type(policy).__name__}) cannot be loaded in a worker "
+                          f"process (no checkpoint_dir); use workers 1")
+    args = dict(checkpoint_dir=policy.checkpoint_dir, device=policy.device, replan_every=policy.replan_every,
+                precision=policy.precision, report_latents=policy.report_latents)
+    video = {"videos_per_outcome": videos_per_outcome} if videos_per_outcome else None
+    shares = [queue[k::workers] for k in range(workers) if queue[k::workers]]
+    # "spawn": a fresh interpreter (no inherited torch threads or OpenGL state); scripts need a __main__ guard
+    with ProcessPoolExecutor(len(shares), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, dict(args), share, num_envs, video, camera, image_size, max_steps)
+                   for share in shares]
+        for future in futures:
+            for ep in future.result():
+                end(ep)
+
+
+def _run_sequential(policy, queue: list[Episode], keep_frames, end, camera, image_size, max_steps) -> None:
+    from lapa_learning.sim.instructions import instruction_for
+    from lapa_learning.sim.metaworld_env import MetaWorldEnv
+
+    for task in dict.fromkeys(e.task for e in queue):
         instruction = instruction_for(task)
-        saved = {True: 0, False: 0}
         with MetaWorldEnv(task, camera=camera, image_size=image_size, max_steps=max_steps) as env:
-            for episode in range(episodes_per_task):
-                obs = env.reset(eval_seed(seed, episode))
+            for ep in (e for e in queue if e.task == task):
+                obs = env.reset(ep.seed)
                 policy.reset()
-                # Frames are kept (every step rendered) until this task has its videos; after that a step is
-                # rendered only when the policy will read it (a chunked Policy reads one image per chunk).
-                keep = video_dir is not None and min(saved.values()) < videos_per_outcome
-                frames, success, done = [obs.image], False, False
+                # after this task has its videos, a step is rendered only when the policy will read it (a chunked
+                # Policy reads one image per chunk)
+                ep.frames = [obs.image] if keep_frames(ep) else None
+                done = False
                 while not done:
                     action = policy.act(obs.image, instruction)
-                    render = keep or getattr(policy, "will_replan", True)
-                    obs, success, done = env.step(np.asarray(action.values, dtype=np.float64), render=render)
-                    if keep:
-                        frames.append(obs.image)
-                result.successes.append(success)
-                if success:
-                    result.steps_to_success.append(env.steps)
-                if video_dir is not None and saved[success] < videos_per_outcome:
-                    video_dir.mkdir(parents=True, exist_ok=True)
-                    path = video_dir / f"{task}_{'success' if success else 'failure'}_{saved[success]}.mp4"
-                    write_video(path, np.stack(frames), fps=int(FPS // 4) or 1)  # 4x slow motion for viewing
-                    result.videos.append(str(path))
-                    saved[success] += 1
-                bar.update(1)
-                bar.set_postfix_str(f"{task} {sum(result.successes)}/{len(result.successes)}")
-    bar.close()
+                    render = ep.frames is not None or getattr(policy, "will_replan", True)
+                    obs, ep.success, done = env.step(np.asarray(action.values, dtype=np.float64), render=render)
+                    if ep.frames is not None:
+                        ep.frames.append(obs.image)
+                ep.steps, ep.final_state = env.steps, obs.state.tolist()
+                end(ep)
 
-    def summary(successes: list[bool], steps: list[int]) -> dict:
-        wins = int(sum(successes))
-        lo, hi = wilson_interval(wins, len(successes))
-        return {"success": wins / len(successes), "ci95": [lo, hi], "episodes": len(successes), "successes": wins,
+
+def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, camera, image_size,
+                 max_steps) -> None:
+    """`num_envs` environments in this process at once: every step the policy plans all environments whose chunk
+    ran out in one forward pass (`act_batch(..., envs=)`), and a slot takes a new episode when its own ends."""
+    from lapa_learning.sim.instructions import instruction_for
+    from lapa_learning.sim.metaworld_env import MetaWorldEnv
+
+    if not hasattr(policy, "act_batch") or not hasattr(policy, "will_replan_for"):
+        raise ConfigError(f"num_envs {num_envs}: the policy ({type(policy).__name__}) has no batched act_batch(..., "
+                          f"envs=); use num_envs 1")
+    pending = {t: collections.deque(e for e in queue if e.task == t) for t in dict.fromkeys(e.task for e in queue)}
+    instructions = {t: instruction_for(t) for t in pending}
+    envs: dict[int, MetaWorldEnv] = {}  # slot -> the env of its current task
+    opened = []  # closed only at the end: closing one MuJoCo renderer while others live broke their frames
+    active: dict[int, Episode] = {}  # slot -> its episode
+
+    def start(slot: int) -> None:
+        """The slot's next episode: of its own task while there are any (making an env costs ~0.4-1 s), else of
+        the task with the most episodes left. The order does not change any episode, only when it runs."""
+        task = envs[slot].task if slot in envs and pending[envs[slot].task] else max(pending, key=lambda t: len(pending[t]))
+        if not pending[task]:
+            return
+        ep = active[slot] = pending[task].popleft()
+        if slot not in envs or envs[slot].task != ep.task:
+            envs[slot] = MetaWorldEnv(ep.task, camera=camera, image_size=image_size, max_steps=max_steps)
+            opened.append(envs[slot])
+        policy.reset(slot)
+        ep.image = envs[slot].reset(ep.seed).image
+        ep.frames = [ep.image] if keep_frames(ep) else None
+
+    try:
+        for slot in range(num_envs):
+            start(slot)
+        while active:
+            slots = sorted(active)
+            actions = policy.act_batch([active[s].image for s in slots], [instructions[active[s].task] for s in slots],
+                                       envs=slots)
+            for s, a in zip(slots, actions):
+                ep, env = active[s], envs[s]
+                obs, ep.success, done = env.step(np.asarray(a.values, dtype=np.float64),
+                                                 render=ep.frames is not None or policy.will_replan_for(s))
+                ep.image = obs.image
+                if ep.frames is not None:
+                    ep.frames.append(obs.image)
+                if done:
+                    ep.steps, ep.final_state = env.steps, obs.state.tolist()
+                    del active[s]
+                    end(ep)
+                    start(s)
+    finally:
+        for env in opened:
+            env.close()
+
+
+def _worker(policy_args: dict, episodes: list[Episode], num_envs: int, video: dict | None, camera, image_size,
+            max_steps) -> list[Episode]:
+    """One worker process: its own copy of the policy runs its share of the episodes, `num_envs` at a time."""
+    import torch
+
+    from lapa_learning.vla.policy import Policy
+
+    torch.set_num_threads(1)
+    report_latents = policy_args.pop("report_latents")
+    policy = Policy.load(**policy_args)
+    policy.report_latents = report_latents
+    done: dict[tuple[str, int], Episode] = {}
+    keep = _keep_frames_rule(done, video["videos_per_outcome"] if video else None)
+    _run_batched(policy, episodes, num_envs, keep, lambda ep: done.__setitem__((ep.task, ep.index), ep),
+                 camera, image_size, max_steps)
+    return [done[(e.task, e.index)] for e in episodes]
+
+
+def _results(tasks, episodes: list[Episode], video_dir, videos_per_outcome: int, extra: dict) -> dict:
+    from lapa_learning.data.video import write_video
+    from lapa_learning.eval.stats import wilson_interval
+    from lapa_learning.sim.metaworld_env import FPS
+
+    videos: dict[str, list[str]] = {t: [] for t in tasks}
+    for task in tasks:
+        saved = {True: 0, False: 0}
+        for ep in (e for e in episodes if e.task == task):
+            if video_dir is not None and saved[ep.success] < videos_per_outcome:
+                video_dir.mkdir(parents=True, exist_ok=True)
+                path = video_dir / f"{task}_{'success' if ep.success else 'failure'}_{saved[ep.success]}.mp4"
+                write_video(path, np.stack(ep.frames), fps=int(FPS // 4) or 1)  # 4x slow motion for viewing
+                videos[task].append(str(path))
+                saved[ep.success] += 1
+            ep.frames = ep.image = None
+
+    def summary(eps: list[Episode]) -> dict:
+        wins = sum(e.success for e in eps)
+        lo, hi = wilson_interval(wins, len(eps))
+        steps = [e.steps for e in eps if e.success]
+        return {"success": wins / len(eps), "ci95": [lo, hi], "episodes": len(eps), "successes": wins,
                 "mean_steps_to_success": float(np.mean(steps)) if steps else None}
 
-    tasks_out = {t: {**summary(r.successes, r.steps_to_success), "videos": r.videos} for t, r in per_task.items()}
-    every = [s for r in per_task.values() for s in r.successes]
-    steps = [s for r in per_task.values() for s in r.steps_to_success]
-    return {"overall": summary(every, steps), "tasks": tasks_out, "max_steps": max_steps, "seed": seed,
-            "camera": camera, "image_size": image_size, "minutes": (time.time() - started) / 60}
+    tasks_out = {t: {**summary([e for e in episodes if e.task == t]), "videos": videos[t]} for t in tasks}
+    return {"overall": summary(episodes), "tasks": tasks_out, **extra,
+            "episodes": [{"task": e.task, "episode": e.index, "seed": e.seed, "success": e.success,
+                          "steps": e.steps, "final_state": e.final_state} for e in episodes]}
 
 
 def format_table(results: dict) -> str:

@@ -20,7 +20,7 @@ D LM width, Dv vision width, K latent tokens, C codebook size, A action dim, nb 
 
 from __future__ import annotations
 
-import copy
+import inspect
 import math
 
 import torch
@@ -112,6 +112,8 @@ class VisionTower(nn.Module):
             self.model = AutoModel.from_config(hf)
         else:
             self.model = _load_pretrained_vision(cfg.path)
+        if getattr(self.model, "use_head", False):  # SigLIP's attention-pooling head: its output is never read
+            self.model.use_head = False  # (its weights stay, so checkpoints keep loading)
         c = self.model.config
         self.hidden_size = int(getattr(c, "hidden_size", 0) or getattr(c, "hidden_sizes", [0])[-1])
         if not self.hidden_size:
@@ -220,6 +222,9 @@ class VLAModel(nn.Module):
         # weights.  Tied heads share the embedding, which stays.
         self.lm.lm_head = nn.Identity()
         self.body = self.lm.base_model  # the decoder stack: inputs_embeds -> hidden states
+        # its KV-cache argument and output field: `cache` in transformers >= 5.2x, else `past_key_values` (passing
+        # that one to a newer transformers prints a FutureWarning on every call)
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.body.forward).parameters else "past_key_values"
         D = self.lm.config.hidden_size
         self.hidden_size = D
         Dv = self.vision.hidden_size
@@ -315,18 +320,18 @@ class VLAModel(nn.Module):
             m = torch.gather(m, 1, order)
         return emb, m  # (B, P, D), (B, P)
 
-    def _run(self, embeds, mask, past=None, start_pos=None, use_cache: bool = False):
-        """Run the decoder stack; positions count only real tokens. -> hidden (B, T, D), cache (or None)."""
-        if past is None:
+    def _run(self, embeds, mask, past=None, start_pos=None, use_cache: bool = False, pos=None):
+        """Run the decoder stack; positions count only real tokens. -> hidden (B, T, D), cache (or None).
+        mask: (B, P) 2-D padding mask, or a ready 4-D mask (B, 1, T, P) with explicit `pos` (B, T)."""
+        if pos is None and past is None:
             pos = (mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
-            attn = mask
-        else:
+        elif pos is None:
             T = embeds.shape[1]
             pos = start_pos.unsqueeze(1) + torch.arange(T, device=embeds.device)  # (B, T)
-            attn = mask
-        out = self.body(inputs_embeds=embeds, attention_mask=attn, position_ids=pos,
-                        past_key_values=past, use_cache=use_cache or past is not None)
-        return out.last_hidden_state, out.past_key_values
+        kw = {} if past is None else {self._cache_arg: past}
+        out = self.body(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                        use_cache=use_cache or past is not None, **kw)
+        return out.last_hidden_state, getattr(out, self._cache_arg)
 
     # ---- target branches ----
     def _latent_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -415,84 +420,136 @@ class VLAModel(nn.Module):
     @torch.no_grad()
     def predict(self, pixels, ids, mask, latents: bool = True, actions: bool = True) -> dict:
         """Greedy decoding. -> {"latent_tokens": (B, K) long, "action_tokens": (B, T, A) long |
-        "actions_norm": (B, T, A) float}; keys only for heads that exist and were asked for."""
+        "actions_norm": (B, T, A) float}; keys only for heads that exist and were asked for.
+
+        One LM call runs the prefix together with the first slots of every branch (the latent start token, the
+        action start token or the T continuous queries), each branch seeing the prefix and its own slots only
+        (a 4-D mask).  The token branches then go on side by side as rows 2b / 2b+1 over that one prefix cache:
+        max(K, T*A) LM calls for latent + discrete actions (before: 1 + max(K, T*A)), K for latent + a continuous
+        chunk (before: 2 + K).  `parallel_branches = False` decodes each branch on its own (the reference)."""
+        from transformers import DynamicCache
+
         if self.training:
             raise RuntimeError("predict() needs eval mode (call model.eval())")
-        prefix, pmask = self.embed_prefix(pixels, ids, mask)  # (B, P, D)
-        B, P, _ = prefix.shape
-        _, cache = self._run(prefix, pmask, use_cache=True)  # fills the KV cache with the prefix
-        next_pos = pmask.sum(1)  # (B,) position of the first target slot
-        out = {}
-        want_latent = latents and self.latent_head is not None
-        want_action = actions and self.action_head is not None
-        if (want_latent and want_action and self.config.action.type == "discrete" and self.parallel_branches
-                and hasattr(cache, "batch_repeat_interleave")):
-            return self._decode_both(cache, pmask, next_pos)
-        if want_latent:
-            c = copy.deepcopy(cache) if want_action else cache
-            K, C = self.config.latent.num_tokens, self.config.latent.codebook_size
-            cur = self.latent_embed(torch.full((B, 1), C, dtype=torch.long, device=prefix.device))  # (B, 1, D)
-            toks = []
-            m = pmask
-            for k in range(K):
-                m = torch.cat([m, m.new_ones(B, 1)], dim=1)
-                h, c = self._run(cur.to(prefix.dtype), m, past=c, start_pos=next_pos + k)
-                z = self.latent_head(h[:, -1]).argmax(-1)  # (B,)
-                toks.append(z)
-                cur = self.latent_embed(z)[:, None]
-            out["latent_tokens"] = torch.stack(toks, 1)  # (B, K)
-        if want_action:
-            acfg = self.config.action
-            T, A = acfg.chunk_size, acfg.action_dim
-            if acfg.type == "continuous":
-                slots = self.action_queries[None].expand(B, -1, -1).to(prefix.dtype)
-                m = torch.cat([pmask, pmask.new_ones(B, T)], dim=1)
-                h, _ = self._run(slots, m, past=cache, start_pos=next_pos)
-                out["actions_norm"] = self.action_head(h).float()  # (B, T, A)
+        prefix, pmask = self.embed_prefix(pixels, ids, mask)  # (B, P, D), (B, P)
+        B = prefix.shape[0]
+        branches = []  # (name, first slots (B, S, D))
+        if latents and self.latent_head is not None:
+            branches.append(("latent_tokens", self._branch_start("latent_tokens", B, prefix.device)[:, None]))
+        if actions and self.action_head is not None:
+            if self.config.action.type == "continuous":
+                branches.append(("actions_norm", self.action_queries[None].expand(B, -1, -1)))
             else:
-                cur = self.action_embed(torch.full((B, 1), A * acfg.num_bins, dtype=torch.long, device=prefix.device))
-                toks = []
-                m = pmask
-                for j in range(T * A):
-                    m = torch.cat([m, m.new_ones(B, 1)], dim=1)
-                    h, cache = self._run(cur.to(prefix.dtype), m, past=cache, start_pos=next_pos + j)
-                    y = self._action_logits(h[:, -1:], first_index=j)[:, 0].argmax(-1)  # (B,)
-                    toks.append(y)
-                    cur = self.action_embed((j % A) * acfg.num_bins + y)[:, None]
-                out["action_tokens"] = torch.stack(toks, 1).view(B, T, A)
+                branches.append(("action_tokens", self._branch_start("action_tokens", B, prefix.device)[:, None]))
+        # sharing the prefix needs ready 4-D masks (SDPA or eager attention) and a cache that can repeat its rows
+        shared = self.parallel_branches and self._own_masks and hasattr(DynamicCache, "batch_repeat_interleave")
+        out = {}
+        for group in ([branches] if shared else [[b] for b in branches]):
+            out.update(self._decode(prefix, pmask, group))
         return out
 
-    def _decode_both(self, cache, pmask, next_pos) -> dict:
-        """Latent and discrete-action branches decoded side by side: the prefix cache is duplicated so that row
-        2b decodes the latents and row 2b+1 the actions of sample b, max(K, T*A) steps instead of K + T*A.
-        A branch that is done keeps decoding a dummy token in its own row, which nothing reads."""
-        B = pmask.shape[0]
-        acfg, lcfg = self.config.action, self.config.latent
-        K, C, A, nb = lcfg.num_tokens, lcfg.codebook_size, acfg.action_dim, acfg.num_bins
-        M = acfg.chunk_size * A
+    def _decode(self, prefix, pmask, branches) -> dict:
+        B, P, _ = prefix.shape
+        dev, dtype = prefix.device, prefix.dtype
+        sizes = [slots.shape[1] for _, slots in branches]
+        owner = torch.cat([torch.full((n,), g, device=dev) for g, n in enumerate(sizes)])  # (S,) branch of a slot
+        offset = torch.cat([torch.arange(n, device=dev) for n in sizes])  # (S,) index inside its branch
+        S = len(owner)
+        start = pmask.sum(1)  # (B,) position of the first target slot
+        pos = torch.cat([(pmask.cumsum(1) - 1).clamp(min=0), start[:, None] + offset], dim=1)  # (B, P+S)
+        slots = torch.cat([s for _, s in branches], dim=1).to(dtype)  # (B, S, D)
+        attn = self._slot_mask(pmask, owner, dtype) if len(branches) > 1 else \
+            torch.cat([pmask, pmask.new_ones(B, S)], dim=1)
+        h, cache = self._run(torch.cat([prefix, slots], dim=1), attn, use_cache=True, pos=pos)
+        h = h[:, P:]  # (B, S, D)
+        out, tokens = {}, []  # tokens: (branch index, name, slot of its first token)
+        for g, (name, _) in enumerate(branches):
+            first = sum(sizes[:g])
+            if name == "actions_norm":
+                out[name] = self.action_head(h[:, first:first + sizes[g]]).float()  # (B, T, A)
+            else:
+                tokens.append((g, name, first))
+        if not tokens:
+            return out
+        # token branches: row b*n + i decodes branch i of sample b, over the shared prefix cache
+        n = len(tokens)
+        lengths = [self._branch_length(name) for _, name, _ in tokens]
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        seen = torch.stack([(owner == g) for g, _, _ in tokens]).to(pmask.dtype)  # (n, S) slots a branch sees
+        m = torch.cat([pmask.repeat_interleave(n, 0), seen.repeat(B, 1)], dim=1)  # (nB, P+S)
+        pos0 = start.repeat_interleave(n)  # (nB,)
+        hs = torch.stack([h[:, first] for _, _, first in tokens], dim=1)  # (B, n, D)
+        toks = [[] for _ in tokens]
+        for j in range(max(lengths)):
+            if j > 0:
+                m = torch.cat([m, m.new_ones(n * B, 1)], dim=1)
+                # one query per row: its mask is just the keys it sees (ready 4-D, so transformers builds none)
+                attn = self._attn_format(m.bool()[:, None, None], dtype) if self._own_masks else m
+                hs, cache = self._run(cur.to(dtype), attn, past=cache, start_pos=pos0 + j)  # (nB, 1, D)
+                hs = hs.view(B, n, -1)
+            nxt = []
+            for i, (_, name, _) in enumerate(tokens):
+                y, e = self._branch_step(name, hs[:, i], min(j, lengths[i] - 1))  # (B,), (B, D)
+                if j < lengths[i]:  # a branch that is done keeps decoding in its own rows; nothing reads them
+                    toks[i].append(y)
+                nxt.append(e)
+            cur = torch.stack(nxt, dim=1).reshape(n * B, 1, -1)  # (nB, 1, D), rows b*n + i
+        for (_, name, _), t in zip(tokens, toks):
+            t = torch.stack(t, 1)  # (B, K) | (B, T*A)
+            out[name] = t if name == "latent_tokens" else t.view(B, self.config.action.chunk_size, -1)
+        return out
+
+    def _slot_mask(self, pmask, owner, dtype) -> torch.Tensor:
+        """4-D mask (B, 1, P+S, P+S) for [prefix][slots of branch 0][slots of branch 1]..: causal over real
+        prefix tokens, and a slot sees the prefix and the earlier slots of its own branch."""
+        B, P = pmask.shape
+        S = len(owner)
         dev = pmask.device
-        cache.batch_repeat_interleave(2)  # (B, ...) -> (2B, ...): [b0 latent, b0 action, b1 latent, ...]
-        m = pmask.repeat_interleave(2, dim=0)  # (2B, P)
-        pos0 = next_pos.repeat_interleave(2)  # (2B,)
-        nl = self.latent_embed(torch.full((B,), C, dtype=torch.long, device=dev))  # (B, D) start tokens
-        na = self.action_embed(torch.full((B,), A * nb, dtype=torch.long, device=dev))  # (B, D)
-        lat, act = [], []
-        dtype = next(self.projector.parameters()).dtype
-        for j in range(max(K, M)):
-            cur = torch.stack([nl, na], dim=1).reshape(2 * B, 1, -1)  # (2B, 1, D), rows interleaved
-            m = torch.cat([m, m.new_ones(2 * B, 1)], dim=1)
-            h, cache = self._run(cur.to(dtype), m, past=cache, start_pos=pos0 + j)  # (2B, 1, D)
-            h = h[:, -1].view(B, 2, -1)  # (B, 2, D)
-            if j < K:
-                z = self.latent_head(h[:, 0]).argmax(-1)  # (B,)
-                lat.append(z)
-                nl = self.latent_embed(z)
-            if j < M:
-                y = self._action_logits(h[:, 1:2], first_index=j)[:, 0].argmax(-1)  # (B,)
-                act.append(y)
-                na = self.action_embed((j % A) * nb + y)
-        return {"latent_tokens": torch.stack(lat, 1),  # (B, K)
-                "action_tokens": torch.stack(act, 1).view(B, acfg.chunk_size, A)}  # (B, T, A)
+        causal = torch.ones(P + S, P + S, dtype=torch.bool, device=dev).tril()
+        same = torch.ones(P + S, P + S, dtype=torch.bool, device=dev)
+        same[P:, P:] = owner[:, None] == owner[None, :]
+        keys = torch.cat([pmask.bool(), pmask.new_ones(B, S, dtype=torch.bool)], dim=1)  # (B, P+S)
+        allowed = (causal & same)[None] & keys[:, None, :]  # (B, P+S, P+S)
+        allowed |= torch.eye(P + S, dtype=torch.bool, device=dev)  # pad rows see themselves (no NaN rows)
+        return self._attn_format(allowed[:, None], dtype)  # (B, 1, P+S, P+S)
+
+    @property
+    def _own_masks(self) -> bool:
+        """Whether the LM's attention takes ready 4-D masks (SDPA, eager); flash-attention kernels do not."""
+        return self.lm.config._attn_implementation in ("sdpa", "eager")
+
+    def _attn_format(self, allowed: torch.Tensor, dtype) -> torch.Tensor:
+        """A ready 4-D mask (True = attend) in the form the LM's attention takes: bool for SDPA, else additive."""
+        if self.lm.config._attn_implementation == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+    def _branch_length(self, name: str) -> int:
+        if name == "latent_tokens":
+            return self.config.latent.num_tokens
+        return self.config.action.chunk_size * self.config.action.action_dim
+
+    def _branch_start(self, name: str, B: int, device) -> torch.Tensor:
+        """-> (B, D) embedding of the branch's start token."""
+        if name == "latent_tokens":
+            start, embed = self.config.latent.codebook_size, self.latent_embed
+        else:
+            start, embed = self.config.action.action_dim * self.config.action.num_bins, self.action_embed
+        return embed(torch.full((B,), start, dtype=torch.long, device=device))
+
+    def _branch_step(self, name: str, h: torch.Tensor, j: int):
+        """hidden (B, D) at target slot j -> greedy token (B,) and the embedding of that token (B, D)."""
+        if name == "latent_tokens":
+            z = self.latent_head(h).argmax(-1)
+            return z, self.latent_embed(z)
+        acfg = self.config.action
+        logits = self.action_head(h).float()  # (B, nb)
+        d = j % acfg.action_dim
+        if acfg.gripper_binary and d == acfg.action_dim - 1:
+            logits = logits[:, :2]  # the gripper slot has 2 classes (what _action_logits masks in training)
+        y = logits.argmax(-1)
+        return y, self.action_embed(d * acfg.num_bins + y)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -9,9 +9,14 @@
     action.chunk_index   # position inside the current action chunk (0 right after a re-plan)
 
 A chunked policy (chunk_size T > 1) predicts T actions per model call and hands them out one per `act`;
-it re-plans after `replan_every` actions (default T).  `act_batch` is stateless (one plan per row, first action).
-`policy.will_replan` says whether the next `act` runs the model; while it is False, `act` reads no image and
-accepts image=None (the simulator evaluator skips rendering those steps).
+it re-plans after `replan_every` actions (default T).  `policy.will_replan` says whether the next `act` runs the
+model; while it is False, `act` reads no image and accepts image=None (the simulator evaluator skips rendering
+those steps).
+
+Several environments at once (batched evaluation): `act_batch(images, instructions, envs=[0, 1, ...])` keeps a
+chunk queue per environment id, exactly as `act` does for one, and plans every row whose queue is empty in one
+forward pass; `will_replan_for(env)`, `reset(env)`.  Without `envs`, `act_batch` is stateless (a fresh plan for
+every row, its first action).
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ class Policy:
             raise ConfigError(f"precision {precision!r}: expected 'auto', 'fp32' or 'bf16'")
         use_bf16 = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
         self.precision = "bf16" if use_bf16 else "fp32"
-        self._queue: collections.deque = collections.deque()
+        self._queues: dict = collections.defaultdict(collections.deque)  # env id -> planned actions (act: None)
         self._lock = threading.Lock()
         self._prompt_cache: tuple[str, torch.Tensor, torch.Tensor] | None = None
 
@@ -148,7 +153,17 @@ class Policy:
     @property
     def will_replan(self) -> bool:
         """True when the next `act` runs the model on its image; False while it hands out a planned chunk."""
-        return not self._queue
+        return self.will_replan_for(None)
+
+    def will_replan_for(self, env) -> bool:
+        """`will_replan` of environment `env` of `act_batch(..., envs=...)` (None: the queue of `act`)."""
+        return not self._queues.get(env)
+
+    def _enqueue(self, env, acts: np.ndarray, lat: np.ndarray | None) -> None:
+        """acts (T, A), lat (K,) or None: the first `replan_every` actions of a plan, for `env`."""
+        self._queues[env].extend(Action(values=acts[i].copy(), gripper=float(acts[i, -1]),
+                                        latent_tokens=None if lat is None else lat.copy(), chunk_index=i)
+                                 for i in range(self.replan_every))
 
     def act(self, image: np.ndarray | None, instruction: str) -> Action:
         """One action for this frame; re-plans when the chunk queue is empty or `replan_every` is reached.
@@ -156,37 +171,70 @@ class Policy:
         `image` may be None only while `will_replan` is False (the action comes from the current chunk)."""
         self._check_instruction(instruction)
         with self._lock:
-            if image is not None or not self._queue:
+            queue = self._queues[None]
+            if image is not None or not queue:
                 self._check_image(image)
-            if not self._queue:
+            if not queue:
                 acts, lat = self.predict_chunk(image[None], [instruction])
-                for i in range(self.replan_every):
-                    self._queue.append(Action(values=acts[0, i].copy(), gripper=float(acts[0, i, -1]),
-                                              latent_tokens=None if lat is None else lat[0].copy(), chunk_index=i))
-            return self._queue.popleft()
+                self._enqueue(None, acts[0], None if lat is None else lat[0])
+            return queue.popleft()
 
-    def act_batch(self, images: np.ndarray, instructions: list[str]) -> list[Action]:
-        """First action of a fresh plan for every row (no chunk queue)."""
+    def act_batch(self, images, instructions: list[str], envs: list | None = None) -> list[Action]:
+        """One action per row.
+
+        envs=None: stateless, the first action of a fresh plan for every row; images (B, H, W, 3) uint8.
+        envs=[id, ...] (one distinct id per row): row b acts for environment envs[b] with its own chunk queue, like
+        `act`; the rows that re-plan are planned together in one forward pass. images: a (B, H, W, 3) array or a
+        list whose entries may be None for rows that do not re-plan (`will_replan_for(env)` is False)."""
+        if not isinstance(instructions, (list, tuple)):
+            raise InputError(f"instructions: expected a list of strings (one per image), got "
+                             f"{type(instructions).__name__}")
+        for i, ins in enumerate(instructions):
+            self._check_instruction(ins, f"instructions[{i}]")
+        if envs is None:
+            return self._act_batch_stateless(images, instructions)
+        n = len(instructions)
+        if not isinstance(images, (list, tuple, np.ndarray)) or len(images) != n or len(envs) != n:
+            got = len(images) if isinstance(images, (list, tuple, np.ndarray)) else type(images).__name__
+            raise InputError(f"images, instructions, envs: expected one of each per row, got {got} images, "
+                             f"{n} instructions and {len(envs)} envs")
+        if len(set(envs)) != n:
+            raise InputError(f"envs: expected distinct environment ids, got {list(envs)}")
+        with self._lock:
+            plan = [b for b in range(n) if not self._queues.get(envs[b])]
+            for b in plan:
+                self._check_image(images[b], f"images[{b}]")
+            if plan:
+                sizes = {images[b].shape for b in plan}
+                if len(sizes) > 1:
+                    raise InputError(f"images: the rows that re-plan must share one shape, got {sorted(sizes)}")
+                acts, lat = self.predict_chunk(np.stack([images[b] for b in plan]), [instructions[b] for b in plan])
+                for i, b in enumerate(plan):
+                    self._enqueue(envs[b], acts[i], None if lat is None else lat[i])
+            return [self._queues[env].popleft() for env in envs]
+
+    def _act_batch_stateless(self, images, instructions) -> list[Action]:
         if not isinstance(images, np.ndarray) or images.ndim != 4:
             got = images.shape if isinstance(images, np.ndarray) else type(images).__name__
             raise InputError(f"images: expected a numpy array (B, H, W, 3) uint8, got {got}")
         if images.shape[0] == 0:
             raise InputError("images: empty batch (B = 0)")
         self._check_image(images[0], "images[0]")
-        if not isinstance(instructions, (list, tuple)) or len(instructions) != images.shape[0]:
-            n = len(instructions) if isinstance(instructions, (list, tuple)) else type(instructions).__name__
-            raise InputError(f"instructions: expected a list of {images.shape[0]} strings (one per image), got {n}")
-        for i, ins in enumerate(instructions):
-            self._check_instruction(ins, f"instructions[{i}]")
+        if len(instructions) != images.shape[0]:
+            raise InputError(f"instructions: expected a list of {images.shape[0]} strings (one per image), "
+                             f"got {len(instructions)}")
         acts, lat = self.predict_chunk(images, list(instructions))
         return [Action(values=acts[b, 0].copy(), gripper=float(acts[b, 0, -1]),
                        latent_tokens=None if lat is None else lat[b].copy(), chunk_index=0)
                 for b in range(images.shape[0])]
 
-    def reset(self) -> None:
-        """Forget the current chunk (call between episodes)."""
+    def reset(self, env=None) -> None:
+        """Forget planned chunks (call between episodes): of every queue, or only of environment `env`."""
         with self._lock:
-            self._queue.clear()
+            if env is None:
+                self._queues.clear()
+            else:
+                self._queues.pop(env, None)
 
     def __repr__(self) -> str:
         return (f"Policy(name={self.name!r}, checkpoint={str(self.checkpoint_dir)!r}, device={self.device!r}, "
