@@ -198,3 +198,12 @@ def test_quick_demo_end_to_end_reuse_and_cross_embodiment(tmp_path):
     assert results["methods"]["lapa"]["pretraining_videos"] == "hand"
     for shared in ("data-finetune", "data-val", "vpt-train", "data-videos-robot", "pretrain-actionvla-robot"):
         assert f"[reused] {shared}\n" in res.stdout
+
+
+def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
+    from lapa_learning.cli import main
+
+    assert main(["demo", "--quick", "--methods", "lapa,bogus", "--out", str(tmp_path / "d")]) == 2
+    assert "--methods: unknown method(s) ['bogus']" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--finetune-steps", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--finetune-steps" in capsys.readouterr().err and not (tmp_path / "d").exists()

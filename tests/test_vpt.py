@@ -27,7 +27,7 @@ def data(tmp_path_factory):
 def idm(data, tmp_path_factory):
     robot, check, _ = data
     run = tmp_path_factory.mktemp("idm") / "run"
-    assert main(["vpt", "train", "--data", str(robot), "--val-data", str(check), "--val-fraction", "0",
+    assert main(["vpt", "train", "--data", str(robot), "--val-data", str(check),
                  "--out", str(run), *FAST]) == 0
     return run
 
@@ -36,7 +36,7 @@ def idm(data, tmp_path_factory):
 def test_idm_trains_on_every_episode_and_its_pseudo_labels_track_the_true_actions(data, idm):
     robot, check, _ = data
     rec = json.loads((idm / "checkpoint" / "train_record.json").read_text())
-    assert len(rec["train_episodes"]) == 24 and rec["val_datasets"] == [str(check)]
+    assert len(rec["train_episodes"]) == 24 and rec["val_datasets"] == [str(check)] and rec["val_fraction"] == 0
     assert rec["metrics"]["l1"] < 0.7 * rec["metrics"]["mean_baseline_l1"]
     # label a dataset that has actions, and compare with them
     assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(check), "--no-progress"]) == 0
@@ -133,3 +133,24 @@ def test_errors(data, tmp_path, capsys):
     assert "--shuffle-labels" in err
     assert "--offset 0" in _error(capsys, ["vpt", "train", "--data", str(robot), "--out", str(tmp_path / "o"),
                                            "--offset", "0"])
+
+
+@pytest.mark.slow
+def test_vision_control_and_finetuning_on_every_labelled_episode(data, tmp_path):
+    robot, check, video = data
+    vis = tmp_path / "vision"
+    assert main(["vla", "pretrain-vision", "--data", str(robot), "--out", str(vis), "--config", "tiny-resnet",
+                 "--offset-frames", "3", "--max-steps", "60", "--batch-size", "16", "--no-progress",
+                 "--threads", "1"]) == 0
+    rec = json.loads((vis / "train_record.json").read_text())
+    assert rec["stage"] == "pretrain-vision" and rec["metrics"]["val_mse"] < rec["metrics"]["copy_x_t_mse"]
+    meta = json.loads((vis / "checkpoint" / "config.json").read_text())
+    assert meta["vla"]["latent"] is None and meta["vla"]["action"] is None  # only the tower learnt anything
+    ft = tmp_path / "ft"
+    assert main(["vla", "finetune", "--data", str(robot), "--val-data", str(check), "--init", str(vis),
+                 "--out", str(ft), "--max-steps", "3", "--batch-size", "8", "--action-head", "continuous",
+                 "--chunk-size", "4", "--no-progress", "--threads", "1"]) == 0
+    rec = json.loads((ft / "checkpoint" / "train_record.json").read_text())
+    assert rec["train_episodes"] == 24 and rec["train_config"]["val_fraction"] == 0.0
+    assert rec["val_datasets"][0]["root"] == str(check) and rec["eval_split"] == "val"
+    assert rec["val_samples"] == 4 * 20

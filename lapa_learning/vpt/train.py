@@ -1,7 +1,7 @@
 """`lapa vpt train`: train the inverse-dynamics model on a labelled episode dataset.
 
     lapa vpt train --data outputs/data/robot --out outputs/vpt/idm
-    lapa vpt train --data robot --val-data robot_val --val-fraction 0 --out RUN   # train on every episode
+    lapa vpt train --data robot --val-data robot_val --out RUN     # train on every episode of robot
 
 Samples are every frame t of every episode: input (x_t, x_min(t+H, L-1)), target a_t (L1 on actions normalised
 with the training set's mean and std). Reports the held-out L1 error per dimension next to always predicting
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="labelled episode dataset (repeat to mix several with the same action names)")
     parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoint/)")
     parser.add_argument("--val-data", action="append", type=Path,
-                        help="held-out episodes from a separate dataset (instead of or besides --val-fraction)")
+                        help="held-out episodes from separate datasets; --data is then trained on whole "
+                             "(--val-fraction is ignored)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of --data episodes held out")
     parser.add_argument("--offset", type=int, default=4, help="H: the model sees x_t and x_t+H (default: 4)")
     parser.add_argument("--image-size", type=int, default=64)
@@ -148,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     progress = not args.no_progress
 
+    if args.val_data:
+        args.val_fraction = 0.0  # the labelled set is trained on whole; validation comes from --val-data
     train_src, val_src, names = _sources(args.data, args.val_fraction, args.seed)
     if args.val_data:
         extra, _, extra_names = _sources(args.val_data, 0.0, args.seed)
