@@ -342,8 +342,16 @@ def execute(plan: Plan, jobs: int) -> str | None:
     """Run the stages in dependency order, `jobs` at a time. Returns the name of a failed stage, or None."""
     (plan.out / "logs").mkdir(parents=True, exist_ok=True)
     (plan.out / "stages").mkdir(parents=True, exist_ok=True)
+    done: dict[str, bool] = {}
+
+    def reusable(name: str) -> bool:  # finished with the same arguments, and so did everything it depends on
+        if name not in done:
+            stage = plan.stages[name]
+            done[name] = _is_done(plan, stage) and all(reusable(d) for d in stage.deps)
+        return done[name]
+
     for stage in plan.stages.values():
-        if _is_done(plan, stage):
+        if reusable(stage.name):
             stage.status = "reused"
     running: dict[Future, Stage] = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:

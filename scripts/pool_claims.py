@@ -5,7 +5,8 @@
 
 Per setting and method: pooled successes over episodes from every seed, the 95% Wilson interval of the pooled
 rate, episodes, seeds, and per-task pooled rates. Per setting: whether LAPA's pooled rate and interval lie above
-Scratch's and above VPT's (an interval "lies above" when its lower end exceeds the other's upper end). Seeds of a
+Scratch's and above VPT's (an interval "lies above" when its lower end exceeds the other's upper end), and the
+fewest pooled episodes and seeds of any method (issue 9's bar: >= 900 episodes from >= 3 seeds). Seeds of a
 setting must come from the same preset and tasks, and each seed may appear only once.
 """
 
@@ -86,6 +87,8 @@ def pool(paths: list[Path]) -> dict:
             o = methods.get(other)
             claims[f"lapa_above_{other}"] = None if not (lapa and o) else lapa["success"] > o["success"]
             claims[f"lapa_interval_above_{other}"] = None if not (lapa and o) else lapa["ci95"][0] > o["ci95"][1]
+        claims["min_pooled_episodes"] = min(m["episodes"] for m in methods.values()) if methods else 0
+        claims["min_seeds"] = min(len(m["seeds"]) for m in methods.values()) if methods else 0
         settings[setting] = {"methods": methods, "claims": claims, "seeds": sorted(seeds),
                              "eval_seeds": sorted(r.get("eval_seed") for _, r in items),
                              "eval_episodes_per_task": sorted({r.get("eval_episodes_per_task") for _, r in items},

@@ -128,7 +128,8 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert lapa["successes"] == 453 and lapa["episodes"] == 900 and lapa["seeds"] == [0, 1, 2]
     assert lapa["ci95"][0] < 453 / 900 < lapa["ci95"][1] and lapa["per_task"]["a"] == (75 + 75 + 76) / 450
     assert indomain["claims"] == {"lapa_above_scratch": True, "lapa_interval_above_scratch": True,
-                                  "lapa_above_vpt": True, "lapa_interval_above_vpt": False}
+                                  "lapa_above_vpt": True, "lapa_interval_above_vpt": False,
+                                  "min_pooled_episodes": 900, "min_seeds": 3}
     hand = claims["settings"]["cross-embodiment"]["claims"]
     assert hand["lapa_above_scratch"] and not hand["lapa_interval_above_scratch"] and hand["lapa_above_vpt"] is None
     assert "pool_claims.py" in claims["command"]
@@ -207,3 +208,19 @@ def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
     assert "--methods: unknown method(s) ['bogus']" in capsys.readouterr().err
     assert main(["demo", "--quick", "--finetune-steps", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--finetune-steps" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_a_stage_is_rerun_when_a_stage_it_depends_on_reruns(tmp_path):
+    def plan(first_args):
+        p = Plan(tmp_path)
+        p.add(Stage("first", first_args, call=lambda: None))
+        p.add(Stage("second", ["second"], deps=("first",), call=lambda: None))
+        return p
+
+    assert execute(plan(["a"]), jobs=1) is None
+    again = plan(["a"])
+    execute(again, jobs=1)
+    assert [s.status for s in again.stages.values()] == ["reused", "reused"]
+    changed = plan(["b"])  # the first stage's work changed, so the second's result is stale
+    execute(changed, jobs=1)
+    assert [s.status for s in changed.stages.values()] == ["done", "done"]
