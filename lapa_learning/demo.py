@@ -267,10 +267,10 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
         final = base / f"finetune_{method}"
         ft_deps = ("data-finetune", "data-val") + ((f"pretrain-{method}{s}",) if vset else ())
 
-        def finetune_stage(name: str, run: Path, steps: int) -> Stage:
+        def finetune_stage(name: str, run: Path, steps: int) -> Stage:  # fresh: no stale selection.json
             return Stage(name, ["vla", "finetune", "--data", str(finetune), "--val-data", str(val),
-                                "--out", str(run), "--max-steps", str(steps), *preset.action_head, *common, *init,
-                                "--overwrite"], deps=ft_deps)
+                                "--out", str(run), "--max-steps", str(steps), *preset.action_head, *common, *init],
+                         deps=ft_deps, outputs=(run,), fresh=True)
 
         if len(candidates) == 1:
             plan.add(finetune_stage(f"finetune-{method}{s}", final, candidates[0]))
@@ -466,6 +466,7 @@ def _terminal_width() -> int:
 def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: float) -> str:
     out, vset = plan.out, plan.video_set
     methods, selection = {}, {}
+    fixed = args.finetune_steps is not None or len(preset.finetune_steps) == 1
     for method, ev in plan.evals.items():
         r = json.loads((ev / "results.json").read_text())
         methods[method] = {"success": r["overall"]["success"], "ci95": r["overall"]["ci95"],
@@ -474,7 +475,7 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
                            "per_task_successes": {t: v["successes"] for t, v in r["tasks"].items()},
                            "pretraining_videos": None if method == "scratch" else
                            ACTION_VIDEO_SET[args.setting] if method == "actionvla" else vset}
-        chosen = _read_json(plan.finals[method] / "selection.json")
+        chosen = None if fixed else _read_json(plan.finals[method] / "selection.json")
         methods[method]["finetune_steps"] = chosen["chosen_steps"] if chosen else args.finetune_steps or \
             preset.finetune_steps[0]
         selection[method] = chosen
@@ -487,7 +488,6 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
             stage_minutes[stage.name] = json.loads(_marker(plan, stage).read_text())["seconds"] / 60
         except (OSError, ValueError, KeyError):
             pass
-    fixed = args.finetune_steps is not None or len(preset.finetune_steps) == 1
     results = {
         "command": " ".join(shlex.quote(a) for a in ["lapa", *sys.argv[1:]]) if sys.argv[1:2] == ["demo"]
         else " ".join(shlex.quote(a) for a in sys.argv),  # as invoked (sys.argv), never retyped

@@ -48,6 +48,9 @@ def test_plan_wires_every_method_and_the_step_rule():
     fixed = build_plan(Path("/tmp/x"), preset, "in-domain", seed=0, device="cpu", finetune_steps=300,
                        methods=["scratch"])
     assert _arg(fixed.stages["finetune-scratch"], "--max-steps") == "300"
+    # a run replaces its directory whole: no selection.json of an earlier step choice survives in it
+    assert fixed.stages["finetune-scratch"].fresh and fixed.stages["finetune-scratch"].outputs == (
+        Path("/tmp/x/finetune_scratch"),)
     assert not any(n.startswith(("dev-eval", "laq", "pretrain")) for n in fixed.stages)
 
 
