@@ -203,8 +203,8 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
                 "--image-size", size, "--seed", str(data_seed), *extra]
 
     # the small labelled set (trained on whole) and separate validation episodes of the same tasks
-    plan.add(Stage("data-finetune", generate(finetune, eval_tasks, preset.finetune_episodes, seed + 1, "--only-success"),
-                   outputs=(finetune,), fresh=True))
+    plan.add(Stage("data-finetune", generate(finetune, eval_tasks, preset.finetune_episodes, seed + 1,
+                                             "--only-success"), outputs=(finetune,), fresh=True))
     plan.add(Stage("data-val", generate(val, eval_tasks, preset.val_episodes, seed + 3, "--only-success"),
                    outputs=(val,), fresh=True))
     # VPT's inverse-dynamics model learns from the labelled set only
@@ -259,8 +259,9 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
                                                       *preset.action_head, *common], deps=("data-videos" + s,)))
 
     candidates = (finetune_steps,) if finetune_steps is not None else preset.finetune_steps
+    wanted = []  # the final evaluations (and the LAQ figures): every other stage is kept only if these need it
     for method in methods:
-        vset = None if method == "scratch" else ACTION_VIDEO_SET[setting] if method == "actionvla" else VIDEO_SET[setting]
+        vset = {"scratch": None, "actionvla": ACTION_VIDEO_SET[setting]}.get(method, VIDEO_SET[setting])
         s = f"-{vset}" if vset else ""
         base = out / vset if vset else out
         init = ["--init", str(base / f"pretrain_{method}")] if vset else []
@@ -289,10 +290,11 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
         plan.add(eval_stage(f"eval-{method}{s}", final, base / f"eval/{method}", eval_tasks, preset.eval_episodes,
                             seed + EVAL_SEED_OFFSET, preset, device, deps=(f"finetune-{method}{s}",)))
         plan.evals[method], plan.finals[method] = base / f"eval/{method}", final
+        wanted.append(f"eval-{method}{s}")
     plan.video_set = VIDEO_SET[setting]
-    explain = [f"laq-explain-{plan.video_set}"] if {"lapa", "lapa-shuffled"} & set(methods) else []
-    plan.keep([f"eval-{m}" + (f"-{ACTION_VIDEO_SET[setting] if m == 'actionvla' else VIDEO_SET[setting]}"
-                              if m != "scratch" else "") for m in methods] + explain)
+    if {"lapa", "lapa-shuffled"} & set(methods):
+        wanted.append(f"laq-explain-{plan.video_set}")
+    plan.keep(wanted)
     return plan
 
 

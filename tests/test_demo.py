@@ -198,7 +198,8 @@ def test_quick_demo_end_to_end_reuse_and_cross_embodiment(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     results = json.loads((tmp_path / "h.json").read_text())
     _check_results(results, "cross-embodiment", fixed_steps=10)
-    assert results["methods"]["actionvla"]["pretraining_videos"] == "robot" and "note" in results["methods"]["actionvla"]
+    actionvla = results["methods"]["actionvla"]
+    assert actionvla["pretraining_videos"] == "robot" and "same-embodiment" in actionvla["note"]
     assert results["methods"]["lapa"]["pretraining_videos"] == "hand"
     for shared in ("data-finetune", "data-val", "vpt-train", "data-videos-robot", "pretrain-actionvla-robot"):
         assert f"[reused] {shared}\n" in res.stdout

@@ -149,10 +149,12 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     history.append({"step": args.max_steps, "train_mse": float(loss.item()), **(evaluate() if val else {})})
     model.cpu()
-    record = {"command": T.command_line(), "stage": "pretrain-vision", "targets": f"future frame x_t+H at {TARGET_SIZE} px",
+    record = {"command": T.command_line(), "stage": "pretrain-vision",
+              "targets": f"future frame x_t+H at {TARGET_SIZE} px",
               "offset_frames": args.offset_frames, "datasets": [str(d) for d in args.data],
               "model": model.config.name, "steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
-              "seed": args.seed, "train_pairs": len(train), "metrics": history[-1], "history": history,
+              "seed": args.seed, "train_pairs": len(train), "machine": _machine(),
+              "metrics": history[-1], "history": history,
               "time_s": round(time.time() - started, 1),
               "note": "only the vision tower is pretrained; projector and LM are freshly initialised"}
     save_checkpoint(Path(args.out) / "checkpoint", model, tokenizer, None, record)
@@ -162,3 +164,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"held-out future-frame MSE {m['val_mse']:.5f} vs copying x_t {m['copy_x_t_mse']:.5f}")
     print(f"checkpoint: {Path(args.out) / 'checkpoint'}")
     return 0
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {os.cpu_count()}-core CPU, {gpu}, torch threads {torch.get_num_threads()}"

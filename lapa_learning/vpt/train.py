@@ -197,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     final = history[-1] if history else {"step": args.max_steps, "train_loss": float(loss.item())}
     record = {"command": command_line(), "stage": "vpt-idm", "datasets": [str(d) for d in args.data],
               "val_datasets": [str(d) for d in args.val_data or []], "val_fraction": args.val_fraction,
-              "seed": args.seed, "steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
+              "seed": args.seed, "steps": args.max_steps, "machine": _machine(),
+              "batch_size": args.batch_size, "lr": args.lr,
               "augment": not args.no_augment, "train_frames": len(train), "val_frames": len(val) if val else 0,
               "train_episodes": [f"{r}:{e}" for r, e in train.episodes],
               "metrics": final, "history": history, "time_s": round(time.time() - started, 1),
@@ -212,3 +213,11 @@ def run(args: argparse.Namespace) -> int:
               f"{record['train_error']['mean_baseline_l1']:.4f}")
     print(f"checkpoint: {ckpt}")
     return 0
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {os.cpu_count()}-core CPU, {gpu}, torch threads {torch.get_num_threads()}"
