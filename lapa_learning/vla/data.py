@@ -104,15 +104,16 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
         source = open_source(root)
         if pseudo:
             labels = PseudoActions.load(root)
-            action_names = labels.action_names
-            actions_of = lambda ep, length, labels=labels: labels.actions(ep, length)  # noqa: E731
+            action_names, actions_of = labels.action_names, labels.actions  # actions_of(ep, length) -> (L, A)
         elif not source.has_actions:
             raise DatasetError(f"{root}: action-free dataset; action training needs recorded actions "
                                f"(use --targets latents with latent labels, or --targets pseudo-actions after "
                                f"`lapa vpt label`, for action-free video)")
         else:
+            def actions_of(ep, length, source=source):
+                return source.actions(ep)
+
             action_names = source.action_names
-            actions_of = lambda ep, length, source=source: source.actions(ep)  # noqa: E731
         if names is None:
             names = tuple(action_names)
         elif tuple(action_names) != names:

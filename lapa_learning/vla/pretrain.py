@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.shuffle_labels and args.targets != "latents":
+        raise ConfigError("--shuffle-labels: only with --targets latents")
     tcfg = T.train_config_from_args(args)
     T.seed_everything(tcfg.seed)
     run_dir, state = T.prepare_run_dir(args)
@@ -55,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
     image_size = cfg.image_size if cfg is not None else _saved_image_size(run_dir)
     progress = not args.no_progress
 
-    if args.shuffle_labels and args.targets != "latents":
-        raise ConfigError("--shuffle-labels: only with --targets latents")
     if args.targets == "latents":
         train, val, info = build_latent_samples(args.data, image_size, tcfg.val_fraction, tcfg.seed, progress)
         kind = "latent"
