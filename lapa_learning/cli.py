@@ -30,7 +30,11 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
     ("laq", "label"): ("lapa_learning.laq.label", "label every (t, t+H) pair of a dataset with latent actions"),
     ("laq", "explain"): ("lapa_learning.laq.explain", "show what each latent code does (image grid, probe)"),
     ("vla", "pretrain"): ("lapa_learning.vla.pretrain", "stage 2: latent (or true-action) pretraining"),
+    ("vla", "pretrain-vision"): ("lapa_learning.vla.pretrain_vision",
+                                 "control: pretrain only the vision tower on videos (future-frame prediction)"),
     ("vla", "finetune"): ("lapa_learning.vla.finetune", "stage 3: action finetuning"),
+    ("vpt", "train"): ("lapa_learning.vpt.train", "VPT baseline: train the inverse-dynamics model on labelled data"),
+    ("vpt", "label"): ("lapa_learning.vpt.label", "VPT baseline: pseudo-label action-free videos with the IDM"),
     (None, "eval"): ("lapa_learning.eval.evaluate", "closed-loop success rate of a policy in Meta-World"),
     (None, "demo"): ("lapa_learning.demo", "the whole LAPA pipeline on built-in simulated data"),
 }
@@ -39,6 +43,7 @@ GROUP_HELP = {
     "data": "episode datasets: generate, inspect, import",
     "laq": "stage 1: latent action quantization",
     "vla": "stages 2-3: the vision-language-action model",
+    "vpt": "the VPT baseline: an inverse-dynamics model that pseudo-labels videos",
 }
 
 

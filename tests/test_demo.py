@@ -1,5 +1,7 @@
-"""`lapa demo`: the stage scheduler, and the whole pipeline end to end with the quick preset."""
+"""`lapa demo`: the plan of every setting and method, the step rule, the stage scheduler, pooling seeds into
+claims, and the whole pipeline end to end with the quick preset."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -8,26 +10,87 @@ from pathlib import Path
 
 import pytest
 
-from lapa_learning.demo import EVAL_SEED_OFFSET, PRESETS, Plan, Stage, build_plan, execute
+from lapa_learning.demo import (DEV_SEED_OFFSET, EVAL_SEED_OFFSET, METHODS, PRESETS, Plan, Stage, build_plan,
+                                execute, select_steps)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_plan_wires_the_three_methods():
-    plan = build_plan(Path("/tmp/x"), PRESETS["default"], "in-domain", seed=0, device="cpu")
-    assert plan.stages["finetune-lapa"].deps == ("data-finetune", "pretrain-latent")
-    assert plan.stages["finetune-actionvla"].deps == ("data-finetune", "pretrain-actions")
-    assert plan.stages["finetune-scratch"].deps == ("data-finetune",)
-    assert "--init" not in plan.stages["finetune-scratch"].args
-    pre = plan.stages["data-pretrain"].args
-    assert pre[pre.index("--tasks") + 1] == ",".join(PRESETS["default"].tasks)
-    # evaluation layouts: odd env seeds (never trained on) from a base seed the demo was not developed on
-    ev = plan.stages["eval-lapa"].args
-    assert ev[ev.index("--seed") + 1] == str(EVAL_SEED_OFFSET)
-    cross = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-task", seed=0, device="cpu")
-    tasks = cross.stages["data-pretrain"].args[cross.stages["data-pretrain"].args.index("--tasks") + 1]
-    assert not set(tasks.split(",")) & set(PRESETS["default"].tasks)
-    view = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-view", seed=0, device="cpu")
-    args = view.stages["data-pretrain"].args
-    assert args[args.index("--camera") + 1] == "front_left"
+def _arg(stage, flag):
+    return stage.args[stage.args.index(flag) + 1]
+
+
+def test_plan_wires_every_method_and_the_step_rule():
+    preset = PRESETS["default"]
+    plan = build_plan(Path("/tmp/x"), preset, "in-domain", seed=0, device="cpu")
+    st = plan.stages
+    assert {m for m in METHODS} == set(plan.evals)
+    # the small labelled set is trained on whole; validation comes from separate episodes
+    ft = st["finetune-scratch-steps400"]
+    assert _arg(ft, "--data") == "/tmp/x/data/finetune" and _arg(ft, "--val-data") == "/tmp/x/data/val"
+    assert "--init" not in ft.args and "--val-fraction" not in ft.args
+    assert _arg(st["data-val"], "--seed") != _arg(st["data-finetune"], "--seed")
+    assert _arg(st["finetune-lapa-robot-steps200"], "--init") == "/tmp/x/robot/pretrain_lapa"
+    assert st["finetune-lapa-robot-steps200"].deps == ("data-finetune", "data-val", "pretrain-lapa-robot")
+    # VPT: the IDM learns from the labelled set, labels the videos, the VLA pretrains on the pseudo-actions
+    assert _arg(st["vpt-train"], "--data") == "/tmp/x/data/finetune"
+    assert st["vpt-label-robot"].deps == ("vpt-train", "data-videos-robot")
+    assert _arg(st["pretrain-vpt-robot"], "--targets") == "pseudo-actions"
+    assert "--shuffle-labels" in st["pretrain-lapa-shuffled-robot"].args
+    assert st["pretrain-vision-robot"].args[:2] == ["vla", "pretrain-vision"]
+    # every candidate budget is evaluated on development layouts, only the chosen one on fresh layouts
+    for steps in preset.finetune_steps:
+        dev = st[f"dev-eval-vpt-robot-steps{steps}"]
+        assert _arg(dev, "--seed") == str(DEV_SEED_OFFSET) and _arg(dev, "--episodes-per-task") == "20"
+    assert st["finetune-vpt-robot"].call is not None
+    ev = st["eval-vpt-robot"]
+    assert _arg(ev, "--seed") == str(EVAL_SEED_OFFSET) and ev.args[1] == "/tmp/x/robot/finetune_vpt"
+    fixed = build_plan(Path("/tmp/x"), preset, "in-domain", seed=0, device="cpu", finetune_steps=300,
+                       methods=["scratch"])
+    assert _arg(fixed.stages["finetune-scratch"], "--max-steps") == "300"
+    # a run replaces its directory whole: no selection.json of an earlier step choice survives in it
+    assert fixed.stages["finetune-scratch"].fresh and fixed.stages["finetune-scratch"].outputs == (
+        Path("/tmp/x/finetune_scratch"),)
+    assert not any(n.startswith(("dev-eval", "laq", "pretrain")) for n in fixed.stages)
+
+
+def test_settings_choose_the_pretraining_videos():
+    preset = PRESETS["default"]
+    cross = build_plan(Path("/tmp/x"), preset, "cross-task", seed=0, device="cpu")
+    tasks = _arg(cross.stages["data-videos-other-tasks"], "--tasks")
+    assert not set(tasks.split(",")) & set(preset.tasks)
+    assert _arg(cross.stages["pretrain-actionvla-other-tasks"], "--data") == "/tmp/x/other-tasks/videos"
+    view = build_plan(Path("/tmp/x"), preset, "cross-view", seed=0, device="cpu")
+    assert _arg(view.stages["data-videos-other-view"], "--camera") == "front_left"
+    hand = build_plan(Path("/tmp/x"), preset, "cross-embodiment", seed=0, device="cpu")
+    videos = hand.stages["data-videos-hand"]
+    assert _arg(videos, "--embodiment") == "hand" and "--action-free" in videos.args
+    assert _arg(videos, "--tasks") == ",".join(preset.tasks)
+    for method in ("lapa", "vpt", "lapa-shuffled", "vision"):
+        assert str(hand.evals[method]).startswith("/tmp/x/hand/")
+    # ActionVLA stays the same-embodiment reference: robot videos with true actions, the stages of in-domain
+    assert _arg(hand.stages["pretrain-actionvla-robot"], "--data") == "/tmp/x/robot/videos"
+    assert not any(n.endswith("-robot") and n.startswith(("laq", "pretrain-lapa")) for n in hand.stages)
+    indomain = build_plan(Path("/tmp/x"), preset, "in-domain", seed=0, device="cpu")
+    shared = [n for n in hand.stages if n in indomain.stages]
+    assert {"data-finetune", "data-val", "vpt-train", "eval-scratch", "eval-actionvla-robot"} <= set(shared)
+    for name in shared:  # the same work, so a second setting in the same --out reuses it
+        assert hand.stages[name].args == indomain.stages[name].args
+
+
+def test_step_rule_picks_the_best_development_success_and_fewest_steps_on_ties(tmp_path):
+    dev = []
+    for steps, wins in ((200, 3), (400, 5), (800, 5)):
+        run, ev = tmp_path / f"ft{steps}", tmp_path / f"dev{steps}"
+        (run / "checkpoint").mkdir(parents=True)
+        (run / "checkpoint" / "weights").write_text(str(steps))
+        ev.mkdir()
+        (ev / "results.json").write_text(json.dumps({"overall": {"success": wins / 10, "episodes": 10}}))
+        dev.append((steps, run, ev))
+    select_steps(tmp_path / "final", dev)
+    assert (tmp_path / "final/checkpoint/weights").read_text() == "400"
+    chosen = json.loads((tmp_path / "final/selection.json").read_text())
+    assert chosen["chosen_steps"] == 400 and chosen["dev_success"]["800"]["success"] == 0.5
 
 
 def test_a_failing_stage_stops_its_dependants_and_siblings(tmp_path):
@@ -43,24 +106,125 @@ def test_a_failing_stage_stops_its_dependants_and_siblings(tmp_path):
     assert "does not exist" in (tmp_path / "logs/bad.log").read_text()
 
 
+def _results(path, setting, seed, rates, episodes=300):
+    methods = {m: {"success": k / episodes, "successes": k, "episodes": episodes, "ci95": [0, 1],
+                   "per_task": {"a": k / episodes, "b": k / episodes},
+                   "per_task_successes": {"a": k // 2, "b": k - k // 2}} for m, k in rates.items()}
+    path.write_text(json.dumps({"setting": setting, "seed": seed, "preset": "default", "tasks": ["a", "b"],
+                                "eval_seed": seed + 2000, "eval_episodes_per_task": episodes // 2,
+                                "command": "lapa demo", "machine": "test", "methods": methods}))
+    return path
+
+
+def test_pool_claims_on_synthetic_results(tmp_path):
+    files = [_results(tmp_path / f"demo_in-domain_seed{k}.json", "in-domain", k,
+                      {"lapa": 150 + k, "scratch": 90, "vpt": 140}) for k in range(3)]
+    files.append(_results(tmp_path / "demo_cross-embodiment_seed0.json", "cross-embodiment", 0,
+                          {"lapa": 100, "scratch": 99}))
+    out = tmp_path / "claims.json"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
+                          "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    claims = json.loads(out.read_text())
+    indomain = claims["settings"]["in-domain"]
+    lapa = indomain["methods"]["lapa"]
+    assert lapa["successes"] == 453 and lapa["episodes"] == 900 and lapa["seeds"] == [0, 1, 2]
+    assert lapa["ci95"][0] < 453 / 900 < lapa["ci95"][1] and lapa["per_task"]["a"] == (75 + 75 + 76) / 450
+    assert indomain["claims"] == {"lapa_above_scratch": True, "lapa_interval_above_scratch": True,
+                                  "lapa_above_vpt": True, "lapa_interval_above_vpt": False,
+                                  "min_pooled_episodes": 900, "min_seeds": 3}
+    hand = claims["settings"]["cross-embodiment"]["claims"]
+    assert hand["lapa_above_scratch"] and not hand["lapa_interval_above_scratch"] and hand["lapa_above_vpt"] is None
+    assert "pool_claims.py" in claims["command"]
+    # the same seed twice, and a file named for another seed, are refused with the file named
+    (tmp_path / "x").mkdir()
+    dup = _results(tmp_path / "x" / "demo_in-domain_seed1.json", "in-domain", 1, {"lapa": 1})
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
+                          str(dup), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 2 and "seed(s) [1]" in res.stderr
+    wrong = _results(tmp_path / "demo_in-domain_seed7.json", "in-domain", 1, {"lapa": 1})
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", str(wrong)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "the name says in-domain seed 7" in res.stderr
+
+
+def _has_embodiment_flag() -> bool:
+    from lapa_learning.data import generate
+
+    parser = argparse.ArgumentParser()
+    generate.add_arguments(parser)
+    return any("--embodiment" in a.option_strings for a in parser._actions)
+
+
+def _check_results(results, setting, fixed_steps=None):
+    assert set(results["methods"]) == set(METHODS) and results["setting"] == setting
+    for method in results["methods"].values():
+        assert method["episodes"] == 2 and 0.0 <= method["success"] <= 1.0
+        assert method["ci95"][0] <= method["success"] <= method["ci95"][1]
+        assert method["finetune_steps"] in ((fixed_steps,) if fixed_steps else PRESETS["quick"].finetune_steps)
+    rule = results["finetune_step_rule"]
+    if fixed_steps:
+        assert rule["rule"].startswith("fixed") and rule["candidates"] == []
+    else:
+        assert rule["candidates"] == list(PRESETS["quick"].finetune_steps)
+        assert all(rule["per_method"][m]["chosen_steps"] in rule["candidates"] for m in METHODS)
+    assert results["command"].startswith("lapa demo") and results["minutes"] > 0 and results["machine"]
+    assert results["eval_seed"] == EVAL_SEED_OFFSET and results["eval_episodes_per_task"] == 2
+
+
 @pytest.mark.slow
-def test_quick_demo_end_to_end_and_reuse(tmp_path):
+def test_quick_demo_end_to_end_reuse_and_cross_embodiment(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "lapa_learning.cli", "demo", "--quick", "--out", str(out),
            "--results", str(tmp_path / "demo.json")]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    results = json.loads((tmp_path / "demo.json").read_text())
-    assert set(results["methods"]) == {"lapa", "scratch", "actionvla"}
-    for method in results["methods"].values():
-        assert method["episodes"] == 2 and 0.0 <= method["success"] <= 1.0
-        assert method["ci95"][0] <= method["success"] <= method["ci95"][1]
-    assert results["command"].startswith("lapa demo") and results["minutes"] > 0
-    assert results["eval_seed"] == EVAL_SEED_OFFSET and results["eval_episodes_per_task"] == 2
-    assert (out / "results.png").stat().st_size > 1000 and "| LAPA" in (out / "results.md").read_text()
-    assert (out / "explain/laq_explain.png").is_file()
+    _check_results(json.loads((tmp_path / "demo.json").read_text()), "in-domain")
+    assert (out / "results_in-domain.png").stat().st_size > 1000
+    assert "| LAPA" in (out / "results_in-domain.md").read_text()
+    assert (out / "robot/explain/laq_explain.png").is_file()
     assert "EpisodeDataset(" in res.stdout and str(out / "data" / "finetune") in res.stdout
     started = time.time()
     again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stdout.count("[reused]") == 13
+    n = len(build_plan(out, PRESETS["quick"], "in-domain", 0, "auto").stages)
+    assert again.returncode == 0 and again.stdout.count("[reused]") == n
     assert time.time() - started < 60
+    if not _has_embodiment_flag():
+        pytest.skip("`lapa data generate --embodiment` is not in this checkout yet")
+    # the new setting in the same --out, with a fixed budget (the step rule ran above): shares the labelled set,
+    # the IDM and the robot videos' ActionVLA pretraining
+    cmd = [*cmd[:-2], "--setting", "cross-embodiment", "--finetune-steps", "10", "--results", str(tmp_path / "h.json")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    results = json.loads((tmp_path / "h.json").read_text())
+    _check_results(results, "cross-embodiment", fixed_steps=10)
+    actionvla = results["methods"]["actionvla"]
+    assert actionvla["pretraining_videos"] == "robot" and "same-embodiment" in actionvla["note"]
+    assert results["methods"]["lapa"]["pretraining_videos"] == "hand"
+    for shared in ("data-finetune", "data-val", "vpt-train", "data-videos-robot", "pretrain-actionvla-robot"):
+        assert f"[reused] {shared}\n" in res.stdout
+
+
+def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
+    from lapa_learning.cli import main
+
+    assert main(["demo", "--quick", "--methods", "lapa,bogus", "--out", str(tmp_path / "d")]) == 2
+    assert "--methods: unknown method(s) ['bogus']" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--finetune-steps", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--finetune-steps" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_a_stage_is_rerun_when_a_stage_it_depends_on_reruns(tmp_path):
+    def plan(first_args):
+        p = Plan(tmp_path)
+        p.add(Stage("first", first_args, call=lambda: None))
+        p.add(Stage("second", ["second"], deps=("first",), call=lambda: None))
+        return p
+
+    assert execute(plan(["a"]), jobs=1) is None
+    again = plan(["a"])
+    execute(again, jobs=1)
+    assert [s.status for s in again.stages.values()] == ["reused", "reused"]
+    changed = plan(["b"])  # the first stage's work changed, so the second's result is stale
+    execute(changed, jobs=1)
+    assert [s.status for s in changed.stages.values()] == ["done", "done"]

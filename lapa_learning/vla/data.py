@@ -92,24 +92,36 @@ def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, 
 
 
 def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_fraction: float, seed: int,
-                         progress: bool = True):
-    """-> (train, val, info) for action targets (finetuning, or ActionVLA pretraining)."""
+                         progress: bool = True, pseudo: bool = False):
+    """-> (train, val, info) for action targets (finetuning, or ActionVLA pretraining). pseudo=True reads the
+    IDM's `pseudo_actions.parquet` beside each dataset instead of its recorded actions (the VPT baseline)."""
+    from lapa_learning.vpt.pseudo_actions import PseudoActions
+
     train, val = SampleSet(), SampleSet()
     names = None
     info = {"datasets": []}
     for root in roots:
         source = open_source(root)
-        if not source.has_actions:
+        if pseudo:
+            labels = PseudoActions.load(root)
+            action_names, actions_of = labels.action_names, labels.actions  # actions_of(ep, length) -> (L, A)
+        elif not source.has_actions:
             raise DatasetError(f"{root}: action-free dataset; action training needs recorded actions "
-                               f"(use --targets latents with latent labels for action-free video)")
+                               f"(use --targets latents with latent labels, or --targets pseudo-actions after "
+                               f"`lapa vpt label`, for action-free video)")
+        else:
+            def actions_of(ep, length, source=source):
+                return source.actions(ep)
+
+            action_names = source.action_names
         if names is None:
-            names = tuple(source.action_names)
-        elif tuple(source.action_names) != names:
-            raise DatasetError(f"{root}: actions {list(source.action_names)} differ from the first dataset's "
+            names = tuple(action_names)
+        elif tuple(action_names) != names:
+            raise DatasetError(f"{root}: actions {list(action_names)} differ from the first dataset's "
                                f"{list(names)}")
 
-        def targets(ep, length, source=source):
-            a = source.actions(ep)  # (L, A)
+        def targets(ep, length, actions_of=actions_of):
+            a = actions_of(ep, length)  # (L, A)
             out = []
             for t in range(length):
                 chunk = a[t:t + chunk_size]

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="discrete: 256 quantile bins per dim, cross-entropy (LAPA); continuous: L1 on a "
                              "chunk in one forward pass (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=1, help="actions predicted per step (default: 1)")
+    parser.add_argument("--val-data", action="append", type=Path,
+                        help="held-out episodes from separate datasets; --data is then trained on whole "
+                             "(--val-fraction is ignored)")
     add_common_arguments(parser, default_steps=2000, default_lr=3e-4)
 
 
@@ -43,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tcfg = T.train_config_from_args(args)
+    if args.val_data:
+        tcfg.val_fraction = 0.0  # the small labelled set is trained on whole; validation comes from --val-data
     T.seed_everything(tcfg.seed)
     run_dir, state = T.prepare_run_dir(args)
     progress = not args.no_progress
@@ -70,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
     image_size = model.config.image_size if (state is not None or args.init is not None) else cfg.image_size
     train, val, info = build_action_samples(args.data, image_size, chunk, tcfg.val_fraction, tcfg.seed, progress)
     names = info["action_names"]
+    if args.val_data:
+        val, _, val_info = build_action_samples(args.val_data, image_size, chunk, 0.0, tcfg.seed, progress)
+        if val_info["action_names"] != names:
+            from lapa_learning.errors import DatasetError
+
+            raise DatasetError(f"--val-data actions {val_info['action_names']} differ from --data's {names}")
+        info["val_datasets"] = val_info["datasets"]
 
     if state is None:
         want = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=chunk)
@@ -90,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     record = {"command": T.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
               "init_record": {k: init_record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")}
               if init_record else None,
-              "datasets": info["datasets"], "model": model.config.name}
+              "datasets": info["datasets"], "val_datasets": info.get("val_datasets", []),
+              "train_episodes": len(train.frames), "model": model.config.name}
     final = T.train(run_dir, model, tokenizer, processor, train, val, kind, tcfg, record, state, progress)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final["metrics"].items()}))
     print(f"checkpoint: {run_dir / 'checkpoint'}")

@@ -3,6 +3,7 @@
     lapa vla pretrain --data outputs/data/videos --out outputs/vla/pretrain              # latent labels
     lapa vla pretrain --data A --data B --out RUN --max-minutes 30                       # several datasets mixed
     lapa vla pretrain --data robot_set --targets actions --out RUN                       # ActionVLA baseline
+    lapa vla pretrain --data videos --targets pseudo-actions --out RUN                   # VPT (lapa vpt label)
 
 Each --data directory is an episode dataset or a video folder with `latent_actions.parquet` beside it
 (written by `lapa laq label`).  Samples of all datasets are pooled (each pair equally likely).
@@ -22,11 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="dataset with latent labels (repeat to mix several)")
-    parser.add_argument("--targets", choices=["latents", "actions"], default="latents",
-                        help="latents (LAPA) or true actions (the ActionVLA baseline) (default: %(default)s)")
+    parser.add_argument("--targets", choices=["latents", "actions", "pseudo-actions"], default="latents",
+                        help="latents (LAPA), true actions (the ActionVLA baseline) or the pseudo-actions of "
+                             "`lapa vpt label` (the VPT baseline) (default: %(default)s)")
     parser.add_argument("--action-head", choices=["discrete", "continuous"], default="discrete",
-                        help="with --targets actions: the action head (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=1, help="with --targets actions: actions per step")
+                        help="with action targets: the action head (default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=1, help="with action targets: actions per step")
+    parser.add_argument("--shuffle-labels", action="store_true",
+                        help="with --targets latents: permute the latent labels across samples (a control: same "
+                             "marginal, no relation to the image)")
     add_common_arguments(parser, default_steps=3000, default_lr=3e-4)
 
 
@@ -42,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.shuffle_labels and args.targets != "latents":
+        raise ConfigError("--shuffle-labels: only with --targets latents")
     tcfg = T.train_config_from_args(args)
     T.seed_everything(tcfg.seed)
     run_dir, state = T.prepare_run_dir(args)
@@ -53,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     if args.targets == "latents":
         train, val, info = build_latent_samples(args.data, image_size, tcfg.val_fraction, tcfg.seed, progress)
         kind = "latent"
+        if args.shuffle_labels:
+            shuffle_latent_labels((train, val), tcfg.seed)
     else:
         train, val, info = build_action_samples(args.data, image_size, args.chunk_size, tcfg.val_fraction,
-                                                tcfg.seed, progress)
+                                                tcfg.seed, progress, pseudo=args.targets == "pseudo-actions")
         kind = args.action_head
 
     processor = None
@@ -75,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out samples "
           f"from {len(args.data)} dataset(s)")
     record = {"command": T.command_line(), "stage": "pretrain", "targets": args.targets,
+              "shuffled_labels": bool(args.shuffle_labels),
               "datasets": info["datasets"], "model": model.config.name}
     if kind == "latent":
         record.update(majority_baseline(train, val))
@@ -86,6 +96,17 @@ def run(args: argparse.Namespace) -> int:
               f"{final['majority_baseline_accuracy']:.3f}")
     print(f"checkpoint: {run_dir / 'checkpoint'}")
     return 0
+
+
+def shuffle_latent_labels(sample_sets, seed: int) -> None:
+    """The lapa-shuffled control: each sample gets another sample's latent tokens (permuted within each set), so
+    the label marginal is unchanged but the labels no longer depend on the image."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for s in sample_sets:
+        if len(s):
+            s.latent = s.latent[rng.permutation(len(s))]
 
 
 def _saved_image_size(run_dir: Path) -> int:

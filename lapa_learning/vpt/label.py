@@ -1,0 +1,58 @@
+"""`lapa vpt label`: pseudo-label every frame of an action-free dataset with the inverse-dynamics model.
+
+    lapa vpt label --checkpoint outputs/vpt/idm --data outputs/data/videos   # -> videos/pseudo_actions.parquet
+
+Frame t gets a_t predicted from (x_t, x_min(t+H, L-1)), H being the IDM's offset (format: pseudo_actions.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lapa_learning.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="IDM run directory (from `lapa vpt train`)")
+    parser.add_argument("--data", required=True, type=Path, help="episode dataset or folder of videos to label")
+    parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto", progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from lapa_learning.data.video_folder import open_video_source
+    from lapa_learning.laq.label import pick_device
+    from lapa_learning.vpt.checkpoint import load_idm
+    from lapa_learning.vpt.pseudo_actions import save_pseudo_actions
+    from lapa_learning.vpt.train import PairSet
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    dev = pick_device(device)
+    model, ckpt = load_idm(checkpoint, device=dev)
+    source = open_video_source(data)
+    root = Path(getattr(source, "root", data))
+    actions = {}
+    for ep in tqdm(source.episodes, desc="pseudo-labelling", unit="episode", disable=not progress):
+        pairs = PairSet([(root, source, [ep.index])], model.cfg.image_size, model.cfg.offset, with_actions=False)
+        out = [model.predict(pairs.pairs(np.arange(i, min(len(pairs), i + batch_size))).to(dev)).cpu().numpy()
+               for i in range(0, len(pairs), batch_size)]
+        actions[ep.index] = np.concatenate(out)  # (L, A)
+    path = save_pseudo_actions(root, actions, model.cfg.action_names, model.cfg.offset, str(Path(ckpt).resolve()))
+    return {"path": path, "episodes": len(actions), "frames": int(sum(len(a) for a in actions.values()))}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = label_dataset(args.checkpoint, args.data, args.batch_size, args.device, not args.no_progress)
+    print(f"wrote {r['path']}: pseudo-actions for {r['frames']} frames of {r['episodes']} episodes")
+    return 0

@@ -1,0 +1,127 @@
+"""Pool the demo's per-seed results into the claims: results/demo_<setting>_seed<k>.json -> results/claims.json.
+
+    python scripts/pool_claims.py                                   # every results/demo_*_seed*.json
+    python scripts/pool_claims.py --inputs a.json b.json --out claims.json
+
+Per setting and method: pooled successes over episodes from every seed, the 95% Wilson interval of the pooled
+rate, episodes, seeds, and per-task pooled rates. Per setting: whether LAPA's pooled rate and interval lie above
+Scratch's and above VPT's (an interval "lies above" when its lower end exceeds the other's upper end), and the
+fewest pooled episodes and seeds of any method (issue 9's bar: >= 900 episodes from >= 3 seeds). Seeds of a
+setting must come from the same preset and tasks, and each seed may appear only once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lapa_learning.errors import InputError  # noqa: E402
+from lapa_learning.eval.stats import wilson_interval  # noqa: E402
+
+NAME = re.compile(r"demo_(?P<setting>[a-z-]+)_seed(?P<seed>\d+)\.json$")
+
+
+def _load(path: Path) -> dict:
+    try:
+        r = json.loads(path.read_text())
+        setting, seed, methods = r["setting"], int(r["seed"]), r["methods"]
+        for name, m in methods.items():
+            int(m["episodes"]), float(m["success"])
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such results file") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a demo results JSON (expected setting, seed and methods with success and "
+                         f"episodes; {type(err).__name__}: {err})") from None
+    match = NAME.search(path.name)
+    if match and (match["setting"], int(match["seed"])) != (setting, seed):
+        raise InputError(f"{path}: the name says {match['setting']} seed {match['seed']} but the file holds "
+                         f"{setting} seed {seed}")
+    return r
+
+
+def _wins(m: dict) -> int:
+    return int(m["successes"]) if m.get("successes") is not None else round(float(m["success"]) * int(m["episodes"]))
+
+
+def pool(paths: list[Path]) -> dict:
+    runs: dict[str, list[tuple[Path, dict]]] = {}
+    for path in paths:
+        r = _load(Path(path))
+        runs.setdefault(r["setting"], []).append((Path(path), r))
+    if not runs:
+        raise InputError("no results files to pool (expected results/demo_<setting>_seed<k>.json)")
+    settings = {}
+    for setting, items in sorted(runs.items()):
+        seeds = [r["seed"] for _, r in items]
+        if len(set(seeds)) != len(seeds):
+            raise InputError(f"{setting}: seed(s) {sorted(s for s in set(seeds) if seeds.count(s) > 1)} appear in "
+                             f"more than one file: {[str(p) for p, _ in items]}")
+        recipes = {(r.get("preset"), tuple(r.get("tasks", ()))) for _, r in items}
+        if len(recipes) > 1:
+            raise InputError(f"{setting}: files from different presets or task sets cannot be pooled: {recipes}")
+        methods = {}
+        for name in dict.fromkeys(n for _, r in items for n in r["methods"]):
+            have = [(r["seed"], r["methods"][name]) for _, r in items if name in r["methods"]]
+            wins, n = sum(_wins(m) for _, m in have), sum(int(m["episodes"]) for _, m in have)
+            per_task = {}
+            for _, m in have:
+                for task, rate in m.get("per_task", {}).items():
+                    k = m.get("per_task_successes", {}).get(task)
+                    eps = int(m["episodes"]) // max(1, len(m["per_task"]))
+                    w, e = per_task.get(task, (0, 0))
+                    per_task[task] = (w + (int(k) if k is not None else round(rate * eps)), e + eps)
+            methods[name] = {"success": wins / n if n else 0.0, "ci95": list(wilson_interval(wins, n)),
+                             "successes": wins, "episodes": n, "seeds": sorted(s for s, _ in have),
+                             "per_task": {t: w / e for t, (w, e) in per_task.items() if e},
+                             **({"note": have[0][1]["note"]} if "note" in have[0][1] else {})}
+        claims = {}
+        lapa = methods.get("lapa")
+        for other in ("scratch", "vpt"):
+            o = methods.get(other)
+            claims[f"lapa_above_{other}"] = None if not (lapa and o) else lapa["success"] > o["success"]
+            claims[f"lapa_interval_above_{other}"] = None if not (lapa and o) else lapa["ci95"][0] > o["ci95"][1]
+        claims["min_pooled_episodes"] = min(m["episodes"] for m in methods.values()) if methods else 0
+        claims["min_seeds"] = min(len(m["seeds"]) for m in methods.values()) if methods else 0
+        settings[setting] = {"methods": methods, "claims": claims, "seeds": sorted(seeds),
+                             "eval_seeds": sorted(r.get("eval_seed") for _, r in items),
+                             "eval_episodes_per_task": sorted({r.get("eval_episodes_per_task") for _, r in items},
+                                                              key=str),
+                             "preset": items[0][1].get("preset"), "tasks": items[0][1].get("tasks"),
+                             "sources": [{"file": str(p), "command": r.get("command"), "machine": r.get("machine")}
+                                         for p, r in items]}
+    return {"command": " ".join(["python", *sys.argv]), "machine": f"{platform.machine()} {os.cpu_count()}-core",
+            "interval": "95% Wilson score interval of the pooled success rate", "settings": settings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", nargs="+", type=Path, help="results files (default: results/demo_*_seed*.json)")
+    parser.add_argument("--out", type=Path, default=Path("results/claims.json"))
+    args = parser.parse_args(argv)
+    paths = args.inputs or sorted(p for p in Path("results").glob("demo_*_seed*.json") if NAME.search(p.name))
+    try:
+        claims = pool(paths)
+    except InputError as err:
+        print(f"pool_claims: error: {err}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(json.dumps(claims, indent=2) + "\n")
+    os.replace(tmp, args.out)
+    for setting, s in claims["settings"].items():
+        row = ", ".join(f"{m} {100 * v['success']:.1f}% [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}] "
+                        f"n={v['episodes']}" for m, v in s["methods"].items())
+        print(f"{setting} (seeds {s['seeds']}): {row}; claims {s['claims']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The VPT baseline: `lapa vpt train` (inverse dynamics) -> `lapa vpt label` -> `lapa vla pretrain --targets
+pseudo-actions`, the pseudo-action file format, the shuffled-latent control, and the error paths."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lapa_learning.cli import main
+from lapa_learning.errors import DatasetError
+from lapa_learning.vla.testing import make_toy_dataset
+from lapa_learning.vpt.pseudo_actions import FILE_NAME, PseudoActions, save_pseudo_actions
+
+FAST = ["--max-steps", "300", "--eval-every", "300", "--image-size", "32", "--offset", "3", "--no-progress",
+        "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vpt")
+    return (make_toy_dataset(root / "robot", episodes=24, length=16, image_size=32, seed=0),
+            make_toy_dataset(root / "check", episodes=4, length=20, image_size=32, seed=2),
+            make_toy_dataset(root / "video", episodes=3, length=12, image_size=32, with_actions=False, seed=1))
+
+
+@pytest.fixture(scope="module")
+def idm(data, tmp_path_factory):
+    robot, check, _ = data
+    run = tmp_path_factory.mktemp("idm") / "run"
+    assert main(["vpt", "train", "--data", str(robot), "--val-data", str(check),
+                 "--out", str(run), *FAST]) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_idm_trains_on_every_episode_and_its_pseudo_labels_track_the_true_actions(data, idm):
+    robot, check, _ = data
+    rec = json.loads((idm / "checkpoint" / "train_record.json").read_text())
+    assert len(rec["train_episodes"]) == 24 and rec["val_datasets"] == [str(check)] and rec["val_fraction"] == 0
+    assert rec["metrics"]["l1"] < 0.7 * rec["metrics"]["mean_baseline_l1"]
+    # label a dataset that has actions, and compare with them
+    assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(check), "--no-progress"]) == 0
+    from lapa_learning.data.reader import EpisodeDataset
+
+    labels, ds = PseudoActions.load(check), EpisodeDataset(check)
+    pred = np.concatenate([labels.actions(e.index, e.length) for e in ds.episodes])
+    true = np.concatenate([ds.actions(e.index) for e in ds.episodes])
+    r = [np.corrcoef(pred[:, d], true[:, d])[0, 1] for d in (0, 1, 3)]  # dx, dy, gripper (dz is always 0)
+    assert np.mean(r[:2]) > 0.3 and r[2] > 0.5, r
+    assert labels.action_names == ("dx", "dy", "dz", "gripper") and labels.offset == 3
+
+
+@pytest.mark.slow
+def test_vla_pretrains_on_pseudo_actions_of_action_free_videos(data, idm, tmp_path):
+    _, _, video = data
+    assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(video), "--no-progress"]) == 0
+    assert (video / FILE_NAME).is_file()
+    pre = tmp_path / "pre"
+    assert main(["vla", "pretrain", "--data", str(video), "--targets", "pseudo-actions", "--action-head",
+                 "continuous", "--chunk-size", "4", "--out", str(pre), "--config", "tiny", "--max-steps", "3",
+                 "--batch-size", "8", "--no-progress", "--threads", "1"]) == 0
+    rec = json.loads((pre / "train_record.json").read_text())
+    assert rec["targets"] == "pseudo-actions" and rec["kind"] == "continuous" and rec["steps"] == 3
+
+
+def test_pseudo_action_file_round_trip_and_shape_checks(tmp_path):
+    a = {0: np.arange(12, dtype=np.float32).reshape(3, 4), 2: np.ones((2, 4), np.float32)}
+    save_pseudo_actions(tmp_path, a, ["dx", "dy", "dz", "gripper"], offset=4, source="idm")
+    back = PseudoActions.load(tmp_path)
+    np.testing.assert_array_equal(back.actions(0, 3), a[0])
+    assert back.offset == 4 and back.source == "idm"
+    with pytest.raises(DatasetError, match="episode 2 has 5 frames"):
+        back.actions(2, 5)  # the dataset's episode is longer than what was labelled
+    with pytest.raises(DatasetError, match="expected"):
+        save_pseudo_actions(tmp_path, {0: np.ones((3, 2))}, ["dx", "dy", "dz", "gripper"], 4, "idm")
+    (tmp_path / FILE_NAME).write_bytes(b"not parquet")
+    with pytest.raises(DatasetError, match="not readable"):
+        PseudoActions.load(tmp_path)
+
+
+def test_shuffled_latent_labels_keep_the_marginal_and_lose_the_pairing():
+    from lapa_learning.vla.data import SampleSet
+    from lapa_learning.vla.pretrain import shuffle_latent_labels
+
+    s = SampleSet()
+    s.latent = np.random.default_rng(0).integers(0, 8, (500, 4))
+    before = s.latent.copy()
+    s.t = list(range(500))
+    shuffle_latent_labels([s], seed=0)
+    assert sorted(map(tuple, s.latent)) == sorted(map(tuple, before))
+    assert (s.latent == before).all(1).mean() < 0.1
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_errors(data, tmp_path, capsys):
+    robot, _, video = data
+    err = _error(capsys, ["vpt", "train", "--data", str(video), "--out", str(tmp_path / "r"), *FAST])
+    assert "action-free dataset" in err and str(video) in err
+    err = _error(capsys, ["vpt", "label", "--checkpoint", str(tmp_path / "nothing"), "--data", str(video)])
+    assert "lapa vpt train" in err and "nothing" in err
+    # a checkpoint of another kind, and a truncated weights file
+    ck = tmp_path / "bad" / "checkpoint"
+    ck.mkdir(parents=True)
+    (ck / "config.json").write_text(json.dumps({"format": "lapa_vla"}))
+    assert "not an IDM checkpoint" in _error(capsys, ["vpt", "label", "--checkpoint", str(tmp_path / "bad"),
+                                                      "--data", str(video)])
+    from lapa_learning.vpt.checkpoint import save_idm
+    from lapa_learning.vpt.model import IDMConfig, InverseDynamicsModel
+
+    save_idm(tmp_path / "cut", InverseDynamicsModel(IDMConfig(image_size=32)), {})
+    w = tmp_path / "cut" / "checkpoint" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    assert "corrupt or truncated" in _error(capsys, ["vpt", "label", "--checkpoint", str(tmp_path / "cut"),
+                                                     "--data", str(video)])
+    # weights of another shape than the config says
+    save_idm(tmp_path / "other", InverseDynamicsModel(IDMConfig(image_size=32, hidden_dim=64)), {})
+    cfg = tmp_path / "other" / "checkpoint" / "config.json"
+    meta = json.loads(cfg.read_text())
+    meta["idm"]["hidden_dim"] = 128
+    cfg.write_text(json.dumps(meta))
+    assert "does not match" in _error(capsys, ["vpt", "label", "--checkpoint", str(tmp_path / "other"),
+                                               "--data", str(video)])
+    # pretraining on pseudo-actions that were never written, or with the shuffle control on actions
+    err = _error(capsys, ["vla", "pretrain", "--data", str(robot), "--targets", "pseudo-actions",
+                          "--out", str(tmp_path / "p"), "--config", "tiny"])
+    assert "lapa vpt label" in err
+    err = _error(capsys, ["vla", "pretrain", "--data", str(robot), "--targets", "actions", "--shuffle-labels",
+                          "--out", str(tmp_path / "p2"), "--config", "tiny"])
+    assert "--shuffle-labels" in err
+    assert "--offset 0" in _error(capsys, ["vpt", "train", "--data", str(robot), "--out", str(tmp_path / "o"),
+                                           "--offset", "0"])
+
+
+@pytest.mark.slow
+def test_vision_control_and_finetuning_on_every_labelled_episode(data, tmp_path):
+    robot, check, video = data
+    vis = tmp_path / "vision"
+    assert main(["vla", "pretrain-vision", "--data", str(robot), "--out", str(vis), "--config", "tiny-resnet",
+                 "--offset-frames", "3", "--max-steps", "60", "--batch-size", "16", "--no-progress",
+                 "--threads", "1"]) == 0
+    rec = json.loads((vis / "train_record.json").read_text())
+    assert rec["stage"] == "pretrain-vision" and rec["metrics"]["val_mse"] < rec["metrics"]["copy_x_t_mse"]
+    meta = json.loads((vis / "checkpoint" / "config.json").read_text())
+    assert meta["vla"]["latent"] is None and meta["vla"]["action"] is None  # only the tower learnt anything
+    ft = tmp_path / "ft"
+    assert main(["vla", "finetune", "--data", str(robot), "--val-data", str(check), "--init", str(vis),
+                 "--out", str(ft), "--max-steps", "3", "--batch-size", "8", "--action-head", "continuous",
+                 "--chunk-size", "4", "--no-progress", "--threads", "1"]) == 0
+    rec = json.loads((ft / "checkpoint" / "train_record.json").read_text())
+    assert rec["train_episodes"] == 24 and rec["train_config"]["val_fraction"] == 0.0
+    assert rec["val_datasets"][0]["root"] == str(check) and rec["eval_split"] == "val"
+    assert rec["val_samples"] == 4 * 20
