@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lapa_learning.errors import ConfigError
-from lapa_learning.laq.config import (LAQConfig, LAQTrainConfig, apply_overrides, load_train_config,
+from lapa_learning.laq.configuration_laq import (LAQConfig, LAQTrainConfig, apply_overrides, load_train_config,
                                       parse_overrides, preset, train_config_from_dict)
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lapa_learning.cli import main
-from lapa_learning.laq.labels import LatentLabels
+from lapa_learning.data.latent_labels import LatentLabels
 from lapa_learning.laq.testing import write_dataset
 
 

@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from lapa_learning.laq.explain import episode_folds, explain, mean_action_per_code, one_hot, probe, r2_score
+from lapa_learning.laq.explain import explain
+from lapa_learning.laq.probe import episode_folds, mean_action_per_code, one_hot, probe, r2_score
 from lapa_learning.laq.testing import tiny_train_config, write_dataset
-from lapa_learning.laq.train import train
+from lapa_learning.laq.trainer import train
 
 
 def test_explain_smoke(tmp_path):

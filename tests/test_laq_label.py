@@ -3,9 +3,9 @@ import pytest
 
 from lapa_learning.errors import CheckpointError
 from lapa_learning.laq.label import PARTIAL_DIR, label_dataset
-from lapa_learning.laq.labels import LatentLabels
+from lapa_learning.data.latent_labels import LatentLabels
 from lapa_learning.laq.testing import tiny_train_config, write_dataset
-from lapa_learning.laq.train import train
+from lapa_learning.laq.trainer import train
 
 
 @pytest.fixture(scope="module")

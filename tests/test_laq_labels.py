@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lapa_learning.errors import DatasetError, InputError
-from lapa_learning.laq.labels import FILE_NAME, LatentLabels, save_latent_labels
+from lapa_learning.data.latent_labels import FILE_NAME, LatentLabels, save_latent_labels
 
 
 def test_round_trip(tmp_path):

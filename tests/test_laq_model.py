@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lapa_learning.laq.model import LAQ, Encoder, causal_mask, patchify, unpatchify
+from lapa_learning.laq.modeling_laq import LAQ, Encoder, causal_mask, patchify, unpatchify
 from lapa_learning.laq.testing import tiny_model_config
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from lapa_learning.laq.model import LAQ
+from lapa_learning.laq.modeling_laq import LAQ
 from lapa_learning.laq.quantizer import NSVQ, replacement_due
 from lapa_learning.laq.testing import tiny_model_config
 

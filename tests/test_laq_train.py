@@ -6,7 +6,7 @@ import torch
 from lapa_learning.errors import CheckpointError, ConfigError
 from lapa_learning.laq import checkpoint as ckpt
 from lapa_learning.laq.testing import tiny_train_config, write_dataset
-from lapa_learning.laq.train import StepBatches, train
+from lapa_learning.laq.trainer import StepBatches, train
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_train_writes_checkpoints_and_metrics(dataset, tmp_path):
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2  # steps 3 and 6
     model, config = ckpt.load_laq(tmp_path / "run")
     assert config["offset"] == 2 and not model.training
-    assert list((tmp_path / "run").glob(".tmp-*")) == []
+    assert list((tmp_path / "run").glob(".*")) == []  # no temporary left behind
 
 
 def test_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
@@ -114,7 +114,7 @@ def test_weights_that_do_not_match_the_config(dataset, tmp_path):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from lapa_learning.laq.model import LAQ
+    from lapa_learning.laq.modeling_laq import LAQ
 
     cfg = tiny_train_config()
     model = LAQ(cfg.model).eval()

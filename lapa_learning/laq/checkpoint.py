@@ -10,33 +10,27 @@
         metrics.jsonl               every held-out evaluation, one JSON object per line
         tb/                         TensorBoard scalars
 
-A step directory is first written as `.tmp-step_000500` and then renamed, so a crash never leaves a
-half-written checkpoint under a real name. `load_laq` accepts a run directory or a step directory.
+A step directory is written as a hidden temporary directory, fsynced and then renamed (lapa_learning.io), so a
+crash never leaves a half-written checkpoint under a real name. `load_laq` accepts a run directory or a step directory.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
+from lapa_learning.config import from_dict
 from lapa_learning.errors import CheckpointError, ConfigError
-from lapa_learning.laq.config import LAQConfig, LAQTrainConfig, config_from_dict, train_config_from_dict
-from lapa_learning.laq.model import LAQ
+from lapa_learning.io import atomic_path, atomic_write_json
+from lapa_learning.laq.configuration_laq import LAQConfig, LAQTrainConfig, train_config_from_dict
+from lapa_learning.laq.modeling_laq import LAQ
 
 FORMAT = "lapa-laq"
 WEIGHTS, CONFIG, STATE, METRICS, LATEST = "model.safetensors", "config.json", "training_state.pt", \
     "eval_metrics.json", "latest.json"
-
-
-def write_json_atomic(path: Path, data) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_checkpoint(run_dir: Path, step: int, model: LAQ, train_cfg: LAQTrainConfig, extra: dict,
@@ -47,33 +41,21 @@ def save_checkpoint(run_dir: Path, step: int, model: LAQ, train_cfg: LAQTrainCon
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
-    final, tmp = run_dir / name, run_dir / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-    config = {"format": FORMAT, "version": 1, "step": step, "model": train_cfg.model.__dict__.copy(),
-              "train": {k: v for k, v in train_cfg.to_dict().items() if k != "model"}, **extra}
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    if state is not None:
-        torch.save(state, tmp / STATE)
-    if metrics is not None:
-        (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    if final.exists():  # the same step saved again (e.g. final save right after a periodic one)
-        old = run_dir / f".old-{name}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    write_json_atomic(run_dir / LATEST, {"checkpoint": name, "step": step})
+    with atomic_path(run_dir / name, directory=True) as tmp:  # the same step saved again is replaced whole
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        config = {"format": FORMAT, "version": 1, "step": step, "model": train_cfg.model.__dict__.copy(),
+                  "train": {k: v for k, v in train_cfg.to_dict().items() if k != "model"}, **extra}
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if state is not None:
+            torch.save(state, tmp / STATE)
+        if metrics is not None:
+            (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(run_dir / LATEST, {"checkpoint": name, "step": step})
     steps = sorted(p for p in run_dir.glob("step_*") if p.is_dir())
     for p in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
-    return final
+    return run_dir / name
 
 
 def resolve_checkpoint(path) -> Path:
@@ -120,7 +102,7 @@ def load_laq(path, device="cpu") -> tuple[LAQ, dict]:
     step_dir = resolve_checkpoint(path)
     config = read_config(step_dir)
     try:
-        model_cfg = config_from_dict(LAQConfig, config["model"], f"{step_dir / CONFIG}: model")
+        model_cfg = from_dict(LAQConfig, config["model"], f"{step_dir / CONFIG}: model")
     except ConfigError as err:
         raise CheckpointError(f"{step_dir / CONFIG} has a bad model config: {err}") from err
     weights_path = step_dir / WEIGHTS

@@ -2,7 +2,7 @@
 
     lapa laq label --checkpoint outputs/laq_tiny --data outputs/data/laq_pretrain
 
-writes `<data>/latent_actions.parquet` (format: lapa_learning/laq/labels.py). Work is resumable: each finished
+writes `<data>/latent_actions.parquet` (format: lapa_learning/data/latent_labels.py). Work is resumable: each finished
 episode is saved to `<data>/.latent_actions.partial/episode_XXXXXX.npz` (atomically), a rerun with the same
 checkpoint and offset skips those, and the final file is written atomically before the partial folder is removed.
 Uses CUDA when available.
@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lapa_learning import cli_args
+from lapa_learning.data.latent_labels import save_latent_labels
 from lapa_learning.errors import ConfigError, DatasetError
+from lapa_learning.io import atomic_path, atomic_write_json
 from lapa_learning.laq import checkpoint as ckpt
-from lapa_learning.laq.labels import save_latent_labels
 
 PARTIAL_DIR = ".latent_actions.partial"
 
@@ -35,28 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint was trained with an offset in seconds)")
     parser.add_argument("--video-fps", type=float, help="frame rate of a video folder (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true")
+    cli_args.add_device(parser)
+    cli_args.add_threads(parser)
+    cli_args.add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli_args.set_threads(args.threads)
     result = label_dataset(args.checkpoint, args.data, offset=args.offset_frames, batch_size=args.batch_size,
                            device=args.device, progress=not args.no_progress, video_fps=args.video_fps)
     print(f"wrote {result['path']}: {result['pairs']} pairs from {result['episodes']} episodes, "
           f"H={result['offset']} frames ({result['encoded']} episodes encoded, {result['reused']} reused from an "
           f"interrupted run)")
     return 0
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 def checkpoint_offset(config: dict, fps: float, override: int | None = None) -> int:
@@ -101,11 +93,11 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
     from tqdm import tqdm
 
     from lapa_learning.data.pairs import resize_square
-    from lapa_learning.laq.train import open_source
+    from lapa_learning.laq.trainer import open_source
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    dev = pick_device(device)
+    dev = cli_args.pick_device(device)
     step_dir = ckpt.resolve_checkpoint(checkpoint)
     model, config = ckpt.load_laq(step_dir, device=dev)
     source = open_source(data, video_fps if video_fps is not None else config.get("fps"))
@@ -124,7 +116,7 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
         if not same:  # left over from another checkpoint or offset
             shutil.rmtree(partial)
     partial.mkdir(exist_ok=True)
-    ckpt.write_json_atomic(meta_path, {"fingerprint": fingerprint, "checkpoint": str(step_dir), "offset": H})
+    atomic_write_json(meta_path, {"fingerprint": fingerprint, "checkpoint": str(step_dir), "offset": H})
 
     encoded = reused = 0
     bar = tqdm(source.episodes, desc="labelling", unit="episode", disable=not progress)
@@ -143,9 +135,8 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
                 continue
             raise
         t, tokens = encode_episode(model, frames, H, batch_size, dev)
-        tmp = partial / f".episode_{ep.index:06d}.tmp.npz"
-        np.savez(tmp, t=t, tokens=tokens)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, t=t, tokens=tokens)
         encoded += 1
     bar.close()
 

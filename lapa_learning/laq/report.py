@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lapa_learning.errors import LapaError
+from lapa_learning.io import atomic_write_json
 from lapa_learning.laq import checkpoint as ckpt
 
 
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     except LapaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    ckpt.write_json_atomic(args.out, report)
+    atomic_write_json(args.out, report)
     print(json.dumps({k: report[k] for k in ("psnr_changed", "psnr_changed_copy_baseline", "codes_used_fraction",
                                              "probe_r2_xyz", "train_minutes")}, indent=2))
     return 0

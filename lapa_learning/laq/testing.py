@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lapa_learning.laq.config import LAQConfig, LAQTrainConfig
+from lapa_learning.laq.configuration_laq import LAQConfig, LAQTrainConfig
 
 
 def tiny_model_config(**kw) -> LAQConfig:

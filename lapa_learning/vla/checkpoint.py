@@ -9,21 +9,20 @@
     <dir>/train_record.json    command, datasets, steps, metrics, time
     <dir>/training_state.pt    optimizer/scheduler/step/RNG, for `--resume` (training runs only)
 
-A checkpoint is written into a temporary sibling directory and swapped in with renames, so a reader never sees
-a half-written checkpoint.  Every load problem raises CheckpointError naming the file and what is wrong.
+A checkpoint is written into a temporary sibling directory, fsynced and swapped in with renames
+(lapa_learning.io), so a reader never sees a half-written checkpoint.  Every load problem raises CheckpointError
+naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from lapa_learning.errors import CheckpointError, ConfigError
+from lapa_learning.io import atomic_path
 
 FORMAT = "lapa_vla"
 FORMAT_VERSION = 1
@@ -32,20 +31,6 @@ WEIGHTS_FILE = "model.safetensors"
 STATS_FILE = "action_stats.json"
 RECORD_FILE = "train_record.json"
 STATE_FILE = "training_state.pt"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def resolve_checkpoint_dir(path) -> Path:
@@ -62,19 +47,16 @@ def resolve_checkpoint_dir(path) -> Path:
 
 def save_checkpoint(out_dir, model, tokenizer, action_processor=None, record: dict | None = None,
                     training_state: dict | None = None) -> Path:
-    """Write a complete checkpoint atomically (staging dir + rename). Returns the directory."""
+    """Write a complete checkpoint atomically (staging dir + fsync + rename). Returns the directory."""
     from safetensors.torch import save_model
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
-    try:
+    with atomic_path(out, directory=True) as stage:
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "vla": model.config.to_dict(),
                 "hf_configs": {"vision": model.vision.hf_config, "language": model.lm.config.to_dict()},
                 "vocab_size": int(model.lm.get_input_embeddings().num_embeddings)}
         (stage / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
-        model_cpu_state = model  # save_model handles tied/shared tensors
-        save_model(model_cpu_state, str(stage / WEIGHTS_FILE))
+        save_model(model, str(stage / WEIGHTS_FILE))  # save_model handles tied/shared tensors
         tokenizer.save_pretrained(str(stage))
         if action_processor is not None:
             (stage / STATS_FILE).write_text(json.dumps(action_processor.to_dict()))
@@ -82,17 +64,6 @@ def save_checkpoint(out_dir, model, tokenizer, action_processor=None, record: di
             (stage / RECORD_FILE).write_text(json.dumps(record, indent=2, default=_json_default))
         if training_state is not None:
             torch.save(training_state, stage / STATE_FILE)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.rmdir(old)
-            os.replace(out, old)
-        os.replace(stage, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out
 
 

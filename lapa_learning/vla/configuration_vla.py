@@ -8,19 +8,19 @@ A VLA is assembled from three transformers parts plus two small heads:
     hidden states -> latent head   (K latent-action tokens from the LAQ codebook, autoregressive, stage 2)
                   -> action head   (discrete 256-bin tokens, autoregressive; or a continuous L1 chunk, stage 3)
 
-Every config is a dataclass checked in `__post_init__`; `from_dict` rejects unknown keys with a ConfigError
-naming the key, so a typo in a JSON file or a CLI override never passes silently.
+Every config is a dataclass checked in `__post_init__`; `from_dict` (lapa_learning/config.py) rejects unknown keys
+and wrongly typed values with a ConfigError naming them, so a typo in a config file or a CLI override never passes
+silently. A config file (JSON or YAML) may start from a preset named under "base".
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from lapa_learning import config
 from lapa_learning.errors import ConfigError
 
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
@@ -141,42 +141,15 @@ class VLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> "VLAConfig":
-        return _from_dict(cls, data, where)
+        return config.from_dict(cls, data, where)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
 
-_SUB = {"vision": VisionConfig, "language": LanguageConfig, "latent": LatentHeadConfig, "action": ActionHeadConfig}
-
-
-def _from_dict(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        if cls is VLAConfig and key in _SUB and value is not None:
-            value = _from_dict(_SUB[key], value, f"{where}.{key}")
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as err:  # e.g. a list where a number was expected
-        raise ConfigError(f"{where}: {err}") from None
-
-
 def merge(base: dict, overrides: dict) -> dict:
-    """Recursive dict update (overrides win); used for presets + user JSON."""
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("overrides",):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+    """Recursive dict update (overrides win; a transformers `overrides` mapping is replaced whole)."""
+    return config.merge(base, overrides, replace=("overrides",))
 
 
 # ---- named presets ---------------------------------------------------------------------------------------
@@ -241,18 +214,10 @@ def preset(name: str, /, **overrides) -> VLAConfig:
 
 
 def load_config_arg(value: str, **overrides) -> VLAConfig:
-    """`--config` on the CLI: a preset name or a JSON file (which may name a preset under "base")."""
+    """`--config` on the CLI: a preset name or a JSON/YAML file (which may name a preset under "base")."""
     path = Path(value)
-    if value.endswith(".json") or path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"--config {value}: file not found") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--config {value}: not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"--config {value}: expected a JSON object")
-        base = data.pop("base", None)
+    if path.suffix.lower() in config.FILE_SUFFIXES or path.is_file():
+        base, data = config.pop_base(config.load_config_file(path), where=f"--config {value}")
         if base is not None:
             return preset(base, **merge(data, overrides))
         return VLAConfig.from_dict(merge(data, overrides), where=f"--config {value}")

@@ -61,7 +61,7 @@ def _load_frames(source, ep: int, size: int) -> np.ndarray:
 
 def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, seed: int, progress: bool = True):
     """-> (train SampleSet, val SampleSet, info) for latent pretraining on several datasets with labels."""
-    from lapa_learning.laq.labels import LatentLabels
+    from lapa_learning.data.latent_labels import LatentLabels
 
     train, val = SampleSet(), SampleSet()
     K = C = None

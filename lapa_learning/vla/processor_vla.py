@@ -273,6 +273,6 @@ class ActionProcessor:
             raise CheckpointError(f"{where}: bad action statistics ({type(err).__name__}: {err})") from None
 
     def save(self, path: Path) -> None:
-        from lapa_learning.vla.checkpoint import atomic_write_text
+        from lapa_learning.io import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict()))

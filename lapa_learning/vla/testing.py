@@ -63,7 +63,7 @@ def make_toy_dataset(root, episodes: int = 8, length: int = 20, image_size: int 
     so they are predictable from frame t and the instruction.
     """
     from lapa_learning.data.writer import EpisodeWriter
-    from lapa_learning.laq.labels import save_latent_labels
+    from lapa_learning.data.latent_labels import save_latent_labels
 
     rng = np.random.default_rng(seed)
     root = Path(root)

@@ -1,4 +1,5 @@
-"""Latent action labels: one parquet file per dataset, written by `lapa laq label`, read by the VLA trainer.
+"""Latent action labels, the contract between stage 1 and stage 2: one parquet file per dataset, written by
+`lapa laq label` (lapa_learning/laq/label.py), read by the VLA trainer (lapa_learning/vla/data.py).
 
 File: `<dataset_root>/latent_actions.parquet`, one row per labelled frame pair (x_t, x_t+H):
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lapa_learning.errors import DatasetError, InputError
+from lapa_learning.io import atomic_path
 
 FILE_NAME = "latent_actions.parquet"
 META_KEY = b"lapa.latent_actions"
@@ -85,13 +87,8 @@ def save_latent_labels(dataset_root, episode, t, tokens, codebook_size: int, off
     path = labels_path(dataset_root)
     if not path.parent.is_dir():
         raise DatasetError(f"latent labels: dataset directory {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -7,21 +7,21 @@ Presets:
 
 A config file (YAML or JSON) looks like
 
-    preset: tiny          # optional, the starting point (default tiny)
+    base: tiny            # optional, the starting point (default tiny); older files say `preset: tiny`
     model: {dim: 192, codebook_size: 16}
     train: {offset_frames: 12, lr: 3.0e-4}
 
-and any unknown key raises ConfigError naming it.
+and any unknown key or wrongly typed value raises ConfigError naming it (lapa_learning/config.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lapa_learning.config import FILE_SUFFIXES, from_dict, load_config_file, merge, parse_assignments, pop_base
 from lapa_learning.errors import ConfigError
 
 
@@ -133,7 +133,7 @@ class LAQTrainConfig:
 
     def __post_init__(self):
         if isinstance(self.model, dict):
-            self.model = config_from_dict(LAQConfig, self.model, "model")
+            self.model = from_dict(LAQConfig, self.model, "model")
         if not isinstance(self.model, LAQConfig):
             raise ConfigError(f"LAQTrainConfig.model must be a LAQConfig or a mapping, got {type(self.model).__name__}")
         if (self.offset_frames is None) == (self.offset_seconds is None):
@@ -162,35 +162,25 @@ class LAQTrainConfig:
         return dataclasses.asdict(self)
 
 
-def config_from_dict(cls, data: dict, where: str = ""):
-    """Build dataclass `cls` from a mapping; unknown keys raise ConfigError naming them."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"config section {where or cls.__name__!r} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in config section {where or cls.__name__!r}; "
-                          f"known keys: {sorted(names)}")
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise ConfigError(f"bad config section {where or cls.__name__!r}: {err}") from err
-
-
-def _merge(base, overrides: dict, where: str):
-    """A copy of dataclass `base` with `overrides` applied (validated by __post_init__)."""
-    data = dataclasses.asdict(base)
-    names = set(data)
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in config section {where!r}; known keys: {sorted(names)}")
-    data.update(overrides)
-    # Giving one of the two offsets replaces the other (they are alternatives).
+def _merged(base, overrides: dict, where: str) -> dict:
+    """dataclass `base` as a dict with `overrides` applied; giving one of the two offsets clears the other."""
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(base)})
+    if unknown:  # checked here too, so the error names the overrides' section rather than the merged one
+        raise ConfigError(f"unknown key(s) {unknown} in config section {where!r}; "
+                          f"allowed keys: {sorted(f.name for f in dataclasses.fields(base))}")
+    data = merge(dataclasses.asdict(base), overrides)
     if "offset_seconds" in overrides and "offset_frames" not in overrides and "offset_frames" in data:
         data["offset_frames"] = None
     if "offset_frames" in overrides and "offset_seconds" not in overrides and "offset_seconds" in data:
         data["offset_seconds"] = None
     return data
+
+
+def _build(base: LAQTrainConfig, model_over: dict, train_over: dict, where_model: str, where_train: str):
+    model = from_dict(LAQConfig, _merged(base.model, model_over, where_model), where_model)
+    train = _merged(base, train_over, where_train)
+    train["model"] = model
+    return from_dict(LAQTrainConfig, train, where_train)
 
 
 PRESETS: dict[str, LAQTrainConfig] = {}
@@ -224,11 +214,11 @@ def preset(name: str) -> LAQTrainConfig:
 
 
 def train_config_from_dict(data: dict, where: str = "config") -> LAQTrainConfig:
-    """{"preset": ..., "model": {...}, "train": {...}} (or a flat saved to_dict() with model nested) -> config."""
+    """{"base": ..., "model": {...}, "train": {...}} (or a flat saved to_dict() with model nested) -> config.
+    `preset` is accepted for `base` (the key of older files); the default base is tiny."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    data = dict(data)
-    base = preset(data.pop("preset", "tiny"))
+    name, data = pop_base(data, default="tiny", where=where)
     model_over = data.pop("model", {}) or {}
     train_over = data.pop("train", {}) or {}
     if not isinstance(model_over, dict) or not isinstance(train_over, dict):
@@ -237,57 +227,22 @@ def train_config_from_dict(data: dict, where: str = "config") -> LAQTrainConfig:
     overlap = sorted(set(data) & set(train_over))
     if overlap:
         raise ConfigError(f"{where}: keys {overlap} given both at top level and under 'train'")
-    train_over = {**data, **train_over}
-    model_dict = _merge(base.model, model_over, f"{where}.model")
-    train_dict = _merge(base, train_over, f"{where}.train")
-    train_dict["model"] = config_from_dict(LAQConfig, model_dict, f"{where}.model")
-    return config_from_dict(LAQTrainConfig, train_dict, f"{where}.train")
+    return _build(preset(name), model_over, {**data, **train_over}, f"{where}.model", f"{where}.train")
 
 
 def load_train_config(spec: str) -> LAQTrainConfig:
     """A preset name (tiny, base, paper) or a path to a .yaml/.yml/.json file."""
     if spec in PRESETS:
         return preset(spec)
-    path = Path(spec)
-    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+    if Path(spec).suffix.lower() not in FILE_SUFFIXES:
         raise ConfigError(f"--config {spec!r}: expected a preset name {sorted(PRESETS)} or a .yaml/.json file")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-    except Exception as err:
-        raise ConfigError(f"config file {path} could not be parsed: {err}") from err
-    return train_config_from_dict(data, where=str(path))
+    return train_config_from_dict(load_config_file(spec), where=str(spec))
 
 
 def parse_overrides(pairs: list[str]) -> dict:
     """['model.dim=64', 'lr=3e-4'] -> {'model': {'dim': 64}, 'train': {'lr': 0.0003}} (values parsed as YAML)."""
-    import yaml
-
-    out: dict = {"model": {}, "train": {}}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. model.dim=64 or lr=3e-4")
-        key, value = pair.split("=", 1)
-        section, _, name = key.rpartition(".")
-        section = section or "train"
-        if section not in out:
-            raise ConfigError(f"--set {pair!r}: key prefix must be 'model.' or 'train.', got {section!r}")
-        try:
-            out[section][name] = yaml.safe_load(value)
-        except Exception as err:
-            raise ConfigError(f"--set {pair!r}: could not parse value: {err}") from err
-    return out
+    return parse_assignments(pairs, sections=("model", "train"), default="train")
 
 
 def apply_overrides(cfg: LAQTrainConfig, overrides: dict) -> LAQTrainConfig:
-    model_dict = _merge(cfg.model, overrides.get("model", {}), "--set model")
-    train_dict = _merge(cfg, overrides.get("train", {}), "--set")
-    train_dict["model"] = config_from_dict(LAQConfig, model_dict, "model")
-    return config_from_dict(LAQTrainConfig, train_dict, "train")
+    return _build(cfg, overrides.get("model", {}), overrides.get("train", {}), "--set model", "--set")

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lapa_learning.laq.config import LAQConfig
+from lapa_learning.laq.configuration_laq import LAQConfig
 from lapa_learning.laq.quantizer import NSVQ
 
 

@@ -1,0 +1,100 @@
+"""The one atomic writer: a file or directory is either the old one or the complete new one, never half.
+
+    atomic_write_bytes(path, data)   atomic_write_text(path, text)   atomic_write_json(path, obj)
+    with atomic_path(path) as tmp:   # a third-party writer (pyarrow, np.savez, safetensors) writes `tmp`
+        pq.write_table(table, tmp)
+    with atomic_path(run / "step_0005", directory=True) as tmp:   # a whole directory, e.g. a checkpoint
+        save_file(weights, tmp / "model.safetensors")
+
+How: the content goes to a hidden temporary sibling (same filesystem), is fsynced, and is renamed onto `path`
+with os.replace, after which the parent directory is fsynced. On an exception the temporary is removed and
+`path` is untouched. A process killed mid-write (SIGKILL) leaves `path` as it was, plus at worst a hidden
+`.<name>.*.tmp` sibling. Replacing an existing *directory* takes two renames (old away, new in): a kill between
+them leaves no `path` but the complete old one as `.<name>.*.old`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync a file, or every file and directory under a directory (the directories last)."""
+    if path.is_dir():
+        for root, _, files in os.walk(path):
+            for name in files:
+                _fsync(Path(root) / name)
+            _fsync(Path(root))
+    else:
+        _fsync(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write instead of `path`; on a clean exit it replaces `path` atomically.
+
+    directory=False: the temporary path does not exist yet (the writer creates the file; its suffix is kept, for
+    writers that look at it). directory=True: the temporary directory exists and is empty.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+        os.close(fd)
+        tmp = Path(name)
+        tmp.unlink()  # the writer creates it (some writers refuse to overwrite)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"atomic write of {path}: the writer did not create {tmp}")
+        _fsync_tree(tmp)
+        if directory and path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old)  # a directory cannot be replaced onto a non-empty one in one rename
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync(path.parent)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj, **dumps_kwargs) -> None:
+    """JSON with indent=2 and a final newline, unless dumps_kwargs say otherwise (e.g. indent=None)."""
+    dumps_kwargs.setdefault("indent", 2)
+    newline = "\n" if dumps_kwargs["indent"] is not None else ""
+    atomic_write_text(path, json.dumps(obj, **dumps_kwargs) + newline)

@@ -1,0 +1,57 @@
+"""Package structure: no import circle between lapa_learning modules (lazy imports inside functions included)."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> lapa_learning modules it imports anywhere in its source (package __init__s left out)."""
+    files = {".".join(p.relative_to(root).with_suffix("").parts): p for p in (root / "lapa_learning").rglob("*.py")}
+    modules = {name for name in files if not name.endswith("__init__")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name in modules:
+        for node in ast.walk(ast.parse(files[name].read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lapa_learning"):
+                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for target in targets:
+                if target in modules and target != name:
+                    graph[name].add(target)
+                    break  # `from pkg.mod import name`: the module, not also its package
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle [a, b, ..., a] of the graph, or [] (depth-first search)."""
+    done: set[str] = set()
+
+    def visit(node, path):
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return []
+        for nxt in sorted(graph[node]):
+            found = visit(nxt, path + [node])
+            if found:
+                return found
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        found = visit(start, [])
+        if found:
+            return found
+    return []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles():
+    assert find_cycle(import_graph()) == []
