@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning.data.pairs import FramePairDataset, split_episodes
     from lapa_learning.data.video_folder import open_video_source
-    from lapa_learning.laq.label import pick_device
+    from lapa_learning.cli_args import pick_device
     from lapa_learning.vla import trainer as T
     from lapa_learning.vla.checkpoint import save_checkpoint
     from lapa_learning.vla.configuration_vla import load_config_arg

@@ -29,7 +29,7 @@ def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto",
     from tqdm import tqdm
 
     from lapa_learning.data.video_folder import open_video_source
-    from lapa_learning.laq.label import pick_device
+    from lapa_learning.cli_args import pick_device
     from lapa_learning.vpt.checkpoint import load_idm
     from lapa_learning.vpt.pseudo_actions import save_pseudo_actions
     from lapa_learning.vpt.train import PairSet
