@@ -43,7 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=64, help="render size in pixels (default: 64)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
     parser.add_argument("--replan-every", type=int, default=None,
-                        help="with a chunked policy: re-plan every N steps (default: execute whole chunks)")
+                        help="with a chunked policy: re-plan every N steps (default: execute whole chunks; "
+                             "with --chunk-blend: 1)")
+    parser.add_argument("--chunk-blend", choices=("off", "switch", "ensemble"), default="off",
+                        help="with a chunked policy: off = execute each plan's first --replan-every actions; "
+                             "switch = the newest chunk's action; ensemble = a weighted mean of every chunk "
+                             "covering the step (temporal ensembling) (default: %(default)s)")
+    parser.add_argument("--chunk-decay", type=float, default=0.5,
+                        help="ensemble weight exp(-decay * age of the chunk in steps) (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <checkpoint>/eval)")
     parser.add_argument("--videos", type=int, default=1, help="videos to save per task and outcome (default: 1)")
     parser.add_argument("--num-envs", type=int, default=DEFAULT_NUM_ENVS,
@@ -62,7 +69,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes-per-task must be at least 1, got {args.episodes_per_task}")
     if args.num_envs < 1 or args.workers < 1:
         raise ConfigError(f"--num-envs and --workers must be at least 1, got {args.num_envs} and {args.workers}")
-    policy = Policy.load(args.checkpoint, device=args.device, replan_every=args.replan_every)
+    blend = args.chunk_blend != "off"
+    policy = Policy.load(args.checkpoint, device=args.device, replan_every=None if blend else args.replan_every)
+    if blend:
+        from lapa_learning.vla.chunking import BlendedPolicy
+
+        if policy.chunk_size < 2:
+            raise ConfigError(f"--chunk-blend {args.chunk_blend}: the checkpoint predicts one action per step "
+                              f"(chunk_size 1); use --chunk-blend off")
+        policy = BlendedPolicy(policy, args.chunk_blend, args.chunk_decay, args.replan_every or 1)
     out = args.out or Path(args.checkpoint) / "eval"
     results = evaluate(policy, _task_list(args.tasks), args.episodes_per_task, max_steps=args.max_steps,
                        seed=args.seed, camera=args.camera, image_size=args.image_size, video_dir=out / "videos",
@@ -70,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
                        workers=args.workers)
     results["command"] = "lapa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results["checkpoint"] = str(args.checkpoint)
+    results["chunk_blend"] = dict(blend=args.chunk_blend, decay=args.chunk_decay if blend else None,
+                                  replan_every=getattr(policy, "replan_every", None))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
@@ -159,6 +176,9 @@ def _run_workers(policy, queue, num_envs, workers, videos_per_outcome, end, came
                           f"process (no checkpoint_dir); use workers 1")
     args = dict(checkpoint_dir=policy.checkpoint_dir, device=policy.device, replan_every=policy.replan_every,
                 precision=policy.precision, report_latents=policy.report_latents)
+    if hasattr(policy, "blend"):  # a BlendedPolicy: each worker wraps its own copy the same way
+        args.update(replan_every=None, blend=dict(blend=policy.blend, decay=policy.decay,
+                                                  replan_every=policy.replan_every))
     video = {"videos_per_outcome": videos_per_outcome} if videos_per_outcome else None
     shares = [queue[k::workers] for k in range(workers) if queue[k::workers]]
     # "spawn": a fresh interpreter (no inherited torch threads or OpenGL state); scripts need a __main__ guard
@@ -256,8 +276,12 @@ def _worker(policy_args: dict, episodes: list[Episode], num_envs: int, video: di
     from lapa_learning.vla.policy import Policy
 
     torch.set_num_threads(1)
-    report_latents = policy_args.pop("report_latents")
+    report_latents, blend = policy_args.pop("report_latents"), policy_args.pop("blend", None)
     policy = Policy.load(**policy_args)
+    if blend is not None:
+        from lapa_learning.vla.chunking import BlendedPolicy
+
+        policy = BlendedPolicy(policy, **blend)
     policy.report_latents = report_latents
     done: dict[tuple[str, int], Episode] = {}
     keep = _keep_frames_rule(done, video["videos_per_outcome"] if video else None)
