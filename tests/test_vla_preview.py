@@ -8,18 +8,8 @@ import pytest
 import torch
 
 from lapa_learning.errors import CheckpointError, InputError
+from lapa_learning.laq.testing import make_tiny_laq
 from lapa_learning.vla.preview import LatentPreview
-
-
-def make_tiny_laq(run_dir, seed: int = 0):
-    """A random tiny LAQ checkpoint (4 tokens, codebook 8: the tiny policy's latent head)."""
-    from lapa_learning.laq.checkpoint import save_checkpoint
-    from lapa_learning.laq.modeling_laq import LAQ
-    from lapa_learning.laq.testing import tiny_train_config
-
-    torch.manual_seed(seed)
-    cfg = tiny_train_config()
-    return save_checkpoint(run_dir, 0, LAQ(cfg.model), cfg, extra={})
 
 
 def make_policy_with_laq(tmp_path, laq_value):
