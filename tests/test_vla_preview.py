@@ -75,3 +75,21 @@ def test_missing_or_moved_laq_is_a_clear_error(tmp_path, laq_and_policy):
         LatentPreview.load(make_tiny_checkpoint(tmp_path / "plain"))
     with pytest.raises(CheckpointError, match="nowhere"):
         LatentPreview.load(ckpt, laq=tmp_path / "nowhere")
+
+
+def test_eval_preview_writes_the_strip_into_the_videos(laq_and_policy, tmp_path):
+    from lapa_learning.cli import main
+    from lapa_learning.data.video import read_video
+
+    laq_dir, ckpt = laq_and_policy
+    assert main(["eval", str(ckpt), "--preview", "--tasks", "reach-v3", "--episodes-per-task", "1",
+                 "--max-steps", "6", "--num-envs", "1", "--out", str(tmp_path / "ev")]) == 0
+    results = json.loads((tmp_path / "ev/results.json").read_text())
+    video = read_video(results["tasks"]["reach-v3"]["videos"][0])
+    assert video.shape[:3] == (7, 64, 128)  # reset + 6 steps, each the frame | the decoded frame t+H
+    plain = main(["eval", str(ckpt), "--tasks", "reach-v3", "--episodes-per-task", "1", "--max-steps", "6",
+                  "--num-envs", "1", "--out", str(tmp_path / "plain")])
+    assert plain == 0
+    frames = read_video(json.loads((tmp_path / "plain/results.json").read_text())["tasks"]["reach-v3"]["videos"][0])
+    assert frames.shape[:3] == (7, 64, 64)
+    assert np.abs(video[:, :, :64].astype(int) - frames.astype(int)).mean() < 3  # the same frames (video codec)
