@@ -46,6 +46,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--settings", default="off,ensemble:0.5:1,switch:0:1")
+    parser.add_argument("--data-command", default=None, help="how the checkpoint's data was made (recorded)")
     parser.add_argument("--out", type=Path, default=ROOT / "results/chunk_blend_eval.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -65,14 +66,21 @@ def main() -> int:
                      "mean_steps_to_success": res["overall"]["mean_steps_to_success"],
                      "tasks": {t: {k: r[k] for k in ("success", "successes", "episodes")}
                                for t, r in res["tasks"].items()},
-                     "seeds": [e["seed"] for e in res["episodes"]], "wall_s": round(time.time() - started, 1)})
+                     "seeds": [e["seed"] for e in res["episodes"]],
+                     "episode_success": [e["success"] for e in res["episodes"]],
+                     "episode_steps": [e["steps"] for e in res["episodes"]],
+                     "wall_s": round(time.time() - started, 1)})
         print(f"{text:>20}: {res['overall']['successes']}/{res['overall']['episodes']} "
               f"({100 * res['overall']['success']:.0f}%), {rows[-1]['wall_s']} s", flush=True)
+    first = rows[0]["episode_success"]
+    for row in rows[1:]:  # how many episodes changed outcome against the first setting, each way
+        row["vs_first"] = {"won_only_here": sum(b and not a for a, b in zip(first, row["episode_success"])),
+                           "lost_only_here": sum(a and not b for a, b in zip(first, row["episode_success"]))}
     atomic_write_json(args.out, {"command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
                                  "checkpoint": str(args.checkpoint), "chunk_size": base.chunk_size,
                                  "tasks": tasks, "episodes_per_task": args.episodes_per_task,
                                  "max_steps": args.max_steps, "eval_seed": args.seed, "num_envs": args.num_envs,
-                                 "checkpoint_record": base.record, "machine": machine(), "rows": rows})
+                                 "data_command": args.data_command, "checkpoint_record": base.record, "machine": machine(), "rows": rows})
     print(f"wrote {args.out}")
     return 0
 

@@ -120,7 +120,9 @@ def main() -> int:
             checkpoint, laq = make_models(Path(tmp))
             for r in range(args.rounds):
                 for preview in (False, True):
-                    rows.append({"round": r, **measure(checkpoint, laq, preview, args.samples, args.preview_rate)})
+                    load = list(os.getloadavg())  # other jobs on a shared machine move these numbers
+                    rows.append({"round": r, "load_average_before": [round(v, 2) for v in load],
+                                 **measure(checkpoint, laq, preview, args.samples, args.preview_rate)})
                     print(rows[-1], flush=True)
     finally:
         rclpy.try_shutdown()

@@ -222,7 +222,7 @@ def _run_sequential(policy, queue: list[Episode], keep_frames, end, camera, imag
                 while not done:
                     action = policy.act(obs.image, instruction)
                     if ep.frames is not None:
-                        ep.tokens.append(action.latent_tokens)
+                        ep.tokens.append(getattr(action, "latent_tokens", None))
                     render = ep.frames is not None or getattr(policy, "will_replan", True)
                     obs, ep.success, done = env.step(np.asarray(action.values, dtype=np.float64), render=render)
                     if ep.frames is not None:
@@ -271,7 +271,7 @@ def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, 
             for s, a in zip(slots, actions):
                 ep, env = active[s], envs[s]
                 if ep.frames is not None:
-                    ep.tokens.append(a.latent_tokens)
+                    ep.tokens.append(getattr(a, "latent_tokens", None))
                 obs, ep.success, done = env.step(np.asarray(a.values, dtype=np.float64),
                                                  render=ep.frames is not None or policy.will_replan_for(s))
                 ep.image = obs.image
