@@ -196,6 +196,13 @@ def test_chunk_blending_rejects_bad_settings(tmp_path):
         BlendedPolicy(policy, "ensemble", replan_every=5)
     with pytest.raises(ConfigError, match="decay"):
         BlendedPolicy(policy, "ensemble", decay=-1)
+    ok = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path / "ckpt"), "--chunk-blend",
+                         "ensemble", "--chunk-decay", "0.2", "--replan-every", "2", "--tasks", "push-v3",
+                         "--episodes-per-task", "1", "--max-steps", "3", "--out", str(tmp_path / "ev")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    recorded = json.loads((tmp_path / "ev/results.json").read_text())["chunk_blend"]
+    assert recorded == {"blend": "ensemble", "decay": 0.2, "replan_every": 2}
     one = make_tiny_checkpoint(tmp_path / "one")
     res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(one), "--chunk-blend", "ensemble",
                           "--tasks", "push-v3", "--episodes-per-task", "1", "--max-steps", "3"],
