@@ -16,6 +16,7 @@ empty instruction, non-finite model output -> zero twist, with the reason in ~/s
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -285,6 +286,10 @@ class PolicyNode(Node):
 
     def _preview_loop(self) -> None:
         period = 1.0 / self.params.preview_rate
+        try:  # Linux: the lowest CPU priority for this thread only, so the model and the commands come first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         while True:
             with self._preview_cond:
                 while not self._stopping and self._preview_input is None:
