@@ -457,7 +457,7 @@ def test_latent_preview_publishes_the_decoded_strip_when_on(checkpoint, chunk_ch
     from lapa_learning.laq.testing import make_tiny_laq
 
     make_tiny_laq(tmp_path / "laq")
-    h = make(chunk_checkpoint if chunked else checkpoint, publish_preview=True, preview_rate=5.0,
+    h = make(chunk_checkpoint if chunked else checkpoint, publish_preview=True, preview_rate=2.0,
              preview_laq=str(tmp_path / "laq"))
     previews = []
     h.probe.create_subscription(Image, "policy_node/latent_preview", previews.append, qos.status())
@@ -471,9 +471,9 @@ def test_latent_preview_publishes_the_decoded_strip_when_on(checkpoint, chunk_ch
         assert (msg.encoding, msg.height, msg.width) == ("rgb8", 64, 128) and len(msg.data) == 64 * 128 * 3
         strip = np.frombuffer(bytes(msg.data), np.uint8).reshape(64, 128, 3)
         assert strip[:, 64:].std() > 0  # the decoder drew something
-        assert h.node.previews <= min(h.node.inferences, 5.0 * elapsed + 1)  # never above its rate (5 Hz)
+        assert h.node.previews <= min(h.node.inferences, 2.0 * elapsed + 1)  # never above its rate (2 Hz)
         if not chunked:  # the model runs at up to 20 Hz here: the preview skips most of its outputs
-            assert h.node.inferences > 2 * h.node.previews, (h.node.inferences, h.node.previews)
+            assert h.node.inferences >= 2 * h.node.previews, (h.node.inferences, h.node.previews)
         assert h.wait(lambda: h.status is not None and h.status["previews"] != "0", 5.0), h.status
         assert float(h.status["last_preview_ms"]) > 0 and h.status["preview"] == str(tmp_path / "laq")
     finally:
