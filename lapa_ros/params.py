@@ -55,9 +55,13 @@ class PolicyParams:
     instruction_timeout: float = _p(0.0, "s: an older instruction stops the arm (0 = valid until replaced)")
     max_instruction_chars: int = _p(300, "a longer instruction stops the arm and is never handed to the model")
     status_rate: float = _p(1.0, "Hz of ~/status (diagnostic_msgs/DiagnosticArray)")
+    publish_preview: bool = _p(False, "publish ~/latent_preview: the frame next to the LAQ decoder's picture of "
+                                      "frame t+H for the predicted latent tokens (needs a latent head and the LAQ)")
+    preview_rate: float = _p(2.0, "Hz: the latent preview is drawn at most this often, off the command path")
+    preview_laq: str = _p("", "LAQ checkpoint for the preview (empty = the one the checkpoint's record names)")
 
     def __post_init__(self):
-        _positive(self, "control_rate", "linear_scale", "angular_scale", "status_rate")
+        _positive(self, "control_rate", "linear_scale", "angular_scale", "status_rate", "preview_rate")
         if not (math.isfinite(self.publish_rate) and self.publish_rate >= 0):
             raise ConfigError(f"parameter publish_rate must be >= 0 (0 = only on change), got {self.publish_rate}")
         if self.max_instruction_chars < 1:

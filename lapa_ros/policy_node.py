@@ -7,12 +7,16 @@ Chunk policies (T actions per call) run in chunk mode unless chunk_blend is off:
 commands one action per step from lapa_learning.vla.chunking.ChunkBlender (newest chunk, or temporal
 ensembling of the overlapping ones) and asks the worker for the next chunk `chunk_prefetch` steps before the
 current one runs out, so the robot does not wait for the model at chunk boundaries.
+With publish_preview, a third thread draws ~/latent_preview (lapa_learning.vla.preview.LatentPreview: the frame
+next to the LAQ decoder's picture of frame t+H for the newest predicted latent tokens) at most `preview_rate`
+times per second; it only reads what the worker hands it, so it never delays a command.
 What may be commanded is decided by lapa_ros.safety.CommandGate: disabled, stale or missing image, missing or
 empty instruction, non-finite model output -> zero twist, with the reason in ~/status.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -28,7 +32,7 @@ from lapa_learning.data.sync import TwistActionMap
 from lapa_learning.errors import CheckpointError, InputError
 from lapa_learning.vla.chunking import ChunkBlender
 from lapa_ros import qos
-from lapa_ros.converters import converter_name, fill_twist, image_to_rgb
+from lapa_ros.converters import converter_name, fill_twist, image_to_rgb, rgb_to_image
 from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
@@ -51,6 +55,16 @@ def load_policy(params: PolicyParams):
     from lapa_learning.vla.policy import Policy
 
     return Policy.load(params.checkpoint, device=params.device, replan_every=params.replan_every or None)
+
+
+def load_preview(policy, params: PolicyParams):
+    """publish_preview: the LAQ decoder behind ~/latent_preview; CheckpointError when the policy cannot have one."""
+    if getattr(policy, "num_latent_tokens", None) is None:
+        raise CheckpointError("parameter publish_preview: the checkpoint has no latent head (no latent tokens to "
+                              "preview); set publish_preview false")
+    from lapa_learning.vla.preview import LatentPreview
+
+    return LatentPreview.load(policy, laq=params.preview_laq or None)
 
 
 class PolicyNode(Node):
@@ -89,12 +103,19 @@ class PolicyNode(Node):
         self.last_reason = "starting"
         self.last_problem, self.last_problem_time = "", None  # the newest problem and when (node clock, s)
         self._problem_logged = -float("inf")
+        # The latent preview thread: the worker leaves it (rgb, tokens) of its newest call, it draws at preview_rate.
+        self.preview = load_preview(self.policy, p) if p.publish_preview else None
+        self._preview_cond = threading.Condition()
+        self._preview_input: tuple[np.ndarray, np.ndarray] | None = None
+        self.previews, self.preview_ms = 0, float("nan")
 
         self.twist_pub = self.create_publisher(TwistStamped, p.twist_topic, qos.command())
         self.gripper_pub = self.create_publisher(Float64, p.gripper_topic, qos.command())
         self.proposed_pub = self.create_publisher(TwistStamped, "~/proposed_twist", qos.status())
         self.tokens_pub = self.create_publisher(Int32MultiArray, "~/latent_tokens", qos.status())
         self.status_pub = self.create_publisher(DiagnosticArray, "~/status", qos.status())
+        if self.preview is not None:
+            self.preview_pub = self.create_publisher(Image, "~/latent_preview", qos.status())
         self.custom = _custom_messages()  # this package's interfaces, when built by colcon
         if self.custom is not None:
             self.chunk_pub = self.create_publisher(self.custom.ActionChunk, "~/action", qos.status())
@@ -110,6 +131,10 @@ class PolicyNode(Node):
         self.create_timer(1.0 / p.status_rate, self.publish_status)
         self._worker = threading.Thread(target=self._worker_loop, name="policy_worker", daemon=True)
         self._worker.start()
+        self._preview_thread = None
+        if self.preview is not None:
+            self._preview_thread = threading.Thread(target=self._preview_loop, name="latent_preview", daemon=True)
+            self._preview_thread.start()
         self.get_logger().info(f"policy {self.policy.name} on {self.policy.device}, actions "
                                f"{tuple(self.policy.action_names)}; enabled={p.enabled}; images: {converter_name()}")
 
@@ -218,6 +243,7 @@ class PolicyNode(Node):
             self.inferences += 1
         if tokens is not None:
             self._publish_tokens(tokens[0])
+            self._offer_preview(rgb, tokens[0])
         if self.custom is not None:
             self._publish_custom(actions[0], start_step, None if tokens is None else tokens[0])
 
@@ -246,8 +272,42 @@ class PolicyNode(Node):
             self.proposed_pub.publish(self._twist_msg(command))
         if action.latent_tokens is not None:
             self._publish_tokens(action.latent_tokens)
+            self._offer_preview(rgb, action.latent_tokens)
         if self.custom is not None:
             self._publish_custom(np.asarray(action.values)[None], action.chunk_index, action.latent_tokens)
+
+    # ------------------------------------------------------------------ latent preview
+    def _offer_preview(self, rgb: np.ndarray, tokens) -> None:
+        """The worker's newest (frame, latent tokens), for the preview thread; costs the worker nothing else."""
+        if self.preview is not None:
+            with self._preview_cond:
+                self._preview_input = (rgb, np.asarray(tokens))
+                self._preview_cond.notify()
+
+    def _preview_loop(self) -> None:
+        period = 1.0 / self.params.preview_rate
+        try:  # Linux: the lowest CPU priority for this thread only, so the model and the commands come first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            with self._preview_cond:
+                while not self._stopping and self._preview_input is None:
+                    self._preview_cond.wait()
+                if self._stopping:
+                    return
+                (rgb, tokens), self._preview_input = self._preview_input, None
+            t0 = time.perf_counter()
+            try:
+                strip = self.preview.render(rgb, tokens)  # (H, 2W, 3) uint8
+            except Exception as err:  # keep commanding: the preview is for people, not for the arm
+                self._problem(f"latent preview: {type(err).__name__}: {err}", error=True)
+            else:
+                self.preview_ms = (time.perf_counter() - t0) * 1e3
+                self.preview_pub.publish(rgb_to_image(strip, self.get_clock().now().to_msg(), self.params.frame_id))
+                self.previews += 1
+            with self._preview_cond:  # the rate limit: wait out the rest of the period (or stop)
+                self._preview_cond.wait_for(lambda: self._stopping, max(0.0, period - (time.perf_counter() - t0)))
 
     def _problem(self, text: str, error: bool = False) -> None:
         """Remember (for ~/status, with its time) and log what went wrong: a new text at once, a repeat every 5 s."""
@@ -323,6 +383,8 @@ class PolicyNode(Node):
             ("instruction_chars", len(self.instruction)),
             ("last_inference_ms", f"{self.latency_ms:.2f}"), ("inferences", self.inferences),
             ("chunk_mode", "off" if self.blender is None else self.blender.blend),
+            ("preview", "off" if self.preview is None else str(self.preview.laq_dir)),
+            ("previews", self.previews), ("last_preview_ms", f"{self.preview_ms:.2f}"),
             ("images_received", self.received),
             ("dropped_frames", self.dropped), ("rejected_images", self.rejected), ("model_errors", self.errors),
             ("not_commanding_because", "" if reason == "commanding" else reason),
@@ -335,7 +397,11 @@ class PolicyNode(Node):
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        with self._preview_cond:
+            self._preview_cond.notify_all()
         self._worker.join(timeout=5.0)
+        if self._preview_thread is not None:
+            self._preview_thread.join(timeout=5.0)
         try:
             with self._publish_lock:
                 self._publish(STOP)  # leave the arm with a zero command

@@ -156,3 +156,55 @@ def test_cli_rejects_a_bad_num_envs(tmp_path):
     res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path), "--num-envs", "0"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--num-envs" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_chunk_blending_in_eval(tmp_path):
+    """'switch' re-planning every T steps executes whole chunks, exactly like blending off; 'ensemble' re-plans
+    every step and acts differently; batched (one forward pass for all planning envs) replays sequential."""
+    from lapa_learning.vla.chunking import BlendedPolicy
+    from lapa_learning.vla.policy import Policy
+
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    policy = Policy.load(make_tiny_checkpoint(tmp_path / "ckpt", chunk_size=4, seed=3), device="cpu")
+    kw = dict(tasks=["push-v3", "reach-v3"], episodes_per_task=2, max_steps=12, seed=5, progress=False)
+    off = evaluate(policy, num_envs=1, **kw)["episodes"]
+    switch = evaluate(BlendedPolicy(policy, "switch", replan_every=4), num_envs=1, **kw)["episodes"]
+    assert switch == off
+    ensemble = BlendedPolicy(policy, "ensemble", decay=0.5, replan_every=1)
+    calls = []
+    real = policy.predict_chunk
+    policy.predict_chunk = lambda images, ins: calls.append(len(images)) or real(images, ins)
+    seq = evaluate(ensemble, num_envs=1, **kw)["episodes"]
+    assert calls == [1] * (4 * 12)  # a plan every step
+    calls[:] = []
+    bat = evaluate(ensemble, num_envs=4, **kw)["episodes"]
+    assert calls == [4] * 12  # one forward pass for the 4 environments per step
+    assert [e["final_state"] for e in seq] != [e["final_state"] for e in off]
+    for a, b in zip(seq, bat):
+        assert a["steps"] == b["steps"] and np.allclose(a["final_state"], b["final_state"], atol=1e-4)
+
+
+def test_chunk_blending_rejects_bad_settings(tmp_path):
+    from lapa_learning.errors import ConfigError
+    from lapa_learning.vla.chunking import BlendedPolicy
+    from lapa_learning.vla.policy import Policy
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    policy = Policy.load(make_tiny_checkpoint(tmp_path / "ckpt", chunk_size=4), device="cpu")
+    with pytest.raises(ConfigError, match="replan_every 5"):
+        BlendedPolicy(policy, "ensemble", replan_every=5)
+    with pytest.raises(ConfigError, match="decay"):
+        BlendedPolicy(policy, "ensemble", decay=-1)
+    ok = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path / "ckpt"), "--chunk-blend",
+                         "ensemble", "--chunk-decay", "0.2", "--replan-every", "2", "--tasks", "push-v3",
+                         "--episodes-per-task", "1", "--max-steps", "3", "--out", str(tmp_path / "ev")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    recorded = json.loads((tmp_path / "ev/results.json").read_text())["chunk_blend"]
+    assert recorded == {"blend": "ensemble", "decay": 0.2, "replan_every": 2}
+    one = make_tiny_checkpoint(tmp_path / "one")
+    res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(one), "--chunk-blend", "ensemble",
+                          "--tasks", "push-v3", "--episodes-per-task", "1", "--max-steps", "3"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--chunk-blend ensemble" in res.stderr and "Traceback" not in res.stderr

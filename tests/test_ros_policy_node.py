@@ -448,3 +448,42 @@ def test_chunk_prefetch_is_cut_to_fit_the_chunk(chunk_checkpoint, ros_context):
         assert h.node.blender.prefetch == 7 and h.node.blender.chunk_size == 8
     finally:
         h.close()
+
+
+# ------------------------------------------------------------------------------------------------ latent preview
+@pytest.mark.parametrize("chunked", [False, True])
+def test_latent_preview_publishes_the_decoded_strip_when_on(checkpoint, chunk_checkpoint, tmp_path, ros_context,
+                                                            chunked):
+    from lapa_learning.laq.testing import make_tiny_laq
+
+    make_tiny_laq(tmp_path / "laq")
+    h = make(chunk_checkpoint if chunked else checkpoint, publish_preview=True, preview_rate=2.0,
+             preview_laq=str(tmp_path / "laq"))
+    previews = []
+    h.probe.create_subscription(Image, "policy_node/latent_preview", previews.append, qos.status())
+    try:
+        started = time.monotonic()
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        ready = lambda: len(previews) >= 3 and h.twists and time.monotonic() - started > 3.0  # noqa: E731
+        assert h.with_camera(ready, timeout=20.0), (len(previews), h.reason())
+        elapsed = time.monotonic() - started
+        msg = previews[-1]
+        assert (msg.encoding, msg.height, msg.width) == ("rgb8", 64, 128) and len(msg.data) == 64 * 128 * 3
+        strip = np.frombuffer(bytes(msg.data), np.uint8).reshape(64, 128, 3)
+        assert strip[:, 64:].std() > 0  # the decoder drew something
+        assert h.node.previews <= min(h.node.inferences, 2.0 * elapsed + 1)  # never above its rate (2 Hz)
+        if not chunked:  # the model runs at up to 20 Hz here: the preview skips most of its outputs
+            assert h.node.inferences >= 2 * h.node.previews, (h.node.inferences, h.node.previews)
+        assert h.wait(lambda: h.status is not None and h.status["previews"] != "0", 5.0), h.status
+        assert float(h.status["last_preview_ms"]) > 0 and h.status["preview"] == str(tmp_path / "laq")
+    finally:
+        h.close()
+
+
+def test_latent_preview_without_a_recorded_laq_is_a_clear_error(checkpoint, ros_context):
+    from lapa_learning.vla.policy import Policy
+
+    with pytest.raises(CheckpointError, match="names no LAQ"):
+        PolicyNode(policy=Policy.load(checkpoint, device="cpu"),
+                   parameter_overrides=[Parameter("checkpoint", value=str(checkpoint)),
+                                        Parameter("publish_preview", value=True)])

@@ -31,11 +31,13 @@ def test_pretrain_finetune_policy(data, tmp_path):
     rec = json.loads((pre / "train_record.json").read_text())
     assert rec["steps"] == 10 and len(rec["datasets"]) == 2 and "latent_token_accuracy" in rec["metrics"]
     assert "majority_baseline_accuracy" in rec and (pre / "tensorboard").is_dir()
+    assert rec["laq"] == "make_toy_dataset"  # the labels' source (an LAQ checkpoint, from `lapa laq label`)
     ft = tmp_path / "ft"
     assert main(["vla", "finetune", "--data", str(robot), "--init", str(pre), "--out", str(ft),
                  "--max-steps", "10", *FAST]) == 0
     rec = json.loads((ft / "checkpoint" / "train_record.json").read_text())
     assert rec["stage"] == "finetune" and rec["init"] == str(pre) and "action_token_accuracy" in rec["metrics"]
+    assert rec["laq"] == "make_toy_dataset"  # carried on from --init, for LatentPreview
     assert len(rec["metrics"]["action_l1_per_dim"]) == 4 and rec["metrics"]["action_l1"] >= 0
     # the pretrained latent head is kept (frozen) in the finetuned checkpoint
     w_pre = load_file(str(pre / "checkpoint" / "model.safetensors"))

@@ -43,7 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=64, help="render size in pixels (default: 64)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
     parser.add_argument("--replan-every", type=int, default=None,
-                        help="with a chunked policy: re-plan every N steps (default: execute whole chunks)")
+                        help="with a chunked policy: re-plan every N steps (default: execute whole chunks; "
+                             "with --chunk-blend: 1)")
+    parser.add_argument("--chunk-blend", choices=("off", "switch", "ensemble"), default="off",
+                        help="with a chunked policy: off = execute each plan's first --replan-every actions; "
+                             "switch = the newest chunk's action; ensemble = a weighted mean of every chunk "
+                             "covering the step (temporal ensembling) (default: %(default)s)")
+    parser.add_argument("--chunk-decay", type=float, default=0.5,
+                        help="ensemble weight exp(-decay * age of the chunk in steps) (default: %(default)s)")
+    parser.add_argument("--preview", action="store_true",
+                        help="videos show each frame next to the LAQ decoder's picture of frame t+H for the predicted "
+                             "latent tokens (needs a latent head and the LAQ the checkpoint records)")
+    parser.add_argument("--preview-laq", type=Path, default=None,
+                        help="with --preview: the LAQ checkpoint (default: the one the checkpoint records)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <checkpoint>/eval)")
     parser.add_argument("--videos", type=int, default=1, help="videos to save per task and outcome (default: 1)")
     parser.add_argument("--num-envs", type=int, default=DEFAULT_NUM_ENVS,
@@ -62,14 +74,31 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes-per-task must be at least 1, got {args.episodes_per_task}")
     if args.num_envs < 1 or args.workers < 1:
         raise ConfigError(f"--num-envs and --workers must be at least 1, got {args.num_envs} and {args.workers}")
-    policy = Policy.load(args.checkpoint, device=args.device, replan_every=args.replan_every)
+    blend = args.chunk_blend != "off"
+    policy = Policy.load(args.checkpoint, device=args.device, replan_every=None if blend else args.replan_every)
+    preview = None
+    if args.preview:
+        from lapa_learning.vla.preview import LatentPreview
+
+        if policy.num_latent_tokens is None:
+            raise ConfigError(f"--preview: {args.checkpoint} has no latent head (no latent tokens to preview)")
+        preview = LatentPreview.load(policy, laq=args.preview_laq)
+    if blend:
+        from lapa_learning.vla.chunking import BlendedPolicy
+
+        if policy.chunk_size < 2:
+            raise ConfigError(f"--chunk-blend {args.chunk_blend}: the checkpoint predicts one action per step "
+                              f"(chunk_size 1); use --chunk-blend off")
+        policy = BlendedPolicy(policy, args.chunk_blend, args.chunk_decay, args.replan_every or 1)
     out = args.out or Path(args.checkpoint) / "eval"
     results = evaluate(policy, _task_list(args.tasks), args.episodes_per_task, max_steps=args.max_steps,
                        seed=args.seed, camera=args.camera, image_size=args.image_size, video_dir=out / "videos",
                        videos_per_outcome=args.videos, num_envs=args.num_envs,
-                       workers=args.workers)
+                       workers=args.workers, preview=preview)
     results["command"] = "lapa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results["checkpoint"] = str(args.checkpoint)
+    results["chunk_blend"] = dict(blend=args.chunk_blend, decay=args.chunk_decay if blend else None,
+                                  replan_every=getattr(policy, "replan_every", None))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
@@ -84,6 +113,7 @@ class Episode:
     seed: int  # environment seed (the initial layout)
     image: np.ndarray | None = None  # the newest observation
     frames: list | None = None  # every frame, while this episode may become one of the task's videos
+    tokens: list | None = None  # with a preview: the latent tokens (K,) of the plan acting on each kept frame
     success: bool = False
     steps: int = 0
     final_state: list | None = None
@@ -91,12 +121,14 @@ class Episode:
 
 def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 150, seed: int = 0,
              camera: str = "front", image_size: int = 64, video_dir: Path | None = None,
-             videos_per_outcome: int = 1, progress: bool = True, num_envs: int = 1, workers: int = 1) -> dict:
+             videos_per_outcome: int = 1, progress: bool = True, num_envs: int = 1, workers: int = 1,
+             preview=None) -> dict:
     """Run `episodes_per_task` closed-loop episodes per task; returns per-task and overall success statistics.
 
     num_envs > 1: that many environments at once, the policy batched (`act_batch(..., envs=)`).  workers > 1:
     the episodes are split over that many processes (every `workers`-th episode each), each with its own copy of
-    the policy (loaded from `policy.checkpoint_dir`) and `num_envs` environments."""
+    the policy (loaded from `policy.checkpoint_dir`) and `num_envs` environments.  preview: a
+    lapa_learning.vla.preview.LatentPreview; each video frame becomes the strip (frame | decoded frame t+H)."""
     from tqdm import tqdm
 
     from lapa_learning.sim.seeds import eval_seed
@@ -115,9 +147,9 @@ def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 
         wins = [finished[k].success for k in finished if k[0] == ep.task]
         bar.set_postfix_str(f"{ep.task} {sum(wins)}/{len(wins)}")
 
-    # nothing here reads the predicted latent tokens: skip decoding them (they do not change the actions)
+    # without a preview nothing here reads the predicted latent tokens: skip decoding them (no change to actions)
     report_latents = getattr(policy, "report_latents", None)
-    if report_latents is not None:
+    if report_latents is not None and preview is None:
         policy.report_latents = False
     try:
         if workers > 1:
@@ -131,7 +163,7 @@ def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 
         if report_latents is not None:
             policy.report_latents = report_latents
     bar.close()
-    return _results(tasks, [finished[(e.task, e.index)] for e in queue], video_dir, videos_per_outcome,
+    return _results(tasks, [finished[(e.task, e.index)] for e in queue], video_dir, videos_per_outcome, preview,
                     dict(max_steps=max_steps, seed=seed, camera=camera, image_size=image_size, num_envs=num_envs,
                          workers=workers, minutes=(time.time() - started) / 60))
 
@@ -159,6 +191,9 @@ def _run_workers(policy, queue, num_envs, workers, videos_per_outcome, end, came
                           f"process (no checkpoint_dir); use workers 1")
     args = dict(checkpoint_dir=policy.checkpoint_dir, device=policy.device, replan_every=policy.replan_every,
                 precision=policy.precision, report_latents=policy.report_latents)
+    if hasattr(policy, "blend"):  # a BlendedPolicy: each worker wraps its own copy the same way
+        args.update(replan_every=None, blend=dict(blend=policy.blend, decay=policy.decay,
+                                                  replan_every=policy.replan_every))
     video = {"videos_per_outcome": videos_per_outcome} if videos_per_outcome else None
     shares = [queue[k::workers] for k in range(workers) if queue[k::workers]]
     # "spawn": a fresh interpreter (no inherited torch threads or OpenGL state); scripts need a __main__ guard
@@ -182,10 +217,12 @@ def _run_sequential(policy, queue: list[Episode], keep_frames, end, camera, imag
                 policy.reset()
                 # after this task has its videos, a step is rendered only when the policy will read it (a chunked
                 # Policy reads one image per chunk)
-                ep.frames = [obs.image] if keep_frames(ep) else None
+                ep.frames, ep.tokens = ([obs.image], []) if keep_frames(ep) else (None, None)
                 done = False
                 while not done:
                     action = policy.act(obs.image, instruction)
+                    if ep.frames is not None:
+                        ep.tokens.append(getattr(action, "latent_tokens", None))
                     render = ep.frames is not None or getattr(policy, "will_replan", True)
                     obs, ep.success, done = env.step(np.asarray(action.values, dtype=np.float64), render=render)
                     if ep.frames is not None:
@@ -222,7 +259,7 @@ def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, 
             opened.append(envs[slot])
         policy.reset(slot)
         ep.image = envs[slot].reset(ep.seed).image
-        ep.frames = [ep.image] if keep_frames(ep) else None
+        ep.frames, ep.tokens = ([ep.image], []) if keep_frames(ep) else (None, None)
 
     try:
         for slot in range(num_envs):
@@ -233,6 +270,8 @@ def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, 
                                        envs=slots)
             for s, a in zip(slots, actions):
                 ep, env = active[s], envs[s]
+                if ep.frames is not None:
+                    ep.tokens.append(getattr(a, "latent_tokens", None))
                 obs, ep.success, done = env.step(np.asarray(a.values, dtype=np.float64),
                                                  render=ep.frames is not None or policy.will_replan_for(s))
                 ep.image = obs.image
@@ -256,8 +295,12 @@ def _worker(policy_args: dict, episodes: list[Episode], num_envs: int, video: di
     from lapa_learning.vla.policy import Policy
 
     torch.set_num_threads(1)
-    report_latents = policy_args.pop("report_latents")
+    report_latents, blend = policy_args.pop("report_latents"), policy_args.pop("blend", None)
     policy = Policy.load(**policy_args)
+    if blend is not None:
+        from lapa_learning.vla.chunking import BlendedPolicy
+
+        policy = BlendedPolicy(policy, **blend)
     policy.report_latents = report_latents
     done: dict[tuple[str, int], Episode] = {}
     keep = _keep_frames_rule(done, video["videos_per_outcome"] if video else None)
@@ -266,7 +309,7 @@ def _worker(policy_args: dict, episodes: list[Episode], num_envs: int, video: di
     return [done[(e.task, e.index)] for e in episodes]
 
 
-def _results(tasks, episodes: list[Episode], video_dir, videos_per_outcome: int, extra: dict) -> dict:
+def _results(tasks, episodes: list[Episode], video_dir, videos_per_outcome: int, preview, extra: dict) -> dict:
     from lapa_learning.data.video import write_video
     from lapa_learning.eval.stats import wilson_interval
     from lapa_learning.sim.metaworld_env import FPS
@@ -278,10 +321,13 @@ def _results(tasks, episodes: list[Episode], video_dir, videos_per_outcome: int,
             if video_dir is not None and saved[ep.success] < videos_per_outcome:
                 video_dir.mkdir(parents=True, exist_ok=True)
                 path = video_dir / f"{task}_{'success' if ep.success else 'failure'}_{saved[ep.success]}.mp4"
-                write_video(path, np.stack(ep.frames), fps=int(FPS // 4) or 1)  # 4x slow motion for viewing
+                frames = ep.frames
+                if preview is not None:  # the last frame (after the last action) keeps the last plan's tokens
+                    frames = [preview.render(f, tok) for f, tok in zip(frames, ep.tokens + ep.tokens[-1:])]
+                write_video(path, np.stack(frames), fps=int(FPS // 4) or 1)  # 4x slow motion for viewing
                 videos[task].append(str(path))
                 saved[ep.success] += 1
-            ep.frames = ep.image = None
+            ep.frames = ep.image = ep.tokens = None
 
     def summary(eps: list[Episode]) -> dict:
         wins = sum(e.success for e in eps)

@@ -49,3 +49,16 @@ def write_dataset(root, episodes: int = 6, length: int = 12, with_actions: bool 
             writer.add_episode(frames, "move the square", task="square")
     writer.close()
     return root
+
+
+def make_tiny_laq(run_dir, seed: int = 0):
+    """Save a random-initialised tiny LAQ checkpoint (4 tokens, codebook 8: the latent head of
+    lapa_learning.vla.testing.make_tiny_checkpoint) under `run_dir`; returns its step directory."""
+    import torch
+
+    from lapa_learning.laq.checkpoint import save_checkpoint
+    from lapa_learning.laq.modeling_laq import LAQ
+
+    torch.manual_seed(seed)
+    cfg = tiny_train_config()
+    return save_checkpoint(run_dir, 0, LAQ(cfg.model), cfg, extra={})

@@ -87,3 +87,76 @@ class ChunkBlender:
 
     def reset(self) -> None:
         self.chunks = []
+
+
+class BlendedPolicy:
+    """A chunk policy that re-plans every `replan_every` steps, its overlapping chunks blended per environment.
+
+    The same interface as Policy (act, act_batch(..., envs=), will_replan_for, reset), so `lapa eval` runs it as
+    it runs a Policy: every step, the environments that re-plan are planned in one `predict_chunk` call and each
+    environment's ChunkBlender gives its action.  blend "switch" with replan_every = T executes whole chunks,
+    exactly like the Policy's own queue."""
+
+    def __init__(self, policy, blend: str = "ensemble", decay: float = 0.5, replan_every: int = 1):
+        if not 1 <= replan_every <= policy.chunk_size:
+            raise ConfigError(f"replan_every {replan_every}: expected 1..chunk_size ({policy.chunk_size})")
+        ChunkBlender(policy.chunk_size, blend, decay, prefetch=0)  # checks blend and decay
+        self.policy, self.blend, self.decay, self.replan_every = policy, blend, decay, replan_every
+        self.chunk_size = policy.chunk_size
+        self._blenders: dict = {}  # env id -> ChunkBlender
+        self._steps: dict = {}  # env id -> control steps taken in this episode
+        self._tokens: dict = {}  # env id -> latent tokens (K,) of its newest plan, or None
+
+    def __getattr__(self, name):  # checkpoint_dir, device, precision, action_names, ... of the wrapped policy
+        if name == "policy":
+            raise AttributeError(name)
+        return getattr(self.policy, name)
+
+    @property
+    def report_latents(self) -> bool:
+        return self.policy.report_latents
+
+    @report_latents.setter
+    def report_latents(self, value: bool) -> None:
+        self.policy.report_latents = value
+
+    @property
+    def will_replan(self) -> bool:
+        return self.will_replan_for(None)
+
+    def will_replan_for(self, env) -> bool:
+        return self._steps.get(env, 0) % self.replan_every == 0
+
+    def act(self, image, instruction: str):
+        return self.act_batch([image], [instruction], envs=[None])[0]
+
+    def act_batch(self, images, instructions: list[str], envs: list):
+        """One action per row; rows whose environment re-plans now must have an image (H, W, 3) uint8."""
+        from lapa_learning.vla.policy import Action
+
+        plan = [b for b, env in enumerate(envs) if self.will_replan_for(env)]
+        if plan:
+            for b in plan:
+                self.policy._check_image(images[b], f"images[{b}]")
+                self.policy._check_instruction(instructions[b], f"instructions[{b}]")
+            acts, lat = self.policy.predict_chunk(np.stack([images[b] for b in plan]), [instructions[b] for b in plan])
+            for i, b in enumerate(plan):  # acts (n, T, A), lat (n, K) or None
+                blender = self._blenders.setdefault(envs[b], ChunkBlender(self.chunk_size, self.blend, self.decay, 0))
+                blender.add(self._steps.get(envs[b], 0), acts[i])
+                self._tokens[envs[b]] = None if lat is None else lat[i].copy()
+        out = []
+        for env in envs:
+            step = self._steps.get(env, 0)
+            blender = self._blenders[env]
+            values = blender.action(step).astype(np.float32)  # (A,)
+            self._steps[env] = step + 1
+            out.append(Action(values=values, gripper=float(values[-1]), latent_tokens=self._tokens[env],
+                              chunk_index=step - blender.chunks[-1][0]))
+        return out
+
+    def reset(self, env=None) -> None:
+        for store in (self._blenders, self._steps, self._tokens):
+            if env is None:
+                store.clear()
+            else:
+                store.pop(env, None)

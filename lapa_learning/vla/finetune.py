@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     record = {"command": T.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
               "init_record": {k: init_record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")}
               if init_record else None,
+              "laq": init_record.get("laq") if init_record else None,  # the LAQ of stage 2, for LatentPreview
               "datasets": info["datasets"], "val_datasets": info.get("val_datasets", []),
               "train_episodes": len(train.frames), "model": model.config.name}
     final = T.train(run_dir, model, tokenizer, processor, train, val, kind, tcfg, record, state, progress)

@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
               "datasets": info["datasets"], "model": model.config.name}
     if kind == "latent":
         record.update(majority_baseline(train, val))
+        sources = {d["labels_source"] for d in info["datasets"]}  # the LAQ that labelled each dataset
+        record["laq"] = sources.pop() if len(sources) == 1 and "" not in sources else None  # for LatentPreview
     final = T.train(run_dir, model, tokenizer, processor, train, val, kind, tcfg, record, state, progress)
     m = final["metrics"]
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}))
