@@ -233,7 +233,7 @@ def machine() -> dict:
 
 
 def main(argv=None) -> int:
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=200, help="measured images per size (default: 200)")

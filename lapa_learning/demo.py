@@ -311,7 +311,7 @@ def select_steps(final: Path, dev_evals: list[tuple[int, Path, Path]]) -> None:
     if final.exists():
         shutil.rmtree(final)
     shutil.copytree(run / "checkpoint", final / "checkpoint")
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
 
     atomic_write_json(final / "selection.json", {"rule": SELECTION_RULE, "chosen_steps": chosen,
                                                  "dev_success": {str(k): v for k, v in rates.items()},
@@ -428,7 +428,7 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
             stage.process = subprocess.Popen(_command(stage), stdout=f, stderr=subprocess.STDOUT, env=env)
             code = stage.process.wait()
     if code == 0:
-        from lapa_learning.data.format import atomic_write_json
+        from lapa_learning.io import atomic_write_json
 
         atomic_write_json(_marker(plan, stage), {"args": stage.args, "seconds": time.time() - stage.started})
     return code
@@ -534,7 +534,7 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
     results["vpt_idm"] = {k: idm.get("metrics", {}).get(k) for k in ("l1", "mean_baseline_l1", "pearson_per_dim")}
     vision = _read_json(base / "pretrain_vision" / "train_record.json") or {}
     results["vision_pretraining"] = {k: vision.get("metrics", {}).get(k) for k in ("val_mse", "copy_x_t_mse")}
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
 
     stem = out / f"results_{args.setting}"
     atomic_write_json(stem.with_suffix(".json"), results)

@@ -280,7 +280,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     import lapa_learning
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
 
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
