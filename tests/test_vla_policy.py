@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -339,3 +340,14 @@ def test_act_batch_with_env_ids_keeps_a_chunk_queue_per_env(tmp_path):
         batched.act_batch([_img(), _img()], ["x", "y"], envs=[1, 1])
     with pytest.raises(InputError, match="one of each per row"):
         batched.act_batch([_img()], ["x", "y"], envs=[1, 2])
+
+
+@pytest.mark.parametrize("head", ["discrete", "continuous"])
+def test_checkpoints_written_before_action_head_classes_load_and_predict_the_same(head):
+    """tests/data/vla_heads/: a tiny checkpoint per head written by the code before heads were classes."""
+    data = Path(__file__).parent / "data" / "vla_heads"
+    expected = json.loads((data / "expected.json").read_text())
+    images = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    actions, latent = Policy.load(data / head, device="cpu").predict_chunk(images, expected["instructions"])
+    np.testing.assert_allclose(actions, expected["outputs"][head]["actions"], atol=1e-5)
+    np.testing.assert_array_equal(latent, expected["outputs"][head]["latent_tokens"])
