@@ -170,8 +170,7 @@ def profile(policy: Policy, before: Policy | None, image: np.ndarray, n: int) ->
     with torch.inference_mode():
         x = (pixels - m.pixel_mean) / m.pixel_std
         prefix, pmask = m.embed_prefix(pixels, ids, mask)
-        start = m._branch_start("latent_tokens", 1, "cpu")[:, None]
-        first_slots = torch.cat([start, m._branch_start("action_tokens", 1, "cpu")[:, None]], dim=1)
+        first_slots = torch.cat([m.latent.first_slots(1, "cpu"), m.head.first_slots(1, "cpu")], dim=1)
         owner = torch.tensor([0, 1])
         pos = torch.cat([(pmask.cumsum(1) - 1).clamp(min=0), pmask.sum(1, keepdim=True).expand(1, 2)], dim=1)
         emb = torch.cat([prefix, first_slots], dim=1)

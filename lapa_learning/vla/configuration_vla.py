@@ -28,7 +28,6 @@ DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
 VISION_SOURCES = ("config", "pretrained", "efficientnet_lite0")
 LM_SOURCES = ("config", "pretrained")
 TOKENIZER_SOURCES = ("train", "minilm", "pretrained")
-ACTION_HEADS = ("discrete", "continuous")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -104,8 +103,8 @@ class LatentHeadConfig:
 
 @dataclass
 class ActionHeadConfig:
-    type: str = "discrete"  # "discrete": 256 equal-frequency bins per dim, autoregressive tokens, cross-entropy;
-    #                         "continuous": one forward pass predicts the whole chunk, L1 on normalised actions
+    type: str = "discrete"  # a head of vla/heads.py HEADS: "discrete" (256 equal-frequency bins per dim,
+    #                         autoregressive tokens, cross-entropy), "continuous" (one forward pass, L1 chunk)
     action_dim: int = 4  # from the data (Meta-World 4: dx dy dz gripper; 7 for typical arms)
     chunk_size: int = 1  # actions predicted per call (K future actions; LAPA reference: 1)
     num_bins: int = 256  # discrete head: bins per continuous dim
@@ -113,7 +112,9 @@ class ActionHeadConfig:
     hidden_dim: int = 256  # continuous head: MLP width
 
     def __post_init__(self):
-        _check(self.type in ACTION_HEADS, f"action.type {self.type!r}: expected one of {ACTION_HEADS}")
+        from lapa_learning.vla.heads import HEADS  # the registry of action heads (one class each)
+
+        _check(self.type in HEADS, f"action.type {self.type!r}: expected one of {list(HEADS)}")
         _check(self.action_dim >= 1, f"action.action_dim {self.action_dim}: expected >= 1")
         _check(self.chunk_size >= 1, f"action.chunk_size {self.chunk_size}: expected >= 1")
         _check(2 <= self.num_bins <= 4096, f"action.num_bins {self.num_bins}: expected 2..4096")

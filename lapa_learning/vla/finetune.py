@@ -17,15 +17,15 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lapa_learning.vla.heads import HEADS, head_help
     from lapa_learning.vla.trainer import add_common_arguments
 
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="episode dataset with actions (repeat to mix several with the same action names)")
     parser.add_argument("--init", type=Path, help="pretrained checkpoint (run dir or checkpoint dir); "
                                                   "without it the model starts from scratch (the Scratch baseline)")
-    parser.add_argument("--action-head", choices=["discrete", "continuous"], default="discrete",
-                        help="discrete: 256 quantile bins per dim, cross-entropy (LAPA); continuous: L1 on a "
-                             "chunk in one forward pass (default: %(default)s)")
+    parser.add_argument("--action-head", choices=list(HEADS), default="discrete",
+                        help=f"{head_help()} (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=1, help="actions predicted per step (default: 1)")
     parser.add_argument("--val-data", action="append", type=Path,
                         help="held-out episodes from separate datasets; --data is then trained on whole "
@@ -96,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
                     (want.type, want.action_dim, want.chunk_size, want.num_bins):
                 model.add_action_head(want)  # a fresh head (the pretrained one, if any, does not fit)
             model.freeze_latent_head()  # kept for reporting latent tokens; not trained on actions
-    kind = model.config.action.type
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; "
           f"{'init from ' + str(args.init) if args.init else 'from scratch'}")
     record = {"command": T.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
               if init_record else None,
               "datasets": info["datasets"], "val_datasets": info.get("val_datasets", []),
               "train_episodes": len(train.frames), "model": model.config.name}
-    final = T.train(run_dir, model, tokenizer, processor, train, val, kind, tcfg, record, state, progress)
+    final = T.train(run_dir, model, tokenizer, processor, train, val, model.head, tcfg, record, state, progress)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final["metrics"].items()}))
     print(f"checkpoint: {run_dir / 'checkpoint'}")
     return 0

@@ -55,7 +55,7 @@ def _pick_device(device: str) -> str:
 class Policy:
     def __init__(self, model, tokenizer, actions, meta: dict, record: dict | None, checkpoint_dir: Path,
                  device: str, replan_every: int | None = None, precision: str = "auto"):
-        if actions is None or model.action_head is None:
+        if actions is None or model.head is None:
             raise CheckpointError(f"{checkpoint_dir}: has no action head (a stage-2 latent checkpoint?); "
                                   f"finetune it first: lapa vla finetune --init {checkpoint_dir} ...")
         self.model = model
@@ -143,10 +143,7 @@ class Policy:
         ids, mask = self._prompt(instructions)
         with torch.inference_mode(), self._autocast():
             out = self.model.predict(pixels, ids, mask, latents=self.report_latents, actions=True)
-        if "action_tokens" in out:
-            acts = self.actions.from_tokens(out["action_tokens"].cpu().numpy())  # (B, T, A)
-        else:
-            acts = self.actions.unnormalize(out["actions_norm"].float().cpu().numpy())  # (B, T, A)
+        acts = self.model.head.decode(self.actions, out[self.model.head.key])  # (B, T, A)
         lat = out.get("latent_tokens")
         return acts.astype(np.float32), (lat.cpu().numpy().astype(np.int64) if lat is not None else None)
 

@@ -186,9 +186,10 @@ def _make_optimizer(model, cfg: TrainConfig):
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set, kind: str, cfg: TrainConfig,
+def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set, head, cfg: TrainConfig,
           record: dict, resume_state: dict | None = None, progress: bool = True) -> dict:
-    """Train `model` on `train_set` (kind: latent | discrete | continuous). Returns the final train record."""
+    """Train `model` on `train_set` with the targets of `head` (model.latent or model.head, vla/heads.py).
+    Returns the final train record."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
     from torch.utils.tensorboard import SummaryWriter
@@ -233,6 +234,7 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
 
     writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
     record = dict(record)
+    kind = head.name
     record.update(train_config=asdict(cfg), kind=kind, device=str(device), precision="bf16" if bf16 else "fp32",
                   num_processes=acc.num_processes,
                   num_parameters=acc.unwrap_model(model).num_parameters(),
@@ -251,27 +253,24 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
         abs_err, n_act = 0.0, 0
         with torch.no_grad():
             for idx in eval_indices(len(eval_set), cfg.eval_samples, cfg.batch_size):
-                batch = collate(eval_set, idx, kind, tokenizer, acc.unwrap_model(model).config, action_processor,
+                batch = collate(eval_set, idx, head, tokenizer, acc.unwrap_model(model).config, action_processor,
                                 augment=False, device=device)
                 with acc.autocast():
                     loss, m, pred = model(batch, return_pred=True)
                 w = m.get("tokens", len(idx))
                 tot += m["loss"] * w
                 n += w
-                correct += m.get(f"{'latent' if kind == 'latent' else 'action'}_token_accuracy", 0.0) * w
-                if kind != "latent":
-                    p = pred.float().cpu().numpy()
-                    dec = action_processor.from_tokens(p) if kind == "discrete" else action_processor.unnormalize(p)
+                correct += m.get(head.token_metric, 0.0) * w
+                if head.decodes_actions:
+                    dec = head.decode(action_processor, pred)  # (B, T, A) dataset units
                     valid = eval_set.action_mask[idx]  # (B, T)
                     abs_err = abs_err + (np.abs(dec - eval_set.actions[idx]) * valid[..., None]).sum((0, 1))
                     n_act += int(valid.sum())
         model.train()
         out = {"val_loss": tot / max(n, 1), "step": step}
-        if kind == "latent":
-            out["latent_token_accuracy"] = correct / max(n, 1)
-        elif kind == "discrete":
-            out["action_token_accuracy"] = correct / max(n, 1)
-        if kind != "latent":
+        if head.token_metric:
+            out[head.token_metric] = correct / max(n, 1)
+        if head.decodes_actions:
             per_dim = abs_err / max(n_act, 1)
             out["action_l1"] = float(np.mean(per_dim))
             out["action_l1_per_dim"] = [round(float(x), 4) for x in per_dim]
@@ -302,7 +301,7 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
             if budget_s is not None and elapsed_before + time.time() - t0 >= budget_s:
                 stop_reason = "max_minutes"
                 break
-            batch = collate(train_set, batcher.next_indices(), kind, tokenizer, acc.unwrap_model(model).config,
+            batch = collate(train_set, batcher.next_indices(), head, tokenizer, acc.unwrap_model(model).config,
                             action_processor, augment=cfg.augment, device=device, generator=gen)
             with acc.autocast():
                 loss, metrics = model(batch)
