@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import subprocess
@@ -38,30 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lapa_learning.io import atomic_write_json  # noqa: E402
+from lapa_learning.machine import machine  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402
 from lapa_learning.vla.testing import make_tiny_checkpoint  # noqa: E402
 
 INSTRUCTION = "push the puck to the goal"
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    import transformers
-
-    info["transformers"] = transformers.__version__
-    return info
 
 
 def _sync(device: str):
@@ -316,7 +296,7 @@ def main() -> int:
               "tiny_cpu_1thread_cpu_time_median_ms": tiny64.get("cpu_median_ms"),
               "default_config": "tiny-efficientnet",
               "default_cpu_1thread_median_ms": default64["median_ms"] if default64 else None,
-              "note": "wall-clock medians on a CPU shared with other jobs (see machine.load_average_at_start); "
+              "note": "wall-clock medians on a CPU shared with other jobs (see machine.load_average); "
                       "cpu_median_ms is the process CPU time per call, less sensitive to that contention",
               "before_median_ms": before64["median_ms"] if before64 else None,
               "before_cpu_time_median_ms": before64.get("cpu_median_ms") if before64 else None,

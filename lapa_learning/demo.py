@@ -40,6 +40,8 @@ from typing import Callable
 
 from lapa_learning.errors import ConfigError
 from lapa_learning.eval.evaluate import DEFAULT_NUM_ENVS
+from lapa_learning.machine import summary as machine_summary
+from lapa_learning.vla.configuration_vla import DEFAULT_VLA_CONFIG
 
 METHODS = ("lapa", "vpt", "scratch", "actionvla", "lapa-shuffled", "vision")
 METHOD_NAMES = {"lapa": "LAPA (latent pretraining)", "vpt": "VPT (IDM pseudo-actions)", "scratch": "Scratch",
@@ -77,7 +79,7 @@ class Preset:
     dev_episodes: int  # per task and candidate, on development layouts
     eval_episodes: int  # per task and method
     eval_max_steps: int
-    vla_config: str = "tiny"
+    vla_config: str = DEFAULT_VLA_CONFIG["cpu"]  # the CPU presets choose tiny-resnet (docs/demo.md)
     laq_config: str = "tiny"
     laq_offset: int = 12  # H of LAQ's tiny config; the vision control predicts x_t+H with the same H
     batch_size: int = 32
@@ -108,7 +110,8 @@ PRESETS: dict[str, Preset] = {
                   other_tasks=("drawer-open-v3", "button-press-topdown-v3", "door-open-v3", "window-open-v3"),
                   pretrain_episodes=400, finetune_episodes=10, val_episodes=3, image_size=128, laq_steps=50000,
                   pretrain_steps=20000, finetune_steps=(2500, 5000, 10000), idm_steps=10000, dev_episodes=20,
-                  eval_episodes=50, eval_max_steps=150, laq_config="base", batch_size=64),
+                  eval_episodes=50, eval_max_steps=150, laq_config="base", batch_size=64,
+                  vla_config=DEFAULT_VLA_CONFIG["cuda"]),
 }
 
 
@@ -500,7 +503,7 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
         "setting": args.setting,
         "pretraining_videos": vset,
         "seed": args.seed,
-        "machine": _machine(),
+        "machine": machine_summary(),
         "tasks": list(preset.tasks),
         "pretrain_episodes_per_task": preset.pretrain_episodes,
         "finetune_episodes_per_task": preset.finetune_episodes,
@@ -595,16 +598,3 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _machine() -> str:
-    import platform
-
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except Exception:  # pragma: no cover
-        gpu = "unknown GPU"
-    return f"{platform.machine()} {os.cpu_count()}-core CPU, {gpu}, torch threads per process: " \
-           f"{os.environ.get('OMP_NUM_THREADS', 'default')}"

@@ -122,7 +122,7 @@ class ActionHeadConfig:
 
 @dataclass
 class VLAConfig:
-    name: str = "tiny"  # preset name, reported by Policy.name
+    name: str = "custom"  # preset name, reported by Policy.name (a preset sets it; "custom" without one)
     image_size: int = 64  # the tower's input size; every image is resized to it
     prompt_template: str = DEFAULT_PROMPT  # must contain {instruction}
     projector: str = "mlp"  # "linear" or "mlp" (2 layers, GELU, as in LLaVA-1.5)
@@ -205,6 +205,14 @@ PRESETS: dict[str, dict] = {
                             language=dict(source="config", model_type="qwen2", overrides=_QWEN05_LM,
                                           tokenizer="train", max_text_tokens=48)),
 }
+
+
+# The default model config per device: the --config default of `lapa vla pretrain|finetune` and of every demo
+# preset that does not choose its own (the gpu preset). tiny-efficientnet (frozen ImageNet tower + tiny Llama) is
+# the best of the CPU configs on user data (docs/vla.md); on CUDA the same, as the pretrained configs
+# (siglip-qwen2.5-0.5b, ...) need their weights on disk (or a download). The CPU demo presets choose tiny-resnet
+# on purpose (docs/demo.md).
+DEFAULT_VLA_CONFIG = {"cpu": "tiny-efficientnet", "cuda": "tiny-efficientnet"}
 
 
 def preset(name: str, /, **overrides) -> VLAConfig:

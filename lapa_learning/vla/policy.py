@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lapa_learning.cli_args import pick_device
 from lapa_learning.errors import CheckpointError, ConfigError, InputError
 
 
@@ -39,17 +40,6 @@ class Action:
     gripper: float  # the gripper command (last dim), in dataset units (Meta-World: -1 open .. 1 close)
     latent_tokens: np.ndarray | None  # (K,) int64 when the model has a latent head, else None
     chunk_index: int  # index of this action inside the current chunk (0 right after a re-plan)
-
-
-def _pick_device(device: str) -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    dev = str(device)
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {dev!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
-    if not (dev == "cpu" or dev.startswith("cuda") or dev == "mps"):
-        raise ConfigError(f"device {dev!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return dev
 
 
 class Policy:
@@ -91,7 +81,7 @@ class Policy:
         """Load a checkpoint dir (or a training run dir holding checkpoint/). CheckpointError on any problem."""
         from lapa_learning.vla.checkpoint import load_checkpoint, resolve_checkpoint_dir
 
-        dev = _pick_device(device)
+        dev = str(pick_device(device, what="device"))
         ckpt = resolve_checkpoint_dir(checkpoint_dir)
         model, tokenizer, actions, meta, record = load_checkpoint(ckpt, device=dev)
         return cls(model, tokenizer, actions, meta, record, ckpt, dev, replan_every, precision)

@@ -20,7 +20,7 @@ from lapa_learning.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lapa_learning.vla.heads import HEADS, head_help
-    from lapa_learning.vla.trainer import add_common_arguments
+    from lapa_learning.cli_args import add_common_arguments
 
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="dataset with latent labels (repeat to mix several)")
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from lapa_learning import cli_args
     from lapa_learning.vla import trainer as T
     from lapa_learning.vla.checkpoint import load_checkpoint
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, LatentHeadConfig, load_config_arg
@@ -50,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.shuffle_labels and args.targets != "latents":
         raise ConfigError("--shuffle-labels: only with --targets latents")
-    tcfg = T.train_config_from_args(args)
+    tcfg = cli_args.train_config_from_args(args)
     T.seed_everything(tcfg.seed)
-    run_dir, state = T.prepare_run_dir(args)
-    overrides = T.config_overrides_from_args(args)
-    cfg = None if state is not None else load_config_arg(args.config, **overrides)
+    run_dir, state = cli_args.prepare_run_dir(args)
+    overrides = cli_args.config_overrides_from_args(args)
+    cfg = None if state is not None else load_config_arg(cli_args.vla_config_name(args), **overrides)
     image_size = cfg.image_size if cfg is not None else _saved_image_size(run_dir)
     progress = not args.no_progress
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if state is not None:
         model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
         model.train()
-        T.apply_flag_overrides(model, args)
+        cli_args.apply_flag_overrides(model, args)
     else:
         if latent:
             cfg.latent = LatentHeadConfig(num_tokens=info["num_tokens"], codebook_size=info["codebook_size"])
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         model = VLAModel(cfg, vocab_size=len(tokenizer))
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out samples "
           f"from {len(args.data)} dataset(s)")
-    record = {"command": T.command_line(), "stage": "pretrain", "targets": args.targets,
+    record = {"command": cli_args.command_line(), "stage": "pretrain", "targets": args.targets,
               "shuffled_labels": bool(args.shuffle_labels),
               "datasets": info["datasets"], "model": model.config.name}
     if latent:
