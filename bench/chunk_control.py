@@ -124,7 +124,7 @@ def measure(checkpoint: str, blend: str, delay: float, seconds: float, probe) ->
 
 
 def main(argv=None) -> int:
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="measured seconds per run (default: 12)")

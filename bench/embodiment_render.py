@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from bench.policy_latency import machine  # noqa: E402
-from lapa_learning.data.format import atomic_write_json  # noqa: E402
+from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.sim.embodiment import embodiment_names  # noqa: E402
 from lapa_learning.sim.metaworld_env import DEFAULT_TASKS, MetaWorldEnv  # noqa: E402
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.policy_latency import machine  # noqa: E402
-from lapa_learning.data.format import atomic_write_json  # noqa: E402
+from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.evaluate import evaluate  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402
 from lapa_learning.vla.testing import make_tiny_checkpoint  # noqa: E402

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.policy_latency import INSTRUCTION, machine  # noqa: E402
-from lapa_learning.data.format import atomic_write_json  # noqa: E402
+from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402
 
 

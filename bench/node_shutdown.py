@@ -59,7 +59,7 @@ def trial(mode: str, checkpoint: str, probe, twists: list) -> dict:
 
 
 def main(argv=None) -> int:
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=5, help="stops measured per mode (default: 5)")

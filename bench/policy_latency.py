@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import subprocess
@@ -37,31 +36,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lapa_learning.data.format import atomic_write_json  # noqa: E402
+from lapa_learning.io import atomic_write_json  # noqa: E402
+from lapa_learning.machine import machine  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402
 from lapa_learning.vla.testing import make_tiny_checkpoint  # noqa: E402
 
 INSTRUCTION = "push the puck to the goal"
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    import transformers
-
-    info["transformers"] = transformers.__version__
-    return info
 
 
 def _sync(device: str):
@@ -170,8 +150,7 @@ def profile(policy: Policy, before: Policy | None, image: np.ndarray, n: int) ->
     with torch.inference_mode():
         x = (pixels - m.pixel_mean) / m.pixel_std
         prefix, pmask = m.embed_prefix(pixels, ids, mask)
-        start = m._branch_start("latent_tokens", 1, "cpu")[:, None]
-        first_slots = torch.cat([start, m._branch_start("action_tokens", 1, "cpu")[:, None]], dim=1)
+        first_slots = torch.cat([m.latent.first_slots(1, "cpu"), m.head.first_slots(1, "cpu")], dim=1)
         owner = torch.tensor([0, 1])
         pos = torch.cat([(pmask.cumsum(1) - 1).clamp(min=0), pmask.sum(1, keepdim=True).expand(1, 2)], dim=1)
         emb = torch.cat([prefix, first_slots], dim=1)
@@ -317,7 +296,7 @@ def main() -> int:
               "tiny_cpu_1thread_cpu_time_median_ms": tiny64.get("cpu_median_ms"),
               "default_config": "tiny-efficientnet",
               "default_cpu_1thread_median_ms": default64["median_ms"] if default64 else None,
-              "note": "wall-clock medians on a CPU shared with other jobs (see machine.load_average_at_start); "
+              "note": "wall-clock medians on a CPU shared with other jobs (see machine.load_average); "
                       "cpu_median_ms is the process CPU time per call, less sensitive to that contention",
               "before_median_ms": before64["median_ms"] if before64 else None,
               "before_cpu_time_median_ms": before64.get("cpu_median_ms") if before64 else None,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from bench.policy_latency import machine  # noqa: E402
-from lapa_learning.data.format import atomic_write_json  # noqa: E402
+from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.sim.metaworld_env import MetaWorldEnv  # noqa: E402
 
 TASKS = ("button-press-topdown-v3", "plate-slide-v3", "window-open-v3")

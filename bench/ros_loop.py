@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -213,27 +212,21 @@ def measure(samples: int, warmup: int, checkpoint: str, executor_kind: str = "si
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """lapa_learning.machine.machine() and the ROS middleware."""
     import rclpy.utilities
+
+    from lapa_learning.machine import machine as base
 
     try:
         rmw = rclpy.utilities.get_rmw_implementation_identifier()
     except Exception:
         rmw = "unknown"
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "python": platform.python_version(),
-            "system": f"{platform.system()} {platform.release()}", "rmw": rmw, "torch_threads": 1,
-            "device": "cpu", "note": "shared machine: other agents' jobs were running (see the load averages)"}
+    return {**base(), "rmw": rmw, "device": "cpu",
+            "note": "shared machine: other agents' jobs were running (see the load averages)"}
 
 
 def main(argv=None) -> int:
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=200, help="measured images per size (default: 200)")

@@ -3,13 +3,19 @@
     cli_args.add_device(parser)      --device auto|cpu|cuda      -> cli_args.pick_device(args.device)
     cli_args.add_threads(parser)     --threads N                 -> cli_args.set_threads(args.threads)
     cli_args.add_progress(parser)    --no-progress
+    add_common_arguments(parser, ...) and the helpers below it: the flags `lapa vla pretrain|finetune` share
+    (model config, trainability, optimisation, run directory), and command_line() for train records.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import sys
+from pathlib import Path
 
-from lapa_learning.errors import ConfigError
+from lapa_learning.errors import CheckpointError, ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -34,14 +40,134 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def pick_device(device: str):
-    """'auto' | 'cpu' | 'cuda' -> torch.device ('auto': CUDA when available). ConfigError for cuda without one."""
+def pick_device(device: str | None, what: str = "--device"):
+    """'auto' (or None) | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> torch.device ('auto': CUDA when available).
+    ConfigError naming `what` for anything else, or for CUDA on a machine without it."""
     import torch
 
-    if device not in DEVICES:
-        raise ConfigError(f"--device {device!r}: expected one of {list(DEVICES)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = str(device)
+    if not (dev in ("cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", dev)):
+        raise ConfigError(f"{what} {dev!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{what} {dev!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+    return torch.device(dev)
+
+
+# ---- `lapa vla pretrain|finetune`: the flags they share -------------------------------------------------
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_steps: int, default_lr: float) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoint/, tensorboard/)")
+    from lapa_learning.vla.configuration_vla import DEFAULT_VLA_CONFIG
+
+    parser.add_argument("--config", default=None,
+                        help="model config: a preset (tiny-efficientnet = frozen ImageNet EfficientNet-Lite0 from "
+                             "PyPI + tiny Llama; tiny-resnet = a small trained ResNet + tiny Llama (the demo's "
+                             "model); tiny = a ViT and Llama from scratch, no extra packages; siglip-qwen2.5-0.5b, "
+                             "siglip-smollm2-135m, qwen0.5b-random for GPUs) or a JSON/YAML file (default per "
+                             f"device: {DEFAULT_VLA_CONFIG})")
+    parser.add_argument("--vision-path", help="local dir (or hub id) of a pretrained transformers vision model")
+    parser.add_argument("--lm-path", help="local dir (or hub id) of a pretrained causal LM (and its tokenizer)")
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--train-vision", action="store_true", help="train the vision tower too")
+    g.add_argument("--freeze-vision", action="store_true", help="freeze the vision tower")
+    parser.add_argument("--freeze-lm", action="store_true", help="freeze the language model")
+    parser.add_argument("--lora-rank", type=int, help="LoRA adapters of this rank on the LM (needs peft)")
+    parser.add_argument("--max-steps", type=int, default=default_steps, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes of training")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size per process (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=default_lr, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
+    parser.add_argument("--eval-samples", type=int, default=1024, help="held-out samples per evaluation")
+    parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes held out")
+    parser.add_argument("--no-augment", action="store_true", help="no random crop / colour jitter")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto = bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def vla_config_name(args) -> str:
+    """--config, or the default VLA config of the device the run will use (DEFAULT_VLA_CONFIG)."""
+    from lapa_learning.vla.configuration_vla import DEFAULT_VLA_CONFIG
+
+    return args.config or DEFAULT_VLA_CONFIG[pick_device(args.device).type]
+
+
+def train_config_from_args(args):
+    from lapa_learning.vla.trainer import TrainConfig  # lazy: keeps this module below vla/ for every other verb
+
+    return TrainConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
+                       lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                       eval_every=args.eval_every, eval_samples=args.eval_samples, save_every=args.save_every,
+                       augment=not args.no_augment, seed=args.seed, val_fraction=args.val_fraction,
+                       device=args.device, precision=args.precision)
+
+
+def config_overrides_from_args(args) -> dict:
+    """CLI flags -> nested VLAConfig overrides."""
+    o: dict = {}
+    if args.vision_path:
+        o.setdefault("vision", {}).update(source="pretrained", path=args.vision_path)
+    if args.lm_path:
+        o.setdefault("language", {}).update(source="pretrained", path=args.lm_path, tokenizer="pretrained")
+    if args.train_vision:
+        o.setdefault("vision", {})["frozen"] = False
+    if args.freeze_vision:
+        o.setdefault("vision", {})["frozen"] = True
+    if args.freeze_lm:
+        o.setdefault("language", {})["trainable"] = False
+    if args.lora_rank is not None:
+        o.setdefault("language", {})["lora_rank"] = args.lora_rank
+    return o
+
+
+def apply_flag_overrides(model, args) -> None:
+    """Trainability flags on a model loaded from a checkpoint (finetune --init, resume)."""
+    cfg = model.config
+    if args.train_vision:
+        cfg.vision.frozen = False
+    if args.freeze_vision:
+        cfg.vision.frozen = True
+    if args.freeze_lm:
+        cfg.language.trainable = False
+    model.apply_trainable()
+
+
+def prepare_run_dir(args) -> tuple[Path, dict | None]:
+    """-> (run dir, training state to resume from or None). Refuses to clobber a run by accident."""
+    run = Path(args.out)
+    ckpt = run / "checkpoint"
+    if args.resume:
+        state_path = ckpt / "training_state.pt"
+        if not state_path.is_file():
+            raise CheckpointError(f"--resume: {state_path} not found (no run to resume in {run})")
+        try:
+            import torch
+
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001
+            raise CheckpointError(f"{state_path}: cannot read the training state ({err})") from None
+        return run, state
+    if int(os.environ.get("RANK", "0")) != 0:  # other processes of `accelerate launch`: the main one checks
+        return run, None
+    if ckpt.exists() and not args.overwrite:
+        raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it or --overwrite")
+    if ckpt.exists():
+        import shutil
+
+        shutil.rmtree(ckpt)
+    run.mkdir(parents=True, exist_ok=True)
+    return run, None
+
+
+def command_line() -> str:
+    return " ".join(["lapa"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lapa") else " ".join(sys.argv)

@@ -37,6 +37,7 @@ from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
 from lapa_ros.safety import STOP, Command, CommandGate, Limits, shorten, too_long
+from lapa_ros.status import ERROR, OK, WARN, ProblemLog, policy_level, status_instruction
 
 
 def _custom_messages():
@@ -101,8 +102,7 @@ class PolicyNode(Node):
         self.received = self.dropped = self.rejected = self.inferences = self.errors = 0
         self.latency_ms = float("nan")
         self.last_reason = "starting"
-        self.last_problem, self.last_problem_time = "", None  # the newest problem and when (node clock, s)
-        self._problem_logged = -float("inf")
+        self.problems = ProblemLog()  # the newest problem and when, for ~/status
         # The latent preview thread: the worker leaves it (rgb, tokens) of its newest call, it draws at preview_rate.
         self.preview = load_preview(self.policy, p) if p.publish_preview else None
         self._preview_cond = threading.Condition()
@@ -140,6 +140,10 @@ class PolicyNode(Node):
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    @property
+    def last_problem(self) -> str:
+        return self.problems.text
 
     # ------------------------------------------------------------------ callbacks
     def image_callback(self, msg: Image) -> None:
@@ -310,15 +314,13 @@ class PolicyNode(Node):
                 self._preview_cond.wait_for(lambda: self._stopping, max(0.0, period - (time.perf_counter() - t0)))
 
     def _problem(self, text: str, error: bool = False) -> None:
-        """Remember (for ~/status, with its time) and log what went wrong: a new text at once, a repeat every 5 s."""
-        now = self._now()
-        if text != self.last_problem or now - self._problem_logged > 5.0:
-            self._problem_logged = now
-            if error:
-                self.get_logger().error(text)
-            else:
-                self.get_logger().warning(text)
-        self.last_problem, self.last_problem_time = text, now
+        """Remember (for ~/status, with its time) and log what went wrong (status.ProblemLog says when)."""
+        if not self.problems.report(text, self._now()):
+            return
+        if error:  # two call sites: rclpy fixes a call site's severity
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     def _reset_policy(self) -> None:
         with self._cond:
@@ -369,17 +371,14 @@ class PolicyNode(Node):
 
     def publish_status(self) -> None:
         reason = self.last_reason
-        problem_age = "" if self.last_problem_time is None else f"{self._now() - self.last_problem_time:.1f}"
-        level = DiagnosticStatus.OK if reason == "commanding" else DiagnosticStatus.WARN
-        if reason == "model output not finite" or reason.startswith("not ready"):
-            level = DiagnosticStatus.ERROR
+        level = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}[policy_level(reason)]
         status = DiagnosticStatus(level=level, name="lapa_policy", hardware_id=str(self.policy.device),
                                   message=reason)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("ready", self.gate.not_ready is None), ("enabled", self.gate.enabled), ("model", self.policy.name),
             ("device", self.policy.device), ("checkpoint", self.params.checkpoint),
             ("action_names", ",".join(self.policy.action_names)),
-            ("instruction", self.instruction if len(self.instruction) <= 200 else shorten(self.instruction, 200)),
+            ("instruction", status_instruction(self.instruction)),
             ("instruction_chars", len(self.instruction)),
             ("last_inference_ms", f"{self.latency_ms:.2f}"), ("inferences", self.inferences),
             ("chunk_mode", "off" if self.blender is None else self.blender.blend),
@@ -388,7 +387,7 @@ class PolicyNode(Node):
             ("images_received", self.received),
             ("dropped_frames", self.dropped), ("rejected_images", self.rejected), ("model_errors", self.errors),
             ("not_commanding_because", "" if reason == "commanding" else reason),
-            ("last_problem", self.last_problem), ("last_problem_age_s", problem_age))]
+            ("last_problem", self.problems.text), ("last_problem_age_s", self.problems.age(self._now())))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(array)

@@ -29,6 +29,7 @@ from lapa_ros.params import RecorderParams, declare_and_read
 from lapa_ros.recording import EpisodeRecorder, RecordingError
 from lapa_ros.runtime import run_node
 from lapa_ros.safety import shorten
+from lapa_ros.status import ProblemLog, status_instruction
 
 
 class RecorderNode(Node):
@@ -51,8 +52,7 @@ class RecorderNode(Node):
         self.images_received = 0
         self.skipped_no_instruction = 0
         self.last_event = "idle"
-        self.last_problem, self.last_problem_time = "", None  # the newest problem and when (node clock, s)
-        self._problem_logged = -float("inf")
+        self.problems = ProblemLog()  # the newest problem and when, for ~/status
 
         self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
         self.create_subscription(TwistStamped, p.twist_topic, self.twist_callback, qos.command())
@@ -146,17 +146,14 @@ class RecorderNode(Node):
 
     # ------------------------------------------------------------------ status
     def _problem(self, text: str) -> None:
-        """Remember (for ~/status, with its time) and log what went wrong: a new text at once, a repeat every 5 s."""
-        now = self._now()
-        if text != self.last_problem or now - self._problem_logged > 5.0:
-            self._problem_logged = now
+        """Remember (for ~/status, with its time) and log what went wrong (status.ProblemLog says when)."""
+        if self.problems.report(text, self._now()):
             self.get_logger().warning(text)
-        self.last_problem, self.last_problem_time = text, now
 
     def _event(self, message: str, error: bool = False) -> None:
         self.last_event = message
         if error:
-            self.last_problem, self.last_problem_time = message, self._now()
+            self.problems.report(message, self._now())
             self.get_logger().error(message)
         else:
             self.get_logger().info(message)
@@ -164,7 +161,6 @@ class RecorderNode(Node):
 
     def publish_status(self, error: bool = False) -> None:
         rec = self.recorder
-        problem_age = "" if self.last_problem_time is None else f"{self._now() - self.last_problem_time:.1f}"
         status = DiagnosticStatus(name="lapa_recorder", hardware_id=self.params.dataset_root,
                                   level=DiagnosticStatus.ERROR if error else DiagnosticStatus.OK,
                                   message=self.last_event)
@@ -173,10 +169,9 @@ class RecorderNode(Node):
             ("episodes_discarded", rec.discarded), ("dropped", self.sampler.dropped),
             ("images_received", self.images_received), ("rejected_images", self.rejected_images),
             ("no_instruction", self.skipped_no_instruction),
-            ("instruction", self.instruction if self.instruction is None or len(self.instruction) <= 200
-             else shorten(self.instruction, 200)),
+            ("instruction", status_instruction(self.instruction)),
             ("instruction_chars", len(self.instruction or "")),
-            ("last_problem", self.last_problem), ("last_problem_age_s", problem_age))]
+            ("last_problem", self.problems.text), ("last_problem_age_s", self.problems.age(self._now())))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(array)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -250,16 +249,6 @@ def git_commit() -> str | None:
     return (result.stdout.strip() + ("+uncommitted changes" if dirty else "")) if result.returncode == 0 else None
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "python": platform.python_version(),
-            "system": f"{platform.system()} {platform.release()}"}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "lerobot_compat.json")
@@ -280,7 +269,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     import lapa_learning
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
+    from lapa_learning.machine import machine
 
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lapa_learning.errors import InputError  # noqa: E402
+from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.stats import wilson_interval  # noqa: E402
 
 NAME = re.compile(r"demo_(?P<setting>[a-z-]+)_seed(?P<seed>\d+)\.json$")
@@ -111,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"pool_claims: error: {err}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(claims, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, claims)
     for setting, s in claims["settings"].items():
         row = ", ".join(f"{m} {100 * v['success']:.1f}% [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}] "
                         f"n={v['episodes']}" for m, v in s["methods"].items())

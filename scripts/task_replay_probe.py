@@ -54,7 +54,7 @@ def replay_probe(task: str, demos: int, layouts: int, max_steps: int) -> dict:
 
 
 def main() -> int:
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default=",".join(TASKS))

@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from lapa_learning.cli import main as lapa
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.io import atomic_write_json
     from lapa_learning.data.reader import EpisodeDataset
     from lapa_learning.vpt.pseudo_actions import PseudoActions
 

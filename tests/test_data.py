@@ -103,7 +103,7 @@ def test_full_disk_reports_clearly_and_keeps_earlier_episodes(tmp_path, rng, mon
         writer.add_episode(frames, "second", actions=actions)
     ds = EpisodeDataset(tmp_path / "ds")
     assert ds.num_episodes == 1 and ds.frames(0).shape == (6, 16, 16, 3)
-    assert not list((tmp_path / "ds").rglob("*.tmp")) and not list((tmp_path / "ds").rglob("episode_000001*"))
+    assert not list((tmp_path / "ds").rglob("*.tmp*")) and not list((tmp_path / "ds").rglob("episode_000001*"))
 
 
 def test_bad_episode_inputs_are_named(tmp_path, rng):
@@ -161,7 +161,7 @@ def test_kill_during_writing_leaves_only_complete_episodes(tmp_path):
     # Appending after the crash cleans leftovers and continues the numbering.
     writer = EpisodeWriter(root, fps=10, image_size=(32, 32), action_names=("a", "b"), mode="append")
     assert writer.num_episodes == ds.num_episodes
-    assert not list(root.rglob("*.tmp"))
+    assert not list(root.rglob("*.tmp*"))
     assert len(list(root.rglob("episode_*.mp4"))) == ds.num_episodes
 
 

@@ -486,3 +486,26 @@ def test_stop_handlers_set_a_flag_and_only_a_third_signal_acts_as_default():
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_problem_log_remembers_the_newest_and_throttles_repeats():
+    from lapa_ros.status import ProblemLog
+
+    log = ProblemLog(repeat_s=5.0)
+    assert log.age(10.0) == "" and log.text == ""
+    assert log.report("image rejected", 10.0)  # new: logged
+    assert not log.report("image rejected", 12.0)  # the same within 5 s: remembered, not logged
+    assert log.time == 12.0 and log.age(13.5) == "1.5"
+    assert log.report("model error", 12.5)  # another text: logged at once
+    assert log.report("model error", 18.0)  # the same after 5 s: logged again
+
+
+def test_policy_status_level_follows_the_reason():
+    from lapa_ros.status import ERROR, OK, WARN, policy_level, status_instruction
+
+    assert policy_level("commanding") == OK
+    assert policy_level("model output not finite") == ERROR and policy_level("not ready: no model") == ERROR
+    assert policy_level("image stale") == WARN and policy_level("disabled") == WARN
+    assert status_instruction("push") == "push" and status_instruction(None) is None
+    long = status_instruction("x" * 500)
+    assert long == shorten("x" * 500, 200) and "(500 chars)" in long

@@ -1,6 +1,7 @@
 """Package structure: no import circle between lapa_learning modules (lazy imports inside functions included)."""
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +56,12 @@ def test_the_cycle_finder_finds_a_circle():
 
 def test_no_import_circles():
     assert find_cycle(import_graph()) == []
+
+
+def test_one_atomic_writer():
+    """Only lapa_learning/io.py renames files into place; every other writer goes through it."""
+    pattern = re.compile(r"\bos\.(replace|rename)\(|\.rename\(")
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "lapa_learning").rglob("*.py") if p.name != "io.py"
+             or p.parent.name != "lapa_learning"
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert found == []

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,13 +212,13 @@ def _greedy_without_cache(model, pixels, ids, mask):
     B = prefix.shape[0]
     lat = torch.zeros(B, 0, dtype=torch.long)
     for _ in range(model.config.latent.num_tokens):
-        h = model._forward_slots(prefix, pmask, model._latent_inputs(torch.cat([lat, lat.new_zeros(B, 1)], 1)))
+        h = model._forward_slots(prefix, pmask, model.latent.train_slots({"latent_tokens": torch.cat([lat, lat.new_zeros(B, 1)], 1)}))
         lat = torch.cat([lat, model.latent_head(h[:, -1]).argmax(-1)[:, None]], 1)
     acfg = model.config.action
     act = torch.zeros(B, 0, dtype=torch.long)
     for j in range(acfg.chunk_size * acfg.action_dim):
-        h = model._forward_slots(prefix, pmask, model._action_inputs(torch.cat([act, act.new_zeros(B, 1)], 1)))
-        act = torch.cat([act, model._action_logits(h[:, -1:], first_index=j)[:, 0].argmax(-1)[:, None]], 1)
+        h = model._forward_slots(prefix, pmask, model.head.train_slots({"action_tokens": torch.cat([act, act.new_zeros(B, 1)], 1)}))
+        act = torch.cat([act, model.head.logits(h[:, -1:], first_index=j)[:, 0].argmax(-1)[:, None]], 1)
     return lat, act.view(B, acfg.chunk_size, acfg.action_dim)
 
 
@@ -255,11 +256,11 @@ def test_continuous_chunk_with_latents_matches_decoding_without_cache(chunk_ckpt
     with torch.inference_mode():
         out = m.predict(pixels, ids, mask)
         prefix, pmask = m.embed_prefix(pixels, ids, mask)
-        slots = m.action_queries[None].expand(2, -1, -1)
-        torch.testing.assert_close(out["actions_norm"], m.action_head(m._forward_slots(prefix, pmask, slots)))
+        slots = m.head.first_slots(2, None)
+        torch.testing.assert_close(out["actions_norm"], m.head.from_slots(m._forward_slots(prefix, pmask, slots)))
         lat = torch.zeros(2, 0, dtype=torch.long)
         for _ in range(4):
-            h = m._forward_slots(prefix, pmask, m._latent_inputs(torch.cat([lat, lat.new_zeros(2, 1)], 1)))
+            h = m._forward_slots(prefix, pmask, m.latent.train_slots({"latent_tokens": torch.cat([lat, lat.new_zeros(2, 1)], 1)}))
             lat = torch.cat([lat, m.latent_head(h[:, -1]).argmax(-1)[:, None]], 1)
         assert torch.equal(out["latent_tokens"], lat)
 
@@ -339,3 +340,14 @@ def test_act_batch_with_env_ids_keeps_a_chunk_queue_per_env(tmp_path):
         batched.act_batch([_img(), _img()], ["x", "y"], envs=[1, 1])
     with pytest.raises(InputError, match="one of each per row"):
         batched.act_batch([_img()], ["x", "y"], envs=[1, 2])
+
+
+@pytest.mark.parametrize("head", ["discrete", "continuous"])
+def test_checkpoints_written_before_action_head_classes_load_and_predict_the_same(head):
+    """tests/data/vla_heads/: a tiny checkpoint per head written by the code before heads were classes."""
+    data = Path(__file__).parent / "data" / "vla_heads"
+    expected = json.loads((data / "expected.json").read_text())
+    images = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    actions, latent = Policy.load(data / head, device="cpu").predict_chunk(images, expected["instructions"])
+    np.testing.assert_allclose(actions, expected["outputs"][head]["actions"], atol=1e-5)
+    np.testing.assert_array_equal(latent, expected["outputs"][head]["latent_tokens"])

@@ -16,9 +16,9 @@ place before that line was written. Files of episodes that are not listed are le
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from lapa_learning.io import atomic_write_text
 
 CODEBASE_VERSION = "v2.1"
 CHUNKS_SIZE = 1000
@@ -40,25 +40,6 @@ def data_path(root: Path, episode_index: int) -> Path:
 def video_path(root: Path, video_key: str, episode_index: int) -> Path:
     return root / VIDEO_PATH.format(episode_chunk=episode_index // CHUNKS_SIZE, video_key=video_key,
                                     episode_index=episode_index)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lapa_learning.data import format as fmt
+from lapa_learning.io import atomic_write_json
 
 
 def feature_stats(values: np.ndarray, quantiles: tuple[float, ...] = ()) -> dict:
@@ -36,5 +37,5 @@ def compute_dataset_stats(dataset) -> dict:
 
 def write_dataset_stats(dataset) -> dict:
     stats = compute_dataset_stats(dataset)
-    fmt.atomic_write_json(dataset.root / fmt.STATS, stats)
+    atomic_write_json(dataset.root / fmt.STATS, stats)
     return stats

@@ -22,6 +22,7 @@ from lapa_learning.data import format as fmt
 from lapa_learning.data.stats import write_dataset_stats
 from lapa_learning.data.video import CODEC, PIX_FMT, write_video
 from lapa_learning.errors import DatasetError
+from lapa_learning.io import atomic_path, atomic_write_json
 
 MODES = ("create", "append", "overwrite")
 
@@ -84,18 +85,11 @@ class EpisodeWriter:
         task_index = self._tasks.setdefault(instruction, len(self._tasks))
         video = fmt.video_path(self.root, self.video_key, index)
         data = fmt.data_path(self.root, index)
-        tmp_video = video.with_name(f".{video.name}.tmp")
-        tmp_data = data.with_name(f".{data.name}.tmp")
         try:
-            video.parent.mkdir(parents=True, exist_ok=True)
-            data.parent.mkdir(parents=True, exist_ok=True)
             rows = self._rows(index, task_index, actions, states, length)
-            write_video(tmp_video, frames, fps=int(round(self.fps)))
-            _write_parquet(tmp_data, rows)
-            _fsync(tmp_video)
-            _fsync(tmp_data)
-            os.replace(tmp_video, video)
-            os.replace(tmp_data, data)
+            with atomic_path(video) as tmp_video, atomic_path(data) as tmp_data:  # both in place, or neither tmp
+                write_video(tmp_video, frames, fps=int(round(self.fps)))
+                _write_parquet(tmp_data, rows)
             self._episodes.append({"episode_index": index, "tasks": [instruction], "length": length,
                                    "task_name": task, "success": None if success is None else bool(success)})
             self._episode_stats.append({"episode_index": index, "stats": episode_stats(rows, frames, self.video_key)})
@@ -107,7 +101,7 @@ class EpisodeWriter:
                 self._episodes.pop()
                 self._episode_stats.pop()
                 self._num_frames -= length
-            for path in (tmp_video, tmp_data, video, data):
+            for path in (video, data):  # the temporaries are already gone
                 path.unlink(missing_ok=True)
             reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
             raise DatasetError(f"could not write episode {index} to {self.root}: {reason}. The {index} earlier "
@@ -220,7 +214,7 @@ class EpisodeWriter:
         }
         fmt.write_jsonl(self.root / fmt.TASKS, [{"task_index": i, "task": t} for t, i in self._tasks.items()])
         fmt.write_jsonl(self.root / fmt.EPISODES_STATS, self._episode_stats)
-        fmt.atomic_write_json(self.root / fmt.INFO, info)
+        atomic_write_json(self.root / fmt.INFO, info)
         fmt.write_jsonl(self.root / fmt.EPISODES, self._episodes)
 
     def _load_existing(self) -> None:
@@ -284,7 +278,7 @@ def _number(fps: float) -> int | float:
 
 def _remove_orphans(root: Path, video_key: str, num_episodes: int) -> None:
     """Delete files that a crash left behind: temp files, and episodes that were never committed."""
-    for pattern in ("data/*/.*.tmp", f"videos/*/{video_key}/.*.tmp", "meta/.*.tmp"):
+    for pattern in ("data/*/.*.tmp*", f"videos/*/{video_key}/.*.tmp*", "meta/.*.tmp*"):  # io.atomic_path names
         for path in root.glob(pattern):
             path.unlink(missing_ok=True)
     for path in list(root.glob("data/*/episode_*.parquet")) + list(root.glob(f"videos/*/{video_key}/episode_*.mp4")):
@@ -307,7 +301,3 @@ def _write_parquet(path: Path, columns: dict) -> None:
         names.append(name)
     pq.write_table(pa.Table.from_arrays(arrays, names=names), path)
 
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())

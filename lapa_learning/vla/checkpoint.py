@@ -156,8 +156,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu"):
         if actions.action_dim != config.action.action_dim:
             raise CheckpointError(f"{stats_path}: {actions.action_dim} action dims but {cfg_path} says "
                                   f"{config.action.action_dim}")
-        if config.action.type == "discrete" and actions.num_bins != config.action.num_bins:
-            raise CheckpointError(f"{stats_path}: {actions.num_bins} bins but {cfg_path} says {config.action.num_bins}")
+        model.head.check_processor(actions, str(stats_path))
     record = None
     if (ckpt / RECORD_FILE).is_file():
         try:

@@ -28,7 +28,6 @@ DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
 VISION_SOURCES = ("config", "pretrained", "efficientnet_lite0")
 LM_SOURCES = ("config", "pretrained")
 TOKENIZER_SOURCES = ("train", "minilm", "pretrained")
-ACTION_HEADS = ("discrete", "continuous")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -104,8 +103,8 @@ class LatentHeadConfig:
 
 @dataclass
 class ActionHeadConfig:
-    type: str = "discrete"  # "discrete": 256 equal-frequency bins per dim, autoregressive tokens, cross-entropy;
-    #                         "continuous": one forward pass predicts the whole chunk, L1 on normalised actions
+    type: str = "discrete"  # a head of vla/heads.py HEADS: "discrete" (256 equal-frequency bins per dim,
+    #                         autoregressive tokens, cross-entropy), "continuous" (one forward pass, L1 chunk)
     action_dim: int = 4  # from the data (Meta-World 4: dx dy dz gripper; 7 for typical arms)
     chunk_size: int = 1  # actions predicted per call (K future actions; LAPA reference: 1)
     num_bins: int = 256  # discrete head: bins per continuous dim
@@ -113,7 +112,9 @@ class ActionHeadConfig:
     hidden_dim: int = 256  # continuous head: MLP width
 
     def __post_init__(self):
-        _check(self.type in ACTION_HEADS, f"action.type {self.type!r}: expected one of {ACTION_HEADS}")
+        from lapa_learning.vla.heads import HEADS  # the registry of action heads (one class each)
+
+        _check(self.type in HEADS, f"action.type {self.type!r}: expected one of {list(HEADS)}")
         _check(self.action_dim >= 1, f"action.action_dim {self.action_dim}: expected >= 1")
         _check(self.chunk_size >= 1, f"action.chunk_size {self.chunk_size}: expected >= 1")
         _check(2 <= self.num_bins <= 4096, f"action.num_bins {self.num_bins}: expected 2..4096")
@@ -121,7 +122,7 @@ class ActionHeadConfig:
 
 @dataclass
 class VLAConfig:
-    name: str = "tiny"  # preset name, reported by Policy.name
+    name: str = "custom"  # preset name, reported by Policy.name (a preset sets it; "custom" without one)
     image_size: int = 64  # the tower's input size; every image is resized to it
     prompt_template: str = DEFAULT_PROMPT  # must contain {instruction}
     projector: str = "mlp"  # "linear" or "mlp" (2 layers, GELU, as in LLaVA-1.5)
@@ -204,6 +205,14 @@ PRESETS: dict[str, dict] = {
                             language=dict(source="config", model_type="qwen2", overrides=_QWEN05_LM,
                                           tokenizer="train", max_text_tokens=48)),
 }
+
+
+# The default model config per device: the --config default of `lapa vla pretrain|finetune` and of every demo
+# preset that does not choose its own (the gpu preset). tiny-efficientnet (frozen ImageNet tower + tiny Llama) is
+# the best of the CPU configs on user data (docs/vla.md); on CUDA the same, as the pretrained configs
+# (siglip-qwen2.5-0.5b, ...) need their weights on disk (or a download). The CPU demo presets choose tiny-resnet
+# on purpose (docs/demo.md).
+DEFAULT_VLA_CONFIG = {"cpu": "tiny-efficientnet", "cuda": "tiny-efficientnet"}
 
 
 def preset(name: str, /, **overrides) -> VLAConfig:

@@ -84,7 +84,7 @@ def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, 
             rows = rows_of.get(int(ep), [])
             return [(int(labels.t[i]), labels.tokens[i]) for i in rows if labels.t[i] < length]
 
-        _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, kind="latent")
+        _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, latent=True)
         info["datasets"].append({"root": str(root), "labels": str(labels.path), "pairs": len(labels),
                                  "offset": labels.offset, "labels_source": labels.source})
     info.update(num_tokens=K, codebook_size=C)
@@ -132,13 +132,13 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
                 out.append((t, (chunk, m)))
             return out
 
-        _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, kind="action")
+        _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, latent=False)
         info["datasets"].append({"root": str(root), "episodes": source.num_episodes, "frames": source.num_frames})
     info["action_names"] = list(names)
     return train.finalize(), val.finalize(), info
 
 
-def _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets_fn, kind):
+def _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets_fn, latent: bool):
     from lapa_learning.data.pairs import split_episodes
 
     ids = [ep.index for ep in source.episodes]
@@ -168,7 +168,7 @@ def _add_split(source, root, image_size, val_fraction, seed, train, val, progres
                 continue
             dest.episode_slot.append(slot)
             dest.t.append(t)
-            if kind == "latent":
+            if latent:
                 dest.latent.append(np.asarray(target, dtype=np.int64))
             else:
                 dest.actions.append(target[0])
@@ -225,9 +225,9 @@ def eval_indices(n: int, max_samples: int, batch_size: int) -> list[np.ndarray]:
     return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
 
 
-def collate(samples: SampleSet, idx: np.ndarray, kind: str, tokenizer, config, action_processor=None,
+def collate(samples: SampleSet, idx: np.ndarray, head, tokenizer, config, action_processor=None,
             augment: bool = False, device="cpu", generator=None) -> dict:
-    """Indices -> model batch. kind: "latent" | "discrete" | "continuous"."""
+    """Indices -> model batch with the targets of `head` (model.latent or model.head, vla/heads.py)."""
     from lapa_learning.vla.processor_vla import augment_images, encode_prompts, preprocess_images
 
     slots, ts = samples.episode_slot[idx], samples.t[idx]
@@ -238,13 +238,5 @@ def collate(samples: SampleSet, idx: np.ndarray, kind: str, tokenizer, config, a
     ids, mask = encode_prompts(tokenizer, config.prompt_template, [samples.instructions[s] for s in slots],
                                config.language.max_text_tokens)
     batch = {"pixels": pixels, "ids": ids.to(device), "mask": mask.to(device)}
-    if kind == "latent":
-        batch["latent_tokens"] = torch.from_numpy(samples.latent[idx]).to(device)
-    else:
-        acts = samples.actions[idx]  # (B, T, A)
-        batch["action_mask"] = torch.from_numpy(samples.action_mask[idx]).to(device)
-        if kind == "discrete":
-            batch["action_tokens"] = action_processor.to_tokens(acts).to(device)
-        else:
-            batch["actions_norm"] = action_processor.normalize(acts).to(device)
+    batch.update(head.targets(samples, idx, action_processor, device))
     return batch

@@ -17,15 +17,15 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lapa_learning.vla.trainer import add_common_arguments
+    from lapa_learning.vla.heads import HEADS, head_help
+    from lapa_learning.cli_args import add_common_arguments
 
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="episode dataset with actions (repeat to mix several with the same action names)")
     parser.add_argument("--init", type=Path, help="pretrained checkpoint (run dir or checkpoint dir); "
                                                   "without it the model starts from scratch (the Scratch baseline)")
-    parser.add_argument("--action-head", choices=["discrete", "continuous"], default="discrete",
-                        help="discrete: 256 quantile bins per dim, cross-entropy (LAPA); continuous: L1 on a "
-                             "chunk in one forward pass (default: %(default)s)")
+    parser.add_argument("--action-head", choices=list(HEADS), default="discrete",
+                        help=f"{head_help()} (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=1, help="actions predicted per step (default: 1)")
     parser.add_argument("--val-data", action="append", type=Path,
                         help="held-out episodes from separate datasets; --data is then trained on whole "
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from lapa_learning import cli_args
     from lapa_learning.vla import trainer as T
     from lapa_learning.vla.checkpoint import load_checkpoint
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, load_config_arg
@@ -45,31 +46,31 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tcfg = T.train_config_from_args(args)
+    tcfg = cli_args.train_config_from_args(args)
     if args.val_data:
         tcfg.val_fraction = 0.0  # the small labelled set is trained on whole; validation comes from --val-data
     T.seed_everything(tcfg.seed)
-    run_dir, state = T.prepare_run_dir(args)
+    run_dir, state = cli_args.prepare_run_dir(args)
     progress = not args.no_progress
 
     init_record = None
     if state is not None:
         model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
         model.train()
-        T.apply_flag_overrides(model, args)
+        cli_args.apply_flag_overrides(model, args)
         model.freeze_latent_head()  # as in the run being resumed
         chunk = model.config.action.chunk_size
     elif args.init is not None:
         model, tokenizer, _, _, init_record = load_checkpoint(args.init, device="cpu")
         model.train()
-        T.apply_flag_overrides(model, args)
+        cli_args.apply_flag_overrides(model, args)
         if args.lora_rank:
             from lapa_learning.errors import ConfigError
 
             raise ConfigError("--lora-rank with --init: set LoRA when the model is first built (pretrain)")
         chunk = args.chunk_size
     else:
-        cfg = load_config_arg(args.config, **T.config_overrides_from_args(args))
+        cfg = load_config_arg(cli_args.vla_config_name(args), **cli_args.config_overrides_from_args(args))
         chunk = args.chunk_size
 
     image_size = model.config.image_size if (state is not None or args.init is not None) else cfg.image_size
@@ -96,16 +97,15 @@ def run(args: argparse.Namespace) -> int:
                     (want.type, want.action_dim, want.chunk_size, want.num_bins):
                 model.add_action_head(want)  # a fresh head (the pretrained one, if any, does not fit)
             model.freeze_latent_head()  # kept for reporting latent tokens; not trained on actions
-    kind = model.config.action.type
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; "
           f"{'init from ' + str(args.init) if args.init else 'from scratch'}")
-    record = {"command": T.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
+    record = {"command": cli_args.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
               "init_record": {k: init_record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")}
               if init_record else None,
               "laq": init_record.get("laq") if init_record else None,  # the LAQ of stage 2, for LatentPreview
               "datasets": info["datasets"], "val_datasets": info.get("val_datasets", []),
               "train_episodes": len(train.frames), "model": model.config.name}
-    final = T.train(run_dir, model, tokenizer, processor, train, val, kind, tcfg, record, state, progress)
+    final = T.train(run_dir, model, tokenizer, processor, train, val, model.head, tcfg, record, state, progress)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final["metrics"].items()}))
     print(f"checkpoint: {run_dir / 'checkpoint'}")
     return 0

@@ -7,12 +7,9 @@ Sequence fed to the LM (left-padded so that the targets of every row sit at the 
 
 The hidden state at target slot j predicts y_{j+1} (teacher forcing in training, greedy decoding with a KV cache
 at inference).  Target vocabularies are *separate* from the text vocabulary (LAPA): each branch has its own
-embedding (with a start token) and its own output head.
-
-    latent branch      : y = K latent tokens from the LAQ codebook          embed (C+1, D), head D -> C
-    discrete actions   : y = T*A bin ids, dim d of every action uses its own  embed (A*nb+1, D), head D -> nb
-                         slice of the embedding; the gripper uses 2 classes
-    continuous actions : T learned query slots, one forward pass             queries (T, D), MLP D -> A, L1 loss
+embedding (with a start token) and its own output head. The branches are the head objects of vla/heads.py:
+`model.latent` (LatentTokens, stage 2) and `model.head` (an ActionHead from heads.HEADS, stage 3); this module
+only runs the LM over their slots and never asks which kind a head is.
 
 Letters in shape comments: B batch, P prefix length, N image tokens, L text tokens, T target slots,
 D LM width, Dv vision width, K latent tokens, C codebook size, A action dim, nb bins.
@@ -29,8 +26,7 @@ import torch.nn.functional as F
 
 from lapa_learning.errors import ConfigError
 from lapa_learning.vla.configuration_vla import VLAConfig, VisionConfig
-
-IGNORE = -100  # target value that is left out of the loss
+from lapa_learning.vla.heads import IGNORE, LatentTokens, build_head  # noqa: F401 (IGNORE: re-exported)
 
 
 # ---- vision tower ------------------------------------------------------------------------------------------
@@ -90,7 +86,7 @@ class VisionTower(nn.Module):
     def __init__(self, cfg: VisionConfig, image_size: int, hf_config: dict | None = None, load_weights: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.kind = cfg.source
+        self.source = cfg.source
         if cfg.source == "efficientnet_lite0":
             self.model = EfficientNetLite0Features(image_size, load_weights=load_weights and hf_config is None)
             self.hidden_size = EfficientNetLite0Features.hidden_size
@@ -122,7 +118,7 @@ class VisionTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, 3, S, S), already normalised -> features (B, N, Dv)."""
-        if self.kind == "efficientnet_lite0":
+        if self.source == "efficientnet_lite0":
             feats = self.model(pixels)
         else:
             want_hidden = self.cfg.feature_layer != -1
@@ -235,6 +231,7 @@ class VLAModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(config.vision.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.vision.image_std).view(1, 3, 1, 1), persistent=False)
         self.parallel_branches = True  # inference: decode latent and action tokens side by side (faster)
+        self.latent = self.head = None  # the target heads (vla/heads.py); their parameters are attributes here
         self.latent_embed = self.latent_head = None
         self.action_embed = self.action_head = self.action_queries = None
         if config.latent is not None:
@@ -246,38 +243,27 @@ class VLAModel(nn.Module):
         self.apply_trainable()
 
     # ---- heads ----
+    def _attach(self, head, old) -> None:
+        """Register `head`'s parameters under their names (the checkpoint keys), dropping those of `old`."""
+        for name in (old.params if old is not None else {}):
+            setattr(self, name, None)
+        for name, module in head.params.items():
+            setattr(self, name, module)
+
     def add_latent_head(self, num_tokens: int, codebook_size: int) -> None:
         from lapa_learning.vla.configuration_vla import LatentHeadConfig
 
         self.config.latent = LatentHeadConfig(num_tokens=num_tokens, codebook_size=codebook_size)
-        D = self.hidden_size
-        self.latent_embed = nn.Embedding(codebook_size + 1, D)  # last row: the start-of-latents token
-        self.latent_head = nn.Linear(D, codebook_size)
-        self._init(self.latent_embed, self.latent_head)
+        head = LatentTokens(self.config.latent, self.hidden_size)
+        self._attach(head, self.latent)
+        self.latent = head
 
     def add_action_head(self, acfg) -> None:
+        """A fresh action head of kind `acfg.type` (heads.HEADS), replacing the one there was."""
+        head = build_head(acfg, self.hidden_size)
         self.config.action = acfg
-        D = self.hidden_size
-        if acfg.type == "discrete":
-            self.action_embed = nn.Embedding(acfg.action_dim * acfg.num_bins + 1, D)  # last row: start token
-            self.action_head = nn.Linear(D, acfg.num_bins)
-            self.action_queries = None
-            self._init(self.action_embed, self.action_head)
-        else:
-            self.action_embed = None
-            self.action_queries = nn.Parameter(torch.randn(acfg.chunk_size, D) * 0.02)  # (T, D)
-            self.action_head = nn.Sequential(nn.Linear(D, acfg.hidden_dim), nn.GELU(),
-                                             nn.Linear(acfg.hidden_dim, acfg.action_dim))
-            self._init(self.action_head)
-
-    @staticmethod
-    def _init(*modules):
-        for m in modules:
-            for p in m.modules():
-                if isinstance(p, (nn.Linear, nn.Embedding)):
-                    nn.init.normal_(p.weight, std=0.02)
-                    if getattr(p, "bias", None) is not None:
-                        nn.init.zeros_(p.bias)
+        self._attach(head, self.head)
+        self.head = head
 
     def apply_trainable(self) -> None:
         """Vision frozen unless asked; LM trained unless frozen or LoRA (then only adapters); heads trained."""
@@ -333,72 +319,19 @@ class VLAModel(nn.Module):
                         use_cache=use_cache or past is not None, **kw)
         return out.last_hidden_state, getattr(out, self._cache_arg)
 
-    # ---- target branches ----
-    def _latent_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, K) -> slot embeddings (B, K, D): [start, z_1 .. z_{K-1}]."""
-        B = tokens.shape[0]
-        start = torch.full((B, 1), self.config.latent.codebook_size, device=tokens.device, dtype=torch.long)
-        return self.latent_embed(torch.cat([start, tokens[:, :-1].clamp(min=0)], dim=1))
-
-    def _action_ids(self, tokens: torch.Tensor) -> torch.Tensor:
-        """bin ids (B, M) with M = T*A, dims cycling 0..A-1 -> embedding rows (B, M)."""
-        acfg = self.config.action
-        dims = torch.arange(tokens.shape[1], device=tokens.device) % acfg.action_dim  # (M,)
-        return dims * acfg.num_bins + tokens.clamp(min=0)
-
-    def _action_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, M) -> (B, M, D): [start, y_1 .. y_{M-1}]."""
-        B = tokens.shape[0]
-        acfg = self.config.action
-        start = torch.full((B, 1), acfg.action_dim * acfg.num_bins, device=tokens.device, dtype=torch.long)
-        return self.action_embed(torch.cat([start, self._action_ids(tokens)[:, :-1]], dim=1))
-
-    def _action_logits(self, h: torch.Tensor, first_index: int = 0) -> torch.Tensor:
-        """hidden (B, M, D) -> logits (B, M, nb), gripper slots restricted to 2 classes."""
-        acfg = self.config.action
-        logits = self.action_head(h).float()
-        if acfg.gripper_binary:
-            M = logits.shape[1]
-            is_grip = (torch.arange(first_index, first_index + M, device=h.device) % acfg.action_dim) == acfg.action_dim - 1
-            block = torch.zeros(acfg.num_bins, dtype=torch.bool, device=h.device)
-            block[2:] = True
-            logits = logits.masked_fill(is_grip[:, None] & block[None, :], float("-inf"))
-        return logits
-
+    # ---- training ----
     def forward(self, batch: dict, return_pred: bool = False):
         """batch: pixels (B,3,S,S), ids/mask (B,L), and one target kind:
             latent_tokens (B, K) | action_tokens (B, T, A) with action_mask (B, T) | actions_norm (B, T, A).
         -> (loss, metrics dict of floats), plus the teacher-forced predictions when return_pred
            (latent: (B, K) ids; discrete: (B, T, A) bin ids; continuous: (B, T, A) normalised actions)."""
         prefix, pmask = self.embed_prefix(batch["pixels"], batch["ids"], batch["mask"])  # (B, P, D), (B, P)
-        B, P, _ = prefix.shape
-        if "latent_tokens" in batch:
-            target = batch["latent_tokens"]  # (B, K)
-            slots = self._latent_inputs(target)  # (B, K, D)
-            h = self._forward_slots(prefix, pmask, slots)  # (B, K, D)
-            logits = self.latent_head(h).float()  # (B, K, C)
-            loss, m = self._ce(logits, target, "latent")
-            return (loss, m, logits.argmax(-1)) if return_pred else (loss, m)
-        if "action_tokens" in batch:
-            tok = batch["action_tokens"]  # (B, T, A)
-            Bt, T, A = tok.shape
-            valid = batch.get("action_mask", torch.ones(B, T, dtype=torch.bool, device=tok.device))
-            target = tok.masked_fill(~valid.bool()[..., None], IGNORE).reshape(B, T * A)  # (B, M)
-            h = self._forward_slots(prefix, pmask, self._action_inputs(tok.reshape(B, T * A)))  # (B, M, D)
-            logits = self._action_logits(h)  # (B, M, nb)
-            loss, m = self._ce(logits, target, "action")
-            return (loss, m, logits.argmax(-1).view(B, T, A)) if return_pred else (loss, m)
-        if "actions_norm" in batch:
-            target = batch["actions_norm"]  # (B, T, A)
-            T = target.shape[1]
-            slots = self.action_queries[None].expand(B, -1, -1).to(prefix.dtype)  # (B, T, D)
-            pred = self.action_head(self._forward_slots(prefix, pmask, slots)).float()  # (B, T, A)
-            valid = batch.get("action_mask", torch.ones(B, T, dtype=torch.bool, device=target.device)).float()
-            err = (pred - target.float()).abs().mean(-1)  # (B, T)
-            loss = (err * valid).sum() / valid.sum().clamp(min=1)
-            m = {"loss": loss.item(), "action_l1_normalized": loss.item()}
-            return (loss, m, pred.detach()) if return_pred else (loss, m)
-        raise KeyError("batch has no targets: expected latent_tokens, action_tokens or actions_norm")
+        for head in (self.latent, self.head):
+            if head is not None and head.key in batch:
+                h = self._forward_slots(prefix, pmask, head.train_slots(batch))  # (B, S, D)
+                loss, m, pred = head.loss(h, batch)
+                return (loss, m, pred) if return_pred else (loss, m)
+        raise KeyError(f"batch has no targets: expected one of {[h.key for h in (self.latent, self.head) if h]}")
 
     def _forward_slots(self, prefix, pmask, slots):
         T = slots.shape[1]
@@ -406,15 +339,6 @@ class VLAModel(nn.Module):
         mask = torch.cat([pmask, torch.ones(pmask.shape[0], T, dtype=pmask.dtype, device=pmask.device)], dim=1)
         h, _ = self._run(emb, mask)
         return h[:, -T:]  # (B, T, D)
-
-    @staticmethod
-    def _ce(logits, target, name):
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
-        with torch.no_grad():
-            valid = target != IGNORE
-            correct = ((logits.argmax(-1) == target) & valid).sum().item()
-            n = max(int(valid.sum().item()), 1)
-        return loss, {"loss": loss.item(), f"{name}_token_accuracy": correct / n, "tokens": n}
 
     # ---- inference ----
     @torch.no_grad()
@@ -433,14 +357,11 @@ class VLAModel(nn.Module):
             raise RuntimeError("predict() needs eval mode (call model.eval())")
         prefix, pmask = self.embed_prefix(pixels, ids, mask)  # (B, P, D), (B, P)
         B = prefix.shape[0]
-        branches = []  # (name, first slots (B, S, D))
-        if latents and self.latent_head is not None:
-            branches.append(("latent_tokens", self._branch_start("latent_tokens", B, prefix.device)[:, None]))
-        if actions and self.action_head is not None:
-            if self.config.action.type == "continuous":
-                branches.append(("actions_norm", self.action_queries[None].expand(B, -1, -1)))
-            else:
-                branches.append(("action_tokens", self._branch_start("action_tokens", B, prefix.device)[:, None]))
+        branches = []  # (head, first slots (B, S, D))
+        if latents and self.latent is not None:
+            branches.append((self.latent, self.latent.first_slots(B, prefix.device)))
+        if actions and self.head is not None:
+            branches.append((self.head, self.head.first_slots(B, prefix.device)))
         # sharing the prefix needs ready 4-D masks (SDPA or eager attention) and a cache that can repeat its rows
         shared = self.parallel_branches and self._own_masks and hasattr(DynamicCache, "batch_repeat_interleave")
         out = {}
@@ -462,18 +383,18 @@ class VLAModel(nn.Module):
             torch.cat([pmask, pmask.new_ones(B, S)], dim=1)
         h, cache = self._run(torch.cat([prefix, slots], dim=1), attn, use_cache=True, pos=pos)
         h = h[:, P:]  # (B, S, D)
-        out, tokens = {}, []  # tokens: (branch index, name, slot of its first token)
-        for g, (name, _) in enumerate(branches):
+        out, tokens = {}, []  # tokens: (branch index, head, slot of its first token)
+        for g, (head, _) in enumerate(branches):
             first = sum(sizes[:g])
-            if name == "actions_norm":
-                out[name] = self.action_head(h[:, first:first + sizes[g]]).float()  # (B, T, A)
+            if head.autoregressive:
+                tokens.append((g, head, first))
             else:
-                tokens.append((g, name, first))
+                out[head.key] = head.from_slots(h[:, first:first + sizes[g]])
         if not tokens:
             return out
         # token branches: row b*n + i decodes branch i of sample b, over the shared prefix cache
         n = len(tokens)
-        lengths = [self._branch_length(name) for _, name, _ in tokens]
+        lengths = [head.length for _, head, _ in tokens]
         if n > 1:
             cache.batch_repeat_interleave(n)
         seen = torch.stack([(owner == g) for g, _, _ in tokens]).to(pmask.dtype)  # (n, S) slots a branch sees
@@ -489,15 +410,14 @@ class VLAModel(nn.Module):
                 hs, cache = self._run(cur.to(dtype), attn, past=cache, start_pos=pos0 + j)  # (nB, 1, D)
                 hs = hs.view(B, n, -1)
             nxt = []
-            for i, (_, name, _) in enumerate(tokens):
-                y, e = self._branch_step(name, hs[:, i], min(j, lengths[i] - 1))  # (B,), (B, D)
+            for i, (_, head, _) in enumerate(tokens):
+                y, e = head.step(hs[:, i], min(j, lengths[i] - 1))  # (B,), (B, D)
                 if j < lengths[i]:  # a branch that is done keeps decoding in its own rows; nothing reads them
                     toks[i].append(y)
                 nxt.append(e)
             cur = torch.stack(nxt, dim=1).reshape(n * B, 1, -1)  # (nB, 1, D), rows b*n + i
-        for (_, name, _), t in zip(tokens, toks):
-            t = torch.stack(t, 1)  # (B, K) | (B, T*A)
-            out[name] = t if name == "latent_tokens" else t.view(B, self.config.action.chunk_size, -1)
+        for (_, head, _), t in zip(tokens, toks):
+            out[head.key] = head.finish(torch.stack(t, 1))  # from (B, length) tokens
         return out
 
     def _slot_mask(self, pmask, owner, dtype) -> torch.Tensor:
@@ -524,32 +444,6 @@ class VLAModel(nn.Module):
         if self.lm.config._attn_implementation == "sdpa":
             return allowed
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-    def _branch_length(self, name: str) -> int:
-        if name == "latent_tokens":
-            return self.config.latent.num_tokens
-        return self.config.action.chunk_size * self.config.action.action_dim
-
-    def _branch_start(self, name: str, B: int, device) -> torch.Tensor:
-        """-> (B, D) embedding of the branch's start token."""
-        if name == "latent_tokens":
-            start, embed = self.config.latent.codebook_size, self.latent_embed
-        else:
-            start, embed = self.config.action.action_dim * self.config.action.num_bins, self.action_embed
-        return embed(torch.full((B,), start, dtype=torch.long, device=device))
-
-    def _branch_step(self, name: str, h: torch.Tensor, j: int):
-        """hidden (B, D) at target slot j -> greedy token (B,) and the embedding of that token (B, D)."""
-        if name == "latent_tokens":
-            z = self.latent_head(h).argmax(-1)
-            return z, self.latent_embed(z)
-        acfg = self.config.action
-        logits = self.action_head(h).float()  # (B, nb)
-        d = j % acfg.action_dim
-        if acfg.gripper_binary and d == acfg.action_dim - 1:
-            logits = logits[:, :2]  # the gripper slot has 2 classes (what _action_logits masks in training)
-        y = logits.argmax(-1)
-        return y, self.action_embed(d * acfg.num_bins + y)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lapa_learning.cli_args import pick_device
 from lapa_learning.errors import CheckpointError, ConfigError, InputError
 
 
@@ -41,21 +42,10 @@ class Action:
     chunk_index: int  # index of this action inside the current chunk (0 right after a re-plan)
 
 
-def _pick_device(device: str) -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    dev = str(device)
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {dev!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
-    if not (dev == "cpu" or dev.startswith("cuda") or dev == "mps"):
-        raise ConfigError(f"device {dev!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return dev
-
-
 class Policy:
     def __init__(self, model, tokenizer, actions, meta: dict, record: dict | None, checkpoint_dir: Path,
                  device: str, replan_every: int | None = None, precision: str = "auto"):
-        if actions is None or model.action_head is None:
+        if actions is None or model.head is None:
             raise CheckpointError(f"{checkpoint_dir}: has no action head (a stage-2 latent checkpoint?); "
                                   f"finetune it first: lapa vla finetune --init {checkpoint_dir} ...")
         self.model = model
@@ -91,7 +81,7 @@ class Policy:
         """Load a checkpoint dir (or a training run dir holding checkpoint/). CheckpointError on any problem."""
         from lapa_learning.vla.checkpoint import load_checkpoint, resolve_checkpoint_dir
 
-        dev = _pick_device(device)
+        dev = str(pick_device(device, what="device"))
         ckpt = resolve_checkpoint_dir(checkpoint_dir)
         model, tokenizer, actions, meta, record = load_checkpoint(ckpt, device=dev)
         return cls(model, tokenizer, actions, meta, record, ckpt, dev, replan_every, precision)
@@ -143,10 +133,7 @@ class Policy:
         ids, mask = self._prompt(instructions)
         with torch.inference_mode(), self._autocast():
             out = self.model.predict(pixels, ids, mask, latents=self.report_latents, actions=True)
-        if "action_tokens" in out:
-            acts = self.actions.from_tokens(out["action_tokens"].cpu().numpy())  # (B, T, A)
-        else:
-            acts = self.actions.unnormalize(out["actions_norm"].float().cpu().numpy())  # (B, T, A)
+        acts = self.model.head.decode(self.actions, out[self.model.head.key])  # (B, T, A)
         lat = out.get("latent_tokens")
         return acts.astype(np.float32), (lat.cpu().numpy().astype(np.int64) if lat is not None else None)
 

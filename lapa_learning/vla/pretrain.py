@@ -19,15 +19,16 @@ from lapa_learning.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lapa_learning.vla.trainer import add_common_arguments
+    from lapa_learning.vla.heads import HEADS, head_help
+    from lapa_learning.cli_args import add_common_arguments
 
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="dataset with latent labels (repeat to mix several)")
     parser.add_argument("--targets", choices=["latents", "actions", "pseudo-actions"], default="latents",
                         help="latents (LAPA), true actions (the ActionVLA baseline) or the pseudo-actions of "
                              "`lapa vpt label` (the VPT baseline) (default: %(default)s)")
-    parser.add_argument("--action-head", choices=["discrete", "continuous"], default="discrete",
-                        help="with action targets: the action head (default: %(default)s)")
+    parser.add_argument("--action-head", choices=list(HEADS), default="discrete",
+                        help=f"with action targets: the action head ({head_help()}) (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=1, help="with action targets: actions per step")
     parser.add_argument("--shuffle-labels", action="store_true",
                         help="with --targets latents: permute the latent labels across samples (a control: same "
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from lapa_learning import cli_args
     from lapa_learning.vla import trainer as T
     from lapa_learning.vla.checkpoint import load_checkpoint
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, LatentHeadConfig, load_config_arg
@@ -49,51 +51,51 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.shuffle_labels and args.targets != "latents":
         raise ConfigError("--shuffle-labels: only with --targets latents")
-    tcfg = T.train_config_from_args(args)
+    tcfg = cli_args.train_config_from_args(args)
     T.seed_everything(tcfg.seed)
-    run_dir, state = T.prepare_run_dir(args)
-    overrides = T.config_overrides_from_args(args)
-    cfg = None if state is not None else load_config_arg(args.config, **overrides)
+    run_dir, state = cli_args.prepare_run_dir(args)
+    overrides = cli_args.config_overrides_from_args(args)
+    cfg = None if state is not None else load_config_arg(cli_args.vla_config_name(args), **overrides)
     image_size = cfg.image_size if cfg is not None else _saved_image_size(run_dir)
     progress = not args.no_progress
 
-    if args.targets == "latents":
+    latent = args.targets == "latents"
+    if latent:
         train, val, info = build_latent_samples(args.data, image_size, tcfg.val_fraction, tcfg.seed, progress)
-        kind = "latent"
         if args.shuffle_labels:
             shuffle_latent_labels((train, val), tcfg.seed)
     else:
         train, val, info = build_action_samples(args.data, image_size, args.chunk_size, tcfg.val_fraction,
                                                 tcfg.seed, progress, pseudo=args.targets == "pseudo-actions")
-        kind = args.action_head
 
     processor = None
     if state is not None:
         model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
         model.train()
-        T.apply_flag_overrides(model, args)
+        cli_args.apply_flag_overrides(model, args)
     else:
-        if kind == "latent":
+        if latent:
             cfg.latent = LatentHeadConfig(num_tokens=info["num_tokens"], codebook_size=info["codebook_size"])
         else:
             names = info["action_names"]
-            cfg.action = ActionHeadConfig(type=kind, action_dim=len(names), chunk_size=args.chunk_size)
+            cfg.action = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size)
             processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=cfg.action.num_bins)
         tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(cfg.prompt_template, train.instructions, val.instructions))
         model = VLAModel(cfg, vocab_size=len(tokenizer))
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out samples "
           f"from {len(args.data)} dataset(s)")
-    record = {"command": T.command_line(), "stage": "pretrain", "targets": args.targets,
+    record = {"command": cli_args.command_line(), "stage": "pretrain", "targets": args.targets,
               "shuffled_labels": bool(args.shuffle_labels),
               "datasets": info["datasets"], "model": model.config.name}
-    if kind == "latent":
+    if latent:
         record.update(majority_baseline(train, val))
         sources = {d["labels_source"] for d in info["datasets"]}  # the LAQ that labelled each dataset
         record["laq"] = sources.pop() if len(sources) == 1 and "" not in sources else None  # for LatentPreview
-    final = T.train(run_dir, model, tokenizer, processor, train, val, kind, tcfg, record, state, progress)
+    head = model.latent if latent else model.head
+    final = T.train(run_dir, model, tokenizer, processor, train, val, head, tcfg, record, state, progress)
     m = final["metrics"]
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}))
-    if kind == "latent" and "majority_baseline_accuracy" in final:
+    if latent and "majority_baseline_accuracy" in final:
         print(f"held-out latent token accuracy {m['latent_token_accuracy']:.3f} vs most-frequent-code baseline "
               f"{final['majority_baseline_accuracy']:.3f}")
     print(f"checkpoint: {run_dir / 'checkpoint'}")

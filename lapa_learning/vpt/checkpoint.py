@@ -1,15 +1,13 @@
 """IDM checkpoints: `<run>/checkpoint/` = config.json ({"format": "lapa_idm", "idm": IDMConfig}) +
-model.safetensors + train_record.json, written into a staging directory and swapped in with renames."""
+model.safetensors + train_record.json, written as one directory with lapa_learning.io.atomic_path."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from lapa_learning.errors import CheckpointError, ConfigError
+from lapa_learning.io import atomic_path
 
 FORMAT = "lapa_idm"
 FORMAT_VERSION = 1
@@ -19,24 +17,11 @@ def save_idm(run_dir, model, record: dict) -> Path:
     from safetensors.torch import save_model
 
     out = Path(run_dir) / "checkpoint"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=".checkpoint.staging-"))
-    try:
+    with atomic_path(out, directory=True) as stage:  # a whole checkpoint or the old one, never half
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "idm": model.cfg.to_dict()}
         (stage / "config.json").write_text(json.dumps(meta, indent=2))
         save_model(model, str(stage / "model.safetensors"))
         (stage / "train_record.json").write_text(json.dumps(record, indent=2, default=str))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=".checkpoint.old-"))
-            os.rmdir(old)
-            os.replace(out, old)
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out
 
 

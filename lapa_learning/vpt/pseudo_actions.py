@@ -14,13 +14,13 @@ checkpoint>"}.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lapa_learning.errors import DatasetError
+from lapa_learning.io import atomic_path
 
 FILE_NAME = "pseudo_actions.parquet"
 META_KEY = b"lapa.pseudo_actions"
@@ -48,13 +48,8 @@ def save_pseudo_actions(root, actions: dict[int, np.ndarray], action_names, offs
     meta = {"format_version": FORMAT_VERSION, "action_names": names, "offset": int(offset), "source": str(source)}
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     path = Path(root) / FILE_NAME
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -129,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lapa_learning.data.pairs import augment_clip
-    from lapa_learning.cli_args import pick_device
-    from lapa_learning.vla.trainer import command_line
+    from lapa_learning.cli_args import command_line, pick_device
     from lapa_learning.vpt.checkpoint import save_idm
     from lapa_learning.vpt.model import IDMConfig, InverseDynamicsModel
 

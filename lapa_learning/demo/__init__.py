@@ -1,0 +1,84 @@
+"""`lapa demo`: the whole LAPA experiment on built-in simulated data, in one command.
+
+    generate pretraining videos ─> LAQ ─> label ─> latent pretraining ─────────> finetune ─> eval   lapa
+                                        └─> shuffled latent labels ──────────────> finetune ─> eval   lapa-shuffled
+                                └─> vision tower: predict future frames ─────────> finetune ─> eval   vision
+    small labelled set ─> IDM ─> pseudo-label the videos ─> pretrain on them ──> finetune ─> eval   vpt
+    same-embodiment robot videos with true actions ─> action pretraining ──────> finetune ─> eval   actionvla
+    small labelled set ─────────────────────────────────────────────────────────> finetune ─> eval   scratch
+
+Settings choose the pretraining videos: same tasks and camera (in-domain), other tasks (cross-task), another camera
+(cross-view), or the same tasks done by another embodiment, a hand without the arm (cross-embodiment, action-free:
+there ActionVLA stays the same-embodiment true-action reference, i.e. in-domain's robot videos). Every method
+finetunes on the same small labelled set, whole (validation comes from separate episodes), for a step budget
+chosen per method by one rule: each candidate budget is finetuned and evaluated on development layouts, the best
+one (fewest steps on ties) is evaluated on fresh layouts.
+
+Every stage is one `lapa ...` command (or a small in-process step such as picking the budget), run as a
+subprocess with its output in <out>/logs/<stage>.log; two stages run at a time when they do not depend on each
+other. A stage whose command finished before with the same arguments is reused, so re-running the demo with the
+same --out continues where it stopped, and runs of several settings in one --out share what they have in common
+(the labelled set, the IDM, Scratch, the robot videos and ActionVLA). Stages of one pretraining video set are
+named `<stage>-<video set>` and write under <out>/<video set>/.
+
+The package: plan.py (what runs: presets, stages, the step rule), runner.py (how stages run), report.py (the
+results JSON, table and plot); this module is the verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lapa_learning.demo.plan import (DEV_SEED_OFFSET, EVAL_SEED_OFFSET, METHODS, PRESETS, SETTINGS, Plan,  # noqa: F401
+                                     Preset, Stage, build_plan, parse_methods, select_steps)
+from lapa_learning.demo.report import write_report
+from lapa_learning.demo.runner import execute
+from lapa_learning.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo"),
+                        help="output directory; settings run into the same one share their common stages "
+                             "(default: %(default)s)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="default: the CPU experiment; quick: a few minutes, no claims (CI); gpu: more data and steps")
+    parser.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
+    parser.add_argument("--setting", choices=SETTINGS, default="in-domain",
+                        help="pretraining videos of the same tasks (in-domain), of other tasks (cross-task), of "
+                             "the same tasks from another camera (cross-view), or of the same tasks done by a "
+                             "hand instead of the robot arm, without actions (cross-embodiment)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods to run (default: all: %(default)s)")
+    parser.add_argument("--finetune-steps", type=int, default=None,
+                        help="a fixed finetuning budget for every method instead of the per-method choice "
+                             "among the preset's candidates on development layouts")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data generation and training")
+    parser.add_argument("--jobs", type=int, default=2, help="stages run at the same time (default: 2)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--results", type=Path, default=None,
+                        help="also write the results JSON here (e.g. results/demo_in-domain_seed0.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    preset = PRESETS[args.preset]
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.finetune_steps is not None and args.finetune_steps < 1:
+        raise ConfigError(f"--finetune-steps must be at least 1, got {args.finetune_steps}")
+    started = time.time()
+    plan = build_plan(args.out, preset, args.setting, args.seed, args.device, parse_methods(args.methods),
+                      args.finetune_steps)
+    print(f"LAPA demo ({args.preset} preset, {args.setting}) in {Path(args.out).resolve()}: "
+          f"{len(plan.stages)} stages, {args.jobs} at a time; logs in {plan.out / 'logs'}")
+    failed = execute(plan, jobs=args.jobs)
+    if failed:
+        log = plan.out / "logs" / f"{failed}.log"
+        tail = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()[-15:] if log.exists() else []
+        print(f"\nstage {failed} failed; the end of {log}:\n  " + "\n  ".join(tail), file=sys.stderr)
+        return 1
+    report = write_report(plan, preset, args, minutes=(time.time() - started) / 60)
+    print(report)
+    return 0

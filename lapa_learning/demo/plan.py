@@ -1,0 +1,269 @@
+"""What the demo runs: methods, settings, presets, the stages of one run and their dependencies, and the
+step-selection rule (lapa_learning/demo/__init__.py has the picture)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lapa_learning.errors import ConfigError
+from lapa_learning.eval.evaluate import DEFAULT_NUM_ENVS
+from lapa_learning.io import atomic_write_json
+from lapa_learning.vla.configuration_vla import DEFAULT_VLA_CONFIG
+
+METHODS = ("lapa", "vpt", "scratch", "actionvla", "lapa-shuffled", "vision")
+METHOD_NAMES = {"lapa": "LAPA (latent pretraining)", "vpt": "VPT (IDM pseudo-actions)", "scratch": "Scratch",
+                "actionvla": "ActionVLA (true actions)", "lapa-shuffled": "LAPA, shuffled latents (control)",
+                "vision": "Vision-pretrained tower (control)"}
+SETTINGS = ("in-domain", "cross-task", "cross-view", "cross-embodiment")
+# The pretraining video set of each setting; ActionVLA needs true actions, so in cross-embodiment it uses the
+# same-embodiment robot videos of in-domain (the reference), elsewhere the setting's own videos.
+VIDEO_SET = {"in-domain": "robot", "cross-task": "other-tasks", "cross-view": "other-view", "cross-embodiment": "hand"}
+ACTION_VIDEO_SET = {**VIDEO_SET, "cross-embodiment": "robot"}
+# Evaluation layouts: always unseen in training (odd env seeds, training uses even ones), and offset from the
+# base seeds whose evaluations were looked at while the demo was developed: base seed 0 (task, model and recipe
+# choices) and 1000 (full runs before evaluation became fast enough for 150 episodes per task). docs/demo.md.
+EVAL_SEED_OFFSET = 2000
+# Development layouts, on which the finetuning step budget is chosen: base seed = training seed + 0 (the layouts
+# the demo was developed on), never the evaluation ones.
+DEV_SEED_OFFSET = 0
+SELECTION_RULE = ("per method, finetune once per candidate step budget, evaluate each on the development layouts "
+                  "(base seed = seed + DEV_SEED_OFFSET), keep the highest success rate (fewest steps on ties), and "
+                  "evaluate only that one on the fresh layouts (base seed = seed + EVAL_SEED_OFFSET)")
+
+
+@dataclass(frozen=True)
+class Preset:
+    tasks: tuple[str, ...]  # evaluated (and finetuned) tasks
+    other_tasks: tuple[str, ...]  # pretraining tasks of the cross-task setting
+    pretrain_episodes: int  # per pretraining task
+    finetune_episodes: int  # labelled episodes per task (all trained on)
+    val_episodes: int  # separate labelled episodes per task, for held-out errors only
+    image_size: int
+    laq_steps: int  # a step budget, not minutes: results must not depend on how busy the machine is
+    pretrain_steps: int  # latent, shuffled, pseudo-action, true-action and vision pretraining
+    finetune_steps: tuple[int, ...]  # candidate budgets; the step rule picks one per method (one = fixed)
+    idm_steps: int  # VPT's inverse-dynamics model
+    dev_episodes: int  # per task and candidate, on development layouts
+    eval_episodes: int  # per task and method
+    eval_max_steps: int
+    vla_config: str = DEFAULT_VLA_CONFIG["cpu"]  # the CPU presets choose tiny-resnet (docs/demo.md)
+    laq_config: str = "tiny"
+    laq_offset: int = 12  # H of LAQ's tiny config; the vision control predicts x_t+H with the same H
+    batch_size: int = 32
+    laq_extra: tuple[str, ...] = ()
+    vla_extra: tuple[str, ...] = ()
+    # The action head of every action-predicting stage. The discrete 256-bin head decoded by argmax collapsed to
+    # the extreme bins on small data (clipped actions pile up at exactly +-1), so the demo uses L1 chunks.
+    action_head: tuple[str, ...] = ("--action-head", "continuous", "--chunk-size", "4")
+
+
+PRESETS: dict[str, Preset] = {
+    # The CPU default (2 cores). Tasks where the arm must find a randomly placed object (a demo's actions replayed
+    # blind on other layouts succeed 20%, 27% and 47% of the time: scripts/task_replay_probe.py), two labelled
+    # demos per task, a small ResNet tower (a ViT from scratch learned object positions too slowly). The finetuning
+    # budget is chosen per method among 200/400/800 steps (400 was LAPA's best and 800 Scratch's). docs/demo.md.
+    "default": Preset(tasks=("button-press-topdown-v3", "plate-slide-v3", "window-open-v3"),
+                      other_tasks=("drawer-open-v3", "door-lock-v3", "coffee-push-v3"),
+                      pretrain_episodes=60, finetune_episodes=2, val_episodes=2, image_size=64, laq_steps=800,
+                      pretrain_steps=1500, finetune_steps=(200, 400, 800), idm_steps=1500, dev_episodes=20,
+                      eval_episodes=150, eval_max_steps=150, vla_config="tiny-resnet"),
+    # CI: the same code path in a few minutes; the numbers mean nothing.
+    "quick": Preset(tasks=("push-v3",), other_tasks=("drawer-open-v3",), pretrain_episodes=3, finetune_episodes=2,
+                    val_episodes=1, image_size=64, laq_steps=20, pretrain_steps=10, finetune_steps=(5, 10),
+                    idm_steps=10, dev_episodes=1, eval_episodes=2, eval_max_steps=10, batch_size=8,
+                    vla_config="tiny-resnet"),
+    # A GPU machine: more data, longer training, more evaluation episodes.
+    "gpu": Preset(tasks=("push-v3", "pick-place-v3", "sweep-into-v3", "peg-insert-side-v3"),
+                  other_tasks=("drawer-open-v3", "button-press-topdown-v3", "door-open-v3", "window-open-v3"),
+                  pretrain_episodes=400, finetune_episodes=10, val_episodes=3, image_size=128, laq_steps=50000,
+                  pretrain_steps=20000, finetune_steps=(2500, 5000, 10000), idm_steps=10000, dev_episodes=20,
+                  eval_episodes=50, eval_max_steps=150, laq_config="base", batch_size=64,
+                  vla_config=DEFAULT_VLA_CONFIG["cuda"]),
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    args: list[str]  # arguments of `lapa` (for an in-process stage: what identifies its work)
+    deps: tuple[str, ...] = ()
+    outputs: tuple[Path, ...] = ()
+    fresh: bool = False  # delete `outputs` before a re-run (stages that refuse to overwrite)
+    call: Callable[[], None] | None = None  # an in-process stage (cheap bookkeeping) instead of a subprocess
+    status: str = "waiting"
+    started: float = 0.0
+    seconds: float = 0.0
+    process: subprocess.Popen | None = None
+
+
+@dataclass
+class Plan:
+    out: Path
+    stages: dict[str, Stage] = field(default_factory=dict)
+    evals: dict[str, Path] = field(default_factory=dict)  # method -> its final evaluation directory
+    finals: dict[str, Path] = field(default_factory=dict)  # method -> its finetuned (chosen) run
+    video_set: str = "robot"  # the setting's pretraining videos
+
+    def add(self, stage: Stage) -> None:
+        self.stages[stage.name] = stage
+
+    def keep(self, wanted: list[str]) -> None:
+        """Drop every stage that none of `wanted` needs."""
+        need, todo = set(), list(wanted)
+        while todo:
+            name = todo.pop()
+            if name not in need:
+                need.add(name)
+                todo += self.stages[name].deps
+        self.stages = {k: v for k, v in self.stages.items() if k in need}
+
+
+def eval_stage(name: str, checkpoint: Path, out: Path, tasks: str, episodes: int, seed: int, preset: Preset,
+               device: str, deps: tuple[str, ...]) -> Stage:
+    """Every closed-loop evaluation of the demo (development and final), built in one place."""
+    return Stage(name, ["eval", str(checkpoint), "--tasks", tasks, "--episodes-per-task", str(episodes),
+                        "--max-steps", str(preset.eval_max_steps), "--image-size", str(preset.image_size),
+                        "--seed", str(seed), "--num-envs", str(DEFAULT_NUM_ENVS), "--out", str(out),
+                        "--device", device], deps=deps)
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"--methods: unknown method(s) {unknown or '(none given)'}; expected some of "
+                          f"{', '.join(METHODS)}")
+    return methods
+
+
+def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, methods=METHODS,
+               finetune_steps: int | None = None) -> Plan:
+    out = Path(out)
+    plan = Plan(out)
+    eval_tasks = ",".join(preset.tasks)
+    size = str(preset.image_size)
+    dev = ["--device", device]
+    common = ["--config", preset.vla_config, "--batch-size", str(preset.batch_size), "--seed", str(seed),
+              *preset.vla_extra, *dev]
+    finetune, val = out / "data/finetune", out / "data/val"
+
+    def generate(path: Path, tasks: str, episodes: int, data_seed: int, *extra: str) -> list[str]:
+        return ["data", "generate", "--out", str(path), "--tasks", tasks, "--episodes-per-task", str(episodes),
+                "--image-size", size, "--seed", str(data_seed), *extra]
+
+    # the small labelled set (trained on whole) and separate validation episodes of the same tasks
+    plan.add(Stage("data-finetune", generate(finetune, eval_tasks, preset.finetune_episodes, seed + 1,
+                                             "--only-success"), outputs=(finetune,), fresh=True))
+    plan.add(Stage("data-val", generate(val, eval_tasks, preset.val_episodes, seed + 3, "--only-success"),
+                   outputs=(val,), fresh=True))
+    # VPT's inverse-dynamics model learns from the labelled set only
+    plan.add(Stage("vpt-train", ["vpt", "train", "--data", str(finetune), "--val-data", str(val), "--val-fraction",
+                                 "0", "--out", str(out / "vpt/idm"), "--image-size", size, "--max-steps",
+                                 str(preset.idm_steps), "--batch-size", str(preset.batch_size), "--seed", str(seed),
+                                 "--overwrite", *dev], deps=("data-finetune", "data-val")))
+
+    # the pretraining video sets this setting needs
+    video_sets = {
+        "robot": (eval_tasks, "front", ()),
+        "other-tasks": (",".join(preset.other_tasks), "front", ()),
+        "other-view": (eval_tasks, "front_left", ()),
+        "hand": (eval_tasks, "front", ("--embodiment", "hand", "--action-free")),
+    }
+    for vset in dict.fromkeys((VIDEO_SET[setting], ACTION_VIDEO_SET[setting])):
+        tasks, camera, extra = video_sets[vset]
+        base, videos = out / vset, out / vset / "videos"
+        s = f"-{vset}"
+        plan.add(Stage("data-videos" + s, generate(videos, tasks, preset.pretrain_episodes, seed, "--camera", camera,
+                                                   "--action-noise", "0.1", *extra),
+                       outputs=(videos,), fresh=True))
+        plan.add(Stage("laq-train" + s, ["laq", "train", "--data", str(videos), "--out", str(base / "laq"),
+                                         "--config", preset.laq_config, "--max-steps", str(preset.laq_steps),
+                                         *preset.laq_extra, *dev], deps=("data-videos" + s,)))
+        plan.add(Stage("laq-label" + s, ["laq", "label", "--checkpoint", str(base / "laq"), "--data", str(videos),
+                                         *dev], deps=("laq-train" + s,)))
+        plan.add(Stage("laq-explain" + s, ["laq", "explain", "--checkpoint", str(base / "laq"), "--data",
+                                           str(finetune), "--out", str(base / "explain"), *dev],
+                       deps=("laq-train" + s, "data-finetune")))
+        steps = ["--max-steps", str(preset.pretrain_steps)]
+        plan.add(Stage("pretrain-lapa" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "latents",
+                                             "--out", str(base / "pretrain_lapa"), *steps, *common],
+                       deps=("laq-label" + s,)))
+        plan.add(Stage("pretrain-lapa-shuffled" + s, ["vla", "pretrain", "--data", str(videos), "--targets",
+                                                      "latents", "--shuffle-labels", "--out",
+                                                      str(base / "pretrain_lapa-shuffled"), *steps, *common],
+                       deps=("laq-label" + s,)))
+        plan.add(Stage("pretrain-vision" + s, ["vla", "pretrain-vision", "--data", str(videos), "--out",
+                                               str(base / "pretrain_vision"), "--config", preset.vla_config,
+                                               "--offset-frames", str(preset.laq_offset), *steps, "--batch-size",
+                                               str(preset.batch_size), "--seed", str(seed), "--overwrite", *dev],
+                       deps=("data-videos" + s,)))
+        plan.add(Stage("vpt-label" + s, ["vpt", "label", "--checkpoint", str(out / "vpt/idm"), "--data", str(videos),
+                                         *dev], deps=("vpt-train", "data-videos" + s)))
+        plan.add(Stage("pretrain-vpt" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "pseudo-actions",
+                                            "--out", str(base / "pretrain_vpt"), *steps, *preset.action_head,
+                                            *common], deps=("vpt-label" + s,)))
+        if not extra:  # videos with their true actions
+            plan.add(Stage("pretrain-actionvla" + s, ["vla", "pretrain", "--data", str(videos), "--targets",
+                                                      "actions", "--out", str(base / "pretrain_actionvla"), *steps,
+                                                      *preset.action_head, *common], deps=("data-videos" + s,)))
+
+    candidates = (finetune_steps,) if finetune_steps is not None else preset.finetune_steps
+    wanted = []  # the final evaluations (and the LAQ figures): every other stage is kept only if these need it
+    for method in methods:
+        vset = {"scratch": None, "actionvla": ACTION_VIDEO_SET[setting]}.get(method, VIDEO_SET[setting])
+        s = f"-{vset}" if vset else ""
+        base = out / vset if vset else out
+        init = ["--init", str(base / f"pretrain_{method}")] if vset else []
+        final = base / f"finetune_{method}"
+        ft_deps = ("data-finetune", "data-val") + ((f"pretrain-{method}{s}",) if vset else ())
+
+        def finetune_stage(name: str, run: Path, steps: int) -> Stage:  # fresh: no stale selection.json
+            return Stage(name, ["vla", "finetune", "--data", str(finetune), "--val-data", str(val),
+                                "--out", str(run), "--max-steps", str(steps), *preset.action_head, *common, *init],
+                         deps=ft_deps, outputs=(run,), fresh=True)
+
+        if len(candidates) == 1:
+            plan.add(finetune_stage(f"finetune-{method}{s}", final, candidates[0]))
+        else:
+            dev_evals = []
+            for steps in candidates:
+                run = base / f"finetune_{method}_steps{steps}"
+                plan.add(finetune_stage(f"finetune-{method}{s}-steps{steps}", run, steps))
+                plan.add(eval_stage(f"dev-eval-{method}{s}-steps{steps}", run, base / f"dev_eval/{method}_steps{steps}",
+                                    eval_tasks, preset.dev_episodes, seed + DEV_SEED_OFFSET, preset, device,
+                                    deps=(f"finetune-{method}{s}-steps{steps}",)))
+                dev_evals.append((steps, run, base / f"dev_eval/{method}_steps{steps}"))
+            plan.add(Stage(f"finetune-{method}{s}", ["select-steps", str(final), *(str(r) for _, r, _ in dev_evals)],
+                           deps=tuple(f"dev-eval-{method}{s}-steps{st}" for st in candidates),
+                           call=lambda final=final, dev_evals=dev_evals: select_steps(final, dev_evals)))
+        plan.add(eval_stage(f"eval-{method}{s}", final, base / f"eval/{method}", eval_tasks, preset.eval_episodes,
+                            seed + EVAL_SEED_OFFSET, preset, device, deps=(f"finetune-{method}{s}",)))
+        plan.evals[method], plan.finals[method] = base / f"eval/{method}", final
+        wanted.append(f"eval-{method}{s}")
+    plan.video_set = VIDEO_SET[setting]
+    if {"lapa", "lapa-shuffled"} & set(methods):
+        wanted.append(f"laq-explain-{plan.video_set}")
+    plan.keep(wanted)
+    return plan
+
+
+def select_steps(final: Path, dev_evals: list[tuple[int, Path, Path]]) -> None:
+    """The step rule: the candidate with the highest development success (fewest steps on ties) becomes `final`."""
+    rates = {}
+    for steps, _, ev in dev_evals:
+        overall = json.loads((ev / "results.json").read_text())["overall"]
+        rates[steps] = {"success": overall["success"], "episodes": overall["episodes"]}
+    chosen = min(rates, key=lambda st: (-rates[st]["success"], st))
+    run = next(r for st, r, _ in dev_evals if st == chosen)
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(run / "checkpoint", final / "checkpoint")
+    atomic_write_json(final / "selection.json", {"rule": SELECTION_RULE, "chosen_steps": chosen,
+                                                 "dev_success": {str(k): v for k, v in rates.items()},
+                                                 "copied_from": str(run)})
+    print(f"chosen: {chosen} steps; development success {json.dumps(rates)}")

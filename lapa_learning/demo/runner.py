@@ -1,0 +1,142 @@
+"""How the stages run: in dependency order, `jobs` at a time, each a `lapa ...` subprocess (or a small in-process
+call) with its output in <out>/logs/<stage>.log; a stage that finished before with the same arguments (its
+marker <out>/stages/<stage>.json) is reused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from lapa_learning.demo.plan import Plan, Stage
+from lapa_learning.io import atomic_write_json
+
+
+def execute(plan: Plan, jobs: int) -> str | None:
+    """Run the stages in dependency order, `jobs` at a time. Returns the name of a failed stage, or None."""
+    (plan.out / "logs").mkdir(parents=True, exist_ok=True)
+    (plan.out / "stages").mkdir(parents=True, exist_ok=True)
+    done: dict[str, bool] = {}
+
+    def reusable(name: str) -> bool:  # finished with the same arguments, and so did everything it depends on
+        if name not in done:
+            stage = plan.stages[name]
+            done[name] = _is_done(plan, stage) and all(reusable(d) for d in stage.deps)
+        return done[name]
+
+    for stage in plan.stages.values():
+        if reusable(stage.name):
+            stage.status = "reused"
+    running: dict[Future, Stage] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while True:
+            for stage in plan.stages.values():
+                ready = stage.status == "waiting" and all(
+                    plan.stages[d].status in ("done", "reused") for d in stage.deps)
+                if ready and len(running) < jobs:
+                    stage.status, stage.started = "running", time.time()
+                    running[pool.submit(_run_stage, plan, stage)] = stage
+            if not running:
+                break
+            done, _ = wait(list(running), timeout=2.0, return_when=FIRST_COMPLETED)
+            for future in done:
+                stage = running.pop(future)
+                stage.seconds = time.time() - stage.started
+                stage.status = "done" if future.result() == 0 else "failed"
+                clear = "\r\033[K" if sys.stdout.isatty() else ""
+                print(f"{clear}[{stage.status:>6}] {stage.name} ({stage.seconds / 60:.1f} min)", flush=True)
+            if any(s.status == "failed" for s in plan.stages.values()):
+                for stage in running.values():  # stop the sibling stage; its outputs are kept for a resume
+                    if stage.process is not None and stage.process.poll() is None:
+                        stage.process.terminate()
+                    stage.status = "stopped"
+                return next(s.name for s in plan.stages.values() if s.status == "failed")
+            _print_progress(plan, running.values())
+    for stage in plan.stages.values():
+        if stage.status == "reused":
+            print(f"[reused] {stage.name}")
+    return None
+
+
+def _command(stage: Stage) -> list[str]:
+    return [sys.executable, "-m", "lapa_learning.cli", *stage.args]
+
+
+def marker(plan: Plan, stage: Stage) -> Path:
+    """The record of a finished stage: {"args", "seconds"}."""
+    return plan.out / "stages" / f"{stage.name}.json"
+
+
+def _is_done(plan: Plan, stage: Stage) -> bool:
+    try:
+        return json.loads(marker(plan, stage).read_text())["args"] == stage.args
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _run_stage(plan: Plan, stage: Stage) -> int:
+    if stage.fresh:
+        for path in stage.outputs:
+            if path.exists():
+                shutil.rmtree(path)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    log = plan.out / "logs" / f"{stage.name}.log"
+    with open(log, "w") as f:
+        f.write(("# in process: " if stage.call else "$ lapa ") + " ".join(shlex.quote(a) for a in stage.args) + "\n")
+        f.flush()
+        if stage.call is not None:
+            from contextlib import redirect_stdout
+
+            try:
+                with redirect_stdout(f):
+                    stage.call()
+                code = 0
+            except Exception:  # noqa: BLE001 - reported in the stage's log like a failed subprocess
+                f.write(traceback.format_exc())
+                code = 1
+        else:
+            stage.process = subprocess.Popen(_command(stage), stdout=f, stderr=subprocess.STDOUT, env=env)
+            code = stage.process.wait()
+    if code == 0:
+        atomic_write_json(marker(plan, stage), {"args": stage.args, "seconds": time.time() - stage.started})
+    return code
+
+
+def _print_progress(plan: Plan, running) -> None:
+    finished = sum(s.status in ("done", "reused") for s in plan.stages.values())
+    parts = []
+    for stage in running:
+        parts.append(f"{stage.name}: {_last_progress(plan.out / 'logs' / f'{stage.name}.log')}")
+    line = f"[{finished}/{len(plan.stages)}] " + " | ".join(parts)
+    width = max(40, _terminal_width() - 1)
+    if sys.stdout.isatty():
+        print("\r\033[K" + line[:width], end="", flush=True)
+    else:  # a log file: one line every ~30 s is plenty
+        now = time.time()
+        if now - getattr(_print_progress, "last", 0.0) > 30:
+            _print_progress.last = now
+            print(line[:200], flush=True)
+
+
+def _last_progress(log: Path) -> str:
+    """The newest progress-bar state in a log (tqdm writes carriage returns)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - 400))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return "starting"
+    pieces = [p.strip() for p in tail.replace("\n", "\r").split("\r") if p.strip()]
+    return (pieces[-1] if pieces else "starting")[:70]
+
+
+def _terminal_width() -> int:
+    return shutil.get_terminal_size((120, 20)).columns
