@@ -20,8 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.policy_latency import machine  # noqa: E402
-from lapa_learning.data.format import atomic_write_json  # noqa: E402
+from lapa_learning.machine import machine  # noqa: E402
+from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.evaluate import evaluate  # noqa: E402
 from lapa_learning.vla.chunking import BlendedPolicy  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402

@@ -109,8 +109,8 @@ def main() -> int:
     import rclpy
     import torch
 
-    from bench.policy_latency import machine
-    from lapa_learning.data.format import atomic_write_json
+    from lapa_learning.machine import machine
+    from lapa_learning.io import atomic_write_json
 
     torch.set_num_threads(1)
     rclpy.init()
