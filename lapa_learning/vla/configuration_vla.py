@@ -167,7 +167,7 @@ _QWEN05_LM = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
 _SIGLIP_BASE = dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=3072)
 
-PRESETS: dict[str, dict] = {
+_PRESET_DICTS: dict[str, dict] = {
     # CPU default: everything built from config objects, trained from scratch, tokenizer trained in-process.
     "tiny": dict(name="tiny", image_size=64,
                  vision=dict(source="config", model_type="siglip_vision_model", overrides=_TINY_VISION,
@@ -207,6 +207,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# The named presets, as config objects (checked when the module loads).
+PRESETS: dict[str, VLAConfig] = {name: VLAConfig.from_dict(d, where=f"preset {name!r}")
+                                 for name, d in _PRESET_DICTS.items()}
+del _PRESET_DICTS
+
 # The default model config per device: the --config default of `lapa vla pretrain|finetune` and of every demo
 # preset that does not choose its own (the gpu preset). tiny-efficientnet (frozen ImageNet tower + tiny Llama) is
 # the best of the CPU configs on user data (docs/vla.md); on CUDA the same, as the pretrained configs
@@ -219,7 +224,7 @@ def preset(name: str, /, **overrides) -> VLAConfig:
     """A named config, optionally with nested overrides (e.g. action=dict(type="continuous"))."""
     if name not in PRESETS:
         raise ConfigError(f"model config {name!r}: unknown; expected one of {sorted(PRESETS)} or a .json file")
-    return VLAConfig.from_dict(merge(PRESETS[name], overrides), where=f"config {name!r}")
+    return VLAConfig.from_dict(merge(PRESETS[name].to_dict(), overrides), where=f"config {name!r}")
 
 
 def load_config_arg(value: str, **overrides) -> VLAConfig:
