@@ -40,6 +40,13 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def require_at_least_one(args, *names: str) -> None:
+    """ConfigError naming the flag when any of these integer options is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
+
+
 def pick_device(device: str | None, what: str = "--device"):
     """'auto' (or None) | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> torch.device ('auto': CUDA when available).
     ConfigError naming `what` for anything else, or for CUDA on a machine without it."""

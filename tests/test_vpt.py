@@ -133,6 +133,10 @@ def test_errors(data, tmp_path, capsys):
     assert "--shuffle-labels" in err
     assert "--offset 0" in _error(capsys, ["vpt", "train", "--data", str(robot), "--out", str(tmp_path / "o"),
                                            "--offset", "0"])
+    assert "--max-steps 0: expected >= 1" in _error(capsys, ["vpt", "train", "--data", str(robot), "--out",
+                                                             str(tmp_path / "m"), "--max-steps", "0"])
+    assert "--batch-size 0: expected >= 1" in _error(capsys, ["vla", "pretrain-vision", "--data", str(video),
+                                                              "--out", str(tmp_path / "v"), "--batch-size", "0"])
 
 
 @pytest.mark.slow

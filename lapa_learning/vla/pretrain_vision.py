@@ -71,16 +71,14 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning.data.pairs import FramePairDataset, split_episodes
     from lapa_learning.data.video_folder import open_video_source
-    from lapa_learning.cli_args import command_line, pick_device
+    from lapa_learning.cli_args import command_line, pick_device, require_at_least_one
     from lapa_learning.vla import trainer as T
     from lapa_learning.vla.checkpoint import save_checkpoint
     from lapa_learning.vla.configuration_vla import load_config_arg
     from lapa_learning.vla.modeling_vla import VLAModel
     from lapa_learning.vla.processor_vla import build_tokenizer
 
-    for name in ("max_steps", "batch_size", "offset_frames"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
+    require_at_least_one(args, "max_steps", "batch_size", "offset_frames")
     if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
         raise ConfigError(f"--out {args.out} already holds a run; pass --overwrite to replace it")
     if args.threads:

@@ -129,13 +129,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lapa_learning.data.pairs import augment_clip
-    from lapa_learning.cli_args import command_line, pick_device
+    from lapa_learning.cli_args import command_line, pick_device, require_at_least_one
     from lapa_learning.vpt.checkpoint import save_idm
     from lapa_learning.vpt.model import IDMConfig, InverseDynamicsModel
 
-    for name in ("max_steps", "batch_size", "eval_every"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
+    require_at_least_one(args, "max_steps", "batch_size", "eval_every")
     if not 0.0 <= args.val_fraction < 1.0:
         raise ConfigError(f"--val-fraction {args.val_fraction}: expected in [0, 1)")
     if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
