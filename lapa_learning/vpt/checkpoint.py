@@ -30,20 +30,15 @@ def load_idm(path, device="cpu"):
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
+    from lapa_learning.vla.checkpoint import read_json
     from lapa_learning.vpt.model import IDMConfig, InverseDynamicsModel
 
     p = Path(path)
     ckpt = p / "checkpoint" if (p / "checkpoint").is_dir() else p
     cfg_path = ckpt / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"IDM checkpoint {p}: {cfg_path} not found (train one with `lapa vpt train`)")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{cfg_path}: not an IDM checkpoint (format {got!r}, expected {FORMAT!r})")
+    meta = read_json(cfg_path, f"the config of IDM checkpoint {p}; train one with `lapa vpt train`")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path}: not an IDM checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
     try:
         cfg = IDMConfig.from_dict(meta["idm"])
     except (KeyError, TypeError, ConfigError) as err:
