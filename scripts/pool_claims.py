@@ -6,7 +6,8 @@
 Per setting and method: pooled successes over episodes from every seed, the 95% Wilson interval of the pooled
 rate, episodes, seeds, and per-task pooled rates. Per setting: whether LAPA's pooled rate and interval lie above
 Scratch's and above VPT's (an interval "lies above" when its lower end exceeds the other's upper end), and the
-fewest pooled episodes and seeds of any method (issue 9's bar: >= 900 episodes from >= 3 seeds). Seeds of a
+fewest pooled episodes and seeds of any method (issue 9's bar: >= 900 episodes from >= 3 seeds). Also writes
+the table shaped like the paper's (rows: methods, columns: settings) next to the JSON, as claims.md. Seeds of a
 setting must come from the same preset and tasks, and each seed may appear only once.
 """
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lapa_learning.errors import InputError  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.stats import wilson_interval  # noqa: E402
+from lapa_learning.machine import cpu_name  # noqa: E402
 
 NAME = re.compile(r"demo_(?P<setting>[a-z-]+)_seed(?P<seed>\d+)\.json$")
 
@@ -97,8 +99,42 @@ def pool(paths: list[Path]) -> dict:
                              "preset": items[0][1].get("preset"), "tasks": items[0][1].get("tasks"),
                              "sources": [{"file": str(p), "command": r.get("command"), "machine": r.get("machine")}
                                          for p, r in items]}
-    return {"command": " ".join(["python", *sys.argv]), "machine": f"{platform.machine()} {os.cpu_count()}-core",
+    return {"command": " ".join(["python", *sys.argv]),
+            "machine": f"{cpu_name()}, {platform.machine()} {os.cpu_count()}-core (pooling only; each source "
+                       f"records the machine that ran it)",
             "interval": "95% Wilson score interval of the pooled success rate", "settings": settings}
+
+
+SETTING_ORDER = ("in-domain", "cross-task", "cross-view", "cross-embodiment")
+METHOD_ORDER = ("scratch", "actionvla", "vpt", "lapa", "lapa-shuffled", "vision")
+METHOD_LABELS = {"scratch": "Scratch", "actionvla": "ActionVLA (true actions)", "vpt": "VPT (IDM pseudo-actions)",
+                 "lapa": "LAPA", "lapa-shuffled": "LAPA, shuffled latents (control)",
+                 "vision": "Vision-pretrained tower (control)"}
+
+
+def paper_table(claims: dict) -> str:
+    """The pooled results shaped like the paper's table: rows are methods, columns settings; each cell is
+    'success% [95% CI] (seeds)'. A method missing from a setting shows '-'."""
+    settings = [s for s in SETTING_ORDER if s in claims["settings"]] + \
+        [s for s in claims["settings"] if s not in SETTING_ORDER]
+    names = [m for m in METHOD_ORDER if any(m in claims["settings"][s]["methods"] for s in settings)]
+    names += [m for s in settings for m in claims["settings"][s]["methods"] if m not in names]
+    rows = ["| method | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    for m in names:
+        cells = []
+        for s in settings:
+            v = claims["settings"][s]["methods"].get(m)
+            ref = " ‡" if v is not None and "note" in v else ""
+            cells.append("-" if v is None else f"{100 * v['success']:.1f} [{100 * v['ci95'][0]:.1f}, "
+                         f"{100 * v['ci95'][1]:.1f}] ({len(v['seeds'])}){ref}")
+        rows.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    for key, label in (("lapa_interval_above_scratch", "LAPA's interval above Scratch's"),
+                       ("lapa_interval_above_vpt", "LAPA's interval above VPT's")):
+        cells = [{True: "yes", False: "no", None: "-"}[claims["settings"][s]["claims"].get(key)] for s in settings]
+        rows.append(f"| *{label}* | " + " | ".join(cells) + " |")
+    rows.append(f"| *pooled episodes per method (fewest)* | " +
+                " | ".join(str(claims["settings"][s]["claims"]["min_pooled_episodes"]) for s in settings) + " |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,11 +149,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pool_claims: error: {err}", file=sys.stderr)
         return 2
     atomic_write_json(args.out, claims)
+    table = paper_table(claims)
+    args.out.with_suffix(".md").write_text(
+        f"<!-- written by {claims['command']} from {args.out.name}; do not edit -->\n"
+        "Success rate (%) pooled over training seeds, [95% Wilson interval], (seeds). "
+        "‡ same-embodiment reference (robot videos with true actions, not the hand videos).\n\n" + table + "\n")
     for setting, s in claims["settings"].items():
         row = ", ".join(f"{m} {100 * v['success']:.1f}% [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}] "
                         f"n={v['episodes']}" for m, v in s["methods"].items())
         print(f"{setting} (seeds {s['seeds']}): {row}; claims {s['claims']}")
-    print(f"wrote {args.out}")
+    print(f"\n{table}\n\nwrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

@@ -136,6 +136,10 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     hand = claims["settings"]["cross-embodiment"]["claims"]
     assert hand["lapa_above_scratch"] and not hand["lapa_interval_above_scratch"] and hand["lapa_above_vpt"] is None
     assert "pool_claims.py" in claims["command"]
+    table = (tmp_path / "claims.md").read_text()  # rows: methods, columns: settings, in the paper's order
+    assert "| method | in-domain | cross-embodiment |" in table
+    assert f"| LAPA | {100 * 453 / 900:.1f} [{100 * lapa['ci95'][0]:.1f}, {100 * lapa['ci95'][1]:.1f}] (3) |" in table
+    assert "| *LAPA's interval above VPT's* | no | - |" in table
     # the same seed twice, and a file named for another seed, are refused with the file named
     (tmp_path / "x").mkdir()
     dup = _results(tmp_path / "x" / "demo_in-domain_seed1.json", "in-domain", 1, {"lapa": 1})
