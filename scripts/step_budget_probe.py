@@ -1,0 +1,80 @@
+"""Would the step rule pick a larger finetuning budget if it were offered one?  Development layouts only.
+
+    python scripts/step_budget_probe.py --demo-out /root/lapa_runs/seed0 --seed 0 --methods lapa,scratch --steps 1600
+
+For each method, finetunes once more from the same initialisation and labelled set as the demo's candidates in
+`--demo-out` (a finished in-domain `lapa demo` directory), for each of `--steps`, and evaluates it on the same
+development layouts (base seed = seed + DEV_SEED_OFFSET, the preset's dev episodes per task). Reads the demo's own
+development rates for its candidates from `finetune_<method>/selection.json`, so the table shows every budget
+side by side. Never touches the evaluation layouts. Writes results/step_budget_probe_<setting>_seed<k>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lapa_learning.demo.plan import DEV_SEED_OFFSET, PRESETS, VIDEO_SET  # noqa: E402
+from lapa_learning.io import atomic_write_json  # noqa: E402
+from lapa_learning.machine import machine  # noqa: E402
+
+
+def lapa(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "lapa_learning.cli", *args], check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo-out", type=Path, required=True, help="a finished `lapa demo` output directory")
+    parser.add_argument("--setting", default="in-domain", choices=sorted(VIDEO_SET))
+    parser.add_argument("--seed", type=int, default=0, help="the demo's --seed")
+    parser.add_argument("--methods", default="lapa,scratch")
+    parser.add_argument("--steps", default="1600", help="comma-separated extra budgets")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    preset, out = PRESETS["default"], args.demo_out
+    tasks = ",".join(preset.tasks)
+    rows = {}
+    for method in args.methods.split(","):
+        base = out if method == "scratch" else out / VIDEO_SET[args.setting]
+        init = [] if method == "scratch" else ["--init", str(base / f"pretrain_{method}")]
+        selection = json.loads((base / f"finetune_{method}" / "selection.json").read_text())
+        rows[method] = {"demo_candidates": selection["dev_success"], "extra": {}}
+        for steps in (int(s) for s in args.steps.split(",")):
+            run, ev = base / f"probe_finetune_{method}_steps{steps}", base / f"probe_dev_eval/{method}_steps{steps}"
+            started = time.time()
+            lapa("vla", "finetune", "--data", str(out / "data/finetune"), "--val-data", str(out / "data/val"),
+                 "--out", str(run), "--max-steps", str(steps), *preset.action_head, "--config", preset.vla_config,
+                 "--batch-size", str(preset.batch_size), "--seed", str(args.seed), *init, "--overwrite")
+            lapa("eval", str(run), "--tasks", tasks, "--episodes-per-task", str(preset.dev_episodes),
+                 "--max-steps", str(preset.eval_max_steps), "--image-size", str(preset.image_size),
+                 "--seed", str(args.seed + DEV_SEED_OFFSET), "--num-envs", "8", "--out", str(ev))
+            r = json.loads((ev / "results.json").read_text())
+            rows[method]["extra"][str(steps)] = {
+                "success": r["overall"]["success"], "episodes": r["overall"]["episodes"],
+                "per_task_successes": {t: v["successes"] for t, v in r["tasks"].items()},
+                "minutes": (time.time() - started) / 60}
+            print(f"{method} {steps} steps: development success {r['overall']['success']:.3f}", flush=True)
+    result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
+              "seed": args.seed, "dev_seed": args.seed + DEV_SEED_OFFSET,
+              "dev_episodes_per_task": preset.dev_episodes, "methods": rows}
+    path = args.out or ROOT / f"results/step_budget_probe_{args.setting}_seed{args.seed}.json"
+    atomic_write_json(path, result)
+    print(f"\n| method | " + " | ".join(["200", "400", "800", *args.steps.split(",")]) + " |")
+    for method, row in rows.items():
+        rates = {**{k: v["success"] for k, v in row["demo_candidates"].items()},
+                 **{k: v["success"] for k, v in row["extra"].items()}}
+        print(f"| {method} | " + " | ".join(f"{100 * v:.0f}%" for v in rates.values()) + " |")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
