@@ -232,3 +232,30 @@ def test_a_stage_is_rerun_when_a_stage_it_depends_on_reruns(tmp_path):
     changed = plan(["b"])  # the first stage's work changed, so the second's result is stale
     execute(changed, jobs=1)
     assert [s.status for s in changed.stages.values()] == ["done", "done"]
+
+
+def test_demo_diagnosis_reads_a_demo_directory(tmp_path):
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/demo_diagnosis.py"), "--demo-out", str(out),
+                          "--setting", "in-domain", "--seed", "0", "--out", str(tmp_path / "d.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "not a `lapa demo` output directory" in res.stderr
+    (out / "stages").mkdir(parents=True)
+    (out / "eval/scratch").mkdir(parents=True)
+    episodes = [{"task": "a", "episode": i, "seed": i, "success": i == 0, "steps": 5, "final_state": [i, 0, 0, 0]}
+                for i in range(3)]
+    (out / "eval/scratch/results.json").write_text(json.dumps(
+        {"tasks": {"a": {"successes": 1, "episodes": 3, "mean_steps_to_success": 5.0}}, "episodes": episodes}))
+    (out / "robot/explain").mkdir(parents=True)
+    (out / "robot/explain/laq_explain.json").write_text(json.dumps(
+        {"codebook_size": 4, "probe": {"action_names": ["dx", "dy"], "r2_action": [0.1, 0.5],
+                                       "code_counts": [[90, 10, 0, 0], [25, 25, 25, 25]]}}))
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/demo_diagnosis.py"), "--demo-out", str(out),
+                          "--setting", "in-domain", "--seed", "0", "--out", str(tmp_path / "d.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["video_set_record"]["probe_r2_per_action_dim"] == {"dx": 0.1, "dy": 0.5}
+    assert d["video_set_record"]["codes_with_at_least_5pct_of_pairs_per_token"] == [2, 4]
+    assert d["methods"]["scratch"]["final"]["a"]["failed_mean_final_hand_xyz"] == [1.5, 0.0, 0.0]
+    assert list(d["methods"]) == ["scratch"] and "demo_diagnosis.py" in d["command"]
