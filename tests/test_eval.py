@@ -119,14 +119,17 @@ def test_cli_eval_on_a_tiny_checkpoint(tmp_path):
 @pytest.mark.parametrize("num_envs,workers", [(3, 1), (2, 2)])
 def test_batched_evaluation_replays_the_sequential_one(tmp_path, num_envs, workers):
     """N environments at once, one batched forward pass per step (and split over worker processes): the same
-    episodes, seeds, outcomes, step counts, final hand positions and videos as one after another (2 tasks x 3)."""
+    episodes, seeds, outcomes, step counts, final hand positions and videos as one after another (2 tasks x 3).
+    The two tasks have different scenes: with push and reach (near-identical scenes) an env drawn through another
+    env's OpenGL context still looked right, and this test missed that bug."""
     from lapa_learning.data.video import read_video
     from lapa_learning.vla.policy import Policy
     from lapa_learning.vla.testing import make_tiny_checkpoint
 
     policy = Policy.load(make_tiny_checkpoint(tmp_path / "ckpt", chunk_size=2, head="discrete", seed=4),
                          device="cpu")
-    kw = dict(tasks=["push-v3", "reach-v3"], episodes_per_task=3, max_steps=15, seed=7, progress=False)
+    kw = dict(tasks=["plate-slide-v3", "button-press-topdown-v3"], episodes_per_task=3, max_steps=15, seed=7,
+              progress=False)
     seq = evaluate(policy, video_dir=tmp_path / "seq", num_envs=1, **kw)
     bat = evaluate(policy, video_dir=tmp_path / "bat", num_envs=num_envs, workers=workers, **kw)
     assert seq["num_envs"] == 1 and bat["num_envs"] == num_envs and bat["workers"] == workers

@@ -53,6 +53,22 @@ def test_state_only_env_gives_the_same_states_without_images(env):
         assert env.step(action)[0].image.shape == (64, 64, 3)  # the env's own setting again
 
 
+def test_envs_of_different_tasks_in_one_process_draw_their_own_scenes():
+    """Each env has its own OpenGL context; drawing one after another env was created must still show its own
+    scene (gymnasium leaves the newest context current: batched evaluation drew garbage for the older envs)."""
+    first = MetaWorldEnv("button-press-topdown-v3", image_size=32, max_steps=5)
+    alone = first.reset(1).image
+    second = MetaWorldEnv("plate-slide-v3", image_size=32, max_steps=5)
+    other = second.reset(1).image
+    try:
+        np.testing.assert_array_equal(first.render(), alone)
+        np.testing.assert_array_equal(second.render(), other)
+        assert np.abs(alone.astype(int) - other).mean() > 5  # really two different scenes
+    finally:
+        first.close()
+        second.close()
+
+
 def test_same_seed_same_layout_other_seed_other_layout(env):
     a = env.reset(seed=4).raw.copy()
     b = env.reset(seed=4).raw.copy()

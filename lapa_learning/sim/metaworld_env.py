@@ -151,9 +151,13 @@ class MetaWorldEnv:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def render(self) -> np.ndarray:
+        viewer = self._env.mujoco_renderer._get_viewer("rgb_array")
+        # Every env has its own OpenGL context, and gymnasium makes it current only when it is created: with several
+        # envs in one process (batched evaluation, the sim node's task cycle) the last-created context would draw
+        # this env's scene with another model's meshes and textures. Make ours current before every frame.
+        viewer.make_context_current()
         if self.embodiment.draw_hand:
             # gymnasium's viewer adds these "markers" to the scene between mjv_updateScene and mjr_render.
-            viewer = self._env.mujoco_renderer._get_viewer("rgb_array")
             viewer.vopt.geomgroup[HIDDEN_GROUP] = 0
             for geom in hand_geoms(self._env.data):
                 viewer.add_marker(**geom)
