@@ -244,7 +244,7 @@ def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, 
     pending = {t: collections.deque(e for e in queue if e.task == t) for t in dict.fromkeys(e.task for e in queue)}
     instructions = {t: instruction_for(t) for t in pending}
     envs: dict[int, MetaWorldEnv] = {}  # slot -> the env of its current task
-    opened = []  # closed only at the end: closing one MuJoCo renderer while others live broke their frames
+    opened = []  # closed at the end (each env draws through its own GL context: MetaWorldEnv.render)
     active: dict[int, Episode] = {}  # slot -> its episode
 
     def start(slot: int) -> None:
