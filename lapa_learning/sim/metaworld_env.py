@@ -153,15 +153,19 @@ class MetaWorldEnv:
     def render(self) -> np.ndarray:
         viewer = self._env.mujoco_renderer._get_viewer("rgb_array")
         # Every env has its own OpenGL context, and gymnasium makes it current only when it is created: with several
-        # envs in one process (batched evaluation, the sim node's task cycle) the last-created context would draw
-        # this env's scene with another model's meshes and textures. Make ours current before every frame.
+        # envs in one process (batched evaluation, the sim node's task cycle) the newest context would draw this
+        # env's scene with another model's meshes. So each frame makes ours current and (EGL) releases it again,
+        # which also lets another thread draw next (a context can be current in one thread only).
         viewer.make_context_current()
-        if self.embodiment.draw_hand:
-            # gymnasium's viewer adds these "markers" to the scene between mjv_updateScene and mjr_render.
-            viewer.vopt.geomgroup[HIDDEN_GROUP] = 0
-            for geom in hand_geoms(self._env.data):
-                viewer.add_marker(**geom)
-        image = self._env.render()
+        try:
+            if self.embodiment.draw_hand:
+                # gymnasium's viewer adds these "markers" to the scene between mjv_updateScene and mjr_render.
+                viewer.vopt.geomgroup[HIDDEN_GROUP] = 0
+                for geom in hand_geoms(self._env.data):
+                    viewer.add_marker(**geom)
+            image = self._env.render()
+        finally:
+            _release_context()
         if self._flip is None:
             self._flip = _camera_upside_down(self._env, self._camera_id)
         return np.ascontiguousarray(image[::-1, ::-1] if self._flip else image)
@@ -189,6 +193,16 @@ class MetaWorldEnv:
         raw = np.asarray(self._obs, dtype=np.float32)
         render = self.renders if render is None else render
         return Observation(image=self.render() if render else None, state=raw[:4].copy(), raw=raw)
+
+
+def _release_context() -> None:
+    """Make no OpenGL context current in this thread (EGL only; other backends keep theirs)."""
+    if os.environ.get("MUJOCO_GL") == "egl":
+        from mujoco import egl
+
+        if egl.EGL_DISPLAY is not None:
+            egl.EGL.eglMakeCurrent(egl.EGL_DISPLAY, egl.EGL.EGL_NO_SURFACE, egl.EGL.EGL_NO_SURFACE,
+                                   egl.EGL.EGL_NO_CONTEXT)
 
 
 def _camera_id(model, name: str) -> int:
