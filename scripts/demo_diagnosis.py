@@ -23,25 +23,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lapa_learning.demo.plan import ACTION_VIDEO_SET, METHODS, VIDEO_SET  # noqa: E402
+from lapa_learning.demo.plan import PRESETS, VIDEO_SET, build_plan  # noqa: E402
+from lapa_learning.demo.report import read_optional_json  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.machine import machine  # noqa: E402
 
 
-def read(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def video_set_record(base: Path) -> dict:
-    laq = (read(base / "laq/summary.json") or {}).get("eval", {})
-    explain = read(base / "explain/laq_explain.json") or {}
+    laq = (read_optional_json(base / "laq/summary.json") or {}).get("eval", {})
+    explain = read_optional_json(base / "explain/laq_explain.json") or {}
     probe = explain.get("probe", {})
     counts = np.asarray(probe.get("code_counts") or [[0]], dtype=float)  # (K positions, codebook)
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    latent = read(base / "pretrain_lapa/train_record.json") or {}
+    latent = read_optional_json(base / "pretrain_lapa/train_record.json") or {}
     return {
         "laq_eval": {k: laq.get(k) for k in ("psnr_changed", "psnr_changed_copy_baseline", "codes_used_fraction")},
         "probe_target": probe.get("target"), "probe_evaluation": probe.get("evaluation"),
@@ -56,10 +50,10 @@ def video_set_record(base: Path) -> dict:
 
 
 def method_record(run: Path, ev: Path) -> dict | None:
-    r = read(ev / "results.json")
+    r = read_optional_json(ev / "results.json")
     if r is None:
         return None
-    selection = read(run / "selection.json") or {}
+    selection = read_optional_json(run / "selection.json") or {}
     tasks = {}
     for task, t in r["tasks"].items():
         failed = [e["final_state"][:3] for e in r["episodes"] if e["task"] == task and not e["success"]]
@@ -82,11 +76,10 @@ def main() -> int:
         print(f"demo_diagnosis: error: {out} is not a `lapa demo` output directory (no stages/)", file=sys.stderr)
         return 2
     vset = VIDEO_SET[args.setting]
+    plan = build_plan(out, PRESETS["default"], args.setting, args.seed, "auto")  # where each method's runs are
     methods = {}
-    for method in METHODS:
-        m_vset = {"scratch": None, "actionvla": ACTION_VIDEO_SET[args.setting]}.get(method, vset)
-        base = out / m_vset if m_vset else out
-        rec = method_record(base / f"finetune_{method}", base / f"eval/{method}")
+    for method, final in plan.finals.items():
+        rec = method_record(final, plan.evals[method])
         if rec is not None:
             methods[method] = rec
     result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lapa_learning.demo.plan import SETTINGS  # noqa: E402
 from lapa_learning.errors import InputError  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.stats import wilson_interval  # noqa: E402
@@ -105,7 +106,6 @@ def pool(paths: list[Path]) -> dict:
             "interval": "95% Wilson score interval of the pooled success rate", "settings": settings}
 
 
-SETTING_ORDER = ("in-domain", "cross-task", "cross-view", "cross-embodiment")
 METHOD_ORDER = ("scratch", "actionvla", "vpt", "lapa", "lapa-shuffled", "vision")
 METHOD_LABELS = {"scratch": "Scratch", "actionvla": "ActionVLA (true actions)", "vpt": "VPT (IDM pseudo-actions)",
                  "lapa": "LAPA", "lapa-shuffled": "LAPA, shuffled latents (control)",
@@ -115,8 +115,8 @@ METHOD_LABELS = {"scratch": "Scratch", "actionvla": "ActionVLA (true actions)", 
 def paper_table(claims: dict) -> str:
     """The pooled results shaped like the paper's table: rows are methods, columns settings; each cell is
     'success% [95% CI] (seeds)'. A method missing from a setting shows '-'."""
-    settings = [s for s in SETTING_ORDER if s in claims["settings"]] + \
-        [s for s in claims["settings"] if s not in SETTING_ORDER]
+    settings = [s for s in SETTINGS if s in claims["settings"]] + \
+        [s for s in claims["settings"] if s not in SETTINGS]
     names = [m for m in METHOD_ORDER if any(m in claims["settings"][s]["methods"] for s in settings)]
     names += [m for s in settings for m in claims["settings"][s]["methods"] if m not in names]
     rows = ["| method | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]

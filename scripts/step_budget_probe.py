@@ -3,8 +3,9 @@
     python scripts/step_budget_probe.py --demo-out /root/lapa_runs/seed0 --seed 0 --methods lapa,scratch --steps 1600
 
 For each method, finetunes once more from the same initialisation and labelled set as the demo's candidates in
-`--demo-out` (a finished in-domain `lapa demo` directory), for each of `--steps`, and evaluates it on the same
-development layouts (base seed = seed + DEV_SEED_OFFSET, the preset's dev episodes per task). Reads the demo's own
+`--demo-out` (a finished `lapa demo` directory of that setting and seed), for each of `--steps`, with the arguments of
+the demo's own stages for its largest candidate (only the budget and the paths change), and evaluates it on the
+same development layouts (base seed = seed + DEV_SEED_OFFSET, the preset's dev episodes per task). Reads the demo's own
 development rates for its candidates from `finetune_<method>/selection.json`, so the table shows every budget
 side by side. Never touches the evaluation layouts. Writes results/step_budget_probe_<setting>_seed<k>.json.
 """
@@ -21,13 +22,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lapa_learning.demo.plan import DEV_SEED_OFFSET, PRESETS, VIDEO_SET  # noqa: E402
+from lapa_learning.demo.plan import DEV_SEED_OFFSET, PRESETS, VIDEO_SET, build_plan  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.machine import machine  # noqa: E402
 
 
 def lapa(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "lapa_learning.cli", *args], check=True)
+
+
+def with_values(args: list[str], **values: str) -> list[str]:
+    """`args` with the value after each --<key> replaced (underscores in keys stand for dashes)."""
+    args = list(args)
+    for key, value in values.items():
+        args[args.index("--" + key.replace("_", "-")) + 1] = value
+    return args
 
 
 def main() -> int:
@@ -40,22 +49,21 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     preset, out = PRESETS["default"], args.demo_out
-    tasks = ",".join(preset.tasks)
+    # the demo's own stages for its largest candidate: the same recipe, only the budget and the paths change
+    plan, largest = build_plan(out, preset, args.setting, args.seed, "auto"), preset.finetune_steps[-1]
     rows = {}
     for method in args.methods.split(","):
-        base = out if method == "scratch" else out / VIDEO_SET[args.setting]
-        init = [] if method == "scratch" else ["--init", str(base / f"pretrain_{method}")]
-        selection = json.loads((base / f"finetune_{method}" / "selection.json").read_text())
+        base = plan.finals[method].parent
+        selection = json.loads((plan.finals[method] / "selection.json").read_text())
         rows[method] = {"demo_candidates": selection["dev_success"], "extra": {}}
+        template = base / f"finetune_{method}_steps{largest}"
+        train = next(st for st in plan.stages.values() if st.outputs == (template,))
+        dev_eval = next(st for st in plan.stages.values() if st.args[:2] == ["eval", str(template)])
         for steps in (int(s) for s in args.steps.split(",")):
             run, ev = base / f"probe_finetune_{method}_steps{steps}", base / f"probe_dev_eval/{method}_steps{steps}"
             started = time.time()
-            lapa("vla", "finetune", "--data", str(out / "data/finetune"), "--val-data", str(out / "data/val"),
-                 "--out", str(run), "--max-steps", str(steps), *preset.action_head, "--config", preset.vla_config,
-                 "--batch-size", str(preset.batch_size), "--seed", str(args.seed), *init, "--overwrite")
-            lapa("eval", str(run), "--tasks", tasks, "--episodes-per-task", str(preset.dev_episodes),
-                 "--max-steps", str(preset.eval_max_steps), "--image-size", str(preset.image_size),
-                 "--seed", str(args.seed + DEV_SEED_OFFSET), "--num-envs", "8", "--out", str(ev))
+            lapa(*with_values(train.args, out=str(run), max_steps=str(steps)), "--overwrite")
+            lapa("eval", str(run), *with_values(dev_eval.args[2:], out=str(ev)))
             r = json.loads((ev / "results.json").read_text())
             rows[method]["extra"][str(steps)] = {
                 "success": r["overall"]["success"], "episodes": r["overall"]["episodes"],
@@ -67,7 +75,7 @@ def main() -> int:
               "dev_episodes_per_task": preset.dev_episodes, "methods": rows}
     path = args.out or ROOT / f"results/step_budget_probe_{args.setting}_seed{args.seed}.json"
     atomic_write_json(path, result)
-    print(f"\n| method | " + " | ".join(["200", "400", "800", *args.steps.split(",")]) + " |")
+    print(f"\n| method | " + " | ".join([*map(str, preset.finetune_steps), *args.steps.split(",")]) + " |")
     for method, row in rows.items():
         rates = {**{k: v["success"] for k, v in row["demo_candidates"].items()},
                  **{k: v["success"] for k, v in row["extra"].items()}}

@@ -28,7 +28,7 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
                            "per_task_successes": {t: v["successes"] for t, v in r["tasks"].items()},
                            "pretraining_videos": None if method == "scratch" else
                            ACTION_VIDEO_SET[args.setting] if method == "actionvla" else vset}
-        chosen = None if fixed else _read_json(plan.finals[method] / "selection.json")
+        chosen = None if fixed else read_optional_json(plan.finals[method] / "selection.json")
         methods[method]["finetune_steps"] = chosen["chosen_steps"] if chosen else args.finetune_steps or \
             preset.finetune_steps[0]
         selection[method] = chosen
@@ -73,17 +73,17 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
     }
     # What the intermediate stages achieved (each stage's own held-out numbers).
     base = out / vset
-    laq_eval = (_read_json(base / "laq" / "summary.json") or {}).get("eval", {})
-    probe = (_read_json(base / "explain" / "laq_explain.json") or {}).get("probe", {})
-    latent = _read_json(base / "pretrain_lapa" / "train_record.json") or {}
+    laq_eval = (read_optional_json(base / "laq" / "summary.json") or {}).get("eval", {})
+    probe = (read_optional_json(base / "explain" / "laq_explain.json") or {}).get("probe", {})
+    latent = read_optional_json(base / "pretrain_lapa" / "train_record.json") or {}
     results["laq"] = {k: laq_eval.get(k) for k in ("psnr_changed", "psnr_changed_copy_baseline",
                                                      "codes_used_fraction")}
     results["laq"]["probe_r2_xyz"] = probe.get("probe_r2_xyz")
     results["latent_pretraining"] = {"latent_token_accuracy": latent.get("metrics", {}).get("latent_token_accuracy"),
                                      "majority_baseline_accuracy": latent.get("majority_baseline_accuracy")}
-    idm = _read_json(out / "vpt" / "idm" / "train_record.json") or {}
+    idm = read_optional_json(out / "vpt" / "idm" / "train_record.json") or {}
     results["vpt_idm"] = {k: idm.get("metrics", {}).get(k) for k in ("l1", "mean_baseline_l1", "pearson_per_dim")}
-    vision = _read_json(base / "pretrain_vision" / "train_record.json") or {}
+    vision = read_optional_json(base / "pretrain_vision" / "train_record.json") or {}
     results["vision_pretraining"] = {k: vision.get("metrics", {}).get(k) for k in ("val_mse", "copy_x_t_mse")}
     stem = out / f"results_{args.setting}"
     atomic_write_json(stem.with_suffix(".json"), results)
@@ -139,7 +139,8 @@ def plot_results(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _read_json(path: Path):
+def read_optional_json(path: Path):
+    """The JSON at `path`, or None when it is missing or unreadable (a stage's optional record)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
