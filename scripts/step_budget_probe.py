@@ -51,8 +51,17 @@ def main() -> int:
     preset, out = PRESETS["default"], args.demo_out
     # the demo's own stages for its largest candidate: the same recipe, only the budget and the paths change
     plan, largest = build_plan(out, preset, args.setting, args.seed, "auto"), preset.finetune_steps[-1]
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in plan.finals]
+    unfinished = [str(plan.finals[m] / "selection.json") for m in methods
+                  if m in plan.finals and not (plan.finals[m] / "selection.json").is_file()]
+    if unknown or unfinished:
+        print(f"step_budget_probe: error: --methods: unknown {unknown} (expected some of {', '.join(plan.finals)})"
+              if unknown else f"step_budget_probe: error: --demo-out {out}: not a finished {args.setting} demo of seed "
+              f"{args.seed} with the step rule (missing {', '.join(unfinished)})", file=sys.stderr)
+        return 2
     rows = {}
-    for method in args.methods.split(","):
+    for method in methods:
         base = plan.finals[method].parent
         selection = json.loads((plan.finals[method] / "selection.json").read_text())
         rows[method] = {"demo_candidates": selection["dev_success"], "extra": {}}

@@ -259,3 +259,16 @@ def test_demo_diagnosis_reads_a_demo_directory(tmp_path):
     assert d["video_set_record"]["codes_with_at_least_5pct_of_pairs_per_token"] == [2, 4]
     assert d["methods"]["scratch"]["final"]["a"]["failed_mean_final_hand_xyz"] == [1.5, 0.0, 0.0]
     assert list(d["methods"]) == ["scratch"] and "demo_diagnosis.py" in d["command"]
+
+
+def test_step_budget_probe_refuses_an_unfinished_demo_and_unknown_methods(tmp_path):
+    def probe(*extra):
+        return subprocess.run([sys.executable, str(ROOT / "scripts/step_budget_probe.py"), "--demo-out",
+                               str(tmp_path), "--out", str(tmp_path / "p.json"), *extra], capture_output=True, text=True)
+
+    res = probe("--methods", "lapa")
+    assert res.returncode == 2 and "not a finished in-domain demo of seed 0" in res.stderr
+    assert str(tmp_path / "robot/finetune_lapa/selection.json") in res.stderr and "Traceback" not in res.stderr
+    res = probe("--methods", "lapa,bogus")
+    assert res.returncode == 2 and "unknown ['bogus']" in res.stderr
+    assert not (tmp_path / "p.json").exists()
