@@ -1,5 +1,6 @@
 """Policy contract: load, act, act_batch, chunk queue, input errors, checkpoint errors."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -351,3 +352,62 @@ def test_checkpoints_written_before_action_head_classes_load_and_predict_the_sam
     actions, latent = Policy.load(data / head, device="cpu").predict_chunk(images, expected["instructions"])
     np.testing.assert_allclose(actions, expected["outputs"][head]["actions"], atol=1e-5)
     np.testing.assert_array_equal(latent, expected["outputs"][head]["latent_tokens"])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_lean_decoder_loop_equals_the_transformers_model_call(tok_qwen, family):
+    """Inference runs the decoder layers directly (`VLAModel._run_layers`); it must give what the wrapped
+    transformers model call gives: the same hidden states and cache at every step, hence the same tokens."""
+    import torch
+
+    from lapa_learning.vla.configuration_vla import preset
+    from lapa_learning.vla.modeling_vla import VLAModel
+    from lapa_learning.vla.processor_vla import encode_prompts
+
+    torch.manual_seed(1)
+    lm = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=128, tie_word_embeddings=True)
+    cfg = preset("tiny", image_size=32, vision=dict(overrides=dict(image_size=32, patch_size=8, hidden_size=32,
+                                                                   num_hidden_layers=1, num_attention_heads=2,
+                                                                   intermediate_size=64), num_tokens=4),
+                 language=dict(model_type=family, overrides=lm), latent=dict(num_tokens=3, codebook_size=8),
+                 action=dict(type="discrete", action_dim=4, chunk_size=2))
+    m = VLAModel(cfg, vocab_size=len(tok_qwen)).eval()
+    assert m._lean_ok
+    calls = []
+    real = m._run_layers
+    m._run_layers = lambda *a: calls.append(1) or real(*a)
+    ids, mask = encode_prompts(tok_qwen, cfg.prompt_template, ["push the puck", "open the drawer now please", "go"], 32)
+    pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        lean = m.predict(pixels, ids, mask)
+        assert len(calls) == 8  # the first call + 7 decode steps (3 latent and 2 x 4 action tokens: max(3, 8) - 1)
+        m.lean_decoding = False
+        wrapped = m.predict(pixels, ids, mask)
+        # the hidden states themselves, on one decode step over a cache
+        prefix, pmask = m.embed_prefix(pixels, ids, mask)
+        P = prefix.shape[1]
+        allowed = torch.ones(3, 1, P, P, dtype=torch.bool).tril() & pmask.bool()[:, None, None, :]
+        allowed |= torch.eye(P, dtype=torch.bool)
+        attn = m._attn_format(allowed, prefix.dtype)
+        pos = (pmask.cumsum(1) - 1).clamp(min=0)
+        h_wrapped, c_wrapped = m._run(prefix, attn, use_cache=True, pos=pos)
+        h_lean, c_lean = m._run_layers(prefix, attn, pos, None)
+    assert len(calls) == 9  # only the explicit call above: lean_decoding = False used the wrapped model
+    torch.testing.assert_close(h_lean, h_wrapped, rtol=0, atol=0)
+    for a, b in zip(c_lean.layers, c_wrapped.layers):
+        torch.testing.assert_close(a.keys, b.keys, rtol=0, atol=0)
+    for k in wrapped:
+        assert torch.equal(lean[k], wrapped[k]), k
+    # a continuous chunk alone (what the evaluator asks for): one call, over a 4-D mask, equal to the wrapped one
+    m.add_action_head(dataclasses.replace(cfg.action, type="continuous", chunk_size=4))
+    m.eval()
+    with torch.inference_mode():
+        m.lean_decoding = True
+        lean = m.predict(pixels, ids, mask, latents=False)["actions_norm"]
+        m.lean_decoding = False
+        wrapped = m.predict(pixels, ids, mask, latents=False)["actions_norm"]
+    assert len(calls) == 10 and lean.shape == (3, 4, 4)
+    torch.testing.assert_close(lean, wrapped, rtol=0, atol=0)
+    m.train()
+    assert not m._lean_ok  # training always runs the transformers model
