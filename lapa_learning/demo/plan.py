@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 from lapa_learning.errors import ConfigError
-from lapa_learning.eval.evaluate import DEFAULT_NUM_ENVS
 from lapa_learning.io import atomic_write_json
 from lapa_learning.vla.configuration_vla import DEFAULT_VLA_CONFIG
 
@@ -123,12 +122,17 @@ class Plan:
         self.stages = {k: v for k, v in self.stages.items() if k in need}
 
 
+# The demo runs two stages at a time, so each evaluation stays in one process (8 environments, the fastest
+# single-process setting in results/eval_speed.json) instead of `lapa eval`'s default of one process per core.
+EVAL_PROCESS = ("--num-envs", "8", "--workers", "1")
+
+
 def eval_stage(name: str, checkpoint: Path, out: Path, tasks: str, episodes: int, seed: int, preset: Preset,
                device: str, deps: tuple[str, ...]) -> Stage:
     """Every closed-loop evaluation of the demo (development and final), built in one place."""
     return Stage(name, ["eval", str(checkpoint), "--tasks", tasks, "--episodes-per-task", str(episodes),
                         "--max-steps", str(preset.eval_max_steps), "--image-size", str(preset.image_size),
-                        "--seed", str(seed), "--num-envs", str(DEFAULT_NUM_ENVS), "--out", str(out),
+                        "--seed", str(seed), *EVAL_PROCESS, "--out", str(out),
                         "--device", device], deps=deps)
 
 

@@ -5,9 +5,10 @@ Initial layouts come from evaluation seeds, which never overlap the seeds used t
 failed episode.
 
 `--num-envs N` steps N environments together and the policy plans all of them that need a new chunk in one
-forward pass (`Policy.act_batch(..., envs=...)`, a chunk queue per environment); `--workers W` splits the episodes
-over W processes, each with its own copy of the policy and N environments (the only messages are the episodes
-and their results: per-step messages between processes cost more than a step on a busy CPU). Either way the
+forward pass (`Policy.act_batch(..., envs=...)`, a chunk queue per environment); `--workers W` runs W processes,
+this one and W - 1 spawned ones, each with its own copy of the policy and N environments, that claim episodes
+from one shared pool as their slots free up (the only messages are an episode counter per task and the finished
+episodes: per-step messages between processes cost more than a step on a busy CPU). Either way the
 episodes, seeds and videos are the sequential evaluator's, and so are the actions wherever a row's result does not
 depend on what else is in the batch (discrete heads: tested equal; continuous heads can differ in the last float
 bits, since a batched matrix product may round differently).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import shlex
 import sys
 import time
@@ -28,7 +30,9 @@ import numpy as np
 
 from lapa_learning.errors import ConfigError
 
-DEFAULT_NUM_ENVS, DEFAULT_WORKERS = 8, 1  # the fastest on the 2-core CPU (bench/eval_speed.py, results/eval_speed.json)
+# The fastest on the 2-core CPU (bench/eval_speed.py, results/eval_speed.json): 4 environments in each of 2
+# processes (8 x 2 was as fast; one process with 8: 0.62x of that).  One process per core, at most 2 (measured).
+DEFAULT_NUM_ENVS, DEFAULT_WORKERS = 4, min(2, os.cpu_count() or 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="environments stepped together, planned by one batched forward pass per step "
                              "(1 = one episode after another; default: %(default)s)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="processes to split the episodes over, each with its own policy copy and --num-envs "
-                             "environments (default: %(default)s)")
+                        help="processes (this one included) that share the episodes, each with its own policy copy "
+                             "and --num-envs environments (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,8 +130,8 @@ def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 
     """Run `episodes_per_task` closed-loop episodes per task; returns per-task and overall success statistics.
 
     num_envs > 1: that many environments at once, the policy batched (`act_batch(..., envs=)`).  workers > 1:
-    the episodes are split over that many processes (every `workers`-th episode each), each with its own copy of
-    the policy (loaded from `policy.checkpoint_dir`) and `num_envs` environments.  preview: a
+    this process and workers - 1 spawned ones (each with its own copy of the policy, loaded from
+    `policy.checkpoint_dir`, and `num_envs` environments) claim the episodes from one shared pool.  preview: a
     lapa_learning.vla.preview.LatentPreview; each video frame becomes the strip (frame | decoded frame t+H)."""
     from tqdm import tqdm
 
@@ -153,10 +157,10 @@ def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 
         policy.report_latents = False
     try:
         if workers > 1:
-            _run_workers(policy, queue, num_envs, workers, video_dir is not None and videos_per_outcome, end,
-                         camera, image_size, max_steps)
+            _run_workers(policy, queue, num_envs, workers, keep_frames,
+                         videos_per_outcome if video_dir is not None else None, end, camera, image_size, max_steps)
         elif num_envs > 1:
-            _run_batched(policy, queue, num_envs, keep_frames, end, camera, image_size, max_steps)
+            _run_batched(policy, EpisodePool(queue), num_envs, keep_frames, end, camera, image_size, max_steps)
         else:
             _run_sequential(policy, queue, keep_frames, end, camera, image_size, max_steps)
     finally:
@@ -182,9 +186,54 @@ def _keep_frames_rule(finished: dict, videos_per_outcome: int | None):
     return keep
 
 
-def _run_workers(policy, queue, num_envs, workers, videos_per_outcome, end, camera, image_size, max_steps) -> None:
+class EpisodePool:
+    """The episodes still to run, per task, claimed one at a time.  Built with `counters` (task -> a
+    multiprocessing Value), it is shared by processes: every process that frees a slot claims the next episode
+    from the one pool, so none idles while another still has a backlog."""
+
+    def __init__(self, queue: list[Episode], counters: dict | None = None):
+        self.lists: dict[str, list[Episode]] = {}
+        for ep in queue:
+            self.lists.setdefault(ep.task, []).append(ep)
+        self.counters = counters
+        self._taken = dict.fromkeys(self.lists, 0)  # without counters
+
+    def left(self, task: str) -> int:
+        taken = self.counters[task].value if self.counters is not None else self._taken[task]
+        return len(self.lists[task]) - taken
+
+    def claim(self, task: str) -> Episode | None:
+        if self.counters is None:
+            i = self._taken[task]
+            if i < len(self.lists[task]):
+                self._taken[task] += 1
+                return self.lists[task][i]
+            return None
+        counter = self.counters[task]
+        with counter.get_lock():
+            i = counter.value
+            if i >= len(self.lists[task]):
+                return None
+            counter.value = i + 1
+        return self.lists[task][i]
+
+    def claim_for(self, task: str | None) -> Episode | None:
+        """The next episode of `task` while it has any (a new env costs ~0.5 s), else of the task with the most
+        left.  The order changes no episode, only when and where it runs."""
+        order = ([task] if task in self.lists else []) + sorted(self.lists, key=self.left, reverse=True)
+        for t in order:
+            ep = self.claim(t)
+            if ep is not None:
+                return ep
+        return None
+
+
+def _run_workers(policy, queue, num_envs, workers, keep_frames, videos_per_outcome, end, camera, image_size,
+                 max_steps) -> None:
+    """This process and `workers - 1` spawned ones, each with its own policy copy and `num_envs` environments,
+    claim episodes from one shared pool (EpisodePool); the workers send each finished episode back."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    import queue as queue_module
 
     if not hasattr(policy, "checkpoint_dir"):
         raise ConfigError(f"workers {workers}: the policy ({type(policy).__name__}) cannot be loaded in a worker "
@@ -194,15 +243,55 @@ def _run_workers(policy, queue, num_envs, workers, videos_per_outcome, end, came
     if hasattr(policy, "blend"):  # a BlendedPolicy: each worker wraps its own copy the same way
         args.update(replan_every=None, blend=dict(blend=policy.blend, decay=policy.decay,
                                                   replan_every=policy.replan_every))
-    video = {"videos_per_outcome": videos_per_outcome} if videos_per_outcome else None
-    shares = [queue[k::workers] for k in range(workers) if queue[k::workers]]
     # "spawn": a fresh interpreter (no inherited torch threads or OpenGL state); scripts need a __main__ guard
-    with ProcessPoolExecutor(len(shares), mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, dict(args), share, num_envs, video, camera, image_size, max_steps)
-                   for share in shares]
-        for future in futures:
-            for ep in future.result():
-                end(ep)
+    ctx = mp.get_context("spawn")
+    source = EpisodePool(queue, {task: ctx.Value("i", 0) for task in dict.fromkeys(e.task for e in queue)})
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_worker, daemon=True, args=(dict(args), source, results, num_envs,
+                                                              videos_per_outcome, camera, image_size, max_steps))
+             for _ in range(workers - 1)]
+    for proc in procs:
+        proc.start()
+    ended = 0
+
+    def take(item) -> None:
+        nonlocal ended
+        kind, value = item
+        if kind == "error":
+            raise RuntimeError(f"an evaluation worker process failed: {value}")
+        ended += 1
+        end(value)
+
+    def poll() -> None:  # the workers' finished episodes, as they come (progress bar, keep_frames)
+        while True:
+            try:
+                take(results.get_nowait())
+            except queue_module.Empty:
+                return
+
+    def count_end(ep: Episode) -> None:
+        nonlocal ended
+        ended += 1
+        end(ep)
+
+    try:
+        _run_batched(policy, source, num_envs, keep_frames, count_end, camera, image_size, max_steps, poll=poll)
+        while ended < len(queue):
+            try:
+                take(results.get(timeout=0.5))
+            except queue_module.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode is not None]
+                if len(dead) == len(procs) or any(code != 0 for code in dead):
+                    poll()
+                    if ended < len(queue):
+                        raise RuntimeError(f"evaluation worker processes ended (exit codes {dead}) with "
+                                           f"{len(queue) - ended} episodes not run") from None
+        for proc in procs:
+            proc.join()
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
 
 
 def _run_sequential(policy, queue: list[Episode], keep_frames, end, camera, image_size, max_steps) -> None:
@@ -231,29 +320,27 @@ def _run_sequential(policy, queue: list[Episode], keep_frames, end, camera, imag
                 end(ep)
 
 
-def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, camera, image_size,
-                 max_steps) -> None:
+def _run_batched(policy, source: EpisodePool, num_envs: int, keep_frames, end, camera, image_size,
+                 max_steps, poll=None) -> None:
     """`num_envs` environments in this process at once: every step the policy plans all environments whose chunk
-    ran out in one forward pass (`act_batch(..., envs=)`), and a slot takes a new episode when its own ends."""
+    ran out in one forward pass (`act_batch(..., envs=)`), and a slot claims a new episode when its own ends.
+    poll: called once per step (the worker pool collects other processes' episodes there)."""
     from lapa_learning.sim.instructions import instruction_for
     from lapa_learning.sim.metaworld_env import MetaWorldEnv
 
     if not hasattr(policy, "act_batch") or not hasattr(policy, "will_replan_for"):
         raise ConfigError(f"num_envs {num_envs}: the policy ({type(policy).__name__}) has no batched act_batch(..., "
                           f"envs=); use num_envs 1")
-    pending = {t: collections.deque(e for e in queue if e.task == t) for t in dict.fromkeys(e.task for e in queue)}
-    instructions = {t: instruction_for(t) for t in pending}
+    instructions = {t: instruction_for(t) for t in source.lists}
     envs: dict[int, MetaWorldEnv] = {}  # slot -> the env of its current task
     opened = []  # closed at the end (each env draws through its own GL context: MetaWorldEnv.render)
     active: dict[int, Episode] = {}  # slot -> its episode
 
     def start(slot: int) -> None:
-        """The slot's next episode: of its own task while there are any (making an env costs ~0.4-1 s), else of
-        the task with the most episodes left. The order does not change any episode, only when it runs."""
-        task = envs[slot].task if slot in envs and pending[envs[slot].task] else max(pending, key=lambda t: len(pending[t]))
-        if not pending[task]:
+        ep = source.claim_for(envs[slot].task if slot in envs else None)
+        if ep is None:
             return
-        ep = active[slot] = pending[task].popleft()
+        active[slot] = ep
         if slot not in envs or envs[slot].task != ep.task:
             envs[slot] = MetaWorldEnv(ep.task, camera=camera, image_size=image_size, max_steps=max_steps)
             opened.append(envs[slot])
@@ -265,6 +352,8 @@ def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, 
         for slot in range(num_envs):
             start(slot)
         while active:
+            if poll is not None:
+                poll()
             slots = sorted(active)
             actions = policy.act_batch([active[s].image for s in slots], [instructions[active[s].task] for s in slots],
                                        envs=slots)
@@ -278,7 +367,7 @@ def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, 
                 if ep.frames is not None:
                     ep.frames.append(obs.image)
                 if done:
-                    ep.steps, ep.final_state = env.steps, obs.state.tolist()
+                    ep.steps, ep.final_state, ep.image = env.steps, obs.state.tolist(), None
                     del active[s]
                     end(ep)
                     start(s)
@@ -287,26 +376,36 @@ def _run_batched(policy, queue: list[Episode], num_envs: int, keep_frames, end, 
             env.close()
 
 
-def _worker(policy_args: dict, episodes: list[Episode], num_envs: int, video: dict | None, camera, image_size,
-            max_steps) -> list[Episode]:
-    """One worker process: its own copy of the policy runs its share of the episodes, `num_envs` at a time."""
-    import torch
+def _worker(policy_args: dict, source: EpisodePool, results, num_envs: int, videos_per_outcome, camera,
+            image_size, max_steps) -> None:
+    """One worker process: its own copy of the policy claims episodes from `source`, `num_envs` at a time, and
+    puts ("episode", Episode) on `results` for each (or ("error", message) once, if it fails)."""
+    try:
+        import torch
 
-    from lapa_learning.vla.policy import Policy
+        from lapa_learning.vla.policy import Policy
 
-    torch.set_num_threads(1)
-    report_latents, blend = policy_args.pop("report_latents"), policy_args.pop("blend", None)
-    policy = Policy.load(**policy_args)
-    if blend is not None:
-        from lapa_learning.vla.chunking import BlendedPolicy
+        torch.set_num_threads(1)
+        report_latents, blend = policy_args.pop("report_latents"), policy_args.pop("blend", None)
+        policy = Policy.load(**policy_args)
+        if blend is not None:
+            from lapa_learning.vla.chunking import BlendedPolicy
 
-        policy = BlendedPolicy(policy, **blend)
-    policy.report_latents = report_latents
-    done: dict[tuple[str, int], Episode] = {}
-    keep = _keep_frames_rule(done, video["videos_per_outcome"] if video else None)
-    _run_batched(policy, episodes, num_envs, keep, lambda ep: done.__setitem__((ep.task, ep.index), ep),
-                 camera, image_size, max_steps)
-    return [done[(e.task, e.index)] for e in episodes]
+            policy = BlendedPolicy(policy, **blend)
+        policy.report_latents = report_latents
+        done: dict[tuple[str, int], Episode] = {}
+
+        def end(ep: Episode) -> None:
+            done[(ep.task, ep.index)] = ep
+            results.put(("episode", ep))
+
+        # this process knows only its own finished episodes: it keeps frames whenever its own earlier ones leave
+        # a video open, more often than needed, never less
+        _run_batched(policy, source, num_envs, _keep_frames_rule(done, videos_per_outcome), end, camera,
+                     image_size, max_steps)
+    except BaseException as err:  # the parent raises it with this message
+        results.put(("error", f"{type(err).__name__}: {err}"))
+        raise
 
 
 def _results(tasks, episodes: list[Episode], video_dir, videos_per_outcome: int, preview, extra: dict) -> dict:
