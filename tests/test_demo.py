@@ -272,3 +272,41 @@ def test_step_budget_probe_refuses_an_unfinished_demo_and_unknown_methods(tmp_pa
     res = probe("--methods", "lapa,bogus")
     assert res.returncode == 2 and "unknown ['bogus']" in res.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+def test_recipe_probe_runs_variants_up_to_the_step_rule_and_shares_unchanged_stages(tmp_path):
+    """Two variants of the quick recipe (the second trains the LAQ longer): every stage up to each method's step
+    selection on development layouts runs, stages that the LAQ change does not touch are copied, not rerun, and
+    nothing is evaluated on the fresh layouts."""
+    out, results = tmp_path / "probe", tmp_path / "probe.json"
+    cmd = [sys.executable, str(ROOT / "scripts/recipe_probe.py"), "--preset", "quick", "--out", str(out),
+           "--variant", "base", "--variant", "laq40:laq_steps=40", "--results", str(results)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    d = json.loads(results.read_text())
+    assert d["preset"] == "quick" and "recipe_probe.py" in d["command"] and d["setting"] == "in-domain"
+    assert list(d["variants"]) == ["base", "laq40"] and d["variants"]["laq40"]["overrides"] == {"laq_steps": 40}
+    assert set(d["variants"]["base"]["methods"]) == {"lapa", "scratch"} and set(d["variants"]["laq40"]["methods"]) == {"lapa"}
+    for variant in d["variants"].values():
+        for row in variant["methods"].values():
+            assert row["chosen_steps"] in PRESETS["quick"].finetune_steps
+            assert set(row["dev_success"]) == {str(s) for s in PRESETS["quick"].finetune_steps}
+        assert "probe_r2_xyz" in variant["laq_probe"]
+    assert json.loads((out / "laq40/robot/laq/latest.json").read_text())["step"] == 40
+    assert json.loads((out / "base/robot/laq/latest.json").read_text())["step"] == PRESETS["quick"].laq_steps
+    assert not list(out.glob("*/robot/eval")) and not list(out.glob("*/eval"))  # no fresh-layout evaluation
+
+    def record(stage):
+        return json.loads((out / "stages" / f"{stage}.json").read_text())["args"]
+
+    # the data is the same in both variants: copied; the LAQ and everything after it: run again
+    assert record("laq40.data-videos-robot") == ["copy", str(out / "base/robot/videos"), str(out / "laq40/robot/videos")]
+    assert (out / "laq40/robot/videos/meta/info.json").is_file()
+    assert record("laq40.laq-train-robot")[:2] == ["laq", "train"]
+    assert record("laq40.pretrain-lapa-robot")[:2] == ["vla", "pretrain"]
+    bad = subprocess.run([*cmd[:-2], "--methods", "lapa,bogus", "--results", str(tmp_path / "x.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown method(s) ['bogus']" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run([*cmd[:-4], "--variant", "x:eval_steps=3", "--results", str(tmp_path / "x.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "expected NAME:field=value" in bad.stderr and not (tmp_path / "x.json").exists()
