@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -211,3 +213,21 @@ def test_chunk_blending_rejects_bad_settings(tmp_path):
                           "--tasks", "push-v3", "--episodes-per-task", "1", "--max-steps", "3"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--chunk-blend ensemble" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_failing_worker_process_is_a_clear_error_not_a_hang(tmp_path):
+    """The worker processes load the checkpoint themselves: if that fails (here its weights were truncated after
+    this process loaded them), evaluate raises with the worker's own message instead of waiting for episodes
+    that never come."""
+    from lapa_learning.vla.policy import Policy
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", chunk_size=2, head="discrete", seed=5)
+    policy = Policy.load(ckpt, device="cpu")
+    weights = next(Path(ckpt).rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    started = time.time()
+    with pytest.raises(RuntimeError, match=r"evaluation worker process failed: CheckpointError: .*safetensors"):
+        evaluate(policy, ["plate-slide-v3"], episodes_per_task=40, max_steps=150, seed=0, progress=False,
+                 num_envs=1, workers=2)
+    assert time.time() - started < 120
