@@ -161,6 +161,22 @@ def test_cli_rejects_a_bad_num_envs(tmp_path):
     res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path), "--num-envs", "0"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--num-envs" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path), "--videos", "-1"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--videos must be 0" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cli_eval_without_videos_writes_none(tmp_path):
+    from lapa_learning.vla.testing import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(ckpt), "--tasks", "push-v3",
+                          "--episodes-per-task", "2", "--max-steps", "10", "--videos", "0", "--workers", "1",
+                          "--out", str(tmp_path / "ev")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    results = json.loads((tmp_path / "ev/results.json").read_text())
+    assert results["overall"]["episodes"] == 2 and results["tasks"]["push-v3"]["videos"] == []
+    assert not (tmp_path / "ev/videos").exists()
 
 
 def test_chunk_blending_in_eval(tmp_path):

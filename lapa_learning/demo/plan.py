@@ -128,12 +128,13 @@ EVAL_PROCESS = ("--num-envs", "8", "--workers", "1")
 
 
 def eval_stage(name: str, checkpoint: Path, out: Path, tasks: str, episodes: int, seed: int, preset: Preset,
-               device: str, deps: tuple[str, ...]) -> Stage:
-    """Every closed-loop evaluation of the demo (development and final), built in one place."""
+               device: str, deps: tuple[str, ...], videos: bool = True) -> Stage:
+    """Every closed-loop evaluation of the demo (development and final), built in one place.  videos=False: no
+    rollout videos (development evaluations: nobody watches them, and a filmed episode draws every frame)."""
     return Stage(name, ["eval", str(checkpoint), "--tasks", tasks, "--episodes-per-task", str(episodes),
                         "--max-steps", str(preset.eval_max_steps), "--image-size", str(preset.image_size),
-                        "--seed", str(seed), *EVAL_PROCESS, "--out", str(out),
-                        "--device", device], deps=deps)
+                        "--seed", str(seed), *EVAL_PROCESS, *(() if videos else ("--videos", "0")),
+                        "--out", str(out), "--device", device], deps=deps)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -240,7 +241,7 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
                 plan.add(finetune_stage(f"finetune-{method}{s}-steps{steps}", run, steps))
                 plan.add(eval_stage(f"dev-eval-{method}{s}-steps{steps}", run, base / f"dev_eval/{method}_steps{steps}",
                                     eval_tasks, preset.dev_episodes, seed + DEV_SEED_OFFSET, preset, device,
-                                    deps=(f"finetune-{method}{s}-steps{steps}",)))
+                                    deps=(f"finetune-{method}{s}-steps{steps}",), videos=False))
                 dev_evals.append((steps, run, base / f"dev_eval/{method}_steps{steps}"))
             plan.add(Stage(f"finetune-{method}{s}", ["select-steps", str(final), *(str(r) for _, r, _ in dev_evals)],
                            deps=tuple(f"dev-eval-{method}{s}-steps{st}" for st in candidates),

@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview-laq", type=Path, default=None,
                         help="with --preview: the LAQ checkpoint (default: the one the checkpoint records)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <checkpoint>/eval)")
-    parser.add_argument("--videos", type=int, default=1, help="videos to save per task and outcome (default: 1)")
+    parser.add_argument("--videos", type=int, default=1,
+                        help="videos to save per task and outcome; 0: none, and only the frames the policy reads are "
+                             "drawn (default: 1)")
     parser.add_argument("--num-envs", type=int, default=DEFAULT_NUM_ENVS,
                         help="environments stepped together, planned by one batched forward pass per step "
                              "(1 = one episode after another; default: %(default)s)")
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes_per_task < 1:
         raise ConfigError(f"--episodes-per-task must be at least 1, got {args.episodes_per_task}")
+    if args.videos < 0:
+        raise ConfigError(f"--videos must be 0 (none) or more per task and outcome, got {args.videos}")
     if args.num_envs < 1 or args.workers < 1:
         raise ConfigError(f"--num-envs and --workers must be at least 1, got {args.num_envs} and {args.workers}")
     blend = args.chunk_blend != "off"
