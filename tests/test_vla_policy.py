@@ -284,19 +284,9 @@ def test_shared_prefix_decoding_with_grouped_kv_heads_and_eager_attention(tok_qw
     the shared prefix gives the tokens of decoding each branch on its own."""
     import torch
 
-    from lapa_learning.vla.configuration_vla import preset
-    from lapa_learning.vla.modeling_vla import VLAModel
     from lapa_learning.vla.processor_vla import encode_prompts
 
-    torch.manual_seed(0)
-    lm = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=128, tie_word_embeddings=True)
-    cfg = preset("tiny", image_size=32, vision=dict(overrides=dict(image_size=32, patch_size=8, hidden_size=32,
-                                                                   num_hidden_layers=1, num_attention_heads=2,
-                                                                   intermediate_size=64), num_tokens=4),
-                 language=dict(model_type="qwen2", overrides=lm), latent=dict(num_tokens=3, codebook_size=8),
-                 action=dict(type="discrete", action_dim=4, chunk_size=2))
-    m = VLAModel(cfg, vocab_size=len(tok_qwen)).eval()
+    m, cfg = _small_vla("qwen2", tok_qwen, seed=0)
     m.lm.set_attn_implementation(attn)
     ids, mask = encode_prompts(tok_qwen, cfg.prompt_template, ["push the puck", "open the drawer now please", "go"], 32)
     pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -307,6 +297,25 @@ def test_shared_prefix_decoding_with_grouped_kv_heads_and_eager_attention(tok_qw
     assert set(shared) == {"latent_tokens", "action_tokens"}
     for k in shared:
         assert torch.equal(shared[k], alone[k]), k
+
+
+def _small_vla(family: str, tok, seed: int):
+    """A 32 px VLA whose LM (Llama or Qwen2) has 2 KV heads for 4 query heads (as Qwen2.5-0.5B), in eval mode,
+    with 3 latent tokens and a discrete chunk of 2 x 4 actions. -> (model, config)"""
+    import torch
+
+    from lapa_learning.vla.configuration_vla import preset
+    from lapa_learning.vla.modeling_vla import VLAModel
+
+    torch.manual_seed(seed)
+    lm = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=128, tie_word_embeddings=True)
+    cfg = preset("tiny", image_size=32, vision=dict(overrides=dict(image_size=32, patch_size=8, hidden_size=32,
+                                                                   num_hidden_layers=1, num_attention_heads=2,
+                                                                   intermediate_size=64), num_tokens=4),
+                 language=dict(model_type=family, overrides=lm), latent=dict(num_tokens=3, codebook_size=8),
+                 action=dict(type="discrete", action_dim=4, chunk_size=2))
+    return VLAModel(cfg, vocab_size=len(tok)).eval(), cfg
 
 
 @pytest.fixture(scope="module")
@@ -372,19 +381,9 @@ def test_lean_decoder_loop_equals_the_transformers_model_call(tok_qwen, family):
     transformers model call gives: the same hidden states and cache at every step, hence the same tokens."""
     import torch
 
-    from lapa_learning.vla.configuration_vla import preset
-    from lapa_learning.vla.modeling_vla import VLAModel
     from lapa_learning.vla.processor_vla import encode_prompts
 
-    torch.manual_seed(1)
-    lm = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=128, tie_word_embeddings=True)
-    cfg = preset("tiny", image_size=32, vision=dict(overrides=dict(image_size=32, patch_size=8, hidden_size=32,
-                                                                   num_hidden_layers=1, num_attention_heads=2,
-                                                                   intermediate_size=64), num_tokens=4),
-                 language=dict(model_type=family, overrides=lm), latent=dict(num_tokens=3, codebook_size=8),
-                 action=dict(type="discrete", action_dim=4, chunk_size=2))
-    m = VLAModel(cfg, vocab_size=len(tok_qwen)).eval()
+    m, cfg = _small_vla(family, tok_qwen, seed=1)
     assert m._lean_ok
     calls = []
     real = m._run_layers
