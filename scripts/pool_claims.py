@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lapa_learning.demo.plan import SETTINGS  # noqa: E402
+from lapa_learning.demo.plan import METHOD_NAMES, SETTINGS  # noqa: E402
 from lapa_learning.errors import InputError  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.stats import wilson_interval  # noqa: E402
@@ -107,9 +107,7 @@ def pool(paths: list[Path]) -> dict:
 
 
 METHOD_ORDER = ("scratch", "actionvla", "vpt", "lapa", "lapa-shuffled", "vision")
-METHOD_LABELS = {"scratch": "Scratch", "actionvla": "ActionVLA (true actions)", "vpt": "VPT (IDM pseudo-actions)",
-                 "lapa": "LAPA", "lapa-shuffled": "LAPA, shuffled latents (control)",
-                 "vision": "Vision-pretrained tower (control)"}
+METHOD_LABELS = {**METHOD_NAMES, "lapa": "LAPA"}  # the demo's names; the paper's table says just "LAPA"
 
 
 def paper_table(claims: dict) -> str:
