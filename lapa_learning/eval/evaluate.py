@@ -159,6 +159,7 @@ def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 
     report_latents = getattr(policy, "report_latents", None)
     if report_latents is not None and preview is None:
         policy.report_latents = False
+    workers = min(workers, -(-len(queue) // num_envs))  # no process without a slot's worth of episodes
     try:
         if workers > 1:
             _run_workers(policy, queue, num_envs, workers, keep_frames,
