@@ -107,9 +107,12 @@ def variant_report(plan: Plan, name: str, overrides: dict, setting: str) -> dict
     for method, final in plan.finals.items():
         selection = read_optional_json(final / "selection.json") or {}
         methods[method] = {"chosen_steps": selection.get("chosen_steps"), "dev_success": selection.get("dev_success")}
+    counts = probe.get("code_counts") or []  # per token position: how many frame pairs got each code
     return {"overrides": overrides, "methods": methods,
-            "laq_probe": {k: probe.get(k) for k in ("probe_r2_xyz", "probe_r2_per_action", "codes_used_fraction",
-                                                      "codes_used_per_position") if k in probe},
+            "laq_probe": {"probe_r2_xyz": probe.get("probe_r2_xyz"),
+                          "r2_per_action_dim": dict(zip(probe.get("action_names", []), probe.get("r2_action", []))),
+                          "codes_with_at_least_5pct_of_pairs_per_token":
+                              [sum(c >= 0.05 * sum(row) for c in row) for row in counts if sum(row)]},
             "latent_pretraining": {"latent_token_accuracy": latent.get("metrics", {}).get("latent_token_accuracy"),
                                    "majority_baseline_accuracy": latent.get("majority_baseline_accuracy")}}
 
@@ -150,11 +153,15 @@ def main() -> int:
         print(f"recipe_probe: stage {failed} failed; see {merged.out / 'logs' / (failed + '.log')}", file=sys.stderr)
         return 1
     report = {n: variant_report(plans[n], n, o, args.setting) for n, o in variants}
+    stage_seconds = [(read_optional_json(merged.out / "stages" / f"{name}.json") or {}).get("seconds", 0.0)
+                     for name in merged.stages]
     result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
+              "stage_minutes_total": sum(stage_seconds) / 60,  # CPU-bound stages, `--jobs` at a time
               "seed": args.seed, "dev_seed": args.seed + DEV_SEED_OFFSET,
               "preset": args.preset, "dev_episodes_per_task": base.dev_episodes,
               "finetune_step_candidates": list(base.finetune_steps),
-              "minutes": (time.time() - started) / 60, "variants": report}
+              "minutes": (time.time() - started) / 60,  # this invocation (stages finished before are reused)
+              "variants": report}
     path = args.results or ROOT / f"results/recipe_probe_{args.setting}_seed{args.seed}.json"
     atomic_write_json(path, result)
     print("\n| variant | method | " + " | ".join(map(str, base.finetune_steps)) + " | chosen | LAQ R2 xyz |")

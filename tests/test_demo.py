@@ -285,13 +285,15 @@ def test_recipe_probe_runs_variants_up_to_the_step_rule_and_shares_unchanged_sta
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     d = json.loads(results.read_text())
     assert d["preset"] == "quick" and "recipe_probe.py" in d["command"] and d["setting"] == "in-domain"
+    assert d["stage_minutes_total"] > 0
     assert list(d["variants"]) == ["base", "laq40"] and d["variants"]["laq40"]["overrides"] == {"laq_steps": 40}
     assert set(d["variants"]["base"]["methods"]) == {"lapa", "scratch"} and set(d["variants"]["laq40"]["methods"]) == {"lapa"}
     for variant in d["variants"].values():
         for row in variant["methods"].values():
             assert row["chosen_steps"] in PRESETS["quick"].finetune_steps
             assert set(row["dev_success"]) == {str(s) for s in PRESETS["quick"].finetune_steps}
-        assert "probe_r2_xyz" in variant["laq_probe"]
+        assert "probe_r2_xyz" in variant["laq_probe"] and set(variant["laq_probe"]["r2_per_action_dim"]) >= {"dx", "dy", "dz"}
+        assert len(variant["laq_probe"]["codes_with_at_least_5pct_of_pairs_per_token"]) == 4
     assert json.loads((out / "laq40/robot/laq/latest.json").read_text())["step"] == 40
     assert json.loads((out / "base/robot/laq/latest.json").read_text())["step"] == PRESETS["quick"].laq_steps
     assert not list(out.glob("*/robot/eval")) and not list(out.glob("*/eval"))  # no fresh-layout evaluation
