@@ -17,7 +17,6 @@ bits, since a batched matrix product may round differently).
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import shlex

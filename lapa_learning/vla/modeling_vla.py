@@ -335,8 +335,8 @@ class VLAModel(nn.Module):
 
     def _run_layers(self, embeds, mask, pos, past):
         """What `self.body(...)` computes for a ready 4-D mask and a KV cache, without the transformers model
-        wrapper (argument merging, output capture, mask building, output dataclasses): about 0.1 ms per call of
-        Python that inference pays 1 + K times per plan. Tested equal to the wrapped call (tests/test_vla_policy.py).
+        wrapper (argument merging, output capture, mask building, output dataclasses), Python that inference would
+        pay on each of the 1 + K LM calls of a plan. Tested equal to the wrapped call (tests/test_vla_policy.py).
         -> hidden (B, T, D), cache."""
         from transformers import DynamicCache
 
