@@ -24,29 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lapa_learning.demo.plan import PRESETS, VIDEO_SET, build_plan  # noqa: E402
-from lapa_learning.demo.report import read_optional_json  # noqa: E402
+from lapa_learning.demo.report import read_optional_json, video_set_record  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.machine import machine  # noqa: E402
-
-
-def video_set_record(base: Path) -> dict:
-    laq = (read_optional_json(base / "laq/summary.json") or {}).get("eval", {})
-    explain = read_optional_json(base / "explain/laq_explain.json") or {}
-    probe = explain.get("probe", {})
-    counts = np.asarray(probe.get("code_counts") or [[0]], dtype=float)  # (K positions, codebook)
-    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    latent = read_optional_json(base / "pretrain_lapa/train_record.json") or {}
-    return {
-        "laq_eval": {k: laq.get(k) for k in ("psnr_changed", "psnr_changed_copy_baseline", "codes_used_fraction")},
-        "probe_target": probe.get("target"), "probe_evaluation": probe.get("evaluation"),
-        "probe_r2_per_action_dim": dict(zip(probe.get("action_names", []), probe.get("r2_action", []))),
-        "probe_r2_xyz": probe.get("probe_r2_xyz"),
-        "codes_with_at_least_5pct_of_pairs_per_token": [int((row >= 0.05).sum()) for row in share],
-        "codebook_size": explain.get("codebook_size"),
-        "latent_token_accuracy": latent.get("metrics", {}).get("latent_token_accuracy"),
-        "majority_baseline_accuracy": latent.get("majority_baseline_accuracy"),
-        "instruction_majority_baseline_accuracy": latent.get("instruction_majority_baseline_accuracy"),
-    }
 
 
 def method_record(run: Path, ev: Path) -> dict | None:

@@ -29,8 +29,8 @@ from lapa_learning.data.latent_labels import labels_path  # noqa: E402
 from lapa_learning.demo.plan import (DEV_SEED_OFFSET, PRESETS, VIDEO_SET, Plan, Preset, Stage, build_plan,  # noqa: E402
                                      parse_methods)
 from lapa_learning.errors import ConfigError  # noqa: E402
-from lapa_learning.demo.report import read_optional_json  # noqa: E402
-from lapa_learning.demo.runner import execute  # noqa: E402
+from lapa_learning.demo.report import read_optional_json, video_set_record  # noqa: E402
+from lapa_learning.demo.runner import execute, marker  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.machine import machine  # noqa: E402
 
@@ -99,22 +99,18 @@ def merged_plan(root: Path, variants: list[tuple[str, dict]], setting: str, seed
     return merged, plans
 
 
-def variant_report(plan: Plan, name: str, overrides: dict, setting: str) -> dict:
-    base = plan.out / VIDEO_SET[setting]
-    probe = (read_optional_json(base / "explain" / "laq_explain.json") or {}).get("probe", {})
-    latent = read_optional_json(base / "pretrain_lapa" / "train_record.json") or {}
+def variant_report(plan: Plan, overrides: dict, setting: str) -> dict:
+    record = video_set_record(plan.out / VIDEO_SET[setting])
     methods = {}
     for method, final in plan.finals.items():
         selection = read_optional_json(final / "selection.json") or {}
         methods[method] = {"chosen_steps": selection.get("chosen_steps"), "dev_success": selection.get("dev_success")}
-    counts = probe.get("code_counts") or []  # per token position: how many frame pairs got each code
     return {"overrides": overrides, "methods": methods,
-            "laq_probe": {"probe_r2_xyz": probe.get("probe_r2_xyz"),
-                          "r2_per_action_dim": dict(zip(probe.get("action_names", []), probe.get("r2_action", []))),
+            "laq_probe": {"probe_r2_xyz": record["probe_r2_xyz"],
+                          "r2_per_action_dim": record["probe_r2_per_action_dim"],
                           "codes_with_at_least_5pct_of_pairs_per_token":
-                              [sum(c >= 0.05 * sum(row) for c in row) for row in counts if sum(row)]},
-            "latent_pretraining": {"latent_token_accuracy": latent.get("metrics", {}).get("latent_token_accuracy"),
-                                   "majority_baseline_accuracy": latent.get("majority_baseline_accuracy")}}
+                              record["codes_with_at_least_5pct_of_pairs_per_token"]},
+            "latent_pretraining": {k: record[k] for k in ("latent_token_accuracy", "majority_baseline_accuracy")}}
 
 
 def main() -> int:
@@ -152,9 +148,9 @@ def main() -> int:
     if failed:
         print(f"recipe_probe: stage {failed} failed; see {merged.out / 'logs' / (failed + '.log')}", file=sys.stderr)
         return 1
-    report = {n: variant_report(plans[n], n, o, args.setting) for n, o in variants}
-    stage_seconds = [(read_optional_json(merged.out / "stages" / f"{name}.json") or {}).get("seconds", 0.0)
-                     for name in merged.stages]
+    report = {n: variant_report(plans[n], o, args.setting) for n, o in variants}
+    stage_seconds = [(read_optional_json(marker(merged, stage)) or {}).get("seconds", 0.0)
+                     for stage in merged.stages.values()]
     result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
               "stage_minutes_total": sum(stage_seconds) / 60,  # CPU-bound stages, `--jobs` at a time
               "seed": args.seed, "dev_seed": args.seed + DEV_SEED_OFFSET,

@@ -145,3 +145,27 @@ def read_optional_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def video_set_record(base: Path) -> dict:
+    """What the stages of one video set (<out>/<video set>) recorded: LAQ reconstruction, the linear probe from
+    latent tokens to true actions, code usage per token position, latent-pretraining accuracy and baselines."""
+    import numpy as np
+
+    laq = (read_optional_json(base / "laq/summary.json") or {}).get("eval", {})
+    explain = read_optional_json(base / "explain/laq_explain.json") or {}
+    probe = explain.get("probe", {})
+    counts = np.asarray(probe.get("code_counts") or [[0]], dtype=float)  # (K positions, codebook)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    latent = read_optional_json(base / "pretrain_lapa/train_record.json") or {}
+    return {
+        "laq_eval": {k: laq.get(k) for k in ("psnr_changed", "psnr_changed_copy_baseline", "codes_used_fraction")},
+        "probe_target": probe.get("target"), "probe_evaluation": probe.get("evaluation"),
+        "probe_r2_per_action_dim": dict(zip(probe.get("action_names", []), probe.get("r2_action", []))),
+        "probe_r2_xyz": probe.get("probe_r2_xyz"),
+        "codes_with_at_least_5pct_of_pairs_per_token": [int((row >= 0.05).sum()) for row in share],
+        "codebook_size": explain.get("codebook_size"),
+        "latent_token_accuracy": latent.get("metrics", {}).get("latent_token_accuracy"),
+        "majority_baseline_accuracy": latent.get("majority_baseline_accuracy"),
+        "instruction_majority_baseline_accuracy": latent.get("instruction_majority_baseline_accuracy"),
+    }

@@ -17,6 +17,7 @@ bits, since a batched matrix product may round differently).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -199,20 +200,12 @@ class EpisodePool:
         self.lists: dict[str, list[Episode]] = {}
         for ep in queue:
             self.lists.setdefault(ep.task, []).append(ep)
-        self.counters = counters
-        self._taken = dict.fromkeys(self.lists, 0)  # without counters
+        self.counters = counters if counters is not None else {t: _LocalCounter() for t in self.lists}
 
     def left(self, task: str) -> int:
-        taken = self.counters[task].value if self.counters is not None else self._taken[task]
-        return len(self.lists[task]) - taken
+        return len(self.lists[task]) - self.counters[task].value
 
     def claim(self, task: str) -> Episode | None:
-        if self.counters is None:
-            i = self._taken[task]
-            if i < len(self.lists[task]):
-                self._taken[task] += 1
-                return self.lists[task][i]
-            return None
         counter = self.counters[task]
         with counter.get_lock():
             i = counter.value
@@ -230,6 +223,16 @@ class EpisodePool:
             if ep is not None:
                 return ep
         return None
+
+
+class _LocalCounter:
+    """A multiprocessing Value's interface (value, get_lock) for a pool used by one process only."""
+
+    def __init__(self):
+        self.value = 0
+
+    def get_lock(self):
+        return contextlib.nullcontext()
 
 
 def _run_workers(policy, queue, num_envs, workers, keep_frames, videos_per_outcome, end, camera, image_size,
@@ -258,13 +261,16 @@ def _run_workers(policy, queue, num_envs, workers, keep_frames, videos_per_outco
         proc.start()
     ended = 0
 
-    def take(item) -> None:
+    def count_end(ep: Episode) -> None:
         nonlocal ended
+        ended += 1
+        end(ep)
+
+    def take(item) -> None:
         kind, value = item
         if kind == "error":
             raise RuntimeError(f"an evaluation worker process failed: {value}")
-        ended += 1
-        end(value)
+        count_end(value)
 
     def poll() -> None:  # the workers' finished episodes, as they come (progress bar, keep_frames)
         while True:
@@ -272,11 +278,6 @@ def _run_workers(policy, queue, num_envs, workers, keep_frames, videos_per_outco
                 take(results.get_nowait())
             except queue_module.Empty:
                 return
-
-    def count_end(ep: Episode) -> None:
-        nonlocal ended
-        ended += 1
-        end(ep)
 
     try:
         _run_batched(policy, source, num_envs, keep_frames, count_end, camera, image_size, max_steps, poll=poll)
