@@ -312,3 +312,10 @@ def test_recipe_probe_runs_variants_up_to_the_step_rule_and_shares_unchanged_sta
     bad = subprocess.run([*cmd[:-4], "--variant", "x:eval_steps=3", "--results", str(tmp_path / "x.json")],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "expected NAME:field=value" in bad.stderr and not (tmp_path / "x.json").exists()
+
+
+def test_recipe_probe_refuses_a_bad_dev_episodes_before_anything_runs(tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/recipe_probe.py"), "--preset", "quick", "--out",
+                          str(tmp_path / "p"), "--variant", "base", "--dev-episodes", "0"], capture_output=True, text=True)
+    assert res.returncode != 0 and "--dev-episodes must be at least 1, got 0" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "p").exists()
