@@ -12,9 +12,10 @@ Rows:
 "single-step" times `act` right after `reset()`, so every call runs the model.  "chunked" reports the median
 per model call (the re-plan) and the mean per action over whole chunks.  Writes results/policy_latency.json.
 
-Before/after: the tiny CPU single-step rows are also timed with the inference code of an earlier commit
-(`--baseline`, default a2d5688: before the decoding speed-ups), read from git history and bound to the same loaded
-model, with calls of the two alternating so that both see the same load from other jobs on a shared machine.
+Before/after: the tiny CPU single-step rows are also timed with the inference code of earlier commits
+(`--baseline`, default a2d5688: before any decoding speed-up, and c65575f: before lean.py's decoder layers and
+SigLIP encoder), read from git history and bound to the same loaded model, with calls of all of them alternating
+so that each sees the same load from other jobs on a shared machine.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def time_chunked(policy: Policy, image: np.ndarray, n_chunks: int, warmup: int =
     return calls, total / max(actions, 1)
 
 
-BASELINE_METHODS = ("predict", "_decode_both", "_action_logits", "embed_prefix", "_run")
+BASELINE_METHODS = ("predict", "_decode_both", "_action_logits", "embed_prefix", "_run", "_decode", "_run_layers",
+                    "_slot_mask", "_attn_format")
 
 
 def baseline_policy(ckpt: Path, commit: str, device: str) -> Policy | None:
@@ -105,8 +107,10 @@ def baseline_policy(ckpt: Path, commit: str, device: str) -> Policy | None:
     for name in BASELINE_METHODS:
         if hasattr(old.VLAModel, name):
             setattr(pol.model, name, types.MethodType(getattr(old.VLAModel, name), pol.model))
-    if hasattr(pol.model.vision.model, "use_head"):
+    if hasattr(pol.model.vision.model, "use_head") and "use_head = False" not in src:
         pol.model.vision.model.use_head = True  # the old tower also ran SigLIP's unused pooling head
+    if "LeanSiglipVision" not in src:  # the old tower ran the transformers SigLIP call
+        pol.model.vision.lean = False
     if "past_key_values" in src and "_cache_arg" not in src:
         import warnings
 
@@ -216,8 +220,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "policy_latency.json")
     ap.add_argument("--no-big", action="store_true", help="skip the ~0.5B-parameter CUDA rows")
-    ap.add_argument("--baseline", default="a2d5688", help="git commit whose inference code the 'before' rows run "
-                    "(default: %(default)s, before the decoding speed-ups); '' to skip")
+    ap.add_argument("--baseline", nargs="*", default=["a2d5688", "c65575f"],
+                    help="git commits whose inference code the 'before' rows run, timed alternating with today's "
+                    "(default: %(default)s: before any decoding speed-up, and before lean.py); none to skip")
     args = ap.parse_args()
     torch.set_num_threads(1)
     n = 30 if args.quick else 200
@@ -231,15 +236,18 @@ def main() -> int:
     devices = [("cpu", "fp32")]
     if torch.cuda.is_available():
         devices += [("cuda", "fp32"), ("cuda", "bf16")]
-    before = baseline_policy(single_ckpt, args.baseline, "cpu") if args.baseline else None
+    befores = {c: baseline_policy(single_ckpt, c, "cpu") for c in args.baseline}
+    befores = {c: p for c, p in befores.items() if p is not None}
+    before = next(iter(befores.values()), None)  # the oldest: its rows are the JSON's before_* fields
     for device, precision in devices:
         for px, img in images.items():
             pol = Policy.load(single_ckpt, device=device, precision=precision)
-            if device == "cpu" and before is not None:
-                timed = time_interleaved({"before": before, "after": pol}, img, n)
-                rows.append(dict(model="tiny", device=device, precision=precision, threads=1, mode="single-step",
-                                 head="discrete+latent", input_px=px, code=f"before (commit {args.baseline})",
-                                 **stats(*timed["before"])))
+            if device == "cpu" and befores:
+                timed = time_interleaved({**befores, "after": pol}, img, n)
+                for commit in befores:
+                    rows.append(dict(model="tiny", device=device, precision=precision, threads=1,
+                                     mode="single-step", head="discrete+latent", input_px=px,
+                                     code=f"before (commit {commit})", **stats(*timed[commit])))
                 rows.append(dict(model="tiny", device=device, precision=precision, threads=1, mode="single-step",
                                  head="discrete+latent", input_px=px, code="after", **stats(*timed["after"])))
             else:
@@ -275,13 +283,14 @@ def main() -> int:
             torch.cuda.empty_cache()
 
     prof = profile(Policy.load(single_ckpt, device="cpu"), before, images[64], n)
-    hdr = (f"{'model':<28} {'code':<8} {'device':<6} {'prec':<5} {'mode':<12} {'head':<29} {'px':>4} {'median':>8} {'p90':>8} "
+    hdr = (f"{'model':<28} {'code':<9} {'device':<6} {'prec':<5} {'mode':<12} {'head':<29} {'px':>4} {'median':>8} {'p90':>8} "
            f"{'/action':>8} {'cpu med':>8}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         per = f"{r['mean_per_action_ms']:.2f}" if "mean_per_action_ms" in r else ""
-        print(f"{r['model']:<28} {r.get('code', 'after')[:8]:<8} {r['device']:<6} {r['precision']:<5} {r['mode']:<12} {r['head']:<29} "
+        code = r.get("code", "after").replace("before (commit ", "").rstrip(")")
+        print(f"{r['model']:<28} {code:<9} {r['device']:<6} {r['precision']:<5} {r['mode']:<12} {r['head']:<29} "
               f"{r['input_px']:>4} {r['median_ms']:>8.2f} {r['p90_ms']:>8.2f} {per:>8} "
               f"{r.get('cpu_median_ms', float('nan')) if r['device'] == 'cpu' else float('nan'):>8.2f}")
     print()
@@ -289,8 +298,9 @@ def main() -> int:
         print(f"{r['part']:<58} {r['cpu_median_ms']:>7.2f} ms CPU")
     tiny64 = next(r for r in rows if r["device"] == "cpu" and r["mode"] == "single-step" and r["input_px"] == 64
                   and r["head"] == "discrete+latent" and r.get("code") == "after")
-    before64 = next((r for r in rows if r["device"] == "cpu" and r["input_px"] == 64
-                     and r.get("code", "").startswith("before")), None)
+    before_rows = {c: next(r for r in rows if r["device"] == "cpu" and r["input_px"] == 64
+                           and r.get("code") == f"before (commit {c})") for c in befores}
+    before64 = next(iter(before_rows.values()), None)
     default64 = next((r for r in rows if r["model"] == "tiny-efficientnet"), None)
     result = {"tiny_cpu_1thread_median_ms": tiny64["median_ms"], "tiny_cpu_1thread_p90_ms": tiny64["p90_ms"],
               "tiny_cpu_1thread_cpu_time_median_ms": tiny64.get("cpu_median_ms"),
@@ -303,7 +313,10 @@ def main() -> int:
               "speedup_wall": round(before64["median_ms"] / tiny64["median_ms"], 3) if before64 else None,
               "speedup_cpu_time": (round(before64["cpu_median_ms"] / tiny64["cpu_median_ms"], 3)
                                    if before64 else None),
-              "baseline_commit": args.baseline or None,
+              "baseline_commit": next(iter(befores), None),
+              "baselines": {c: {"median_ms": r["median_ms"], "cpu_median_ms": r.get("cpu_median_ms"),
+                                "speedup_cpu_time": round(r["cpu_median_ms"] / tiny64["cpu_median_ms"], 3)}
+                            for c, r in before_rows.items()},
               "goal_ms": 6.0, "meets_goal": tiny64["median_ms"] <= 6.0, "machine": machine(), "rows": rows,
               "profile_tiny_64px_cpu_ms": prof,
               "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),

@@ -393,7 +393,7 @@ def test_lean_decoder_loop_equals_the_transformers_model_call(tok_qwen, family):
     with torch.inference_mode():
         lean = m.predict(pixels, ids, mask)
         assert len(calls) == 8  # the first call + 7 decode steps (3 latent and 2 x 4 action tokens: max(3, 8) - 1)
-        m.lean_decoding = False
+        m.lean_inference = False
         wrapped = m.predict(pixels, ids, mask)
         # the hidden states themselves, on one decode step over a cache
         prefix, pmask = m.embed_prefix(pixels, ids, mask)
@@ -404,7 +404,7 @@ def test_lean_decoder_loop_equals_the_transformers_model_call(tok_qwen, family):
         pos = (pmask.cumsum(1) - 1).clamp(min=0)
         h_wrapped, c_wrapped = m._run(prefix, attn, use_cache=True, pos=pos)
         h_lean, c_lean = m._run_layers(prefix, attn, pos, None)
-    assert len(calls) == 9  # only the explicit call above: lean_decoding = False used the wrapped model
+    assert len(calls) == 9  # only the explicit call above: lean_inference = False used the wrapped model
     torch.testing.assert_close(h_lean, h_wrapped, rtol=0, atol=0)
     for a, b in zip(c_lean.layers, c_wrapped.layers):
         torch.testing.assert_close(a.keys, b.keys, rtol=0, atol=0)
@@ -414,11 +414,91 @@ def test_lean_decoder_loop_equals_the_transformers_model_call(tok_qwen, family):
     m.add_action_head(dataclasses.replace(cfg.action, type="continuous", chunk_size=4))
     m.eval()
     with torch.inference_mode():
-        m.lean_decoding = True
+        m.lean_inference = True
         lean = m.predict(pixels, ids, mask, latents=False)["actions_norm"]
-        m.lean_decoding = False
+        m.lean_inference = False
         wrapped = m.predict(pixels, ids, mask, latents=False)["actions_norm"]
     assert len(calls) == 10 and lean.shape == (3, 4, 4)
     torch.testing.assert_close(lean, wrapped, rtol=0, atol=0)
     m.train()
     assert not m._lean_ok  # training always runs the transformers model
+
+
+def test_lean_decoder_follows_weight_changes_and_leaves_adapted_layers_to_transformers(tok_qwen):
+    """The lean loop holds the LM's own Parameter objects: a training step (in place) after an inference must
+    show in the next inference exactly as in the wrapped call; a projection that is not a plain Linear (a LoRA
+    adapter) turns the lean loop off."""
+    import torch
+
+    from lapa_learning.vla.lean import LeanDecoder
+    from lapa_learning.vla.processor_vla import encode_prompts
+
+    m, cfg = _small_vla("llama", tok_qwen, seed=3)
+    ids, mask = encode_prompts(tok_qwen, cfg.prompt_template, ["push the puck", "go"], 32)
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        before = m.predict(pixels, ids, mask)
+    with torch.no_grad():  # what an optimiser step does: every LM weight changes in place
+        for p in m.lm.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.5)
+    with torch.inference_mode():
+        lean = m.predict(pixels, ids, mask)
+        m.lean_inference = False
+        wrapped = m.predict(pixels, ids, mask)
+    assert any(not torch.equal(before[k], lean[k]) for k in lean)  # the change is visible ...
+    for k in wrapped:
+        assert torch.equal(lean[k], wrapped[k]), k  # ... and the same as in the transformers call
+
+    class Adapted(torch.nn.Module):  # stands in for a LoRA layer around q_proj
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+
+        def forward(self, x):
+            return self.base(x)
+
+    assert LeanDecoder.supports(m.body)
+    attn = m.body.layers[1].self_attn
+    attn.q_proj = Adapted(attn.q_proj)
+    assert not LeanDecoder.supports(m.body)
+
+
+def test_lean_siglip_tower_equals_the_transformers_call_and_follows_to(monkeypatch):
+    """In eval mode the SigLIP encoder runs as plain tensor operations (lean.py): the same features to the bit
+    as the transformers call, also after `.to(float64)` (new parameter tensors) and an in-place weight change;
+    training runs the transformers model."""
+    import torch
+
+    from lapa_learning.vla.configuration_vla import preset
+    from lapa_learning.vla.lean import LeanSiglipVision
+    from lapa_learning.vla.modeling_vla import VisionTower
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    tower = VisionTower(cfg.vision, cfg.image_size).eval()
+    assert tower._lean is not None
+    calls = []
+    real = LeanSiglipVision.__call__
+    monkeypatch.setattr(LeanSiglipVision, "__call__", lambda self, x: calls.append(1) or real(self, x))
+    x = torch.rand(2, 3, cfg.image_size, cfg.image_size)
+
+    def both(t, x):
+        with torch.inference_mode():
+            t.lean = True
+            lean = t(x)
+            t.lean = False
+            wrapped = t(x)
+        return lean, wrapped
+
+    lean, wrapped = both(tower, x)
+    assert calls == [1]
+    torch.testing.assert_close(lean, wrapped, rtol=0, atol=0)
+    tower = tower.to(torch.float64)
+    with torch.no_grad():
+        next(iter(tower.model.parameters())).mul_(1.5)
+    lean64, wrapped64 = both(tower, x.double())
+    assert lean64.dtype == torch.float64
+    torch.testing.assert_close(lean64, wrapped64, rtol=0, atol=0)
+    assert not torch.allclose(lean64.float(), lean, atol=1e-3)  # the changed weight is used
+    tower.train()
+    assert not tower._lean_ok(x)

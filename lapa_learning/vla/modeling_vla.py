@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lapa_learning.errors import ConfigError
 from lapa_learning.vla.configuration_vla import VLAConfig, VisionConfig
 from lapa_learning.vla.heads import IGNORE, LatentTokens, build_head  # noqa: F401 (IGNORE: re-exported)
+from lapa_learning.vla.lean import LeanDecoder, LeanSiglipVision
 
 
 # ---- vision tower ------------------------------------------------------------------------------------------
@@ -91,6 +92,7 @@ class VisionTower(nn.Module):
             self.model = EfficientNetLite0Features(image_size, load_weights=load_weights and hf_config is None)
             self.hidden_size = EfficientNetLite0Features.hidden_size
             self.hf_config = None
+            self._lean = None
             return
         from transformers import AutoModel
 
@@ -110,6 +112,8 @@ class VisionTower(nn.Module):
             self.model = _load_pretrained_vision(cfg.path)
         if getattr(self.model, "use_head", False):  # SigLIP's attention-pooling head: its output is never read
             self.model.use_head = False  # (its weights stay, so checkpoints keep loading)
+        self.lean = True  # eval mode: the SigLIP encoder as plain tensor operations (lean.py), same numbers
+        self._lean = LeanSiglipVision(self.model) if LeanSiglipVision.supports(self.model) else None
         c = self.model.config
         self.hidden_size = int(getattr(c, "hidden_size", 0) or getattr(c, "hidden_sizes", [0])[-1])
         if not self.hidden_size:
@@ -122,11 +126,23 @@ class VisionTower(nn.Module):
             feats = self.model(pixels)
         else:
             want_hidden = self.cfg.feature_layer != -1
+            if self._lean_ok(pixels) and not want_hidden:
+                return self._pool(self._lean(pixels))
             out = self.model(pixel_values=pixels, output_hidden_states=want_hidden)
             feats = out.hidden_states[self.cfg.feature_layer] if want_hidden else out.last_hidden_state
             if feats.dim() == 4:  # a CNN (ConvNeXt, ResNet ...): (B, C, h, w) -> (B, h*w, C)
                 feats = feats.flatten(2).transpose(1, 2)
         return self._pool(feats)
+
+    def _lean_ok(self, pixels) -> bool:
+        return (self.lean and self._lean is not None and not self.model.training
+                and self.model.config._attn_implementation == "sdpa" and self._lean.handles(pixels))
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): parameters and buffers may be new tensors
+        out = super()._apply(fn, *args, **kwargs)
+        if getattr(self, "_lean", None) is not None:
+            self._lean = LeanSiglipVision(self.model)
+        return out
 
     def _pool(self, feats: torch.Tensor) -> torch.Tensor:
         n = self.cfg.num_tokens
@@ -231,7 +247,6 @@ class VLAModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(config.vision.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.vision.image_std).view(1, 3, 1, 1), persistent=False)
         self.parallel_branches = True  # inference: decode latent and action tokens side by side (faster)
-        self.lean_decoding = True  # inference: run the decoder layers directly where that is exact (_lean_ok)
         self.latent = self.head = None  # the target heads (vla/heads.py); their parameters are attributes here
         self.latent_embed = self.latent_head = None
         self.action_embed = self.action_head = self.action_queries = None
@@ -241,6 +256,9 @@ class VLAModel(nn.Module):
             self.add_action_head(config.action)
         if config.language.lora_rank > 0:
             _inject_lora(self.lm, config.language)
+        # inference: the decoder layers as plain tensor operations where that gives the same numbers (lean.py)
+        self._lean = LeanDecoder(self.body) if LeanDecoder.supports(self.body) else None
+        self.lean_inference = True
         self.apply_trainable()
 
     # ---- heads ----
@@ -322,32 +340,34 @@ class VLAModel(nn.Module):
                         use_cache=use_cache or past is not None, **kw)
         return out.last_hidden_state, getattr(out, self._cache_arg)
 
-    # Decoder families whose model forward is exactly "rotary embedding, every layer, final norm" once the 4-D
-    # mask is ready (no embedding scale as in Gemma, no per-layer mask kinds when every layer is full attention).
-    LEAN_FAMILIES = ("llama", "qwen2")
+    @property
+    def lean_inference(self) -> bool:
+        """Inference runs the decoder layers and the SigLIP encoder as plain tensor operations (lean.py) where
+        that gives the same numbers; False: always the transformers model calls."""
+        return self._lean_inference
+
+    @lean_inference.setter
+    def lean_inference(self, on: bool) -> None:
+        self._lean_inference = self.vision.lean = bool(on)
 
     @property
     def _lean_ok(self) -> bool:
-        c = self.lm.config
-        full = all(t == "full_attention" for t in (getattr(c, "layer_types", None) or ["full_attention"]))
-        return (self.lean_decoding and not self.training and c.model_type in self.LEAN_FAMILIES and full
-                and not getattr(c, "use_sliding_window", False))
+        return (self._lean_inference and not self.training and self._lean is not None
+                and self.lm.config._attn_implementation == "sdpa")
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): parameters and buffers may be new tensors
+        out = super()._apply(fn, *args, **kwargs)
+        if getattr(self, "_lean", None) is not None:
+            self._lean = LeanDecoder(self.body)
+        return out
 
     def _run_layers(self, embeds, mask, pos, past):
-        """What `self.body(...)` computes for a ready 4-D mask and a KV cache, without the transformers model
-        wrapper (argument merging, output capture, mask building, output dataclasses), Python that inference would
-        pay on each of the 1 + K LM calls of a plan. Tested equal to the wrapped call (tests/test_vla_policy.py).
-        -> hidden (B, T, D), cache."""
+        """What `self.body(...)` computes for a ready 4-D SDPA mask and a KV cache, without the transformers model
+        wrapper and its nested module calls (lean.py). -> hidden (B, T, D), cache."""
         from transformers import DynamicCache
 
-        body = self.body
-        cache = past if past is not None else DynamicCache(config=body.config)
-        rotary = body.rotary_emb(embeds, position_ids=pos)
-        h = embeds
-        for layer in body.layers[: body.config.num_hidden_layers]:
-            h = layer(h, attention_mask=mask, position_embeddings=rotary, position_ids=pos, use_cache=True,
-                      **{self._cache_arg: cache})
-        return body.norm(h), cache
+        cache = past if past is not None else DynamicCache(config=self.body.config)
+        return self._lean(embeds, mask, pos, cache), cache
 
     # ---- training ----
     def forward(self, batch: dict, return_pred: bool = False):
