@@ -5,7 +5,9 @@
     .venv/bin/python bench/eval_speed.py --settings today,1,4,8x2
 
 Settings: "today" = the evaluator of commit --baseline (before batched evaluation; read from git history) with
-the same Policy; "N" = `lapa eval --num-envs N`; "NxW" = `--num-envs N --workers W`.
+today's Policy; "filed" = that evaluator with the VLA inference code of commit --filed-inference too (a2d5688:
+the code when the speed issue was filed, before any decoding speed-up), i.e. evaluation as it ran then;
+"N" = `lapa eval --num-envs N`; "NxW" = `--num-envs N --workers W`.
 
 The policy has the demo's shape (`tiny-resnet`, continuous head, chunks of 4, latent head; random weights), the
 episodes are the demo's (150 steps, 64 px); without --videos only the frames the policy reads are drawn, which is
@@ -31,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.policy_latency import machine  # noqa: E402
+from bench.policy_latency import baseline_policy, machine  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.evaluate import evaluate  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402
@@ -52,8 +54,10 @@ def old_evaluate(commit: str):
 def run(policy, setting: str, args, tmp: Path) -> dict:
     kw = dict(max_steps=args.max_steps, seed=args.seed, image_size=64, progress=False,
               video_dir=tmp / f"videos_{setting}_{time.time_ns()}" if args.videos else None)
-    if setting == "today":
+    if setting in ("today", "filed"):
         fn, n, w = old_evaluate(args.baseline), 1, 1
+        if setting == "filed":
+            policy = args.filed_policy
     else:
         n, w = (int(x) for x in (setting + "x1").split("x")[:2])
         fn, kw = evaluate, {**kw, "num_envs": n, "workers": w}
@@ -68,6 +72,9 @@ def run(policy, setting: str, args, tmp: Path) -> dict:
            "successes": res["overall"]["successes"], "load_average_after": list(os.getloadavg())}
     if setting == "today":
         row["code"] = f"lapa_learning/eval/evaluate.py of commit {args.baseline}"
+    if setting == "filed":
+        row["code"] = (f"lapa_learning/eval/evaluate.py of commit {args.baseline}, VLA inference methods of commit "
+                       f"{args.filed_inference}")
     row["_outcomes"] = [t_["successes"] for t_ in res["tasks"].values()]
     row["_episodes"] = res.get("episodes")
     return row
@@ -78,6 +85,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 task, 4 episodes, settings today,1,4 (a smoke run)")
     ap.add_argument("--settings", default=None, help="comma-separated settings (default: today,1,2,4,8,4x2)")
     ap.add_argument("--baseline", default="28bb350", help="commit of the 'today' evaluator (default: %(default)s)")
+    ap.add_argument("--filed-inference", default="a2d5688",
+                    help="commit of the VLA inference code of the 'filed' setting (default: %(default)s)")
     ap.add_argument("--episodes-per-task", type=int, default=None)
     ap.add_argument("--max-steps", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
@@ -95,6 +104,9 @@ def main() -> int:
     ckpt = make_tiny_checkpoint(tmp / "ckpt", chunk_size=1 if args.head == "discrete" else 4, head=args.head,
                                 latent=True, config="tiny-resnet")
     policy = Policy.load(ckpt, device="cpu")
+    args.filed_policy = baseline_policy(ckpt, args.filed_inference, "cpu") if "filed" in settings else None
+    if "filed" in settings and args.filed_policy is None:
+        ap.error(f"setting 'filed' needs git history with commit {args.filed_inference}")
     rows = [run(policy, s, args, tmp) for s in [*settings, settings[0]]]  # the first once more at the end
     first, ref = rows[0], next((r for r in rows if r["setting"] == "1"), None)  # ref: this evaluator, sequential
     for r in rows:
@@ -105,8 +117,11 @@ def main() -> int:
         del r["_outcomes"], r["_episodes"]
     base = [r for r in rows if r["setting"] == first["setting"]]
     base_rate = sum(r["episodes_per_s"] for r in base) / len(base)
+    today = [r["episodes_per_s"] for r in rows if r["setting"] == "today"]
     for r in rows:
         r["speedup_vs_first"] = round(r["episodes_per_s"] / base_rate, 2)
+        if today:
+            r["speedup_vs_today"] = round(r["episodes_per_s"] / (sum(today) / len(today)), 2)
     best = max(rows, key=lambda r: r["episodes_per_s"])
     print(f"{'setting':>8} {'wall s':>8} {'ep/s':>7} {'speedup':>8} {'same successes':>15} {'identical eps':>14}")
     for r in rows:
@@ -114,6 +129,7 @@ def main() -> int:
               f"{str(r['same_successes_per_task_as_first']):>15} {str(r.get('identical_episodes_to_sequential', '-')):>14}")
     result = {"rows": rows, "first_setting": first["setting"], "first_episodes_per_s_mean": round(base_rate, 3),
               "fastest_setting": best["setting"], "fastest_speedup_vs_first": best["speedup_vs_first"],
+              "fastest_speedup_vs_today": best.get("speedup_vs_today"),
               "goal_speedup": 2.5, "policy": f"tiny-resnet, {args.head} head"
               + (", chunks of 4" if args.head == "continuous" else "") + ", latent head, random weights",
               "tasks": list(args.tasks), "episodes_per_task": args.episodes_per_task, "max_steps": args.max_steps,
