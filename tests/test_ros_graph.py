@@ -136,6 +136,26 @@ class Probe:
             time.sleep(0.02)
         raise AssertionError(f"{client.srv_name} did not answer in {timeout} s ({len(futures)} requests sent)")
 
+    def subscriptions_of(self, node_name: str) -> dict[str, set[bytes]]:
+        """topic -> the endpoint ids of `node_name`'s subscriptions on it, as discovery shows them now."""
+        out = {}
+        for topic, _types in self.node.get_topic_names_and_types():
+            for info in self.node.get_subscriptions_info_by_topic(topic):
+                if info.node_name == node_name:
+                    out.setdefault(topic, set()).add(bytes(info.endpoint_gid))
+        return out
+
+    def wait_for_new_subscriptions(self, node_name: str, old: dict[str, set[bytes]], timeout: float = 60.0):
+        """Until a restarted `node_name` has a subscription on every topic of `old` that is not one of `old`'s
+        endpoints (a killed node's endpoints linger in discovery until their lease runs out)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            now = self.subscriptions_of(node_name)
+            if all(now.get(topic, set()) - gids for topic, gids in old.items()):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{node_name} did not subscribe again to {sorted(old)} in {timeout} s")
+
     def close(self):
         self._stop = True
         self.thread.join(timeout=5)
@@ -200,6 +220,8 @@ def test_recording_loop_survives_sigkill_and_sigint(graph, tmp_path):
 
     # SIGKILL in the middle of an episode: the three saved episodes stay intact and readable.
     reset = probe.wait_for_service(Trigger, "/sim_node/reset")
+    inputs = probe.subscriptions_of("recorder_node")  # camera, teleop twist and gripper, instruction
+    assert len(inputs) >= 3, inputs
     assert probe.call(start, Trigger.Request()).success
     assert probe.call(reset, Trigger.Request()).success
     time.sleep(1.0)
@@ -213,9 +235,10 @@ def test_recording_loop_survives_sigkill_and_sigint(graph, tmp_path):
     # A restarted recorder appends after them; SIGINT mid-episode drops only that episode.
     g.start("recorder_node", "record.yaml", "sim.yaml", params=record, label="recorder2")
     start = probe.wait_for_service(Trigger, "/recorder_node/start")
-    # The killed recorder's endpoints linger in discovery until their lease ends, and the restarted one needs a
-    # moment to match the camera and teleop publishers; recording at once can sample no frame at all.
-    time.sleep(3.0)
+    # The restarted recorder must be matched with the camera and teleop publishers before the episode runs, or it
+    # samples no frame at all; its new subscriptions showing in discovery is when that happens.
+    probe.wait_for_new_subscriptions("recorder_node", inputs)
+    time.sleep(0.5)
     out = g.run_episodes(1, record=True)
     assert "saved episode 3" in out, out
     assert probe.call(start, Trigger.Request()).success
