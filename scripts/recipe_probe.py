@@ -3,7 +3,8 @@
     python scripts/recipe_probe.py --out /root/lapa_runs/recipe_probe --seed 0 \\
         --variant base --variant laq2400:laq_steps=2400 --variant pretrain3000:pretrain_steps=3000
 
-Each variant is the default preset with some fields replaced (`NAME:field=value,field=value`; `base` = no change).
+Each variant is the default preset with some fields replaced (`NAME:field=value,field=value`; `base` = no change;
+`laq.model.KEY=VALUE` items are LAQ config overrides, e.g. `cb16:laq.model.codebook_size=16`).
 For each variant the demo's own stages (`build_plan`, so the very recipe `lapa demo` runs) are run up to the
 development evaluations of every finetuning candidate, never the evaluation layouts; stages whose arguments do
 not change between variants (the data, and e.g. the LAQ when only pretraining changes) run once and are copied.
@@ -36,20 +37,34 @@ from lapa_learning.machine import machine  # noqa: E402
 
 
 def parse_variant(text: str, preset) -> tuple[str, dict]:
-    """'NAME:field=value,...' -> (NAME, {field: value}) with values of the field's own type."""
+    """'NAME:field=value,...' -> (NAME, {field: value}) with values of the field's own type. An item
+    'laq.model.KEY=VALUE' or 'laq.KEY=VALUE' (a train key) is a `lapa laq train --set` override instead: it is
+    appended to the preset's laq_extra (e.g. laq.model.codebook_size=16, laq.model.num_tokens=9)."""
+    from lapa_learning.laq.configuration_laq import apply_overrides, load_train_config, parse_overrides
+
     name, _, assignments = text.partition(":")
     fields = {f.name: f for f in dataclasses.fields(preset)}
-    overrides = {}
+    overrides, laq_sets = {}, []
     for item in filter(None, assignments.split(",")):
         key, sep, value = item.partition("=")
+        if key.startswith("laq.") and sep:
+            laq_sets.append(item[len("laq."):])
+            continue
         current = getattr(preset, key, None) if key in fields else None
         if not sep or key not in fields or not isinstance(current, (int, float)) or isinstance(current, bool):
             numeric = [k for k, v in fields.items() if isinstance(getattr(preset, k), (int, float))]
             raise SystemExit(f"recipe_probe: error: --variant {text!r}: expected NAME:field=value with a numeric "
-                             f"Preset field ({', '.join(numeric)}), got {item!r}")
+                             f"Preset field ({', '.join(numeric)}) or laq.model.KEY=VALUE / laq.KEY=VALUE (an "
+                             f"LAQ config override), got {item!r}")
         overrides[key] = type(current)(value)
     if not name or "/" in name or "." in name:
         raise SystemExit(f"recipe_probe: error: --variant {text!r}: the name must be non-empty, without '/' or '.'")
+    if laq_sets:
+        try:  # a wrong key or value fails here, before any stage runs
+            apply_overrides(load_train_config(preset.laq_config), parse_overrides(laq_sets))
+        except ConfigError as err:
+            raise SystemExit(f"recipe_probe: error: --variant {text!r}: {err}") from None
+        overrides["laq_extra"] = (*preset.laq_extra, *(a for item in laq_sets for a in ("--set", item)))
     return name, overrides
 
 

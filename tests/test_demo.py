@@ -2,6 +2,7 @@
 claims, and the whole pipeline end to end with the quick preset."""
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -319,3 +320,24 @@ def test_recipe_probe_refuses_a_bad_dev_episodes_before_anything_runs(tmp_path):
                           str(tmp_path / "p"), "--variant", "base", "--dev-episodes", "0"], capture_output=True, text=True)
     assert res.returncode != 0 and "--dev-episodes must be at least 1, got 0" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "p").exists()
+
+
+def test_recipe_probe_variants_take_laq_config_overrides():
+    """'laq.model.KEY=VALUE' items become `lapa laq train --set` arguments of that variant's LAQ stage (checked
+    against the LAQ config before anything runs); numeric preset fields stay as they were."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recipe_probe", ROOT / "scripts/recipe_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    base = PRESETS["default"]
+    name, over = probe.parse_variant("cb16:laq.model.codebook_size=16,laq.model.num_tokens=9,pretrain_steps=3000", base)
+    assert name == "cb16" and over["pretrain_steps"] == 3000
+    assert over["laq_extra"] == ("--set", "model.codebook_size=16", "--set", "model.num_tokens=9")
+    plan = build_plan(Path("/tmp/x"), dataclasses.replace(base, **over), "in-domain", seed=0, device="cpu")
+    args = plan.stages["laq-train-robot"].args
+    assert args[args.index("--set") + 1] == "model.codebook_size=16" and "model.num_tokens=9" in args
+    for bad, says in [("x:laq.model.codebook_size=1", "codebook_size must be >= 2"),
+                      ("x:laq.model.no_such_key=3", "no_such_key"), ("x:codebook_size=16", "laq.model.KEY=VALUE")]:
+        with pytest.raises(SystemExit, match=says):
+            probe.parse_variant(bad, base)
