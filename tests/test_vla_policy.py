@@ -449,18 +449,30 @@ def test_lean_decoder_follows_weight_changes_and_leaves_adapted_layers_to_transf
     for k in wrapped:
         assert torch.equal(lean[k], wrapped[k]), k  # ... and the same as in the transformers call
 
-    class Adapted(torch.nn.Module):  # stands in for a LoRA layer around q_proj
+    class Adapted(torch.nn.Module):  # stands in for a LoRA layer around q_proj that changes its output
         def __init__(self, base):
             super().__init__()
             self.base = base
 
         def forward(self, x):
-            return self.base(x)
+            return 2 * self.base(x)
 
-    assert LeanDecoder.supports(m.body)
+    m.lean_inference = True
+    assert LeanDecoder.supports(m.body) and m._lean_ok
     attn = m.body.layers[1].self_attn
-    attn.q_proj = Adapted(attn.q_proj)
-    assert not LeanDecoder.supports(m.body)
+    attn.q_proj = Adapted(attn.q_proj)  # after the model was built: the lean loop must notice
+    assert not LeanDecoder.supports(m.body) and not m._lean_ok
+    with torch.inference_mode():
+        prefix, pmask = m.embed_prefix(pixels, ids, mask)
+        P = prefix.shape[1]
+        allowed = torch.ones(2, 1, P, P, dtype=torch.bool).tril() & pmask.bool()[:, None, None, :]
+        allowed |= torch.eye(P, dtype=torch.bool)
+        attn, pos = m._attn_format(allowed, prefix.dtype), (pmask.cumsum(1) - 1).clamp(min=0)
+        used, _ = m._run(prefix, attn, use_cache=True, pos=pos)  # lean_inference is on, the adapter is new
+        m.lean_inference = False
+        wrapped, _ = m._run(prefix, attn, use_cache=True, pos=pos)
+        stale, _ = m._run_layers(prefix, attn, pos, None)  # what the lean loop, blind to the adapter, gives
+    assert torch.equal(used, wrapped) and not torch.allclose(stale, wrapped)
 
 
 def test_lean_siglip_tower_equals_the_transformers_call_and_follows_to(monkeypatch):

@@ -12,7 +12,8 @@ hidden states, KV caches and decoded tokens with the wrapped calls).
 
 `supports(...)` says where that holds: Llama / Qwen2 whose layers are all full attention with no sliding window,
 SigLIP vision models, in both cases with plain `nn.Linear` projections (LoRA adapters replace them: such models
-keep the wrapped call). The caller checks at call time that attention is SDPA (it can be switched after loading).
+keep the wrapped call). The caller checks at call time that attention is SDPA (it can be switched after loading)
+and that no projection was replaced since (`projections.current()`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ def _linear(m: nn.Linear) -> tuple:
 
 def _all_plain(*linears: nn.Module) -> bool:
     return all(type(m) is nn.Linear for m in linears)
+
+
+class _Projections:
+    """Which Linear modules the lean towers read, to notice one being replaced after they were built (a LoRA
+    adapter injected later): then `current()` is False and the caller takes the transformers call."""
+
+    def __init__(self, owners_and_names):
+        self.items = [(owner._modules, name, owner._modules[name]) for owner, name in owners_and_names]
+
+    def current(self) -> bool:
+        return all(modules.get(name) is module for modules, name, module in self.items)
 
 
 def _sdpa():
@@ -67,6 +79,9 @@ class LeanDecoder:
         self.rotary = body.rotary_emb
         self.final_norm = (body.norm.weight, body.norm.variance_epsilon)
         self.layers = []
+        self.projections = _Projections(
+            [(L.self_attn, n) for L in body.layers for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+            + [(L.mlp, n) for L in body.layers for n in ("gate_proj", "up_proj", "down_proj")])
         for layer in body.layers[: c.num_hidden_layers]:
             a, m = layer.self_attn, layer.mlp
             self.layers.append(_DecoderLayer(
@@ -150,6 +165,9 @@ class LeanSiglipVision:
         post = vm.post_layernorm
         self.final_norm = (post.weight, post.bias, post.eps)
         self.layers = []
+        self.projections = _Projections(
+            [(L.self_attn, n) for L in vm.encoder.layers for n in ("q_proj", "k_proj", "v_proj", "out_proj")]
+            + [(L.mlp, n) for L in vm.encoder.layers for n in ("fc1", "fc2")])
         for layer in vm.encoder.layers:
             a, m = layer.self_attn, layer.mlp
             self.layers.append(_EncoderLayer(

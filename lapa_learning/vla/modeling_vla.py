@@ -136,7 +136,8 @@ class VisionTower(nn.Module):
 
     def _lean_ok(self, pixels) -> bool:
         return (self.lean and self._lean is not None and not self.model.training
-                and self.model.config._attn_implementation == "sdpa" and self._lean.handles(pixels))
+                and self.model.config._attn_implementation == "sdpa" and self._lean.handles(pixels)
+                and self._lean.projections.current())
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): parameters and buffers may be new tensors
         out = super()._apply(fn, *args, **kwargs)
@@ -353,7 +354,7 @@ class VLAModel(nn.Module):
     @property
     def _lean_ok(self) -> bool:
         return (self._lean_inference and not self.training and self._lean is not None
-                and self.lm.config._attn_implementation == "sdpa")
+                and self.lm.config._attn_implementation == "sdpa" and self._lean.projections.current())
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): parameters and buffers may be new tensors
         out = super()._apply(fn, *args, **kwargs)
