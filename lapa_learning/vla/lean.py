@@ -29,16 +29,21 @@ def _linear(m: nn.Linear) -> tuple:
     return m.weight, m.bias
 
 
-def _all_plain(*linears: nn.Module) -> bool:
-    return all(type(m) is nn.Linear for m in linears)
+def _projection_slots(layers, names: dict) -> list[tuple[nn.Module, str]]:
+    """(owner module, attribute) of every projection the lean code reads; names: {"self_attn": (...), ...}."""
+    return [(getattr(layer, owner), name) for layer in layers for owner, attrs in names.items() for name in attrs]
+
+
+def _all_plain(layers, names: dict) -> bool:
+    return all(type(owner._modules[name]) is nn.Linear for owner, name in _projection_slots(layers, names))
 
 
 class _Projections:
     """Which Linear modules the lean towers read, to notice one being replaced after they were built (a LoRA
     adapter injected later): then `current()` is False and the caller takes the transformers call."""
 
-    def __init__(self, owners_and_names):
-        self.items = [(owner._modules, name, owner._modules[name]) for owner, name in owners_and_names]
+    def __init__(self, layers, names: dict):
+        self.items = [(owner._modules, name, owner._modules[name]) for owner, name in _projection_slots(layers, names)]
 
     def current(self) -> bool:
         return all(modules.get(name) is module for modules, name, module in self.items)
@@ -73,15 +78,14 @@ class LeanDecoder:
     Llama / Qwen2 model computes: rotary embedding, the layers over a DynamicCache, the final norm."""
 
     FAMILIES = ("llama", "qwen2")
+    PROJECTIONS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
 
     def __init__(self, body: nn.Module):
         c = body.config
         self.rotary = body.rotary_emb
         self.final_norm = (body.norm.weight, body.norm.variance_epsilon)
         self.layers = []
-        self.projections = _Projections(
-            [(L.self_attn, n) for L in body.layers for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
-            + [(L.mlp, n) for L in body.layers for n in ("gate_proj", "up_proj", "down_proj")])
+        self.projections = _Projections(body.layers, self.PROJECTIONS)
         for layer in body.layers[: c.num_hidden_layers]:
             a, m = layer.self_attn, layer.mlp
             self.layers.append(_DecoderLayer(
@@ -97,8 +101,7 @@ class LeanDecoder:
         full = all(t == "full_attention" for t in (getattr(c, "layer_types", None) or ["full_attention"]))
         if c.model_type not in cls.FAMILIES or not full or getattr(c, "use_sliding_window", False):
             return False
-        return all(_all_plain(L.self_attn.q_proj, L.self_attn.k_proj, L.self_attn.v_proj, L.self_attn.o_proj,
-                              L.mlp.gate_proj, L.mlp.up_proj, L.mlp.down_proj) for L in body.layers)
+        return _all_plain(body.layers, cls.PROJECTIONS)
 
     def __call__(self, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
         """embeds (B, T, D), mask a ready 4-D SDPA mask (B, 1, T, past + T), pos (B, T), cache a DynamicCache
@@ -156,6 +159,8 @@ class LeanSiglipVision:
     encoder layers, the final LayerNorm -> (B, N, Dv). The attention-pooling head is not run (the VLA never
     reads it); an input size that needs interpolated positions takes the wrapped call (`handles`)."""
 
+    PROJECTIONS = {"self_attn": ("q_proj", "k_proj", "v_proj", "out_proj"), "mlp": ("fc1", "fc2")}
+
     def __init__(self, model: nn.Module):
         vm = getattr(model, "vision_model", model)  # older transformers nest the transformer one level down
         emb = vm.embeddings
@@ -165,9 +170,7 @@ class LeanSiglipVision:
         post = vm.post_layernorm
         self.final_norm = (post.weight, post.bias, post.eps)
         self.layers = []
-        self.projections = _Projections(
-            [(L.self_attn, n) for L in vm.encoder.layers for n in ("q_proj", "k_proj", "v_proj", "out_proj")]
-            + [(L.mlp, n) for L in vm.encoder.layers for n in ("fc1", "fc2")])
+        self.projections = _Projections(vm.encoder.layers, self.PROJECTIONS)
         for layer in vm.encoder.layers:
             a, m = layer.self_attn, layer.mlp
             self.layers.append(_EncoderLayer(
@@ -177,13 +180,11 @@ class LeanSiglipVision:
                 norm2=(layer.layer_norm2.weight, layer.layer_norm2.bias, layer.layer_norm2.eps),
                 fc1=_linear(m.fc1), fc2=_linear(m.fc2), act=m.activation_fn))
 
-    @staticmethod
-    def supports(model: nn.Module) -> bool:
+    @classmethod
+    def supports(cls, model: nn.Module) -> bool:
         if getattr(model.config, "model_type", None) != "siglip_vision_model":
             return False
-        vm = getattr(model, "vision_model", model)
-        return all(_all_plain(L.self_attn.q_proj, L.self_attn.k_proj, L.self_attn.v_proj, L.self_attn.out_proj,
-                              L.mlp.fc1, L.mlp.fc2) for L in vm.encoder.layers)
+        return _all_plain(getattr(model, "vision_model", model).encoder.layers, cls.PROJECTIONS)
 
     def handles(self, pixels: torch.Tensor) -> bool:
         """Whether these pixels give as many patches as there are position embeddings."""
