@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from lapa_learning.demo import (DEV_SEED_OFFSET, EVAL_SEED_OFFSET, METHODS, PRESETS, Plan, Stage, build_plan,
-                                execute, select_steps)
+                                execute, parse_methods, select_steps)
+from lapa_learning.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,20 @@ def test_plan_wires_every_method_and_the_step_rule():
     assert fixed.stages["finetune-scratch"].fresh and fixed.stages["finetune-scratch"].outputs == (
         Path("/tmp/x/finetune_scratch"),)
     assert not any(n.startswith(("dev-eval", "laq", "pretrain")) for n in fixed.stages)
+    assert not any("lapa-vision" in n for n in plan.stages)  # asked for by name only
+
+
+def test_lapa_vision_pretrains_latents_on_the_vision_controls_tower():
+    plan = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-embodiment", seed=0, device="cpu",
+                      methods=parse_methods("lapa-vision,vision"))
+    pre = plan.stages["pretrain-lapa-vision-hand"]
+    assert pre.args[:2] == ["vla", "pretrain"] and _arg(pre, "--targets") == "latents"
+    assert _arg(pre, "--init") == "/tmp/x/hand/pretrain_vision" and _arg(pre, "--data") == "/tmp/x/hand/videos"
+    assert set(pre.deps) == {"laq-label-hand", "pretrain-vision-hand"}
+    assert _arg(plan.stages["finetune-lapa-vision-hand-steps400"], "--init") == "/tmp/x/hand/pretrain_lapa-vision"
+    assert set(plan.evals) == {"lapa-vision", "vision"}
+    with pytest.raises(ConfigError, match="lapa-vision"):
+        parse_methods("lapa-visoin")  # the message lists every known method
 
 
 def test_settings_choose_the_pretraining_videos():

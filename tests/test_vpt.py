@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from lapa_learning.cli import main
 from lapa_learning.errors import DatasetError
@@ -135,6 +136,17 @@ def test_errors(data, tmp_path, capsys):
                                            "--offset", "0"])
     assert "--max-steps 0: expected >= 1" in _error(capsys, ["vpt", "train", "--data", str(robot), "--out",
                                                              str(tmp_path / "m"), "--max-steps", "0"])
+    # --init with flags that would build another model
+    vis = tmp_path / "vis"
+    assert main(["vla", "pretrain-vision", "--data", str(robot), "--out", str(vis), "--config", "tiny-resnet",
+                 "--offset-frames", "3", "--max-steps", "1", "--batch-size", "4", "--no-progress"]) == 0
+    err = _error(capsys, ["vla", "pretrain", "--data", str(robot), "--init", str(vis), "--config", "tiny",
+                          "--out", str(tmp_path / "p3")])
+    assert "--config tiny with --init" in err and "tiny-resnet" in err
+    assert "--lora-rank" in _error(capsys, ["vla", "pretrain", "--data", str(robot), "--init", str(vis),
+                                            "--lora-rank", "4", "--out", str(tmp_path / "p4")])
+    assert "missing: no such directory" in _error(capsys, ["vla", "pretrain", "--data", str(robot), "--init",
+                                                           str(tmp_path / "missing"), "--out", str(tmp_path / "p5")])
     assert "--batch-size 0: expected >= 1" in _error(capsys, ["vla", "pretrain-vision", "--data", str(video),
                                                               "--out", str(tmp_path / "v"), "--batch-size", "0"])
 
@@ -158,3 +170,20 @@ def test_vision_control_and_finetuning_on_every_labelled_episode(data, tmp_path)
     assert rec["train_episodes"] == 24 and rec["train_config"]["val_fraction"] == 0.0
     assert rec["val_datasets"][0]["root"] == str(check) and rec["eval_split"] == "val"
     assert rec["val_samples"] == 4 * 20
+
+    # lapa-vision: latent pretraining that starts from this tower (kept bit-equal here by freezing it), a new
+    # latent head for the labels' codebook, and the init named in the record
+    lv = tmp_path / "lapa_vision"
+    assert main(["vla", "pretrain", "--data", str(robot), "--init", str(vis), "--config", "tiny-resnet",
+                 "--freeze-vision", "--out", str(lv), "--max-steps", "3", "--batch-size", "8", "--no-progress",
+                 "--threads", "1"]) == 0
+    from lapa_learning.vla.checkpoint import load_checkpoint
+
+    before, after = load_checkpoint(vis)[0], load_checkpoint(lv)[0]
+    assert after.config.latent is not None and after.config.latent.codebook_size == 4
+    for (name, p0), p1 in zip(before.vision.state_dict().items(), after.vision.state_dict().values()):
+        assert torch.equal(p0, p1), name
+    assert not torch.equal(before.lm.state_dict()["model.embed_tokens.weight"],
+                           after.lm.state_dict()["model.embed_tokens.weight"])  # the LM did train
+    rec = json.loads((lv / "checkpoint" / "train_record.json").read_text())
+    assert rec["init"] == str(vis) and rec["init_record"]["stage"] == "pretrain-vision"

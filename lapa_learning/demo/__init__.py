@@ -32,8 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from lapa_learning.demo.plan import (DEV_SEED_OFFSET, EVAL_SEED_OFFSET, METHODS, PRESETS, SETTINGS, Plan,  # noqa: F401
-                                     Preset, Stage, build_plan, parse_methods, select_steps)
+from lapa_learning.demo.plan import (DEV_SEED_OFFSET, EVAL_SEED_OFFSET, EXTRA_METHODS, METHODS, PRESETS,  # noqa: F401
+                                     SETTINGS, Plan, Preset, Stage, build_plan, parse_methods, select_steps)
 from lapa_learning.demo.report import write_report
 from lapa_learning.demo.runner import execute
 from lapa_learning.errors import ConfigError
@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the same tasks from another camera (cross-view), or of the same tasks done by a "
                              "hand instead of the robot arm, without actions (cross-embodiment)")
     parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated methods to run (default: all: %(default)s)")
+                        help="comma-separated methods to run (default: %(default)s; also: "
+                             f"{', '.join(EXTRA_METHODS)})")
     parser.add_argument("--finetune-steps", type=int, default=None,
                         help="a fixed finetuning budget for every method instead of the per-method choice "
                              "among the preset's candidates on development layouts")

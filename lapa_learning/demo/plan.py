@@ -14,10 +14,14 @@ from lapa_learning.errors import ConfigError
 from lapa_learning.io import atomic_write_json
 from lapa_learning.vla.configuration_vla import DEFAULT_VLA_CONFIG
 
-METHODS = ("lapa", "vpt", "scratch", "actionvla", "lapa-shuffled", "vision")
+METHODS = ("lapa", "vpt", "scratch", "actionvla", "lapa-shuffled", "vision")  # what `lapa demo` runs by default
+# Asked for by name (--methods): lapa-vision = latent pretraining that starts from the vision control's tower
+# (the paper's LAPA starts from a pretrained VLM; here the only pretrained tower is the one learnt on the videos).
+EXTRA_METHODS = ("lapa-vision",)
 METHOD_NAMES = {"lapa": "LAPA (latent pretraining)", "vpt": "VPT (IDM pseudo-actions)", "scratch": "Scratch",
                 "actionvla": "ActionVLA (true actions)", "lapa-shuffled": "LAPA, shuffled latents (control)",
-                "vision": "Vision-pretrained tower (control)"}
+                "vision": "Vision-pretrained tower (control)",
+                "lapa-vision": "LAPA on the vision-pretrained tower"}
 SETTINGS = ("in-domain", "cross-task", "cross-view", "cross-embodiment")
 # The pretraining video set of each setting; ActionVLA needs true actions, so in cross-embodiment it uses the
 # same-embodiment robot videos of in-domain (the reference), elsewhere the setting's own videos.
@@ -139,10 +143,10 @@ def eval_stage(name: str, checkpoint: Path, out: Path, tasks: str, episodes: int
 
 def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS + EXTRA_METHODS]
     if unknown or not methods:
         raise ConfigError(f"--methods: unknown method(s) {unknown or '(none given)'}; expected some of "
-                          f"{', '.join(METHODS)}")
+                          f"{', '.join(METHODS + EXTRA_METHODS)}")
     return methods
 
 
@@ -207,6 +211,10 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
                                                "--offset-frames", str(preset.laq_offset), *steps, "--batch-size",
                                                str(preset.batch_size), "--seed", str(seed), "--overwrite", *dev],
                        deps=("data-videos" + s,)))
+        plan.add(Stage("pretrain-lapa-vision" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "latents",
+                                                    "--init", str(base / "pretrain_vision"), "--out",
+                                                    str(base / "pretrain_lapa-vision"), *steps, *common],
+                       deps=("laq-label" + s, "pretrain-vision" + s)))
         plan.add(Stage("vpt-label" + s, ["vpt", "label", "--checkpoint", str(out / "vpt/idm"), "--data", str(videos),
                                          *dev], deps=("vpt-train", "data-videos" + s)))
         plan.add(Stage("pretrain-vpt" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "pseudo-actions",

@@ -4,6 +4,7 @@
     lapa vla pretrain --data A --data B --out RUN --max-minutes 30                       # several datasets mixed
     lapa vla pretrain --data robot_set --targets actions --out RUN                       # ActionVLA baseline
     lapa vla pretrain --data videos --targets pseudo-actions --out RUN                   # VPT (lapa vpt label)
+    lapa vla pretrain --data videos --init VISION_RUN --out RUN                          # on a pretrained model
 
 Each --data directory is an episode dataset or a video folder with `latent_actions.parquet` beside it
 (written by `lapa laq label`).  Samples of all datasets are pooled (each pair equally likely).
@@ -30,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--action-head", choices=list(HEADS), default="discrete",
                         help=f"with action targets: the action head ({head_help()}) (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=1, help="with action targets: actions per step")
+    parser.add_argument("--init", type=Path,
+                        help="start from this checkpoint (run dir or checkpoint dir, e.g. `lapa vla pretrain-vision`'s "
+                             "video-pretrained tower) instead of a fresh model; its vision tower, projector, LM and "
+                             "tokenizer are kept, the target head is new where it does not fit")
     parser.add_argument("--shuffle-labels", action="store_true",
                         help="with --targets latents: permute the latent labels across samples (a control: same "
                              "marginal, no relation to the image)")
@@ -54,9 +59,15 @@ def run(args: argparse.Namespace) -> int:
     tcfg = cli_args.train_config_from_args(args)
     T.seed_everything(tcfg.seed)
     run_dir, state = cli_args.prepare_run_dir(args)
+    init = init_record = None
+    if state is None and args.init is not None:
+        model, tokenizer, _, _, init_record = load_checkpoint(args.init, device="cpu")
+        check_init_flags(args, model.config.name)
+        init = (model, tokenizer)
     overrides = cli_args.config_overrides_from_args(args)
-    cfg = None if state is not None else load_config_arg(cli_args.vla_config_name(args), **overrides)
-    image_size = cfg.image_size if cfg is not None else _saved_image_size(run_dir)
+    cfg = None if state is not None or init else load_config_arg(cli_args.vla_config_name(args), **overrides)
+    image_size = (cfg.image_size if cfg is not None else init[0].config.image_size if init
+                  else _saved_image_size(run_dir))
     progress = not args.no_progress
 
     latent = args.targets == "latents"
@@ -73,6 +84,21 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
         model.train()
         cli_args.apply_flag_overrides(model, args)
+    elif init:
+        model.train()
+        cli_args.apply_flag_overrides(model, args)
+        if latent:
+            if model.latent is None or (model.config.latent.num_tokens, model.config.latent.codebook_size) != \
+                    (info["num_tokens"], info["codebook_size"]):
+                model.add_latent_head(info["num_tokens"], info["codebook_size"])
+        else:
+            names = info["action_names"]
+            want = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size)
+            processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=want.num_bins)
+            have = model.config.action
+            if have is None or (have.type, have.action_dim, have.chunk_size, have.num_bins) != \
+                    (want.type, want.action_dim, want.chunk_size, want.num_bins):
+                model.add_action_head(want)
     else:
         if latent:
             cfg.latent = LatentHeadConfig(num_tokens=info["num_tokens"], codebook_size=info["codebook_size"])
@@ -86,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
           f"from {len(args.data)} dataset(s)")
     record = {"command": cli_args.command_line(), "stage": "pretrain", "targets": args.targets,
               "shuffled_labels": bool(args.shuffle_labels),
-              "datasets": info["datasets"], "model": model.config.name}
+              "datasets": info["datasets"], "model": model.config.name,
+              "init": str(args.init) if init else None,
+              "init_record": {k: init_record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")}
+              if init else None}
     if latent:
         record.update(majority_baseline(train, val))
         sources = {d["labels_source"] for d in info["datasets"]}  # the LAQ that labelled each dataset
@@ -100,6 +129,18 @@ def run(args: argparse.Namespace) -> int:
               f"{final['majority_baseline_accuracy']:.3f}")
     print(f"checkpoint: {run_dir / 'checkpoint'}")
     return 0
+
+
+def check_init_flags(args, init_model: str) -> None:
+    """With --init the architecture comes from the checkpoint: flags that would build another one are errors."""
+    if args.config is not None and args.config != init_model:
+        raise ConfigError(f"--config {args.config} with --init {args.init}: the checkpoint holds a {init_model} "
+                          f"model; drop --config or pass --config {init_model}")
+    built = [flag for flag, value in (("--vision-path", args.vision_path), ("--lm-path", args.lm_path),
+                                      ("--lora-rank", args.lora_rank)) if value is not None]
+    if built:
+        raise ConfigError(f"{', '.join(built)} with --init {args.init}: the model comes from the checkpoint; "
+                          f"set these when it is first built")
 
 
 def shuffle_latent_labels(sample_sets, seed: int) -> None:
