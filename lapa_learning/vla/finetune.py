@@ -92,10 +92,7 @@ def run(args: argparse.Namespace) -> int:
             tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(cfg.prompt_template, train.instructions, val.instructions))
             model = VLAModel(cfg, vocab_size=len(tokenizer))
         else:
-            have = model.config.action
-            if have is None or (have.type, have.action_dim, have.chunk_size, have.num_bins) != \
-                    (want.type, want.action_dim, want.chunk_size, want.num_bins):
-                model.add_action_head(want)  # a fresh head (the pretrained one, if any, does not fit)
+            model.ensure_action_head(want)  # the pretrained head if it fits, else a fresh one
             model.freeze_latent_head()  # kept for reporting latent tokens; not trained on actions
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; "
           f"{'init from ' + str(args.init) if args.init else 'from scratch'}")

@@ -285,6 +285,19 @@ class VLAModel(nn.Module):
         self._attach(head, self.head)
         self.head = head
 
+    def ensure_latent_head(self, num_tokens: int, codebook_size: int) -> None:
+        """Keep the latent head if it has this shape, else attach a fresh one."""
+        have = self.config.latent
+        if have is None or (have.num_tokens, have.codebook_size) != (num_tokens, codebook_size):
+            self.add_latent_head(num_tokens, codebook_size)
+
+    def ensure_action_head(self, acfg) -> None:
+        """Keep the action head if it has acfg's kind and shape, else attach a fresh one."""
+        have = self.config.action
+        if have is None or (have.type, have.action_dim, have.chunk_size, have.num_bins) != \
+                (acfg.type, acfg.action_dim, acfg.chunk_size, acfg.num_bins):
+            self.add_action_head(acfg)
+
     def apply_trainable(self) -> None:
         """Vision frozen unless asked; LM trained unless frozen or LoRA (then only adapters); heads trained."""
         for p in self.vision.parameters():

@@ -59,15 +59,15 @@ def run(args: argparse.Namespace) -> int:
     tcfg = cli_args.train_config_from_args(args)
     T.seed_everything(tcfg.seed)
     run_dir, state = cli_args.prepare_run_dir(args)
-    init = init_record = None
-    if state is None and args.init is not None:
+    from_init = state is None and args.init is not None
+    if from_init:
         model, tokenizer, _, _, init_record = load_checkpoint(args.init, device="cpu")
         check_init_flags(args, model.config.name)
-        init = (model, tokenizer)
+        image_size = model.config.image_size
     overrides = cli_args.config_overrides_from_args(args)
-    cfg = None if state is not None or init else load_config_arg(cli_args.vla_config_name(args), **overrides)
-    image_size = (cfg.image_size if cfg is not None else init[0].config.image_size if init
-                  else _saved_image_size(run_dir))
+    cfg = None if state is not None or from_init else load_config_arg(cli_args.vla_config_name(args), **overrides)
+    if not from_init:
+        image_size = cfg.image_size if cfg is not None else _saved_image_size(run_dir)
     progress = not args.no_progress
 
     latent = args.targets == "latents"
@@ -84,21 +84,16 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
         model.train()
         cli_args.apply_flag_overrides(model, args)
-    elif init:
+    elif from_init:  # the checkpoint's tower, projector, LM and tokenizer; a new target head where it does not fit
         model.train()
         cli_args.apply_flag_overrides(model, args)
         if latent:
-            if model.latent is None or (model.config.latent.num_tokens, model.config.latent.codebook_size) != \
-                    (info["num_tokens"], info["codebook_size"]):
-                model.add_latent_head(info["num_tokens"], info["codebook_size"])
+            model.ensure_latent_head(info["num_tokens"], info["codebook_size"])
         else:
             names = info["action_names"]
             want = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size)
             processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=want.num_bins)
-            have = model.config.action
-            if have is None or (have.type, have.action_dim, have.chunk_size, have.num_bins) != \
-                    (want.type, want.action_dim, want.chunk_size, want.num_bins):
-                model.add_action_head(want)
+            model.ensure_action_head(want)
     else:
         if latent:
             cfg.latent = LatentHeadConfig(num_tokens=info["num_tokens"], codebook_size=info["codebook_size"])
@@ -113,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
     record = {"command": cli_args.command_line(), "stage": "pretrain", "targets": args.targets,
               "shuffled_labels": bool(args.shuffle_labels),
               "datasets": info["datasets"], "model": model.config.name,
-              "init": str(args.init) if init else None,
+              "init": str(args.init) if from_init else None,
               "init_record": {k: init_record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")}
-              if init else None}
+              if from_init else None}
     if latent:
         record.update(majority_baseline(train, val))
         sources = {d["labels_source"] for d in info["datasets"]}  # the LAQ that labelled each dataset
