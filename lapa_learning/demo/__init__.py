@@ -3,6 +3,7 @@
     generate pretraining videos ─> LAQ ─> label ─> latent pretraining ─────────> finetune ─> eval   lapa
                                         └─> shuffled latent labels ──────────────> finetune ─> eval   lapa-shuffled
                                 └─> vision tower: predict future frames ─────────> finetune ─> eval   vision
+                                          └─> latent pretraining (same labels) ──> finetune ─> eval   lapa-vision*
     small labelled set ─> IDM ─> pseudo-label the videos ─> pretrain on them ──> finetune ─> eval   vpt
     same-embodiment robot videos with true actions ─> action pretraining ──────> finetune ─> eval   actionvla
     small labelled set ─────────────────────────────────────────────────────────> finetune ─> eval   scratch
@@ -12,7 +13,7 @@ Settings choose the pretraining videos: same tasks and camera (in-domain), other
 there ActionVLA stays the same-embodiment true-action reference, i.e. in-domain's robot videos). Every method
 finetunes on the same small labelled set, whole (validation comes from separate episodes), for a step budget
 chosen per method by one rule: each candidate budget is finetuned and evaluated on development layouts, the best
-one (fewest steps on ties) is evaluated on fresh layouts.
+one (fewest steps on ties) is evaluated on fresh layouts. * lapa-vision runs only when --methods names it.
 
 Every stage is one `lapa ...` command (or a small in-process step such as picking the budget), run as a
 subprocess with its output in <out>/logs/<stage>.log; two stages run at a time when they do not depend on each
