@@ -126,9 +126,13 @@ def _results(path, setting, seed, rates, episodes=300):
     methods = {m: {"success": k / episodes, "successes": k, "episodes": episodes, "ci95": [0, 1],
                    "per_task": {"a": k / episodes, "b": k / episodes},
                    "per_task_successes": {"a": k // 2, "b": k - k // 2}} for m, k in rates.items()}
+    rule = {"per_method": {m: {"chosen_steps": 400, "dev_success": {"200": {"success": 0.25, "episodes": 60},
+                                                                   "400": {"success": (seed + 1) / 60, "episodes": 60}}}
+                           for m in rates}}
     path.write_text(json.dumps({"setting": setting, "seed": seed, "preset": "default", "tasks": ["a", "b"],
                                 "eval_seed": seed + 2000, "eval_episodes_per_task": episodes // 2,
-                                "command": "lapa demo", "machine": "test", "methods": methods}))
+                                "command": "lapa demo", "machine": "test", "methods": methods,
+                                "finetune_step_rule": rule}))
     return path
 
 
@@ -137,6 +141,7 @@ def test_pool_claims_on_synthetic_results(tmp_path):
                       {"lapa": 150 + k, "scratch": 90, "vpt": 140}) for k in range(3)]
     files.append(_results(tmp_path / "demo_cross-embodiment_seed0.json", "cross-embodiment", 0,
                           {"lapa": 100, "scratch": 99}))
+    files.append(_results(tmp_path / "demo_in-domain_seed3.json", "in-domain", 3, {"lapa-vision": 10}))
     out = tmp_path / "claims.json"
     res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
                           "--out", str(out)], capture_output=True, text=True)
@@ -146,9 +151,12 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     lapa = indomain["methods"]["lapa"]
     assert lapa["successes"] == 453 and lapa["episodes"] == 900 and lapa["seeds"] == [0, 1, 2]
     assert lapa["ci95"][0] < 453 / 900 < lapa["ci95"][1] and lapa["per_task"]["a"] == (75 + 75 + 76) / 450
+    # the development evaluations that chose each budget, pooled per candidate
+    assert lapa["dev_success"]["400"] == {"success": (1 + 2 + 3) / 180, "episodes": 180, "seeds": [0, 1, 2]}
+    assert lapa["dev_success"]["200"]["success"] == 0.25 and lapa["chosen_steps"] == {"0": 400, "1": 400, "2": 400}
     assert indomain["claims"] == {"lapa_above_scratch": True, "lapa_interval_above_scratch": True,
                                   "lapa_above_vpt": True, "lapa_interval_above_vpt": False,
-                                  "min_pooled_episodes": 900, "min_seeds": 3}
+                                  "min_pooled_episodes": 900, "min_seeds": 3}  # lapa-vision's one seed aside
     hand = claims["settings"]["cross-embodiment"]["claims"]
     assert hand["lapa_above_scratch"] and not hand["lapa_interval_above_scratch"] and hand["lapa_above_vpt"] is None
     assert "pool_claims.py" in claims["command"]
