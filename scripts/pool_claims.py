@@ -140,7 +140,7 @@ def paper_table(claims: dict) -> str:
     settings = [s for s in SETTINGS if s in claims["settings"]] + \
         [s for s in claims["settings"] if s not in SETTINGS]
     names = [m for m in METHOD_ORDER if any(m in claims["settings"][s]["methods"] for s in settings)]
-    names += [m for s in settings for m in claims["settings"][s]["methods"] if m not in names]
+    names += dict.fromkeys(m for s in settings for m in claims["settings"][s]["methods"] if m not in names)
     rows = ["| method | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
     for m in names:
         cells = []

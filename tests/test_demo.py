@@ -142,6 +142,7 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     files.append(_results(tmp_path / "demo_cross-embodiment_seed0.json", "cross-embodiment", 0,
                           {"lapa": 100, "scratch": 99}))
     files.append(_results(tmp_path / "demo_in-domain_seed3.json", "in-domain", 3, {"lapa-vision": 10}))
+    files.append(_results(tmp_path / "demo_cross-embodiment_seed1.json", "cross-embodiment", 1, {"lapa-vision": 20}))
     out = tmp_path / "claims.json"
     res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
                           "--out", str(out)], capture_output=True, text=True)
@@ -164,6 +165,7 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert "| method | in-domain | cross-embodiment |" in table
     assert f"| LAPA | {100 * 453 / 900:.1f} [{100 * lapa['ci95'][0]:.1f}, {100 * lapa['ci95'][1]:.1f}] (3) |" in table
     assert "| *LAPA's interval above VPT's* | no | - |" in table
+    assert table.count("| LAPA on the vision-pretrained tower |") == 1  # a method of several settings: one row
     # the same seed twice, and a file named for another seed, are refused with the file named
     (tmp_path / "x").mkdir()
     dup = _results(tmp_path / "x" / "demo_in-domain_seed1.json", "in-domain", 1, {"lapa": 1})
