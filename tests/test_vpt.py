@@ -187,3 +187,11 @@ def test_vision_control_and_finetuning_on_every_labelled_episode(data, tmp_path)
                            after.lm.state_dict()["model.embed_tokens.weight"])  # the LM did train
     rec = json.loads((lv / "checkpoint" / "train_record.json").read_text())
     assert rec["init"] == str(vis) and rec["init_record"]["stage"] == "pretrain-vision"
+    # with action targets the checkpoint gets an action head and the run an action processor
+    av = tmp_path / "actions_on_vision"
+    assert main(["vla", "pretrain", "--data", str(robot), "--targets", "actions", "--action-head", "continuous",
+                 "--chunk-size", "4", "--init", str(vis), "--out", str(av), "--max-steps", "2", "--batch-size", "8",
+                 "--no-progress", "--threads", "1"]) == 0
+    model, _, processor, _, _ = load_checkpoint(av)
+    assert model.config.action.type == "continuous" and model.config.action.chunk_size == 4
+    assert processor is not None and model.config.image_size == before.config.image_size

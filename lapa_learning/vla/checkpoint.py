@@ -91,6 +91,11 @@ def read_json(path: Path, what: str) -> dict:
     return data
 
 
+def init_summary(record: dict | None) -> dict | None:
+    """What a run started with --init keeps of its checkpoint's training record."""
+    return {k: record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")} if record else None
+
+
 def load_checkpoint(path, device: str | torch.device = "cpu"):
     """-> (model (eval mode, on device), tokenizer, ActionProcessor | None, meta dict, record dict | None)."""
     from safetensors import SafetensorError

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning import cli_args
     from lapa_learning.vla import trainer as T
-    from lapa_learning.vla.checkpoint import load_checkpoint
+    from lapa_learning.vla.checkpoint import init_summary, load_checkpoint
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, load_config_arg
     from lapa_learning.vla.data import build_action_samples
     from lapa_learning.vla.modeling_vla import VLAModel
@@ -97,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; "
           f"{'init from ' + str(args.init) if args.init else 'from scratch'}")
     record = {"command": cli_args.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
-              "init_record": {k: init_record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")}
-              if init_record else None,
+              "init_record": init_summary(init_record),
               "laq": init_record.get("laq") if init_record else None,  # the LAQ of stage 2, for LatentPreview
               "datasets": info["datasets"], "val_datasets": info.get("val_datasets", []),
               "train_episodes": len(train.frames), "model": model.config.name}

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning import cli_args
     from lapa_learning.vla import trainer as T
-    from lapa_learning.vla.checkpoint import load_checkpoint
+    from lapa_learning.vla.checkpoint import init_summary, load_checkpoint
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, LatentHeadConfig, load_config_arg
     from lapa_learning.vla.data import build_action_samples, build_latent_samples, majority_baseline
     from lapa_learning.vla.modeling_vla import VLAModel
@@ -59,15 +59,16 @@ def run(args: argparse.Namespace) -> int:
     tcfg = cli_args.train_config_from_args(args)
     T.seed_everything(tcfg.seed)
     run_dir, state = cli_args.prepare_run_dir(args)
-    from_init = state is None and args.init is not None
-    if from_init:
+    from_init, cfg, init_record = state is None and args.init is not None, None, None
+    if state is not None:
+        image_size = _saved_image_size(run_dir)
+    elif from_init:
         model, tokenizer, _, _, init_record = load_checkpoint(args.init, device="cpu")
         check_init_flags(args, model.config.name)
         image_size = model.config.image_size
-    overrides = cli_args.config_overrides_from_args(args)
-    cfg = None if state is not None or from_init else load_config_arg(cli_args.vla_config_name(args), **overrides)
-    if not from_init:
-        image_size = cfg.image_size if cfg is not None else _saved_image_size(run_dir)
+    else:
+        cfg = load_config_arg(cli_args.vla_config_name(args), **cli_args.config_overrides_from_args(args))
+        image_size = cfg.image_size
     progress = not args.no_progress
 
     latent = args.targets == "latents"
@@ -84,33 +85,32 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
         model.train()
         cli_args.apply_flag_overrides(model, args)
-    elif from_init:  # the checkpoint's tower, projector, LM and tokenizer; a new target head where it does not fit
-        model.train()
-        cli_args.apply_flag_overrides(model, args)
-        if latent:
-            model.ensure_latent_head(info["num_tokens"], info["codebook_size"])
-        else:
-            names = info["action_names"]
-            want = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size)
-            processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=want.num_bins)
-            model.ensure_action_head(want)
     else:
-        if latent:
-            cfg.latent = LatentHeadConfig(num_tokens=info["num_tokens"], codebook_size=info["codebook_size"])
-        else:
+        if not latent:
             names = info["action_names"]
-            cfg.action = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size)
-            processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=cfg.action.num_bins)
-        tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(cfg.prompt_template, train.instructions, val.instructions))
-        model = VLAModel(cfg, vocab_size=len(tokenizer))
+            acfg = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size)
+            processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=acfg.num_bins)
+        if from_init:  # the checkpoint's tower, projector, LM and tokenizer; a new target head where it does not fit
+            model.train()
+            cli_args.apply_flag_overrides(model, args)
+            if latent:
+                model.ensure_latent_head(info["num_tokens"], info["codebook_size"])
+            else:
+                model.ensure_action_head(acfg)
+        else:
+            if latent:
+                cfg.latent = LatentHeadConfig(num_tokens=info["num_tokens"], codebook_size=info["codebook_size"])
+            else:
+                cfg.action = acfg
+            corpus = T.corpus_for_tokenizer(cfg.prompt_template, train.instructions, val.instructions)
+            tokenizer = build_tokenizer(cfg.language, corpus)
+            model = VLAModel(cfg, vocab_size=len(tokenizer))
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out samples "
           f"from {len(args.data)} dataset(s)")
     record = {"command": cli_args.command_line(), "stage": "pretrain", "targets": args.targets,
               "shuffled_labels": bool(args.shuffle_labels),
               "datasets": info["datasets"], "model": model.config.name,
-              "init": str(args.init) if from_init else None,
-              "init_record": {k: init_record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")}
-              if from_init else None}
+              "init": str(args.init) if from_init else None, "init_record": init_summary(init_record)}
     if latent:
         record.update(majority_baseline(train, val))
         sources = {d["labels_source"] for d in info["datasets"]}  # the LAQ that labelled each dataset
