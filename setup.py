@@ -29,6 +29,7 @@ setup(
     install_requires=[
         "torch>=2.2",
         "numpy>=1.24",
+        "scipy>=1.10",  # Student-t intervals over training seeds (lapa_learning.eval.stats)
         "transformers>=4.45,<6",
         "tokenizers>=0.20",
         "safetensors>=0.4",

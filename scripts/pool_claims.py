@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lapa_learning.demo.plan import METHOD_NAMES, SETTINGS  # noqa: E402
 from lapa_learning.errors import InputError  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
-from lapa_learning.eval.stats import wilson_interval  # noqa: E402
+from lapa_learning.eval.stats import mean_interval, wilson_interval  # noqa: E402
 from lapa_learning.machine import cpu_name  # noqa: E402
 
 BAR_METHODS = ("lapa", "vpt", "scratch", "actionvla")  # the methods issue 9's episode and seed bar is about
@@ -76,6 +76,18 @@ def _development(method: str, items: list[tuple[Path, dict]]) -> dict:
             "chosen_steps": {str(k): v for k, v in sorted(chosen.items())}}
 
 
+def _paired(a: dict, b: dict) -> dict:
+    """a minus b seed by seed (both evaluated on the same layouts within a seed): the differences, how many seeds
+    have a ahead, their mean and its 95% Student-t interval over seeds (None below two seeds). Unlike the pooled
+    Wilson intervals, which count episodes, this one counts training seeds, so it carries seed-to-seed spread."""
+    seeds = sorted(set(a["per_seed"]) & set(b["per_seed"]), key=int)
+    diffs = [a["per_seed"][s] - b["per_seed"][s] for s in seeds]
+    interval = mean_interval(diffs)
+    return {"seeds": [int(s) for s in seeds], "per_seed": dict(zip(seeds, diffs)),
+            "ahead_in_seeds": sum(d > 0 for d in diffs), "mean": sum(diffs) / len(diffs) if diffs else None,
+            "t95": None if interval is None else list(interval)}
+
+
 def pool(paths: list[Path]) -> dict:
     runs: dict[str, list[tuple[Path, dict]]] = {}
     for path in paths:
@@ -105,6 +117,7 @@ def pool(paths: list[Path]) -> dict:
                     per_task[task] = (w + (int(k) if k is not None else round(rate * eps)), e + eps)
             methods[name] = {"success": wins / n if n else 0.0, "ci95": list(wilson_interval(wins, n)),
                              "successes": wins, "episodes": n, "seeds": sorted(s for s, _ in have),
+                             "per_seed": {str(s): float(m["success"]) for s, m in sorted(have, key=lambda x: x[0])},
                              "per_task": {t: w / e for t, (w, e) in per_task.items() if e},
                              **_development(name, items),
                              **({"note": have[0][1]["note"]} if "note" in have[0][1] else {})}
@@ -114,10 +127,12 @@ def pool(paths: list[Path]) -> dict:
             o = methods.get(other)
             claims[f"lapa_above_{other}"] = None if not (lapa and o) else lapa["success"] > o["success"]
             claims[f"lapa_interval_above_{other}"] = None if not (lapa and o) else lapa["ci95"][0] > o["ci95"][1]
+        paired = {f"lapa-{other}": _paired(lapa, methods[other]) for other in ("scratch", "vpt")
+                  if lapa and other in methods}
         bar = [m for name, m in methods.items() if name in BAR_METHODS]  # an extra method run once does not count
         claims["min_pooled_episodes"] = min(m["episodes"] for m in bar) if bar else 0
         claims["min_seeds"] = min(len(m["seeds"]) for m in bar) if bar else 0
-        settings[setting] = {"methods": methods, "claims": claims, "seeds": sorted(seeds),
+        settings[setting] = {"methods": methods, "claims": claims, "paired": paired, "seeds": sorted(seeds),
                              "eval_seeds": sorted(r.get("eval_seed") for _, r in items),
                              "eval_episodes_per_task": sorted({r.get("eval_episodes_per_task") for _, r in items},
                                                               key=str),
@@ -159,6 +174,26 @@ def paper_table(claims: dict) -> str:
     return "\n".join(rows)
 
 
+def paired_table(claims: dict) -> str:
+    """LAPA minus Scratch and minus VPT per setting: the per-seed differences in points, then their mean with the
+    95% t interval over seeds, and in how many seeds LAPA was ahead."""
+    settings = [s for s in SETTINGS if s in claims["settings"]] + \
+        [s for s in claims["settings"] if s not in SETTINGS]
+    rows = ["| LAPA minus | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    for key, label in (("lapa-scratch", "Scratch"), ("lapa-vpt", "VPT")):
+        cells = []
+        for s in settings:
+            p = claims["settings"][s].get("paired", {}).get(key)
+            if not p or not p["seeds"]:
+                cells.append("-")
+                continue
+            per_seed = ", ".join(f"{100 * d:+.1f}" for d in p["per_seed"].values())
+            ci = "" if p["t95"] is None else f" [{100 * p['t95'][0]:+.1f}, {100 * p['t95'][1]:+.1f}]"
+            cells.append(f"{per_seed}; mean {100 * p['mean']:+.1f}{ci}; ahead {p['ahead_in_seeds']}/{len(p['seeds'])}")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", nargs="+", type=Path, help="results files (default: results/demo_*_seed*.json)")
@@ -171,16 +206,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pool_claims: error: {err}", file=sys.stderr)
         return 2
     atomic_write_json(args.out, claims)
-    table = paper_table(claims)
+    table, paired = paper_table(claims), paired_table(claims)
     args.out.with_suffix(".md").write_text(
         f"<!-- written by {claims['command']} from {args.out.name}; do not edit -->\n"
         "Success rate (%) pooled over training seeds, [95% Wilson interval], (seeds). "
-        "‡ same-embodiment reference (robot videos with true actions, not the hand videos).\n\n" + table + "\n")
+        "‡ same-embodiment reference (robot videos with true actions, not the hand videos).\n\n" + table + "\n\n"
+        "Seed by seed (each seed's methods share its labelled set and evaluation layouts): LAPA's success minus the "
+        "other method's, in points, per seed; their mean with its 95% Student-t interval over seeds (it counts "
+        "seeds, not episodes, so it carries the seed-to-seed spread the pooled interval leaves out); and in how "
+        "many seeds LAPA was ahead.\n\n" + paired + "\n")
     for setting, s in claims["settings"].items():
         row = ", ".join(f"{m} {100 * v['success']:.1f}% [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}] "
                         f"n={v['episodes']}" for m, v in s["methods"].items())
         print(f"{setting} (seeds {s['seeds']}): {row}; claims {s['claims']}")
-    print(f"\n{table}\n\nwrote {args.out} and {args.out.with_suffix('.md')}")
+    print(f"\n{table}\n\n{paired}\n\nwrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

@@ -158,6 +158,14 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert indomain["claims"] == {"lapa_above_scratch": True, "lapa_interval_above_scratch": True,
                                   "lapa_above_vpt": True, "lapa_interval_above_vpt": False,
                                   "min_pooled_episodes": 900, "min_seeds": 3}  # lapa-vision's one seed aside
+    # seed by seed: LAPA minus Scratch is (60 + k) / 300 in seed k; the t interval is over the three seeds
+    assert lapa["per_seed"] == {str(k): (150 + k) / 300 for k in range(3)}
+    paired = indomain["paired"]["lapa-scratch"]
+    assert paired["seeds"] == [0, 1, 2] and paired["ahead_in_seeds"] == 3
+    assert paired["per_seed"]["2"] == pytest.approx(62 / 300) and paired["mean"] == pytest.approx(61 / 300)
+    half = 4.302653 * (1 / 300) / 3 ** 0.5  # t(0.975, 2 df) * sd / sqrt(n), sd of 60, 61, 62 over 300 = 1/300
+    assert paired["t95"] == pytest.approx([61 / 300 - half, 61 / 300 + half], abs=1e-6)
+    assert claims["settings"]["cross-embodiment"]["paired"]["lapa-scratch"]["t95"] is None  # one seed: no interval
     hand = claims["settings"]["cross-embodiment"]["claims"]
     assert hand["lapa_above_scratch"] and not hand["lapa_interval_above_scratch"] and hand["lapa_above_vpt"] is None
     assert "pool_claims.py" in claims["command"]
@@ -165,6 +173,8 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert "| method | in-domain | cross-embodiment |" in table
     assert f"| LAPA | {100 * 453 / 900:.1f} [{100 * lapa['ci95'][0]:.1f}, {100 * lapa['ci95'][1]:.1f}] (3) |" in table
     assert "| *LAPA's interval above VPT's* | no | - |" in table
+    assert "| Scratch | +20.0, +20.3, +20.7; mean +20.3 [+19.5, +21.2]; ahead 3/3 | +0.3; mean +0.3; ahead 1/1 |" \
+        in table
     assert table.count("| LAPA on the vision-pretrained tower |") == 1  # a method of several settings: one row
     # the same seed twice, and a file named for another seed, are refused with the file named
     (tmp_path / "x").mkdir()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lapa_learning.eval.evaluate import evaluate, format_table
-from lapa_learning.eval.stats import wilson_interval
+from lapa_learning.eval.stats import mean_interval, wilson_interval
 
 
 def test_wilson_interval():
@@ -19,6 +19,12 @@ def test_wilson_interval():
     lo, hi = wilson_interval(25, 50)
     assert lo == pytest.approx(0.366, abs=1e-3) and hi == pytest.approx(0.634, abs=1e-3)
     assert wilson_interval(50, 50)[1] == 1.0
+
+
+def test_mean_interval_over_seeds():
+    lo, hi = mean_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2 df) = 4.3027
+    assert lo == pytest.approx(2 - 4.3027 / 3 ** 0.5, abs=1e-4) and hi == pytest.approx(2 + 4.3027 / 3 ** 0.5, abs=1e-4)
+    assert mean_interval([0.5]) is None and mean_interval([0.2, 0.2]) == (0.2, 0.2)
 
 
 class OraclePolicy:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
+
+import numpy as np
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -14,3 +17,17 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of the mean of a few independent values (e.g. one paired difference per training seed);
+    None for fewer than two values. With three seeds it is wide (t = 4.30): seed-to-seed spread, not episodes."""
+    from scipy import stats
+
+    if len(values) < 2:
+        return None
+    mean, sem = float(np.mean(values)), float(stats.sem(values))
+    if sem == 0.0:  # every seed gave the same value
+        return (mean, mean)
+    lo, hi = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
+    return (float(lo), float(hi))
