@@ -219,7 +219,9 @@ def test_quick_demo_end_to_end_reuse_and_cross_embodiment(tmp_path):
            "--results", str(tmp_path / "demo.json")]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    _check_results(json.loads((tmp_path / "demo.json").read_text()), "in-domain")
+    first = json.loads((tmp_path / "demo.json").read_text())
+    _check_results(first, "in-domain")
+    assert first["stages_reused"] == []  # "minutes" covers every stage
     assert (out / "results_in-domain.png").stat().st_size > 1000
     assert "| LAPA" in (out / "results_in-domain.md").read_text()
     assert (out / "robot/explain/laq_explain.png").is_file()
@@ -242,7 +244,8 @@ def test_quick_demo_end_to_end_reuse_and_cross_embodiment(tmp_path):
     assert actionvla["pretraining_videos"] == "robot" and "same-embodiment" in actionvla["note"]
     assert results["methods"]["lapa"]["pretraining_videos"] == "hand"
     for shared in ("data-finetune", "data-val", "vpt-train", "data-videos-robot", "pretrain-actionvla-robot"):
-        assert f"[reused] {shared}\n" in res.stdout
+        assert f"[reused] {shared}\n" in res.stdout and shared in results["stages_reused"]
+    assert "laq-train-hand" not in results["stages_reused"]  # ran in this invocation, so inside its "minutes"
 
 
 def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):

@@ -46,7 +46,8 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
     results = {
         "command": " ".join(shlex.quote(a) for a in ["lapa", *sys.argv[1:]]) if sys.argv[1:2] == ["demo"]
         else " ".join(shlex.quote(a) for a in sys.argv),  # as invoked (sys.argv), never retyped
-        "minutes": minutes,
+        "minutes": minutes,  # this invocation's wall time; the stages in stages_reused ran before it
+        "stages_reused": [s.name for s in plan.stages.values() if s.status == "reused"],
         "preset": args.preset,
         "setting": args.setting,
         "pretraining_videos": vset,
