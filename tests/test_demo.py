@@ -257,6 +257,46 @@ def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
     assert "--finetune-steps" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
+def test_an_interrupted_pretraining_stage_resumes_from_its_checkpoint(tmp_path):
+    from lapa_learning.cli import main
+    from lapa_learning.vla.testing import make_toy_dataset
+
+    videos = make_toy_dataset(tmp_path / "videos", episodes=4, length=12, image_size=32, with_actions=False, seed=1)
+    fast = ["--batch-size", "8", "--eval-every", "4", "--eval-samples", "16", "--threads", "1", "--no-progress"]
+    base = tmp_path / "base"
+    assert main(["vla", "pretrain", "--data", str(videos), "--out", str(base), "--max-steps", "2", "--config",
+                 "tiny", *fast]) == 0
+    run = tmp_path / "pre"
+    args = ["vla", "pretrain", "--data", str(videos), "--init", str(base), "--out", str(run), "--max-steps", "8",
+            "--save-every", "4", *fast]
+    half = [*args[:args.index("--max-steps") + 1], "4", *args[args.index("--max-steps") + 2:]]
+    assert main(half) == 0  # stands for a run killed after its checkpoint at step 4
+
+    def stage():
+        plan = Plan(tmp_path / "demo")
+        plan.add(Stage("pretrain", args, resume_dir=run))
+        return plan
+
+    assert execute(stage(), jobs=1) is None
+    log = (tmp_path / "demo/logs/pretrain.log").read_text()
+    assert log.splitlines()[0].endswith(" --resume")  # the command as run
+    rec = json.loads((run / "train_record.json").read_text())
+    assert rec["steps"] == 8 and rec["resumed_at_step"] == 4
+    assert rec["init"] == str(base) and rec["init_record"]["steps"] == 2  # the resumed run's --init, kept
+    # the marker holds the stage's own arguments, so the finished stage is reused
+    assert json.loads((tmp_path / "demo/stages/pretrain.json").read_text())["args"] == args
+    again = stage()
+    assert execute(again, jobs=1) is None and again.stages["pretrain"].status == "reused"
+    # killed before its first training state was saved: the stage starts over instead of being refused
+    (tmp_path / "demo/stages/pretrain.json").unlink()
+    (run / "checkpoint/training_state.pt").unlink()
+    assert execute(stage(), jobs=1) is None
+    assert (tmp_path / "demo/logs/pretrain.log").read_text().splitlines()[0].endswith(" --overwrite")
+    rec = json.loads((run / "train_record.json").read_text())
+    assert rec["steps"] == 8 and "resumed_at_step" not in rec
+
+
 def test_a_stage_is_rerun_when_a_stage_it_depends_on_reruns(tmp_path):
     def plan(first_args):
         p = Plan(tmp_path)

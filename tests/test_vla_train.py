@@ -96,6 +96,20 @@ def test_resume_matches_uninterrupted_run(data, tmp_path):
     assert rec["steps"] == 8 and rec["resumed_at_step"] == 4
 
 
+@pytest.mark.slow
+def test_a_resumed_finetune_keeps_what_its_init_was(data, tmp_path):
+    robot, video = data
+    assert main(["vla", "pretrain", "--data", str(video), "--out", str(tmp_path / "pre"), "--max-steps", "2",
+                 *FAST]) == 0
+    args = ["vla", "finetune", "--data", str(robot), "--init", str(tmp_path / "pre"), "--out", str(tmp_path / "ft"),
+            "--save-every", "2", *FAST]
+    assert main(args + ["--max-steps", "2"]) == 0
+    assert main(args + ["--max-steps", "4", "--resume"]) == 0
+    rec = json.loads((tmp_path / "ft" / "train_record.json").read_text())
+    assert rec["resumed_at_step"] == 2 and rec["init"] == str(tmp_path / "pre")
+    assert rec["laq"] == "make_toy_dataset" and rec["init_record"]["stage"] == "pretrain"  # LatentPreview's LAQ
+
+
 def test_cli_errors(data, tmp_path, capsys):
     robot, video = data
     (tmp_path / "run" / "checkpoint").mkdir(parents=True)

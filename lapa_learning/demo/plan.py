@@ -97,6 +97,7 @@ class Stage:
     deps: tuple[str, ...] = ()
     outputs: tuple[Path, ...] = ()
     fresh: bool = False  # delete `outputs` before a re-run (stages that refuse to overwrite)
+    resume_dir: Path | None = None  # a `vla pretrain` run: an interrupted one there is resumed, not refused
     call: Callable[[], None] | None = None  # an in-process stage (cheap bookkeeping) instead of a subprocess
     status: str = "waiting"
     started: float = 0.0
@@ -201,11 +202,11 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
         steps = ["--max-steps", str(preset.pretrain_steps)]
         plan.add(Stage("pretrain-lapa" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "latents",
                                              "--out", str(base / "pretrain_lapa"), *steps, *common],
-                       deps=("laq-label" + s,)))
+                       deps=("laq-label" + s,), resume_dir=base / "pretrain_lapa"))
         plan.add(Stage("pretrain-lapa-shuffled" + s, ["vla", "pretrain", "--data", str(videos), "--targets",
                                                       "latents", "--shuffle-labels", "--out",
                                                       str(base / "pretrain_lapa-shuffled"), *steps, *common],
-                       deps=("laq-label" + s,)))
+                       deps=("laq-label" + s,), resume_dir=base / "pretrain_lapa-shuffled"))
         plan.add(Stage("pretrain-vision" + s, ["vla", "pretrain-vision", "--data", str(videos), "--out",
                                                str(base / "pretrain_vision"), "--config", preset.vla_config,
                                                "--offset-frames", str(preset.laq_offset), *steps, "--batch-size",
@@ -214,16 +215,17 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
         plan.add(Stage("pretrain-lapa-vision" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "latents",
                                                     "--init", str(base / "pretrain_vision"), "--out",
                                                     str(base / "pretrain_lapa-vision"), *steps, *common],
-                       deps=("laq-label" + s, "pretrain-vision" + s)))
+                       deps=("laq-label" + s, "pretrain-vision" + s), resume_dir=base / "pretrain_lapa-vision"))
         plan.add(Stage("vpt-label" + s, ["vpt", "label", "--checkpoint", str(out / "vpt/idm"), "--data", str(videos),
                                          *dev], deps=("vpt-train", "data-videos" + s)))
         plan.add(Stage("pretrain-vpt" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "pseudo-actions",
                                             "--out", str(base / "pretrain_vpt"), *steps, *preset.action_head,
-                                            *common], deps=("vpt-label" + s,)))
+                                            *common], deps=("vpt-label" + s,), resume_dir=base / "pretrain_vpt"))
         if not extra:  # videos with their true actions
             plan.add(Stage("pretrain-actionvla" + s, ["vla", "pretrain", "--data", str(videos), "--targets",
                                                       "actions", "--out", str(base / "pretrain_actionvla"), *steps,
-                                                      *preset.action_head, *common], deps=("data-videos" + s,)))
+                                                      *preset.action_head, *common], deps=("data-videos" + s,),
+                                 resume_dir=base / "pretrain_actionvla"))
 
     candidates = (finetune_steps,) if finetune_steps is not None else preset.finetune_steps
     wanted = []  # the final evaluations (and the LAQ figures): every other stage is kept only if these need it

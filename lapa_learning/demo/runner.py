@@ -1,6 +1,7 @@
 """How the stages run: in dependency order, `jobs` at a time, each a `lapa ...` subprocess (or a small in-process
 call) with its output in <out>/logs/<stage>.log; a stage that finished before with the same arguments (its
-marker <out>/stages/<stage>.json) is reused."""
+marker <out>/stages/<stage>.json) is reused, and a training stage that was interrupted (a kill, a failed sibling)
+resumes from its last checkpoint (training resumes exactly: tests/test_vla_train.py) or, with none, starts over."""
 
 from __future__ import annotations
 
@@ -66,7 +67,16 @@ def execute(plan: Plan, jobs: int) -> str | None:
 
 
 def _command(stage: Stage) -> list[str]:
-    return [sys.executable, "-m", "lapa_learning.cli", *stage.args]
+    return [sys.executable, "-m", "lapa_learning.cli", *stage.args, *_restart_flags(stage)]
+
+
+def _restart_flags(stage: Stage) -> list[str]:
+    """For a `vla pretrain` stage whose run directory holds an unfinished run: --resume from its training state,
+    or --overwrite when the kill came before the first one was saved. Not part of the stage's arguments, so the
+    marker of the finished stage matches an uninterrupted run's."""
+    if stage.resume_dir is None or not (stage.resume_dir / "checkpoint").exists():
+        return []
+    return ["--resume"] if (stage.resume_dir / "checkpoint" / "training_state.pt").is_file() else ["--overwrite"]
 
 
 def marker(plan: Plan, stage: Stage) -> Path:
@@ -90,7 +100,8 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
     env.setdefault("OMP_NUM_THREADS", "1")
     log = plan.out / "logs" / f"{stage.name}.log"
     with open(log, "w") as f:
-        f.write(("# in process: " if stage.call else "$ lapa ") + " ".join(shlex.quote(a) for a in stage.args) + "\n")
+        shown = stage.args if stage.call else [*stage.args, *_restart_flags(stage)]
+        f.write(("# in process: " if stage.call else "$ lapa ") + " ".join(shlex.quote(a) for a in shown) + "\n")
         f.flush()
         if stage.call is not None:
             from contextlib import redirect_stdout

@@ -53,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir, state = cli_args.prepare_run_dir(args)
     progress = not args.no_progress
 
-    init_record = None
-    if state is not None:
-        model, tokenizer, processor, _, _ = load_checkpoint(run_dir / "checkpoint", device="cpu")
+    init_record, resumed = None, {}
+    if state is not None:  # the record keeps what the run being resumed started from
+        model, tokenizer, processor, _, resumed = load_checkpoint(run_dir / "checkpoint", device="cpu")
+        resumed = resumed or {}
         model.train()
         cli_args.apply_flag_overrides(model, args)
         model.freeze_latent_head()  # as in the run being resumed
@@ -97,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; "
           f"{'init from ' + str(args.init) if args.init else 'from scratch'}")
     record = {"command": cli_args.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
-              "init_record": init_summary(init_record),
-              "laq": init_record.get("laq") if init_record else None,  # the LAQ of stage 2, for LatentPreview
+              "init_record": resumed.get("init_record") if state is not None else init_summary(init_record),
+              # the LAQ of stage 2, for LatentPreview
+              "laq": resumed.get("laq") if state is not None else init_record.get("laq") if init_record else None,
               "datasets": info["datasets"], "val_datasets": info.get("val_datasets", []),
               "train_episodes": len(train.frames), "model": model.config.name}
     final = T.train(run_dir, model, tokenizer, processor, train, val, model.head, tcfg, record, state, progress)
