@@ -88,6 +88,35 @@ def _paired(a: dict, b: dict) -> dict:
             "t95": None if interval is None else list(interval)}
 
 
+def latent_quality(runs: dict[str, list[tuple[Path, dict]]]) -> dict:
+    """Does LAPA's gain follow how well its latent actions explain the robot's motion? One row per run (setting,
+    seed): the LAQ probe's R² of the true xyz motion from the latent tokens on the labelled episodes, and LAPA's
+    success minus Scratch's and minus its shuffled-latent control's (the same pretraining without the latents'
+    information); their Pearson and Spearman correlations over the runs (None below three runs)."""
+    from scipy import stats
+
+    rows = []
+    for setting, items in sorted(runs.items()):
+        for _, r in sorted(items, key=lambda it: it[1]["seed"]):
+            m, r2 = r["methods"], (r.get("laq") or {}).get("probe_r2_xyz")
+            if r2 is None or "lapa" not in m:
+                continue
+            diff = {o: m["lapa"]["success"] - m[o]["success"] if o in m else None for o in ("scratch", "lapa-shuffled")}
+            rows.append({"setting": setting, "seed": r["seed"], "probe_r2_xyz": r2,
+                         "lapa_minus_scratch": diff["scratch"], "lapa_minus_shuffled": diff["lapa-shuffled"]})
+    out = {"runs": rows}
+    for key in ("lapa_minus_scratch", "lapa_minus_shuffled"):
+        pts = [(row["probe_r2_xyz"], row[key]) for row in rows if row[key] is not None]
+        x, y = zip(*pts) if pts else ((), ())
+        enough = len(pts) >= 3 and len(set(x)) > 1 and len(set(y)) > 1
+        pearson, spearman = (stats.pearsonr(x, y), stats.spearmanr(x, y)) if enough else (None, None)
+        out[f"pearson_r2_vs_{key}"] = None if pearson is None else {"r": float(pearson[0]), "p": float(pearson[1])}
+        out[f"spearman_r2_vs_{key}"] = None if spearman is None else {"rho": float(spearman[0]),
+                                                                      "p": float(spearman[1])}
+        out[f"runs_{key}"] = len(pts)
+    return out
+
+
 def pool(paths: list[Path]) -> dict:
     runs: dict[str, list[tuple[Path, dict]]] = {}
     for path in paths:
@@ -139,7 +168,7 @@ def pool(paths: list[Path]) -> dict:
                              "preset": items[0][1].get("preset"), "tasks": items[0][1].get("tasks"),
                              "sources": [{"file": str(p), "command": r.get("command"), "machine": r.get("machine")}
                                          for p, r in items]}
-    return {"command": " ".join(["python", *sys.argv]),
+    return {"command": " ".join(["python", *sys.argv]), "latent_quality": latent_quality(runs),
             "machine": f"{cpu_name()}, {platform.machine()} {os.cpu_count()}-core (pooling only; each source "
                        f"records the machine that ran it)",
             "interval": "95% Wilson score interval of the pooled success rate", "settings": settings}
@@ -194,6 +223,25 @@ def paired_table(claims: dict) -> str:
     return "\n".join(rows)
 
 
+def quality_table(q: dict) -> str:
+    """Per run: the LAQ probe's R² next to LAPA's gains, and their correlations over the runs."""
+    def pts(v):
+        return "-" if v is None else f"{100 * v:+.1f}"
+
+    rows = ["Does LAPA's gain follow the quality of its latent actions? Per run: R² of the true xyz motion from "
+            "the latent tokens (LAQ probe on the labelled episodes) and LAPA's success minus Scratch's and minus "
+            "its shuffled-latent control's, in points.", "",
+            "| setting | seed | probe R² xyz | LAPA - Scratch | LAPA - shuffled |", "|---|---|---|---|---|"]
+    rows += [f"| {r['setting']} | {r['seed']} | {r['probe_r2_xyz']:.2f} | {pts(r['lapa_minus_scratch'])} | "
+             f"{pts(r['lapa_minus_shuffled'])} |" for r in q["runs"]]
+    for key, label in (("lapa_minus_scratch", "LAPA - Scratch"), ("lapa_minus_shuffled", "LAPA - shuffled")):
+        p, s = q[f"pearson_r2_vs_{key}"], q[f"spearman_r2_vs_{key}"]
+        rows += ["", f"R² vs {label} over {q[f'runs_{key}']} runs: " + (
+            "too few runs" if p is None else
+            f"Pearson r = {p['r']:.2f} (p = {p['p']:.2f}), Spearman rho = {s['rho']:.2f} (p = {s['p']:.2f})")]
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", nargs="+", type=Path, help="results files (default: results/demo_*_seed*.json)")
@@ -214,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "Seed by seed (each seed's methods share its labelled set and evaluation layouts): LAPA's success minus the "
         "other method's, in points, per seed; their mean with its 95% Student-t interval over seeds (it counts "
         "seeds, not episodes, so it carries the seed-to-seed spread the pooled interval leaves out); and in how "
-        "many seeds LAPA was ahead.\n\n" + paired + "\n")
+        "many seeds LAPA was ahead.\n\n" + paired + "\n\n" + quality_table(claims["latent_quality"]) + "\n")
     for setting, s in claims["settings"].items():
         row = ", ".join(f"{m} {100 * v['success']:.1f}% [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}] "
                         f"n={v['episodes']}" for m, v in s["methods"].items())

@@ -122,7 +122,7 @@ def test_a_failing_stage_stops_its_dependants_and_siblings(tmp_path):
     assert "does not exist" in (tmp_path / "logs/bad.log").read_text()
 
 
-def _results(path, setting, seed, rates, episodes=300):
+def _results(path, setting, seed, rates, episodes=300, probe_r2=None):
     methods = {m: {"success": k / episodes, "successes": k, "episodes": episodes, "ci95": [0, 1],
                    "per_task": {"a": k / episodes, "b": k / episodes},
                    "per_task_successes": {"a": k // 2, "b": k - k // 2}} for m, k in rates.items()}
@@ -132,13 +132,14 @@ def _results(path, setting, seed, rates, episodes=300):
     path.write_text(json.dumps({"setting": setting, "seed": seed, "preset": "default", "tasks": ["a", "b"],
                                 "eval_seed": seed + 2000, "eval_episodes_per_task": episodes // 2,
                                 "command": "lapa demo", "machine": "test", "methods": methods,
-                                "finetune_step_rule": rule}))
+                                "finetune_step_rule": rule, "laq": {"probe_r2_xyz": probe_r2}}))
     return path
 
 
 def test_pool_claims_on_synthetic_results(tmp_path):
     files = [_results(tmp_path / f"demo_in-domain_seed{k}.json", "in-domain", k,
-                      {"lapa": 150 + k, "scratch": 90, "vpt": 140}) for k in range(3)]
+                      {"lapa": 150 + k, "scratch": 90, "vpt": 140, "lapa-shuffled": 160 - k}, probe_r2=k / 10)
+             for k in range(3)]
     files.append(_results(tmp_path / "demo_cross-embodiment_seed0.json", "cross-embodiment", 0,
                           {"lapa": 100, "scratch": 99}))
     files.append(_results(tmp_path / "demo_in-domain_seed3.json", "in-domain", 3, {"lapa-vision": 10}))
@@ -166,6 +167,12 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     half = 4.302653 * (1 / 300) / 3 ** 0.5  # t(0.975, 2 df) * sd / sqrt(n), sd of 60, 61, 62 over 300 = 1/300
     assert paired["t95"] == pytest.approx([61 / 300 - half, 61 / 300 + half], abs=1e-6)
     assert claims["settings"]["cross-embodiment"]["paired"]["lapa-scratch"]["t95"] is None  # one seed: no interval
+    # LAPA's gains against the LAQ probe's R², one row per run with a probe (the three in-domain seeds)
+    quality = claims["latent_quality"]
+    assert [(r["setting"], r["seed"]) for r in quality["runs"]] == [("in-domain", k) for k in range(3)]
+    assert quality["runs"][2]["lapa_minus_shuffled"] == pytest.approx(-6 / 300)  # 152 - 158
+    assert quality["pearson_r2_vs_lapa_minus_scratch"]["r"] == pytest.approx(1.0)  # both grow with the seed
+    assert quality["spearman_r2_vs_lapa_minus_shuffled"]["rho"] == pytest.approx(1.0)
     hand = claims["settings"]["cross-embodiment"]["claims"]
     assert hand["lapa_above_scratch"] and not hand["lapa_interval_above_scratch"] and hand["lapa_above_vpt"] is None
     assert "pool_claims.py" in claims["command"]
