@@ -7,9 +7,11 @@ Per setting and method: pooled successes over episodes from every seed, the 95% 
 rate, episodes, seeds, and per-task pooled rates. Per setting: whether LAPA's pooled rate and interval lie above
 Scratch's and above VPT's (an interval "lies above" when its lower end exceeds the other's upper end), and the
 fewest pooled episodes and seeds of LAPA, VPT, Scratch and ActionVLA (issue 9's bar: >= 900 episodes from >= 3
-seeds); per method also the development evaluations that chose its finetuning budget, pooled per candidate. Also
-writes the table shaped like the paper's (rows: methods, columns: settings) next to the JSON, as claims.md. Seeds
-of a setting must come from the same preset and tasks, and each seed may appear only once.
+seeds); per method also its rate in each seed and the development evaluations that chose its finetuning budget,
+pooled per candidate. Per setting, LAPA minus Scratch and minus VPT seed by seed with a Student-t interval over
+seeds (`paired`); over all runs, the LAQ probe's R² next to LAPA's gains and their correlation (`latent_quality`).
+Also writes the table shaped like the paper's (rows: methods, columns: settings) and the other two next to the
+JSON, as claims.md. Seeds of a setting must come from the same preset and tasks, and each seed may appear only once.
 """
 
 from __future__ import annotations
@@ -178,11 +180,15 @@ METHOD_ORDER = ("scratch", "actionvla", "vpt", "lapa", "lapa-shuffled", "vision"
 METHOD_LABELS = {**METHOD_NAMES, "lapa": "LAPA"}  # the demo's names; the paper's table says just "LAPA"
 
 
+def _ordered_settings(claims: dict) -> list[str]:
+    """The pooled settings in the paper's column order, any other after them."""
+    return [s for s in SETTINGS if s in claims["settings"]] + [s for s in claims["settings"] if s not in SETTINGS]
+
+
 def paper_table(claims: dict) -> str:
     """The pooled results shaped like the paper's table: rows are methods, columns settings; each cell is
     'success% [95% CI] (seeds)'. A method missing from a setting shows '-'."""
-    settings = [s for s in SETTINGS if s in claims["settings"]] + \
-        [s for s in claims["settings"] if s not in SETTINGS]
+    settings = _ordered_settings(claims)
     names = [m for m in METHOD_ORDER if any(m in claims["settings"][s]["methods"] for s in settings)]
     names += dict.fromkeys(m for s in settings for m in claims["settings"][s]["methods"] if m not in names)
     rows = ["| method | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
@@ -206,8 +212,7 @@ def paper_table(claims: dict) -> str:
 def paired_table(claims: dict) -> str:
     """LAPA minus Scratch and minus VPT per setting: the per-seed differences in points, then their mean with the
     95% t interval over seeds, and in how many seeds LAPA was ahead."""
-    settings = [s for s in SETTINGS if s in claims["settings"]] + \
-        [s for s in claims["settings"] if s not in SETTINGS]
+    settings = _ordered_settings(claims)
     rows = ["| LAPA minus | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
     for key, label in (("lapa-scratch", "Scratch"), ("lapa-vpt", "VPT")):
         cells = []
