@@ -66,10 +66,6 @@ def execute(plan: Plan, jobs: int) -> str | None:
     return None
 
 
-def _command(stage: Stage) -> list[str]:
-    return [sys.executable, "-m", "lapa_learning.cli", *stage.args, *_restart_flags(stage)]
-
-
 def _restart_flags(stage: Stage) -> list[str]:
     """For a `vla pretrain` stage whose run directory holds an unfinished run: --resume from its training state,
     or --overwrite when the kill came before the first one was saved. Not part of the stage's arguments, so the
@@ -100,8 +96,8 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
     env.setdefault("OMP_NUM_THREADS", "1")
     log = plan.out / "logs" / f"{stage.name}.log"
     with open(log, "w") as f:
-        shown = stage.args if stage.call else [*stage.args, *_restart_flags(stage)]
-        f.write(("# in process: " if stage.call else "$ lapa ") + " ".join(shlex.quote(a) for a in shown) + "\n")
+        args = stage.args if stage.call else [*stage.args, *_restart_flags(stage)]  # as run
+        f.write(("# in process: " if stage.call else "$ lapa ") + " ".join(shlex.quote(a) for a in args) + "\n")
         f.flush()
         if stage.call is not None:
             from contextlib import redirect_stdout
@@ -114,7 +110,8 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
                 f.write(traceback.format_exc())
                 code = 1
         else:
-            stage.process = subprocess.Popen(_command(stage), stdout=f, stderr=subprocess.STDOUT, env=env)
+            stage.process = subprocess.Popen([sys.executable, "-m", "lapa_learning.cli", *args], stdout=f,
+                                             stderr=subprocess.STDOUT, env=env)
             code = stage.process.wait()
     if code == 0:
         atomic_write_json(marker(plan, stage), {"args": stage.args, "seconds": time.time() - stage.started})

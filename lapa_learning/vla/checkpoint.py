@@ -96,6 +96,12 @@ def init_summary(record: dict | None) -> dict | None:
     return {k: record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")} if record else None
 
 
+def carried_on_resume(record: dict | None) -> dict:
+    """What a resumed run keeps of the record of the run it continues: what that run started from (its --init, the
+    init's record summary, the LAQ of stage 2 that LatentPreview reads)."""
+    return {k: record[k] for k in ("init", "init_record", "laq") if record and k in record}
+
+
 def load_checkpoint(path, device: str | torch.device = "cpu"):
     """-> (model (eval mode, on device), tokenizer, ActionProcessor | None, meta dict, record dict | None)."""
     from safetensors import SafetensorError

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning import cli_args
     from lapa_learning.vla import trainer as T
-    from lapa_learning.vla.checkpoint import init_summary, load_checkpoint
+    from lapa_learning.vla.checkpoint import carried_on_resume, init_summary, load_checkpoint
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, load_config_arg
     from lapa_learning.vla.data import build_action_samples
     from lapa_learning.vla.modeling_vla import VLAModel
@@ -53,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir, state = cli_args.prepare_run_dir(args)
     progress = not args.no_progress
 
-    init_record, resumed = None, {}
-    if state is not None:  # the record keeps what the run being resumed started from
+    init_record, resumed = None, None
+    if state is not None:
         model, tokenizer, processor, _, resumed = load_checkpoint(run_dir / "checkpoint", device="cpu")
-        resumed = resumed or {}
         model.train()
         cli_args.apply_flag_overrides(model, args)
         model.freeze_latent_head()  # as in the run being resumed
@@ -98,11 +97,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; "
           f"{'init from ' + str(args.init) if args.init else 'from scratch'}")
     record = {"command": cli_args.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
-              "init_record": resumed.get("init_record") if state is not None else init_summary(init_record),
-              # the LAQ of stage 2, for LatentPreview
-              "laq": resumed.get("laq") if state is not None else init_record.get("laq") if init_record else None,
+              "init_record": init_summary(init_record),
+              "laq": init_record.get("laq") if init_record else None,  # the LAQ of stage 2, for LatentPreview
               "datasets": info["datasets"], "val_datasets": info.get("val_datasets", []),
-              "train_episodes": len(train.frames), "model": model.config.name}
+              "train_episodes": len(train.frames), "model": model.config.name, **carried_on_resume(resumed)}
     final = T.train(run_dir, model, tokenizer, processor, train, val, model.head, tcfg, record, state, progress)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final["metrics"].items()}))
     print(f"checkpoint: {run_dir / 'checkpoint'}")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning import cli_args
     from lapa_learning.vla import trainer as T
-    from lapa_learning.vla.checkpoint import init_summary, load_checkpoint
+    from lapa_learning.vla.checkpoint import carried_on_resume, init_summary, load_checkpoint
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, LatentHeadConfig, load_config_arg
     from lapa_learning.vla.data import build_action_samples, build_latent_samples, majority_baseline
     from lapa_learning.vla.modeling_vla import VLAModel
@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
                                                 tcfg.seed, progress, pseudo=args.targets == "pseudo-actions")
 
     processor = None
-    if state is not None:  # the record keeps the --init of the run being resumed
-        model, tokenizer, processor, _, saved = load_checkpoint(run_dir / "checkpoint", device="cpu")
-        init, init_info = (saved or {}).get("init"), (saved or {}).get("init_record")
+    resumed = None
+    if state is not None:
+        model, tokenizer, processor, _, resumed = load_checkpoint(run_dir / "checkpoint", device="cpu")
         model.train()
         cli_args.apply_flag_overrides(model, args)
     else:
@@ -91,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
             names = info["action_names"]
             acfg = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size)
             processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=acfg.num_bins)
-        init, init_info = (str(args.init), init_summary(init_record)) if from_init else (None, None)
         if from_init:  # the checkpoint's tower, projector, LM and tokenizer; a new target head where it does not fit
             model.train()
             cli_args.apply_flag_overrides(model, args)
@@ -112,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     record = {"command": cli_args.command_line(), "stage": "pretrain", "targets": args.targets,
               "shuffled_labels": bool(args.shuffle_labels),
               "datasets": info["datasets"], "model": model.config.name,
-              "init": init, "init_record": init_info}
+              "init": str(args.init) if from_init else None, "init_record": init_summary(init_record),
+              **carried_on_resume(resumed)}
     if latent:
         record.update(majority_baseline(train, val))
         sources = {d["labels_source"] for d in info["datasets"]}  # the LAQ that labelled each dataset
