@@ -9,7 +9,8 @@ Scratch's and above VPT's (an interval "lies above" when its lower end exceeds t
 fewest pooled episodes and seeds of LAPA, VPT, Scratch and ActionVLA (issue 9's bar: >= 900 episodes from >= 3
 seeds); per method also its rate in each seed and the development evaluations that chose its finetuning budget,
 pooled per candidate. Per setting, LAPA minus Scratch and minus VPT seed by seed with a Student-t interval over
-seeds (`paired`); over all runs, the LAQ probe's R² next to LAPA's gains and their correlation (`latent_quality`).
+seeds (`paired`); over all runs, the LAQ probe's R² next to LAPA's gains and their correlation, and whether two
+criteria of the LAQ that need no actions follow either (`latent_quality`).
 Also writes the table shaped like the paper's (rows: methods, columns: settings) and the other two next to the
 JSON, as claims.md. Seeds of a setting must come from the same preset and tasks, and each seed may appear only once.
 """
@@ -90,34 +91,55 @@ def _paired(a: dict, b: dict) -> dict:
             "t95": None if interval is None else list(interval)}
 
 
+ACTION_FREE = ("laq_gain_db", "codes_used_fraction")  # LAQ criteria that need no actions at all
+
+
+def _correlation(pts: list[tuple[float, float]]) -> tuple[dict | None, dict | None]:
+    """Pearson and Spearman over (x, y) points; None for both below three points or with a constant side."""
+    from scipy import stats
+
+    x, y = zip(*pts) if pts else ((), ())
+    if len(pts) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None, None
+    p, s = stats.pearsonr(x, y), stats.spearmanr(x, y)
+    return {"r": float(p[0]), "p": float(p[1])}, {"rho": float(s[0]), "p": float(s[1])}
+
+
 def latent_quality(runs: dict[str, list[tuple[Path, dict]]]) -> dict:
     """Does LAPA's gain follow how well its latent actions explain the robot's motion? One row per run (setting,
     seed): the LAQ probe's R² of the true xyz motion from the latent tokens on the labelled episodes, and LAPA's
     success minus Scratch's and minus its shuffled-latent control's (the same pretraining without the latents'
-    information); their Pearson and Spearman correlations over the runs (None below three runs)."""
-    from scipy import stats
+    information); their Pearson and Spearman correlations over the runs (None below three runs).
 
+    And could a LAQ be chosen without any actions? Each row also holds two criteria of the LAQ alone, from its
+    held-out video pairs: how much better it predicts the changed pixels of the next frame than copying the
+    current one (`laq_gain_db`, PSNR in dB), and the fraction of its codebook in use; with their Spearman
+    correlations against the probe's R² and against LAPA - Scratch."""
     rows = []
     for setting, items in sorted(runs.items()):
         for _, r in sorted(items, key=lambda it: it[1]["seed"]):
-            m, r2 = r["methods"], (r.get("laq") or {}).get("probe_r2_xyz")
+            m, laq = r["methods"], r.get("laq") or {}
+            r2 = laq.get("probe_r2_xyz")
             if r2 is None or "lapa" not in m:
                 continue
             diff = {o: m["lapa"]["success"] - m[o]["success"] if o in m else None for o in ("scratch", "lapa-shuffled")}
+            gain = (laq["psnr_changed"] - laq["psnr_changed_copy_baseline"]
+                    if {"psnr_changed", "psnr_changed_copy_baseline"} <= laq.keys() else None)
             rows.append({"setting": setting, "seed": r["seed"], "probe_r2_xyz": r2,
-                         "lapa_minus_scratch": diff["scratch"], "lapa_minus_shuffled": diff["lapa-shuffled"]})
+                         "lapa_minus_scratch": diff["scratch"], "lapa_minus_shuffled": diff["lapa-shuffled"],
+                         "laq_gain_db": gain, "codes_used_fraction": laq.get("codes_used_fraction")})
     out = {"runs": rows}
     for key in ("lapa_minus_scratch", "lapa_minus_shuffled"):
         pts = [(row["probe_r2_xyz"], row[key]) for row in rows if row[key] is not None]
-        x, y = zip(*pts) if pts else ((), ())
-        enough = len(pts) >= 3 and len(set(x)) > 1 and len(set(y)) > 1
-        pearson, spearman = (stats.pearsonr(x, y), stats.spearmanr(x, y)) if enough else (None, None)
-        out[f"pearson_r2_vs_{key}"] = None if pearson is None else {"r": float(pearson[0]), "p": float(pearson[1])}
-        out[f"spearman_r2_vs_{key}"] = None if spearman is None else {"rho": float(spearman[0]),
-                                                                      "p": float(spearman[1])}
+        out[f"pearson_r2_vs_{key}"], out[f"spearman_r2_vs_{key}"] = _correlation(pts)
         out[f"runs_{key}"] = len(pts)
+    out["action_free"] = {}
+    for crit in ACTION_FREE:
+        for key in ("probe_r2_xyz", "lapa_minus_scratch"):
+            pts = [(row[crit], row[key]) for row in rows if row[crit] is not None and row[key] is not None]
+            out["action_free"][f"spearman_{crit}_vs_{key}"] = _correlation(pts)[1]
+            out["action_free"][f"runs_{crit}_vs_{key}"] = len(pts)
     return out
-
 
 def pool(paths: list[Path]) -> dict:
     runs: dict[str, list[tuple[Path, dict]]] = {}
@@ -229,23 +251,37 @@ def paired_table(claims: dict) -> str:
 
 
 def quality_table(q: dict) -> str:
-    """Per run: the LAQ probe's R² next to LAPA's gains, and their correlations over the runs."""
+    """Per run: the LAQ probe's R² and the two action-free LAQ criteria next to LAPA's gains, and their
+    correlations over the runs."""
     def pts(v):
         return "-" if v is None else f"{100 * v:+.1f}"
 
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
     rows = ["Does LAPA's gain follow the quality of its latent actions? Per run: R² of the true xyz motion from "
-            "the latent tokens (LAQ probe on the labelled episodes) and LAPA's success minus Scratch's and minus "
-            "its shuffled-latent control's, in points.", "",
-            "| setting | seed | probe R² xyz | LAPA - Scratch | LAPA - shuffled |", "|---|---|---|---|---|"]
-    rows += [f"| {r['setting']} | {r['seed']} | {r['probe_r2_xyz']:.2f} | {pts(r['lapa_minus_scratch'])} | "
+            "the latent tokens (LAQ probe on the labelled episodes), two criteria of the LAQ that need no actions "
+            "(its PSNR gain over copying the frame on the changed pixels of held-out video pairs, in dB, and the "
+            "fraction of its codebook in use), and LAPA's success minus Scratch's and minus its shuffled-latent "
+            "control's, in points.", "",
+            "| setting | seed | probe R² xyz | LAQ gain dB | codes used | LAPA - Scratch | LAPA - shuffled |",
+            "|---|---|---|---|---|---|---|"]
+    rows += [f"| {r['setting']} | {r['seed']} | {r['probe_r2_xyz']:.2f} | {num(r.get('laq_gain_db'), '.2f')} | "
+             f"{num(r.get('codes_used_fraction'), '.2f')} | {pts(r['lapa_minus_scratch'])} | "
              f"{pts(r['lapa_minus_shuffled'])} |" for r in q["runs"]]
     for key, label in (("lapa_minus_scratch", "LAPA - Scratch"), ("lapa_minus_shuffled", "LAPA - shuffled")):
         p, s = q[f"pearson_r2_vs_{key}"], q[f"spearman_r2_vs_{key}"]
         rows += ["", f"R² vs {label} over {q[f'runs_{key}']} runs: " + (
             "too few runs" if p is None else
             f"Pearson r = {p['r']:.2f} (p = {p['p']:.2f}), Spearman rho = {s['rho']:.2f} (p = {s['p']:.2f})")]
+    for crit, label in (("laq_gain_db", "LAQ gain"), ("codes_used_fraction", "codes used")):
+        cells = []
+        for key, against in (("probe_r2_xyz", "probe R²"), ("lapa_minus_scratch", "LAPA - Scratch")):
+            s, n = q["action_free"][f"spearman_{crit}_vs_{key}"], q["action_free"][f"runs_{crit}_vs_{key}"]
+            cells.append(f"vs {against} " + ("too few runs" if s is None else
+                                              f"rho = {s['rho']:.2f} (p = {s['p']:.2f}, {n} runs)"))
+        rows += ["", f"{label} (no actions needed), Spearman: " + "; ".join(cells)]
     return "\n".join(rows)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

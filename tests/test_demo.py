@@ -122,7 +122,7 @@ def test_a_failing_stage_stops_its_dependants_and_siblings(tmp_path):
     assert "does not exist" in (tmp_path / "logs/bad.log").read_text()
 
 
-def _results(path, setting, seed, rates, episodes=300, probe_r2=None):
+def _results(path, setting, seed, rates, episodes=300, probe_r2=None, laq_gain=None):
     methods = {m: {"success": k / episodes, "successes": k, "episodes": episodes, "ci95": [0, 1],
                    "per_task": {"a": k / episodes, "b": k / episodes},
                    "per_task_successes": {"a": k // 2, "b": k - k // 2}} for m, k in rates.items()}
@@ -132,13 +132,17 @@ def _results(path, setting, seed, rates, episodes=300, probe_r2=None):
     path.write_text(json.dumps({"setting": setting, "seed": seed, "preset": "default", "tasks": ["a", "b"],
                                 "eval_seed": seed + 2000, "eval_episodes_per_task": episodes // 2,
                                 "command": "lapa demo", "machine": "test", "methods": methods,
-                                "finetune_step_rule": rule, "laq": {"probe_r2_xyz": probe_r2}}))
+                                "finetune_step_rule": rule,
+                                "laq": {"probe_r2_xyz": probe_r2, "codes_used_fraction": 0.5,
+                                        **({} if laq_gain is None else {"psnr_changed": 12.0 + laq_gain,
+                                                                         "psnr_changed_copy_baseline": 12.0})}}))
     return path
 
 
 def test_pool_claims_on_synthetic_results(tmp_path):
     files = [_results(tmp_path / f"demo_in-domain_seed{k}.json", "in-domain", k,
-                      {"lapa": 150 + k, "scratch": 90, "vpt": 140, "lapa-shuffled": 160 - k}, probe_r2=k / 10)
+                      {"lapa": 150 + k, "scratch": 90, "vpt": 140, "lapa-shuffled": 160 - k}, probe_r2=k / 10,
+                      laq_gain=(3.0, 1.0, 2.0)[k])
              for k in range(3)]
     files.append(_results(tmp_path / "demo_cross-embodiment_seed0.json", "cross-embodiment", 0,
                           {"lapa": 100, "scratch": 99}))
@@ -173,6 +177,13 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert quality["runs"][2]["lapa_minus_shuffled"] == pytest.approx(-6 / 300)  # 152 - 158
     assert quality["pearson_r2_vs_lapa_minus_scratch"]["r"] == pytest.approx(1.0)  # both grow with the seed
     assert quality["spearman_r2_vs_lapa_minus_shuffled"]["rho"] == pytest.approx(1.0)
+    # the action-free LAQ criteria: the PSNR gain ranks 3, 1, 2 against R² 0, 0.1, 0.2 (rho -0.5); every run used
+    # half its codebook, a constant, so that criterion has no correlation
+    assert quality["runs"][0]["laq_gain_db"] == pytest.approx(3.0)
+    free = quality["action_free"]
+    assert free["spearman_laq_gain_db_vs_probe_r2_xyz"]["rho"] == pytest.approx(-0.5)
+    assert free["runs_laq_gain_db_vs_lapa_minus_scratch"] == 3
+    assert free["spearman_codes_used_fraction_vs_probe_r2_xyz"] is None
     hand = claims["settings"]["cross-embodiment"]["claims"]
     assert hand["lapa_above_scratch"] and not hand["lapa_interval_above_scratch"] and hand["lapa_above_vpt"] is None
     assert "pool_claims.py" in claims["command"]
@@ -182,6 +193,8 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert "| *LAPA's interval above VPT's* | no | - |" in table
     assert "| Scratch | +20.0, +20.3, +20.7; mean +20.3 [+19.5, +21.2]; ahead 3/3 | +0.3; mean +0.3; ahead 1/1 |" \
         in table
+    assert "| in-domain | 0 | 0.00 | 3.00 | 0.50 | +20.0 | -3.3 |" in table
+    assert "LAQ gain (no actions needed), Spearman: vs probe R² rho = -0.50" in table
     assert table.count("| LAPA on the vision-pretrained tower |") == 1  # a method of several settings: one row
     # the same seed twice, and a file named for another seed, are refused with the file named
     (tmp_path / "x").mkdir()
