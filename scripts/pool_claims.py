@@ -2,6 +2,8 @@
 
     python scripts/pool_claims.py                                   # every results/demo_*_seed*.json
     python scripts/pool_claims.py --inputs a.json b.json --out claims.json
+    python scripts/pool_claims.py --inputs results/laq_selection/demo_*.json --out results/laq_selection/claims.json \
+        --against results/claims.json        # a changed recipe, seed by seed against the claims of the old one
 
 Per setting and method: pooled successes over episodes from every seed, the 95% Wilson interval of the pooled
 rate, episodes, seeds, and per-task pooled rates. Per setting: whether LAPA's pooled rate and interval lie above
@@ -12,7 +14,10 @@ pooled per candidate. Per setting, LAPA minus Scratch and minus VPT seed by seed
 seeds (`paired`); over all runs, the LAQ probe's R² next to LAPA's gains and their correlation, and whether two
 criteria of the LAQ that need no actions follow either (`latent_quality`).
 Also writes the table shaped like the paper's (rows: methods, columns: settings) and the other two next to the
-JSON, as claims.md. Seeds of a setting must come from the same preset and tasks, and each seed may appear only once.
+JSON, as claims.md. `--against OTHER`: per setting and method in both, this recipe's success minus the other
+claims' seed by seed (the same seeds share the labelled set and evaluation layouts), with the t interval over seeds
+(`against`). Seeds of a setting must come from the same recipe (preset, tasks, LAQ seeds), and each seed may
+appear only once.
 """
 
 from __future__ import annotations
@@ -154,9 +159,10 @@ def pool(paths: list[Path]) -> dict:
         if len(set(seeds)) != len(seeds):
             raise InputError(f"{setting}: seed(s) {sorted(s for s in set(seeds) if seeds.count(s) > 1)} appear in "
                              f"more than one file: {[str(p) for p, _ in items]}")
-        recipes = {(r.get("preset"), tuple(r.get("tasks", ()))) for _, r in items}
+        recipes = {(r.get("preset"), tuple(r.get("tasks", ())), r.get("laq_seeds", 1)) for _, r in items}
         if len(recipes) > 1:
-            raise InputError(f"{setting}: files from different presets or task sets cannot be pooled: {recipes}")
+            raise InputError(f"{setting}: files from different recipes (preset, task set, LAQ seeds) cannot be "
+                             f"pooled: {sorted(recipes, key=str)}")
         methods = {}
         for name in dict.fromkeys(n for _, r in items for n in r["methods"]):
             have = [(r["seed"], r["methods"][name]) for _, r in items if name in r["methods"]]
@@ -190,6 +196,7 @@ def pool(paths: list[Path]) -> dict:
                              "eval_episodes_per_task": sorted({r.get("eval_episodes_per_task") for _, r in items},
                                                               key=str),
                              "preset": items[0][1].get("preset"), "tasks": items[0][1].get("tasks"),
+                             "laq_seeds": items[0][1].get("laq_seeds", 1),
                              "sources": [{"file": str(p), "command": r.get("command"), "machine": r.get("machine")}
                                          for p, r in items]}
     return {"command": " ".join(["python", *sys.argv]), "latent_quality": latent_quality(runs),
@@ -205,6 +212,27 @@ METHOD_LABELS = {**METHOD_NAMES, "lapa": "LAPA"}  # the demo's names; the paper'
 def _ordered_settings(claims: dict) -> list[str]:
     """The pooled settings in the paper's column order, any other after them."""
     return [s for s in SETTINGS if s in claims["settings"]] + [s for s in claims["settings"] if s not in SETTINGS]
+
+
+def against(claims: dict, other: dict, path: Path) -> dict:
+    """This recipe minus another claims file's, per setting and method present in both, seed by seed."""
+    out = {}
+    for setting, s in claims["settings"].items():
+        theirs = other.get("settings", {}).get(setting, {}).get("methods", {})
+        rows = {m: _paired(v, theirs[m]) for m, v in s["methods"].items() if m in theirs}
+        out[setting] = {m: p for m, p in rows.items() if p["seeds"]}
+    return {"file": str(path), "settings": out}
+
+
+def against_table(a: dict) -> str:
+    rows = [f"This recipe minus `{a['file']}`, in points, seed by seed; mean [95% t interval over seeds]:", "",
+            "| setting | method | per seed | mean |", "|---|---|---|---|"]
+    for setting, methods in a["settings"].items():
+        for m, p in methods.items():
+            ci = "" if p["t95"] is None else f" [{100 * p['t95'][0]:+.1f}, {100 * p['t95'][1]:+.1f}]"
+            rows.append(f"| {setting} | {METHOD_LABELS.get(m, m)} | "
+                        + ", ".join(f"{100 * d:+.1f}" for d in p["per_seed"].values()) + f" | {100 * p['mean']:+.1f}{ci} |")
+    return "\n".join(rows)
 
 
 def paper_table(claims: dict) -> str:
@@ -276,9 +304,9 @@ def quality_table(q: dict) -> str:
             f"Pearson r = {p['r']:.2f} (p = {p['p']:.2f}), Spearman rho = {s['rho']:.2f} (p = {s['p']:.2f})")]
     for crit, label in (("laq_gain_db", "LAQ gain"), ("codes_used_fraction", "codes used")):
         cells = []
-        for key, against in (("probe_r2_xyz", "probe R²"), ("lapa_minus_scratch", "LAPA - Scratch")):
+        for key, versus in (("probe_r2_xyz", "probe R²"), ("lapa_minus_scratch", "LAPA - Scratch")):
             s, n = q["action_free"][f"spearman_{crit}_vs_{key}"], q["action_free"][f"runs_{crit}_vs_{key}"]
-            cells.append(f"vs {against} " + ("too few runs" if s is None else
+            cells.append(f"vs {versus} " + ("too few runs" if s is None else
                                               f"rho = {s['rho']:.2f} (p = {s['p']:.2f}, {n} runs)"))
         rows += ["", f"{label} (no actions needed), Spearman: " + "; ".join(cells)]
     return "\n".join(rows)
@@ -287,10 +315,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", nargs="+", type=Path, help="results files (default: results/demo_*_seed*.json)")
     parser.add_argument("--out", type=Path, default=Path("results/claims.json"))
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another claims.json (e.g. the recipe before a change): seed-by-seed differences")
     args = parser.parse_args(argv)
     paths = args.inputs or sorted(p for p in Path("results").glob("demo_*_seed*.json") if NAME.search(p.name))
     try:
         claims = pool(paths)
+        if args.against is not None:
+            try:
+                other = json.loads(args.against.read_text())
+            except (OSError, ValueError) as err:
+                raise InputError(f"--against {args.against}: expected a claims.json written by this script "
+                                 f"({type(err).__name__}: {err})") from None
+            claims["against"] = against(claims, other, args.against)
     except InputError as err:
         print(f"pool_claims: error: {err}", file=sys.stderr)
         return 2
@@ -303,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         "Seed by seed (each seed's methods share its labelled set and evaluation layouts): LAPA's success minus the "
         "other method's, in points, per seed; their mean with its 95% Student-t interval over seeds (it counts "
         "seeds, not episodes, so it carries the seed-to-seed spread the pooled interval leaves out); and in how "
-        "many seeds LAPA was ahead.\n\n" + paired + "\n\n" + quality_table(claims["latent_quality"]) + "\n")
+        "many seeds LAPA was ahead.\n\n" + paired + "\n\n" + quality_table(claims["latent_quality"]) + "\n"
+        + (f"\n{against_table(claims['against'])}\n" if "against" in claims else ""))
     for setting, s in claims["settings"].items():
         row = ", ".join(f"{m} {100 * v['success']:.1f}% [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}] "
                         f"n={v['episodes']}" for m, v in s["methods"].items())

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from lapa_learning.data.latent_labels import labels_path  # noqa: E402
 from lapa_learning.demo.plan import (DEV_SEED_OFFSET, PRESETS, VIDEO_SET, Plan, Preset, Stage, build_plan,  # noqa: E402
-                                     parse_methods)
+                                     laq_dir, parse_methods)
 from lapa_learning.errors import ConfigError  # noqa: E402
 from lapa_learning.demo.report import read_optional_json, video_set_record  # noqa: E402
 from lapa_learning.demo.runner import execute, marker  # noqa: E402
@@ -114,8 +114,8 @@ def merged_plan(root: Path, variants: list[tuple[str, dict]], setting: str, seed
     return merged, plans
 
 
-def variant_report(plan: Plan, overrides: dict, setting: str) -> dict:
-    record = video_set_record(plan.out / VIDEO_SET[setting])
+def variant_report(plan: Plan, preset: Preset, overrides: dict, setting: str) -> dict:
+    record = video_set_record(plan.out / VIDEO_SET[setting], laq_dir(plan.out / VIDEO_SET[setting], preset))
     methods = {}
     for method, final in plan.finals.items():
         selection = read_optional_json(final / "selection.json") or {}
@@ -163,7 +163,7 @@ def main() -> int:
     if failed:
         print(f"recipe_probe: stage {failed} failed; see {merged.out / 'logs' / (failed + '.log')}", file=sys.stderr)
         return 1
-    report = {n: variant_report(plans[n], o, args.setting) for n, o in variants}
+    report = {n: variant_report(plans[n], dataclasses.replace(base, **o), o, args.setting) for n, o in variants}
     stage_seconds = [(read_optional_json(marker(merged, stage)) or {}).get("seconds", 0.0)
                      for stage in merged.stages.values()]
     result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,

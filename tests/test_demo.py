@@ -94,6 +94,55 @@ def test_settings_choose_the_pretraining_videos():
         assert hand.stages[name].args == indomain.stages[name].args
 
 
+def test_laq_selection_trains_candidates_and_labels_with_the_chosen_one():
+    one = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-view", seed=1, device="cpu")
+    train = one.stages["laq-train-other-view"]
+    assert train.args[:2] == ["laq", "train"] and _arg(train, "--out") == "/tmp/x/other-view/laq"
+    assert "--set" not in train.args  # one LAQ, its config seed: the runs before LAQ selection, unchanged
+    preset = dataclasses.replace(PRESETS["default"], laq_seeds=3)
+    sel = build_plan(Path("/tmp/x"), preset, "cross-view", seed=1, device="cpu")
+    st = sel.stages
+    for n in (3, 4, 5):  # seed * K + i: no two training seeds share a candidate
+        cand = st[f"laq-train-other-view-seed{n}"]
+        assert _arg(cand, "--set") == f"seed={n}" and _arg(cand, "--out") == f"/tmp/x/other-view/laq_candidates/seed{n}"
+        probe = st[f"laq-explain-other-view-seed{n}"]
+        assert _arg(probe, "--data") == "/tmp/x/data/finetune" and cand.name in probe.deps  # the labelled set
+    chosen = st["laq-train-other-view"]
+    assert chosen.call is not None and chosen.args[:2] == ["select-laq", "/tmp/x/other-view/laq_selected"]
+    assert set(chosen.deps) == {f"laq-explain-other-view-seed{n}" for n in (3, 4, 5)}
+    # everything downstream reads the chosen copy; the paths differ from one LAQ's, so neither mode's outputs are
+    # ever reused by the other
+    assert _arg(st["laq-label-other-view"], "--checkpoint") == "/tmp/x/other-view/laq_selected"
+    assert _arg(st["laq-explain-other-view"], "--checkpoint") == "/tmp/x/other-view/laq_selected"
+    assert st["laq-label-other-view"].args != one.stages["laq-label-other-view"].args
+    assert st["pretrain-lapa-other-view"].args == one.stages["pretrain-lapa-other-view"].args
+    assert st["eval-scratch"].args == one.stages["eval-scratch"].args
+
+
+def test_select_laq_copies_the_candidate_with_the_best_probe_r2(tmp_path):
+    from lapa_learning.demo.plan import select_laq
+
+    candidates = []
+    for n, r2 in ((6, 0.1), (7, 0.4), (8, 0.4)):
+        run, explained = tmp_path / f"seed{n}", tmp_path / f"explain{n}"
+        (run / "tb").mkdir(parents=True)
+        (run / "latest.json").write_text(json.dumps({"checkpoint": "step_0000800", "seed": n}))
+        explained.mkdir()
+        (explained / "laq_explain.json").write_text(json.dumps({"probe": {"probe_r2_xyz": r2}}))
+        candidates.append((n, run, explained))
+    chosen = tmp_path / "laq_selected"
+    chosen.mkdir()
+    (chosen / "stale").write_text("from an earlier selection")
+    select_laq(chosen, candidates)
+    assert json.loads((chosen / "latest.json").read_text())["seed"] == 7  # the lowest seed of the tie at 0.4
+    assert not (chosen / "tb").exists() and not (chosen / "stale").exists()
+    record = json.loads((chosen / "selection.json").read_text())
+    assert record["chosen_seed"] == 7 and record["probe_r2_xyz"] == {"6": 0.1, "7": 0.4, "8": 0.4}
+    (tmp_path / "explain8" / "laq_explain.json").write_text(json.dumps({"probe": {}}))  # explained without actions
+    with pytest.raises(ConfigError, match=r"explain8/laq_explain.json: expected .*probe_r2_xyz"):
+        select_laq(chosen, candidates)
+
+
 def test_step_rule_picks_the_best_development_success_and_fewest_steps_on_ties(tmp_path):
     dev = []
     for steps, wins in ((200, 3), (400, 5), (800, 5)):
@@ -202,6 +251,28 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
                           str(dup), "--out", str(out)], capture_output=True, text=True)
     assert res.returncode == 2 and "seed(s) [1]" in res.stderr
+    # a changed recipe (LAQ selection) is pooled on its own, and compared with the old claims seed by seed
+    (tmp_path / "sel").mkdir()
+    new = [_results(tmp_path / "sel" / f"demo_in-domain_seed{k}.json", "in-domain", k,
+                    {"lapa": 160 + 2 * k, "scratch": 90}, probe_r2=0.5) for k in range(2)]
+    for f in new:
+        f.write_text(json.dumps({**json.loads(f.read_text()), "laq_seeds": 3}))
+    other = _results(tmp_path / "x" / "demo_in-domain_seed5.json", "in-domain", 5, {"lapa": 1})
+    other.write_text(json.dumps({**json.loads(other.read_text()), "laq_seeds": 3}))
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
+                          str(other), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 2 and "different recipes" in res.stderr
+    sel = tmp_path / "sel" / "claims.json"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, new),
+                          "--out", str(sel), "--against", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    vs = json.loads(sel.read_text())["against"]["settings"]["in-domain"]
+    assert vs["lapa"]["per_seed"] == {"0": pytest.approx(10 / 300), "1": pytest.approx(11 / 300)}
+    assert vs["scratch"]["mean"] == 0 and set(vs) == {"lapa", "scratch"}
+    assert "| in-domain | LAPA | +3.3, +3.7 | +3.5" in (tmp_path / "sel" / "claims.md").read_text()
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, new),
+                          "--out", str(sel), "--against", str(tmp_path / "none.json")], capture_output=True, text=True)
+    assert res.returncode == 2 and "--against" in res.stderr and "none.json" in res.stderr
     wrong = _results(tmp_path / "demo_in-domain_seed7.json", "in-domain", 1, {"lapa": 1})
     res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", str(wrong)],
                          capture_output=True, text=True)
@@ -266,6 +337,18 @@ def test_quick_demo_end_to_end_reuse_and_cross_embodiment(tmp_path):
     for shared in ("data-finetune", "data-val", "vpt-train", "data-videos-robot", "pretrain-actionvla-robot"):
         assert f"[reused] {shared}\n" in res.stdout and shared in results["stages_reused"]
     assert "laq-train-hand" not in results["stages_reused"]  # ran in this invocation, so inside its "minutes"
+    assert results["laq_seeds"] == 1 and results["laq"]["selection"] is None
+    # LAQ selection in the same --out: two candidates, the videos relabelled by the chosen one, the rest reused
+    cmd = [*cmd[:-2], "--laq-seeds", "2", "--methods", "lapa,scratch", "--results", str(tmp_path / "sel.json")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    sel = json.loads((tmp_path / "sel.json").read_text())
+    chosen = sel["laq"]["selection"]
+    assert sel["laq_seeds"] == 2 and set(chosen["probe_r2_xyz"]) == {"0", "1"}
+    assert chosen["probe_r2_xyz"][str(chosen["chosen_seed"])] == pytest.approx(sel["laq"]["probe_r2_xyz"])
+    assert "--laq-seeds 2" in sel["command"]
+    assert {"data-videos-hand", "eval-scratch"} <= set(sel["stages_reused"])
+    assert not {"laq-label-hand", "pretrain-lapa-hand"} & set(sel["stages_reused"])
 
 
 def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
@@ -275,6 +358,8 @@ def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
     assert "--methods: unknown method(s) ['bogus']" in capsys.readouterr().err
     assert main(["demo", "--quick", "--finetune-steps", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--finetune-steps" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert main(["demo", "--quick", "--laq-seeds", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--laq-seeds must be at least 1" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
 @pytest.mark.slow

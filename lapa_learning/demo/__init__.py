@@ -14,6 +14,8 @@ there ActionVLA stays the same-embodiment true-action reference, i.e. in-domain'
 finetunes on the same small labelled set, whole (validation comes from separate episodes), for a step budget
 chosen per method by one rule: each candidate budget is finetuned and evaluated on development layouts, the best
 one (fewest steps on ties) is evaluated on fresh layouts. * lapa-vision runs only when --methods names it.
+With --laq-seeds K > 1 the LAQ is trained K times (seeds seed*K .. seed*K+K-1) and the one whose latent tokens
+best explain the motion of the labelled demos (the probe of `lapa laq explain`) labels the videos.
 
 Every stage is one `lapa ...` command (or a small in-process step such as picking the budget), run as a
 subprocess with its output in <out>/logs/<stage>.log; two stages run at a time when they do not depend on each
@@ -29,6 +31,7 @@ results JSON, table and plot); this module is the verb.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -57,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-steps", type=int, default=None,
                         help="a fixed finetuning budget for every method instead of the per-method choice "
                              "among the preset's candidates on development layouts")
+    parser.add_argument("--laq-seeds", type=int, default=None, metavar="K",
+                        help="LAQ selection: train the LAQ with K seeds and keep the one whose latent tokens best "
+                             "explain the labelled demos' motion (cross-validated probe R²; default: the preset's, "
+                             "1 = one LAQ, config seed 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data generation and training")
     parser.add_argument("--jobs", type=int, default=2, help="stages run at the same time (default: 2)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -70,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if args.finetune_steps is not None and args.finetune_steps < 1:
         raise ConfigError(f"--finetune-steps must be at least 1, got {args.finetune_steps}")
+    if args.laq_seeds is not None:
+        if args.laq_seeds < 1:
+            raise ConfigError(f"--laq-seeds must be at least 1 (LAQ candidates), got {args.laq_seeds}")
+        preset = dataclasses.replace(preset, laq_seeds=args.laq_seeds)
     started = time.time()
     plan = build_plan(args.out, preset, args.setting, args.seed, args.device, parse_methods(args.methods),
                       args.finetune_steps)

@@ -34,6 +34,12 @@ EVAL_SEED_OFFSET = 2000
 # Development layouts, on which the finetuning step budget is chosen: base seed = training seed + 0 (the layouts
 # the demo was developed on), never the evaluation ones.
 DEV_SEED_OFFSET = 0
+# LAQ selection (--laq-seeds K > 1): the LAQ is trained with K seeds and the one whose latent tokens best explain
+# the motion of the labelled demos (the same small set every method finetunes on; the probe is cross-validated over
+# its episodes) labels the videos. Evaluation layouts play no part.
+LAQ_SELECTION_RULE = ("train the LAQ with config seeds seed*K .. seed*K+K-1 on the pretraining videos, run `lapa laq "
+                      "explain` of each on the labelled set, keep the highest probe_r2_xyz (the linear probe's "
+                      "cross-validated R2 of the true xyz motion from the latent tokens; lowest seed on ties)")
 SELECTION_RULE = ("per method, finetune once per candidate step budget, evaluate each on the development layouts "
                   "(base seed = seed + DEV_SEED_OFFSET), keep the highest success rate (fewest steps on ties), and "
                   "evaluate only that one on the fresh layouts (base seed = seed + EVAL_SEED_OFFSET)")
@@ -63,6 +69,7 @@ class Preset:
     # The action head of every action-predicting stage. The discrete 256-bin head decoded by argmax collapsed to
     # the extreme bins on small data (clipped actions pile up at exactly +-1), so the demo uses L1 chunks.
     action_head: tuple[str, ...] = ("--action-head", "continuous", "--chunk-size", "4")
+    laq_seeds: int = 1  # LAQ candidates per video set; > 1: keep the one the labelled set's probe prefers
 
 
 PRESETS: dict[str, Preset] = {
@@ -191,12 +198,11 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
         plan.add(Stage("data-videos" + s, generate(videos, tasks, preset.pretrain_episodes, seed, "--camera", camera,
                                                    "--action-noise", "0.1", *extra),
                        outputs=(videos,), fresh=True))
-        plan.add(Stage("laq-train" + s, ["laq", "train", "--data", str(videos), "--out", str(base / "laq"),
-                                         "--config", preset.laq_config, "--max-steps", str(preset.laq_steps),
-                                         *preset.laq_extra, *dev], deps=("data-videos" + s,)))
-        plan.add(Stage("laq-label" + s, ["laq", "label", "--checkpoint", str(base / "laq"), "--data", str(videos),
-                                         *dev], deps=("laq-train" + s,)))
-        plan.add(Stage("laq-explain" + s, ["laq", "explain", "--checkpoint", str(base / "laq"), "--data",
+        laq = laq_dir(base, preset)
+        add_laq_stages(plan, preset, videos, base, finetune, s, seed, dev)
+        plan.add(Stage("laq-label" + s, ["laq", "label", "--checkpoint", str(laq), "--data", str(videos), *dev],
+                       deps=("laq-train" + s,)))
+        plan.add(Stage("laq-explain" + s, ["laq", "explain", "--checkpoint", str(laq), "--data",
                                            str(finetune), "--out", str(base / "explain"), *dev],
                        deps=("laq-train" + s, "data-finetune")))
         steps = ["--max-steps", str(preset.pretrain_steps)]
@@ -265,6 +271,59 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
         wanted.append(f"laq-explain-{plan.video_set}")
     plan.keep(wanted)
     return plan
+
+
+def laq_dir(base: Path, preset: Preset) -> Path:
+    """The LAQ that labels a video set's pretraining videos: <video set>/laq, or with LAQ selection the chosen
+    candidate's copy in <video set>/laq_selected (another path, so that no stage's output is reused across modes)."""
+    return base / ("laq" if preset.laq_seeds == 1 else "laq_selected")
+
+
+def add_laq_stages(plan: Plan, preset: Preset, videos: Path, base: Path, finetune: Path, s: str, seed: int,
+                   dev: list[str]) -> None:
+    """Stage `laq-train<s>`: train the LAQ, or with preset.laq_seeds = K > 1 train K candidates (laq_candidates/
+    seed<n>), explain each on the labelled set and copy the one LAQ_SELECTION_RULE keeps to laq_dir()."""
+    def train(out: Path, *extra: str) -> list[str]:
+        return ["laq", "train", "--data", str(videos), "--out", str(out), "--config", preset.laq_config,
+                "--max-steps", str(preset.laq_steps), *preset.laq_extra, *extra, *dev]
+
+    k = preset.laq_seeds
+    if k == 1:  # the LAQ's config seed (0) in every run
+        plan.add(Stage("laq-train" + s, train(base / "laq"), deps=("data-videos" + s,)))
+        return
+    candidates = []
+    for n in range(seed * k, seed * k + k):
+        run, explained = base / f"laq_candidates/seed{n}", base / f"laq_candidates/explain_seed{n}"
+        plan.add(Stage(f"laq-train{s}-seed{n}", train(run, "--set", f"seed={n}"), deps=("data-videos" + s,)))
+        plan.add(Stage(f"laq-explain{s}-seed{n}", ["laq", "explain", "--checkpoint", str(run), "--data",
+                                                  str(finetune), "--out", str(explained), *dev],
+                       deps=(f"laq-train{s}-seed{n}", "data-finetune")))
+        candidates.append((n, run, explained))
+    chosen = laq_dir(base, preset)
+    plan.add(Stage("laq-train" + s, ["select-laq", str(chosen), *(str(r) for _, r, _ in candidates)],
+                   deps=tuple(f"laq-explain{s}-seed{n}" for n, _, _ in candidates),
+                   call=lambda: select_laq(chosen, candidates)))
+
+
+def select_laq(chosen: Path, candidates: list[tuple[int, Path, Path]]) -> None:
+    """LAQ_SELECTION_RULE: copy the LAQ run with the highest probe R² (xyz) on the labelled set to `chosen`."""
+    r2 = {}
+    for n, run, explained in candidates:
+        path = explained / "laq_explain.json"
+        try:
+            r2[n] = float(json.loads(path.read_text())["probe"]["probe_r2_xyz"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"LAQ selection: {path}: expected `lapa laq explain` output with probe.probe_r2_xyz "
+                              f"(a labelled set with actions), got {type(err).__name__}: {err}") from None
+    best = min(r2, key=lambda n: (-r2[n], n))
+    run = next(r for n, r, _ in candidates if n == best)
+    if chosen.exists():
+        shutil.rmtree(chosen)
+    shutil.copytree(run, chosen, ignore=shutil.ignore_patterns("tb"))
+    atomic_write_json(chosen / "selection.json", {"rule": LAQ_SELECTION_RULE, "chosen_seed": best,
+                                                  "probe_r2_xyz": {str(n): v for n, v in r2.items()},
+                                                  "copied_from": str(run)})
+    print(f"LAQ chosen: seed {best}; probe R2 xyz per seed {json.dumps(r2)}")
 
 
 def select_steps(final: Path, dev_evals: list[tuple[int, Path, Path]]) -> None:

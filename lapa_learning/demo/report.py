@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from lapa_learning.demo.plan import (ACTION_VIDEO_SET, DEV_SEED_OFFSET, EVAL_SEED_OFFSET, METHOD_NAMES,
-                                     SELECTION_RULE, Plan, Preset)
+                                     SELECTION_RULE, Plan, Preset, laq_dir)
 from lapa_learning.demo.runner import marker
 from lapa_learning.io import atomic_write_json
 from lapa_learning.machine import summary as machine_summary
@@ -49,6 +49,7 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
         "minutes": minutes,  # this invocation's wall time; the stages in stages_reused ran before it
         "stages_reused": [s.name for s in plan.stages.values() if s.status == "reused"],
         "preset": args.preset,
+        "laq_seeds": preset.laq_seeds,  # > 1: LAQ selection (laq.selection below has the rule and each seed's R²)
         "setting": args.setting,
         "pretraining_videos": vset,
         "seed": args.seed,
@@ -74,12 +75,14 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
     }
     # What the intermediate stages achieved (each stage's own held-out numbers).
     base = out / vset
-    laq_eval = (read_optional_json(base / "laq" / "summary.json") or {}).get("eval", {})
+    laq = laq_dir(base, preset)
+    laq_eval = (read_optional_json(laq / "summary.json") or {}).get("eval", {})
     probe = (read_optional_json(base / "explain" / "laq_explain.json") or {}).get("probe", {})
     latent = read_optional_json(base / "pretrain_lapa" / "train_record.json") or {}
     results["laq"] = {k: laq_eval.get(k) for k in ("psnr_changed", "psnr_changed_copy_baseline",
                                                      "codes_used_fraction")}
     results["laq"]["probe_r2_xyz"] = probe.get("probe_r2_xyz")
+    results["laq"]["selection"] = read_optional_json(laq / "selection.json") if preset.laq_seeds > 1 else None
     results["latent_pretraining"] = {"latent_token_accuracy": latent.get("metrics", {}).get("latent_token_accuracy"),
                                      "majority_baseline_accuracy": latent.get("majority_baseline_accuracy")}
     idm = read_optional_json(out / "vpt" / "idm" / "train_record.json") or {}
@@ -148,12 +151,13 @@ def read_optional_json(path: Path):
         return None
 
 
-def video_set_record(base: Path) -> dict:
+def video_set_record(base: Path, laq_run: Path | None = None) -> dict:
     """What the stages of one video set (<out>/<video set>) recorded: LAQ reconstruction, the linear probe from
-    latent tokens to true actions, code usage per token position, latent-pretraining accuracy and baselines."""
+    latent tokens to true actions, code usage per token position, latent-pretraining accuracy and baselines.
+    laq_run: the LAQ that labelled the videos (default <video set>/laq; plan.laq_dir() with LAQ selection)."""
     import numpy as np
 
-    laq = (read_optional_json(base / "laq/summary.json") or {}).get("eval", {})
+    laq = (read_optional_json((laq_run or base / "laq") / "summary.json") or {}).get("eval", {})
     explain = read_optional_json(base / "explain/laq_explain.json") or {}
     probe = explain.get("probe", {})
     counts = np.asarray(probe.get("code_counts") or [[0]], dtype=float)  # (K positions, codebook)
