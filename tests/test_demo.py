@@ -13,7 +13,9 @@ import pytest
 
 from lapa_learning.demo import (DEV_SEED_OFFSET, EVAL_SEED_OFFSET, METHODS, PRESETS, Plan, Stage, build_plan,
                                 execute, parse_methods, select_steps)
+from lapa_learning.demo.runner import _attempt, _started
 from lapa_learning.errors import ConfigError
+from lapa_learning.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -380,26 +382,52 @@ def test_an_interrupted_pretraining_stage_resumes_from_its_checkpoint(tmp_path):
 
     def stage():
         plan = Plan(tmp_path / "demo")
-        plan.add(Stage("pretrain", args, resume_dir=run))
+        plan.add(Stage("data", ["data", "info", str(videos)]))
+        plan.add(Stage("pretrain", args, deps=("data",), resume_dir=run))
         return plan
 
-    assert execute(stage(), jobs=1) is None
+    def killed(plan):  # what the runner leaves of an attempt that was killed: its start record
+        (tmp_path / "demo/stages").mkdir(parents=True, exist_ok=True)
+        st = plan.stages["pretrain"]
+        atomic_write_json(_started(plan, st), _attempt(plan, st))
+        return plan
+
+    first = stage()
+    assert execute(Plan(first.out, {"data": first.stages["data"]}), jobs=1) is None  # the input, finished
+    assert execute(killed(stage()), jobs=1) is None
     log = (tmp_path / "demo/logs/pretrain.log").read_text()
     assert log.splitlines()[0].endswith(" --resume")  # the command as run
     rec = json.loads((run / "train_record.json").read_text())
     assert rec["steps"] == 8 and rec["resumed_at_step"] == 4
     assert rec["init"] == str(base) and rec["init_record"]["steps"] == 2  # the resumed run's --init, kept
-    # the marker holds the stage's own arguments, so the finished stage is reused
+    # the marker holds the stage's own arguments, so the finished stage is reused; the start record is gone
     assert json.loads((tmp_path / "demo/stages/pretrain.json").read_text())["args"] == args
+    assert not (tmp_path / "demo/stages/pretrain.started.json").exists()
     again = stage()
     assert execute(again, jobs=1) is None and again.stages["pretrain"].status == "reused"
     # killed before its first training state was saved: the stage starts over instead of being refused
     (tmp_path / "demo/stages/pretrain.json").unlink()
     (run / "checkpoint/training_state.pt").unlink()
-    assert execute(stage(), jobs=1) is None
+    assert execute(killed(stage()), jobs=1) is None
     assert (tmp_path / "demo/logs/pretrain.log").read_text().splitlines()[0].endswith(" --overwrite")
     rec = json.loads((run / "train_record.json").read_text())
     assert rec["steps"] == 8 and "resumed_at_step" not in rec
+    # a finished run is never continued by a stage that re-runs for another reason: here its input ran again
+    # after the kill (as when LAQ selection relabels the videos), so the attempt differs and it starts afresh
+    main([*args[:args.index("--max-steps") + 1], "4", *args[args.index("--max-steps") + 2:], "--overwrite"])
+    plan = killed(stage())
+    (tmp_path / "demo/stages/pretrain.json").unlink()
+    (tmp_path / "demo/stages/data.json").unlink()
+    assert execute(plan, jobs=1) is None
+    assert plan.stages["data"].status == "done"
+    assert (tmp_path / "demo/logs/pretrain.log").read_text().splitlines()[0].endswith(" --no-progress")
+    rec = json.loads((run / "train_record.json").read_text())
+    assert rec["steps"] == 8 and "resumed_at_step" not in rec
+    # and without any start record (the stage's arguments changed, or a run from before start records)
+    (tmp_path / "demo/stages/pretrain.json").unlink()
+    assert execute(stage(), jobs=1) is None
+    assert (tmp_path / "demo/logs/pretrain.log").read_text().splitlines()[0].endswith(" --no-progress")
+    assert "resumed_at_step" not in json.loads((run / "train_record.json").read_text())
 
 
 def test_a_stage_is_rerun_when_a_stage_it_depends_on_reruns(tmp_path):

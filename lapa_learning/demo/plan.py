@@ -104,7 +104,7 @@ class Stage:
     deps: tuple[str, ...] = ()
     outputs: tuple[Path, ...] = ()
     fresh: bool = False  # delete `outputs` before a re-run (stages that refuse to overwrite)
-    resume_dir: Path | None = None  # a `vla pretrain` run: an interrupted one there is resumed, not refused
+    resume_dir: Path | None = None  # a training run's directory: an interrupted attempt there is resumed (runner)
     call: Callable[[], None] | None = None  # an in-process stage (cheap bookkeeping) instead of a subprocess
     status: str = "waiting"
     started: float = 0.0
@@ -289,12 +289,13 @@ def add_laq_stages(plan: Plan, preset: Preset, videos: Path, base: Path, finetun
 
     k = preset.laq_seeds
     if k == 1:  # the LAQ's config seed (0) in every run
-        plan.add(Stage("laq-train" + s, train(base / "laq"), deps=("data-videos" + s,)))
+        plan.add(Stage("laq-train" + s, train(base / "laq"), deps=("data-videos" + s,), resume_dir=base / "laq"))
         return
     candidates = []
     for n in range(seed * k, seed * k + k):
         run, explained = base / f"laq_candidates/seed{n}", base / f"laq_candidates/explain_seed{n}"
-        plan.add(Stage(f"laq-train{s}-seed{n}", train(run, "--set", f"seed={n}"), deps=("data-videos" + s,)))
+        plan.add(Stage(f"laq-train{s}-seed{n}", train(run, "--set", f"seed={n}"), deps=("data-videos" + s,),
+                       resume_dir=run))
         plan.add(Stage(f"laq-explain{s}-seed{n}", ["laq", "explain", "--checkpoint", str(run), "--data",
                                                   str(finetune), "--out", str(explained), *dev],
                        deps=(f"laq-train{s}-seed{n}", "data-finetune")))

@@ -1,7 +1,11 @@
 """How the stages run: in dependency order, `jobs` at a time, each a `lapa ...` subprocess (or a small in-process
 call) with its output in <out>/logs/<stage>.log; a stage that finished before with the same arguments (its
 marker <out>/stages/<stage>.json) is reused, and a training stage that was interrupted (a kill, a failed sibling)
-resumes from its last checkpoint (training resumes exactly: tests/test_vla_train.py) or, with none, starts over."""
+resumes from its last checkpoint (training resumes exactly: tests/test_vla_train.py) or, with none, starts over.
+Only an interrupted attempt with the same arguments and the same finished inputs is resumed: each start writes
+<out>/stages/<stage>.started.json (its arguments and its dependencies' markers), removed when the stage finishes;
+a stage that re-runs for any other reason (its arguments changed, or a stage it depends on ran again) first
+deletes what an earlier run left in its run directory, so it never continues from a different run."""
 
 from __future__ import annotations
 
@@ -67,9 +71,9 @@ def execute(plan: Plan, jobs: int) -> str | None:
 
 
 def _restart_flags(stage: Stage) -> list[str]:
-    """For a `vla pretrain` stage whose run directory holds an unfinished run: --resume from its training state,
+    """For a `vla pretrain` stage resuming an interrupted attempt of itself: --resume from its training state,
     or --overwrite when the kill came before the first one was saved. Not part of the stage's arguments, so the
-    marker of the finished stage matches an uninterrupted run's."""
+    marker of the finished stage matches an uninterrupted run's. (A `laq train` run resumes by itself.)"""
     if stage.resume_dir is None or not (stage.resume_dir / "checkpoint").exists():
         return []
     return ["--resume"] if (stage.resume_dir / "checkpoint" / "training_state.pt").is_file() else ["--overwrite"]
@@ -80,6 +84,30 @@ def marker(plan: Plan, stage: Stage) -> Path:
     return plan.out / "stages" / f"{stage.name}.json"
 
 
+def _attempt(plan: Plan, stage: Stage) -> dict:
+    """What identifies one attempt at a stage: its arguments and the markers of the stages it depends on (each
+    holds that stage's arguments and run time, so a dependency that ran again reads differently)."""
+    deps = {}
+    for d in stage.deps:
+        try:
+            deps[d] = marker(plan, plan.stages[d]).read_text()
+        except OSError:
+            deps[d] = None
+    return {"args": stage.args, "deps": deps}
+
+
+def _started(plan: Plan, stage: Stage) -> Path:
+    return plan.out / "stages" / f"{stage.name}.started.json"
+
+
+def _resumes(plan: Plan, stage: Stage, attempt: dict) -> bool:
+    """True when the last attempt at this stage was this very attempt and did not finish (a kill)."""
+    try:
+        return json.loads(_started(plan, stage).read_text()) == attempt
+    except (OSError, ValueError):
+        return False
+
+
 def _is_done(plan: Plan, stage: Stage) -> bool:
     try:
         return json.loads(marker(plan, stage).read_text())["args"] == stage.args
@@ -88,6 +116,11 @@ def _is_done(plan: Plan, stage: Stage) -> bool:
 
 
 def _run_stage(plan: Plan, stage: Stage) -> int:
+    attempt = _attempt(plan, stage)
+    resume = _resumes(plan, stage, attempt)
+    if stage.resume_dir is not None and not resume and stage.resume_dir.exists():
+        shutil.rmtree(stage.resume_dir)  # another run's (other arguments or inputs): never continue from it
+    atomic_write_json(_started(plan, stage), attempt)
     if stage.fresh:
         for path in stage.outputs:
             if path.exists():
@@ -96,7 +129,7 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
     env.setdefault("OMP_NUM_THREADS", "1")
     log = plan.out / "logs" / f"{stage.name}.log"
     with open(log, "w") as f:
-        args = stage.args if stage.call else [*stage.args, *_restart_flags(stage)]  # as run
+        args = [*stage.args, *_restart_flags(stage)] if resume and not stage.call else stage.args  # as run
         f.write(("# in process: " if stage.call else "$ lapa ") + " ".join(shlex.quote(a) for a in args) + "\n")
         f.flush()
         if stage.call is not None:
@@ -115,6 +148,7 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
             code = stage.process.wait()
     if code == 0:
         atomic_write_json(marker(plan, stage), {"args": stage.args, "seconds": time.time() - stage.started})
+        _started(plan, stage).unlink(missing_ok=True)
     return code
 
 
