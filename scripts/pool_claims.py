@@ -146,6 +146,7 @@ def latent_quality(runs: dict[str, list[tuple[Path, dict]]]) -> dict:
             out["action_free"][f"runs_{crit}_vs_{key}"] = len(pts)
     return out
 
+
 def pool(paths: list[Path]) -> dict:
     runs: dict[str, list[tuple[Path, dict]]] = {}
     for path in paths:
