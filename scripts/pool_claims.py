@@ -225,14 +225,20 @@ def against(claims: dict, other: dict, path: Path) -> dict:
     return {"file": str(path), "settings": out}
 
 
+def _paired_text(p: dict) -> tuple[str, str]:
+    """A `_paired` result in points: ('+2.0, -4.0', '+0.0 [-8.6, +8.6]'): the per-seed differences, and their
+    mean with the t interval over seeds (none below two seeds)."""
+    ci = "" if p["t95"] is None else f" [{100 * p['t95'][0]:+.1f}, {100 * p['t95'][1]:+.1f}]"
+    return ", ".join(f"{100 * d:+.1f}" for d in p["per_seed"].values()), f"{100 * p['mean']:+.1f}{ci}"
+
+
 def against_table(a: dict) -> str:
     rows = [f"This recipe minus `{a['file']}`, in points, seed by seed; mean [95% t interval over seeds]:", "",
             "| setting | method | per seed | mean |", "|---|---|---|---|"]
     for setting, methods in a["settings"].items():
         for m, p in methods.items():
-            ci = "" if p["t95"] is None else f" [{100 * p['t95'][0]:+.1f}, {100 * p['t95'][1]:+.1f}]"
-            rows.append(f"| {setting} | {METHOD_LABELS.get(m, m)} | "
-                        + ", ".join(f"{100 * d:+.1f}" for d in p["per_seed"].values()) + f" | {100 * p['mean']:+.1f}{ci} |")
+            per_seed, mean = _paired_text(p)
+            rows.append(f"| {setting} | {METHOD_LABELS.get(m, m)} | {per_seed} | {mean} |")
     return "\n".join(rows)
 
 
@@ -272,9 +278,8 @@ def paired_table(claims: dict) -> str:
             if not p or not p["seeds"]:
                 cells.append("-")
                 continue
-            per_seed = ", ".join(f"{100 * d:+.1f}" for d in p["per_seed"].values())
-            ci = "" if p["t95"] is None else f" [{100 * p['t95'][0]:+.1f}, {100 * p['t95'][1]:+.1f}]"
-            cells.append(f"{per_seed}; mean {100 * p['mean']:+.1f}{ci}; ahead {p['ahead_in_seeds']}/{len(p['seeds'])}")
+            per_seed, mean = _paired_text(p)
+            cells.append(f"{per_seed}; mean {mean}; ahead {p['ahead_in_seeds']}/{len(p['seeds'])}")
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
