@@ -72,6 +72,21 @@ def test_lapa_vision_pretrains_latents_on_the_vision_controls_tower():
         parse_methods("lapa-visoin")  # the message lists every known method
 
 
+def test_lapa_vision_frozen_freezes_the_tower_in_latent_pretraining_only():
+    plan = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-embodiment", seed=0, device="cpu",
+                      methods=parse_methods("lapa-vision-frozen,lapa-vision"))
+    frozen, free = plan.stages["pretrain-lapa-vision-frozen-hand"], plan.stages["pretrain-lapa-vision-hand"]
+    assert "--freeze-vision" in frozen.args and "--freeze-vision" not in free.args
+    # otherwise the same stage: same labels, same tower to start from, same steps and seed
+    assert [a for a in frozen.args if a != "--freeze-vision"] == [
+        a.replace("pretrain_lapa-vision", "pretrain_lapa-vision-frozen") for a in free.args]
+    assert frozen.deps == free.deps
+    for steps in PRESETS["default"].finetune_steps:  # finetuning trains the tower again, as for every method
+        ft = plan.stages[f"finetune-lapa-vision-frozen-hand-steps{steps}"]
+        assert "--train-vision" in ft.args and _arg(ft, "--init") == "/tmp/x/hand/pretrain_lapa-vision-frozen"
+        assert "--train-vision" not in plan.stages[f"finetune-lapa-vision-hand-steps{steps}"].args
+
+
 def test_settings_choose_the_pretraining_videos():
     preset = PRESETS["default"]
     cross = build_plan(Path("/tmp/x"), preset, "cross-task", seed=0, device="cpu")

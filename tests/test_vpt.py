@@ -187,6 +187,14 @@ def test_vision_control_and_finetuning_on_every_labelled_episode(data, tmp_path)
                            after.lm.state_dict()["model.embed_tokens.weight"])  # the LM did train
     rec = json.loads((lv / "checkpoint" / "train_record.json").read_text())
     assert rec["init"] == str(vis) and rec["init_record"]["stage"] == "pretrain-vision"
+    # lapa-vision-frozen's finetuning: the checkpoint remembers the frozen tower; --train-vision trains it again
+    lvf = tmp_path / "lapa_vision_ft"
+    assert main(["vla", "finetune", "--data", str(robot), "--val-data", str(check), "--init", str(lv),
+                 "--train-vision", "--out", str(lvf), "--max-steps", "2", "--batch-size", "8", "--action-head",
+                 "continuous", "--chunk-size", "4", "--no-progress", "--threads", "1"]) == 0
+    tuned = load_checkpoint(lvf)[0]
+    assert not tuned.config.vision.frozen and after.config.vision.frozen
+    assert any(not torch.equal(p0, p1) for p0, p1 in zip(after.vision.parameters(), tuned.vision.parameters()))
     # with action targets the checkpoint gets an action head and the run an action processor
     av = tmp_path / "actions_on_vision"
     assert main(["vla", "pretrain", "--data", str(robot), "--targets", "actions", "--action-head", "continuous",

@@ -4,6 +4,7 @@
                                         └─> shuffled latent labels ──────────────> finetune ─> eval   lapa-shuffled
                                 └─> vision tower: predict future frames ─────────> finetune ─> eval   vision
                                           └─> latent pretraining (same labels) ──> finetune ─> eval   lapa-vision*
+                                          └─> the same, tower frozen ────────────> finetune ─> eval   lapa-vision-frozen*
     small labelled set ─> IDM ─> pseudo-label the videos ─> pretrain on them ──> finetune ─> eval   vpt
     same-embodiment robot videos with true actions ─> action pretraining ──────> finetune ─> eval   actionvla
     small labelled set ─────────────────────────────────────────────────────────> finetune ─> eval   scratch
@@ -13,7 +14,8 @@ Settings choose the pretraining videos: same tasks and camera (in-domain), other
 there ActionVLA stays the same-embodiment true-action reference, i.e. in-domain's robot videos). Every method
 finetunes on the same small labelled set, whole (validation comes from separate episodes), for a step budget
 chosen per method by one rule: each candidate budget is finetuned and evaluated on development layouts, the best
-one (fewest steps on ties) is evaluated on fresh layouts. * lapa-vision runs only when --methods names it.
+one (fewest steps on ties) is evaluated on fresh layouts. * lapa-vision and lapa-vision-frozen run only
+when --methods names them.
 With --laq-seeds K > 1 the LAQ is trained K times (seeds seed*K .. seed*K+K-1) and the one whose latent tokens
 best explain the motion of the labelled demos (the probe of `lapa laq explain`) labels the videos.
 

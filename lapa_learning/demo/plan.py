@@ -16,12 +16,18 @@ from lapa_learning.vla.configuration_vla import DEFAULT_VLA_CONFIG
 
 METHODS = ("lapa", "vpt", "scratch", "actionvla", "lapa-shuffled", "vision")  # what `lapa demo` runs by default
 # Asked for by name (--methods): lapa-vision = latent pretraining that starts from the vision control's tower
-# (the paper's LAPA starts from a pretrained VLM; here the only pretrained tower is the one learnt on the videos).
-EXTRA_METHODS = ("lapa-vision",)
+# (the paper's LAPA starts from a pretrained VLM; here the only pretrained tower is the one learnt on the videos);
+# lapa-vision-frozen = the same with that tower frozen during latent pretraining (as the paper freezes its vision
+# encoder), so the latent targets cannot undo what it learnt; finetuning trains it again, as in every method.
+EXTRA_METHODS = ("lapa-vision", "lapa-vision-frozen")
 METHOD_NAMES = {"lapa": "LAPA (latent pretraining)", "vpt": "VPT (IDM pseudo-actions)", "scratch": "Scratch",
                 "actionvla": "ActionVLA (true actions)", "lapa-shuffled": "LAPA, shuffled latents (control)",
                 "vision": "Vision-pretrained tower (control)",
-                "lapa-vision": "LAPA on the vision-pretrained tower"}
+                "lapa-vision": "LAPA on the vision-pretrained tower",
+                "lapa-vision-frozen": "LAPA on the vision-pretrained tower, frozen in latent pretraining"}
+# Finetuning arguments beyond the shared ones: a tower frozen during pretraining is trained again, so that every
+# method finetunes its whole model.
+FINETUNE_EXTRA = {"lapa-vision-frozen": ("--train-vision",)}
 SETTINGS = ("in-domain", "cross-task", "cross-view", "cross-embodiment")
 # The pretraining video set of each setting; ActionVLA needs true actions, so in cross-embodiment it uses the
 # same-embodiment robot videos of in-domain (the reference), elsewhere the setting's own videos.
@@ -222,6 +228,11 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
                                                     "--init", str(base / "pretrain_vision"), "--out",
                                                     str(base / "pretrain_lapa-vision"), *steps, *common],
                        deps=("laq-label" + s, "pretrain-vision" + s), resume_dir=base / "pretrain_lapa-vision"))
+        plan.add(Stage("pretrain-lapa-vision-frozen" + s,
+                       ["vla", "pretrain", "--data", str(videos), "--targets", "latents", "--init",
+                        str(base / "pretrain_vision"), "--freeze-vision", "--out",
+                        str(base / "pretrain_lapa-vision-frozen"), *steps, *common],
+                       deps=("laq-label" + s, "pretrain-vision" + s), resume_dir=base / "pretrain_lapa-vision-frozen"))
         plan.add(Stage("vpt-label" + s, ["vpt", "label", "--checkpoint", str(out / "vpt/idm"), "--data", str(videos),
                                          *dev], deps=("vpt-train", "data-videos" + s)))
         plan.add(Stage("pretrain-vpt" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "pseudo-actions",
@@ -245,7 +256,8 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
 
         def finetune_stage(name: str, run: Path, steps: int) -> Stage:  # fresh: no stale selection.json
             return Stage(name, ["vla", "finetune", "--data", str(finetune), "--val-data", str(val),
-                                "--out", str(run), "--max-steps", str(steps), *preset.action_head, *common, *init],
+                                "--out", str(run), "--max-steps", str(steps), *preset.action_head, *common, *init,
+                                *FINETUNE_EXTRA.get(method, ())],
                          deps=ft_deps, outputs=(run,), fresh=True)
 
         if len(candidates) == 1:
