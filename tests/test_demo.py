@@ -366,6 +366,15 @@ def test_quick_demo_end_to_end_reuse_and_cross_embodiment(tmp_path):
     assert "--laq-seeds 2" in sel["command"]
     assert {"data-videos-hand", "eval-scratch"} <= set(sel["stages_reused"])
     assert not {"laq-label-hand", "pretrain-lapa-hand"} & set(sel["stages_reused"])
+    # methods without latent labels, in the same --out: every stage reused, and the results record no LAQ or
+    # latent pretraining (the selection run's LAQ and probe are still on disk, but this plan did not use them)
+    cmd = [*cmd[:cmd.index("--laq-seeds")], "--methods", "vision,scratch", "--results", str(tmp_path / "v.json")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    vis = json.loads((tmp_path / "v.json").read_text())
+    assert set(vis["methods"]) == {"vision", "scratch"} and "eval-vision-hand" in vis["stages_reused"]
+    assert set(vis["laq"].values()) == {None} and set(vis["latent_pretraining"].values()) == {None}
+    assert vis["vision_pretraining"]["val_mse"] is not None and vis["vpt_idm"]["l1"] is None
 
 
 def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):

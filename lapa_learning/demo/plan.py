@@ -25,6 +25,8 @@ METHOD_NAMES = {"lapa": "LAPA (latent pretraining)", "vpt": "VPT (IDM pseudo-act
                 "vision": "Vision-pretrained tower (control)",
                 "lapa-vision": "LAPA on the vision-pretrained tower",
                 "lapa-vision-frozen": "LAPA on the vision-pretrained tower, frozen in latent pretraining"}
+# The methods that pretrain on the LAQ's latent labels (the demo then also probes that LAQ on the labelled set)
+LATENT_LABEL_METHODS = ("lapa", "lapa-shuffled", "lapa-vision", "lapa-vision-frozen")
 # Finetuning arguments beyond the shared ones: a tower frozen during pretraining is trained again, so that every
 # method finetunes its whole model.
 FINETUNE_EXTRA = {"lapa-vision-frozen": ("--train-vision",)}
@@ -279,7 +281,7 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
         plan.evals[method], plan.finals[method] = base / f"eval/{method}", final
         wanted.append(f"eval-{method}{s}")
     plan.video_set = VIDEO_SET[setting]
-    if {"lapa", "lapa-shuffled"} & set(methods):
+    if set(LATENT_LABEL_METHODS) & set(methods):  # how well the latent labels they learn from explain the motion
         wanted.append(f"laq-explain-{plan.video_set}")
     plan.keep(wanted)
     return plan

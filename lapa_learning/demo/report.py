@@ -73,21 +73,27 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
         "methods": methods,
         "stage_minutes": stage_minutes,
     }
-    # What the intermediate stages achieved (each stage's own held-out numbers).
+    # What the intermediate stages achieved (each stage's own held-out numbers), only of stages in this plan: a
+    # directory an earlier run left in the same --out (another method set, another --laq-seeds) says nothing here.
     base = out / vset
+
+    def recorded(stage: str, path: Path) -> dict:
+        return (read_optional_json(path) or {}) if stage in plan.stages else {}
+
     laq = laq_dir(base, preset)
-    laq_eval = (read_optional_json(laq / "summary.json") or {}).get("eval", {})
-    probe = (read_optional_json(base / "explain" / "laq_explain.json") or {}).get("probe", {})
-    latent = read_optional_json(base / "pretrain_lapa" / "train_record.json") or {}
+    laq_eval = recorded(f"laq-train-{vset}", laq / "summary.json").get("eval", {})
+    probe = recorded(f"laq-explain-{vset}", base / "explain" / "laq_explain.json").get("probe", {})
+    latent = recorded(f"pretrain-lapa-{vset}", base / "pretrain_lapa" / "train_record.json")
     results["laq"] = {k: laq_eval.get(k) for k in ("psnr_changed", "psnr_changed_copy_baseline",
                                                      "codes_used_fraction")}
     results["laq"]["probe_r2_xyz"] = probe.get("probe_r2_xyz")
-    results["laq"]["selection"] = read_optional_json(laq / "selection.json") if preset.laq_seeds > 1 else None
+    results["laq"]["selection"] = (recorded(f"laq-train-{vset}", laq / "selection.json") or None
+                                   if preset.laq_seeds > 1 else None)
     results["latent_pretraining"] = {"latent_token_accuracy": latent.get("metrics", {}).get("latent_token_accuracy"),
                                      "majority_baseline_accuracy": latent.get("majority_baseline_accuracy")}
-    idm = read_optional_json(out / "vpt" / "idm" / "train_record.json") or {}
+    idm = recorded("vpt-train", out / "vpt" / "idm" / "train_record.json")
     results["vpt_idm"] = {k: idm.get("metrics", {}).get(k) for k in ("l1", "mean_baseline_l1", "pearson_per_dim")}
-    vision = read_optional_json(base / "pretrain_vision" / "train_record.json") or {}
+    vision = recorded(f"pretrain-vision-{vset}", base / "pretrain_vision" / "train_record.json")
     results["vision_pretraining"] = {k: vision.get("metrics", {}).get(k) for k in ("val_mse", "copy_x_t_mse")}
     stem = out / f"results_{args.setting}"
     atomic_write_json(stem.with_suffix(".json"), results)
