@@ -16,8 +16,13 @@ criteria of the LAQ that need no actions follow either (`latent_quality`).
 Also writes the table shaped like the paper's (rows: methods, columns: settings) and the other two next to the
 JSON, as claims.md. `--against OTHER`: per setting and method in both, this recipe's success minus the other
 claims' seed by seed (the same seeds share the labelled set and evaluation layouts), with the t interval over seeds
-(`against`). Seeds of a setting must come from the same recipe (preset, tasks, LAQ seeds), and each seed may
-appear only once.
+(`against`). Seeds of a setting must come from the same recipe (preset, tasks, LAQ seeds). A seed may appear in
+several files only as one run asked for more methods (e.g. the same command again with an extra method, written
+elsewhere): they are merged when they share the evaluation layouts and every method they both hold has the same
+result, e.g.
+
+    python scripts/pool_claims.py --inputs results/demo_cross-embodiment_seed*.json \
+        results/frozen_tower/demo_cross-embodiment_seed*.json --out results/frozen_tower/claims.json
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ from lapa_learning.eval.stats import mean_interval, wilson_interval  # noqa: E40
 from lapa_learning.machine import cpu_name  # noqa: E402
 
 BAR_METHODS = ("lapa", "vpt", "scratch", "actionvla")  # the methods issue 9's episode and seed bar is about
+# Seed-by-seed differences (`paired`, key "A - B"): LAPA against its baselines, and latent pretraining on the
+# vision-pretrained tower against the tower alone and the two ways of doing it against each other.
+PAIRS = (("lapa", "scratch"), ("lapa", "vpt"), ("lapa-vision", "vision"), ("lapa-vision-frozen", "vision"),
+         ("lapa-vision-frozen", "lapa-vision"))
 NAME = re.compile(r"demo_(?P<setting>[a-z-]+)_seed(?P<seed>\d+)\.json$")
 
 
@@ -58,6 +67,46 @@ def _load(path: Path) -> dict:
         raise InputError(f"{path}: the name says {match['setting']} seed {match['seed']} but the file holds "
                          f"{setting} seed {seed}")
     return r
+
+
+def _merge_seeds(setting: str, items: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+    """One entry per seed. Files of the same seed are one run asked for more methods: merged into the file with
+    the most methods (its LAQ and stage records stay), if they share the evaluation layouts and every method they
+    both hold has the same result; anything else is refused with both files named."""
+    by_seed: dict[int, list[tuple[Path, dict]]] = {}
+    for path, r in items:
+        by_seed.setdefault(r["seed"], []).append((path, r))
+    merged = []
+    for seed, group in sorted(by_seed.items()):
+        group = sorted(group, key=lambda it: -len(it[1]["methods"]))
+        (base_path, base), rest = group[0], group[1:]
+        r = {**base, "methods": dict(base["methods"]),
+             "finetune_step_rule": {**(base.get("finetune_step_rule") or {}),
+                                    "per_method": dict((base.get("finetune_step_rule") or {}).get("per_method", {}))},
+             "_sources": [_source(base_path, base)]}
+        for path, other in rest:
+            for key in ("eval_seed", "eval_episodes_per_task"):
+                if other.get(key) != base.get(key):
+                    raise InputError(f"{setting}: seed {seed} appears in {base_path} and {path} with different "
+                                     f"{key} ({base.get(key)} vs {other.get(key)}); one seed may appear in several "
+                                     f"files only as one run")
+            for name, m in other["methods"].items():
+                mine = r["methods"].get(name)
+                if mine is not None and (_wins(mine), int(mine["episodes"])) != (_wins(m), int(m["episodes"])):
+                    raise InputError(f"{setting}: seed(s) [{seed}] appear in {base_path} and {path} with different "
+                                     f"results for {name} ({_wins(mine)}/{mine['episodes']} vs {_wins(m)}/"
+                                     f"{m['episodes']}); one seed may appear in several files only as one run")
+                r["methods"].setdefault(name, m)
+                rule = (other.get("finetune_step_rule") or {}).get("per_method", {}).get(name)
+                r["finetune_step_rule"]["per_method"].setdefault(name, rule)
+            r["_sources"].append(_source(path, other))
+        merged.append((base_path, r))
+    return merged
+
+
+def _source(path: Path, r: dict) -> dict:
+    return {"file": str(path), "command": r.get("command"), "machine": r.get("machine"),
+            "methods": sorted(r["methods"])}
 
 
 def _wins(m: dict) -> int:
@@ -156,14 +205,12 @@ def pool(paths: list[Path]) -> dict:
         raise InputError("no results files to pool (expected results/demo_<setting>_seed<k>.json)")
     settings = {}
     for setting, items in sorted(runs.items()):
-        seeds = [r["seed"] for _, r in items]
-        if len(set(seeds)) != len(seeds):
-            raise InputError(f"{setting}: seed(s) {sorted(s for s in set(seeds) if seeds.count(s) > 1)} appear in "
-                             f"more than one file: {[str(p) for p, _ in items]}")
         recipes = {(r.get("preset"), tuple(r.get("tasks", ())), r.get("laq_seeds", 1)) for _, r in items}
         if len(recipes) > 1:
             raise InputError(f"{setting}: files from different recipes (preset, task set, LAQ seeds) cannot be "
                              f"pooled: {sorted(recipes, key=str)}")
+        items = runs[setting] = _merge_seeds(setting, items)
+        seeds = [r["seed"] for _, r in items]
         methods = {}
         for name in dict.fromkeys(n for _, r in items for n in r["methods"]):
             have = [(r["seed"], r["methods"][name]) for _, r in items if name in r["methods"]]
@@ -187,8 +234,7 @@ def pool(paths: list[Path]) -> dict:
             o = methods.get(other)
             claims[f"lapa_above_{other}"] = None if not (lapa and o) else lapa["success"] > o["success"]
             claims[f"lapa_interval_above_{other}"] = None if not (lapa and o) else lapa["ci95"][0] > o["ci95"][1]
-        paired = {f"lapa-{other}": _paired(lapa, methods[other]) for other in ("scratch", "vpt")
-                  if lapa and other in methods}
+        paired = {f"{a} - {b}": _paired(methods[a], methods[b]) for a, b in PAIRS if a in methods and b in methods}
         bar = [m for name, m in methods.items() if name in BAR_METHODS]  # an extra method run once does not count
         claims["min_pooled_episodes"] = min(m["episodes"] for m in bar) if bar else 0
         claims["min_seeds"] = min(len(m["seeds"]) for m in bar) if bar else 0
@@ -198,8 +244,7 @@ def pool(paths: list[Path]) -> dict:
                                                               key=str),
                              "preset": items[0][1].get("preset"), "tasks": items[0][1].get("tasks"),
                              "laq_seeds": items[0][1].get("laq_seeds", 1),
-                             "sources": [{"file": str(p), "command": r.get("command"), "machine": r.get("machine")}
-                                         for p, r in items]}
+                             "sources": [s for _, r in items for s in r["_sources"]]}
     return {"command": " ".join(["python", *sys.argv]), "latent_quality": latent_quality(runs),
             "machine": f"{cpu_name()}, {platform.machine()} {os.cpu_count()}-core (pooling only; each source "
                        f"records the machine that ran it)",
@@ -267,11 +312,17 @@ def paper_table(claims: dict) -> str:
 
 
 def paired_table(claims: dict) -> str:
-    """LAPA minus Scratch and minus VPT per setting: the per-seed differences in points, then their mean with the
-    95% t interval over seeds, and in how many seeds LAPA was ahead."""
+    """Each pair of PAIRS that some setting holds (LAPA minus Scratch, minus VPT, ...): per setting the per-seed
+    differences in points, then their mean with the 95% t interval over seeds, and in how many seeds the first
+    method was ahead."""
     settings = _ordered_settings(claims)
-    rows = ["| LAPA minus | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
-    for key, label in (("lapa-scratch", "Scratch"), ("lapa-vpt", "VPT")):
+    short = {**METHOD_LABELS, "vpt": "VPT", "vision": "vision tower", "lapa-vision": "LAPA on the tower",
+             "lapa-vision-frozen": "LAPA on the frozen tower"}
+    rows = ["| difference | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    for a, b in PAIRS:
+        key = f"{a} - {b}"
+        if not any(claims["settings"][s].get("paired", {}).get(key) for s in settings):
+            continue
         cells = []
         for s in settings:
             p = claims["settings"][s].get("paired", {}).get(key)
@@ -280,7 +331,7 @@ def paired_table(claims: dict) -> str:
                 continue
             per_seed, mean = _paired_text(p)
             cells.append(f"{per_seed}; mean {mean}; ahead {p['ahead_in_seeds']}/{len(p['seeds'])}")
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        rows.append(f"| {short.get(a, a)} - {short.get(b, b)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -343,10 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         f"<!-- written by {claims['command']} from {args.out.name}; do not edit -->\n"
         "Success rate (%) pooled over training seeds, [95% Wilson interval], (seeds). "
         "‡ same-embodiment reference (robot videos with true actions, not the hand videos).\n\n" + table + "\n\n"
-        "Seed by seed (each seed's methods share its labelled set and evaluation layouts): LAPA's success minus the "
-        "other method's, in points, per seed; their mean with its 95% Student-t interval over seeds (it counts "
+        "Seed by seed (each seed's methods share its labelled set and evaluation layouts): one method's success "
+        "minus another's, in points, per seed; their mean with its 95% Student-t interval over seeds (it counts "
         "seeds, not episodes, so it carries the seed-to-seed spread the pooled interval leaves out); and in how "
-        "many seeds LAPA was ahead.\n\n" + paired + "\n\n" + quality_table(claims["latent_quality"]) + "\n"
+        "many seeds the first was ahead.\n\n" + paired + "\n\n" + quality_table(claims["latent_quality"]) + "\n"
         + (f"\n{against_table(claims['against'])}\n" if "against" in claims else ""))
     for setting, s in claims["settings"].items():
         row = ", ".join(f"{m} {100 * v['success']:.1f}% [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}] "

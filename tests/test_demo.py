@@ -231,12 +231,12 @@ def test_pool_claims_on_synthetic_results(tmp_path):
                                   "min_pooled_episodes": 900, "min_seeds": 3}  # lapa-vision's one seed aside
     # seed by seed: LAPA minus Scratch is (60 + k) / 300 in seed k; the t interval is over the three seeds
     assert lapa["per_seed"] == {str(k): (150 + k) / 300 for k in range(3)}
-    paired = indomain["paired"]["lapa-scratch"]
+    paired = indomain["paired"]["lapa - scratch"]
     assert paired["seeds"] == [0, 1, 2] and paired["ahead_in_seeds"] == 3
     assert paired["per_seed"]["2"] == pytest.approx(62 / 300) and paired["mean"] == pytest.approx(61 / 300)
     half = 4.302653 * (1 / 300) / 3 ** 0.5  # t(0.975, 2 df) * sd / sqrt(n), sd of 60, 61, 62 over 300 = 1/300
     assert paired["t95"] == pytest.approx([61 / 300 - half, 61 / 300 + half], abs=1e-6)
-    assert claims["settings"]["cross-embodiment"]["paired"]["lapa-scratch"]["t95"] is None  # one seed: no interval
+    assert claims["settings"]["cross-embodiment"]["paired"]["lapa - scratch"]["t95"] is None  # one seed: no interval
     # LAPA's gains against the LAQ probe's R², one row per run with a probe (the three in-domain seeds)
     quality = claims["latent_quality"]
     assert [(r["setting"], r["seed"]) for r in quality["runs"]] == [("in-domain", k) for k in range(3)]
@@ -257,8 +257,8 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert "| method | in-domain | cross-embodiment |" in table
     assert f"| LAPA | {100 * 453 / 900:.1f} [{100 * lapa['ci95'][0]:.1f}, {100 * lapa['ci95'][1]:.1f}] (3) |" in table
     assert "| *LAPA's interval above VPT's* | no | - |" in table
-    assert "| Scratch | +20.0, +20.3, +20.7; mean +20.3 [+19.5, +21.2]; ahead 3/3 | +0.3; mean +0.3; ahead 1/1 |" \
-        in table
+    assert "| LAPA - Scratch | +20.0, +20.3, +20.7; mean +20.3 [+19.5, +21.2]; ahead 3/3 | +0.3; mean +0.3; " \
+        "ahead 1/1 |" in table
     assert "| in-domain | 0 | 0.00 | 3.00 | 0.50 | +20.0 | -3.3 |" in table
     assert "LAQ gain (no actions needed), Spearman: vs probe R² rho = -0.50" in table
     assert table.count("| LAPA on the vision-pretrained tower |") == 1  # a method of several settings: one row
@@ -267,7 +267,27 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     dup = _results(tmp_path / "x" / "demo_in-domain_seed1.json", "in-domain", 1, {"lapa": 1})
     res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
                           str(dup), "--out", str(out)], capture_output=True, text=True)
-    assert res.returncode == 2 and "seed(s) [1]" in res.stderr
+    assert res.returncode == 2 and "seed(s) [1]" in res.stderr and "different results for lapa" in res.stderr
+    # the same run asked again for more methods, written elsewhere: merged into its seed (shared methods agree)
+    (tmp_path / "more").mkdir()
+    more = _results(tmp_path / "more" / "demo_in-domain_seed0.json", "in-domain", 0,
+                    {"scratch": 90, "vision": 120, "lapa-vision-frozen": 130})
+    merged_out = tmp_path / "more" / "claims.json"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
+                          str(more), "--out", str(merged_out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    merged = json.loads(merged_out.read_text())["settings"]["in-domain"]
+    assert merged["seeds"] == [0, 1, 2, 3] and merged["methods"]["scratch"]["episodes"] == 900  # not counted twice
+    assert merged["methods"]["lapa-vision-frozen"]["seeds"] == [0] and merged["methods"]["lapa"] == lapa
+    assert merged["methods"]["lapa-vision-frozen"]["chosen_steps"] == {"0": 400}  # its step rule came along
+    assert merged["paired"]["lapa-vision-frozen - vision"]["per_seed"] == {"0": pytest.approx(10 / 300)}
+    assert str(more) in [s["file"] for s in merged["sources"]]
+    assert "| LAPA on the frozen tower - vision tower | +3.3; mean +3.3; ahead 1/1 | - |" in \
+        merged_out.with_suffix(".md").read_text()
+    more.write_text(json.dumps({**json.loads(more.read_text()), "eval_seed": 5}))  # other layouts: another run
+    res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
+                          str(more), "--out", str(merged_out)], capture_output=True, text=True)
+    assert res.returncode == 2 and "different eval_seed" in res.stderr and str(more) in res.stderr
     # a changed recipe (LAQ selection) is pooled on its own, and compared with the old claims seed by seed
     (tmp_path / "sel").mkdir()
     new = [_results(tmp_path / "sel" / f"demo_in-domain_seed{k}.json", "in-domain", k,
