@@ -4,6 +4,7 @@ claims, and the whole pipeline end to end with the quick preset."""
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -488,6 +489,23 @@ def test_a_stage_is_rerun_when_a_stage_it_depends_on_reruns(tmp_path):
     changed = plan(["b"])  # the first stage's work changed, so the second's result is stale
     execute(changed, jobs=1)
     assert [s.status for s in changed.stages.values()] == ["done", "done"]
+    # across invocations: one that asks only for the first stage re-runs it with other arguments; the second's
+    # result (made from "b") must not be reused next to the first's new output, although its own arguments match
+    alone = Plan(tmp_path)
+    alone.add(Stage("first", ["a"], call=lambda: None))
+    execute(alone, jobs=1)
+    later = plan(["a"])
+    execute(later, jobs=1)
+    assert [s.status for s in later.stages.values()] == ["reused", "done"]
+    # a marker from before markers recorded their inputs: done only when at least as new as its dependencies'
+    legacy = tmp_path / "stages" / "second.json"
+    legacy.write_text(json.dumps({"args": ["second"], "seconds": 1.0}))
+    execute(fresh := plan(["a"]), jobs=1)
+    assert [s.status for s in fresh.stages.values()] == ["reused", "reused"]
+    legacy.write_text(json.dumps({"args": ["second"], "seconds": 1.0}))
+    os.utime(legacy, (1, 1))  # older than the first stage's marker
+    execute(stale := plan(["a"]), jobs=1)
+    assert [s.status for s in stale.stages.values()] == ["reused", "done"]
 
 
 def test_demo_diagnosis_reads_a_demo_directory(tmp_path):

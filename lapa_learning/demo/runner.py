@@ -1,6 +1,8 @@
 """How the stages run: in dependency order, `jobs` at a time, each a `lapa ...` subprocess (or a small in-process
-call) with its output in <out>/logs/<stage>.log; a stage that finished before with the same arguments (its
-marker <out>/stages/<stage>.json) is reused, and a training stage that was interrupted (a kill, a failed sibling)
+call) with its output in <out>/logs/<stage>.log; a stage that finished before with the same arguments on the
+same finished inputs (its marker <out>/stages/<stage>.json records both) is reused, also across invocations with
+other methods or options in the same --out (one that re-ran a shared stage makes its dependants run again), and a
+training stage that was interrupted (a kill, a failed sibling)
 resumes from its last checkpoint (training resumes exactly: tests/test_vla_train.py) or, with none, starts over.
 Only an interrupted attempt with the same arguments and the same finished inputs is resumed: each start writes
 <out>/stages/<stage>.started.json (its arguments and its dependencies' markers), removed when the stage finishes;
@@ -9,6 +11,7 @@ deletes what an earlier run left in its run directory, so it never continues fro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -80,8 +83,20 @@ def _restart_flags(stage: Stage) -> list[str]:
 
 
 def marker(plan: Plan, stage: Stage) -> Path:
-    """The record of a finished stage: {"args", "seconds"}."""
+    """The record of a finished stage: {"args", "seconds", "deps": {dependency: digest of its marker}}."""
     return plan.out / "stages" / f"{stage.name}.json"
+
+
+def _dep_digests(plan: Plan, stage: Stage) -> dict[str, str | None]:
+    """The finished inputs a stage ran on: a digest of each dependency's marker (which changes whenever that
+    stage runs again: it records the run's time)."""
+    out = {}
+    for d in stage.deps:
+        try:
+            out[d] = hashlib.sha256(marker(plan, plan.stages[d]).read_bytes()).hexdigest()[:16]
+        except OSError:
+            out[d] = None
+    return out
 
 
 def _attempt(plan: Plan, stage: Stage) -> dict:
@@ -109,9 +124,17 @@ def _resumes(plan: Plan, stage: Stage, attempt: dict) -> bool:
 
 
 def _is_done(plan: Plan, stage: Stage) -> bool:
+    """Finished with these arguments on the inputs that are there now. A marker written before markers recorded
+    their inputs counts as done when it is at least as new as each dependency's (as make judges)."""
+    path = marker(plan, stage)
     try:
-        return json.loads(marker(plan, stage).read_text())["args"] == stage.args
-    except (OSError, ValueError, KeyError):
+        record = json.loads(path.read_text())
+        if record["args"] != stage.args:
+            return False
+        if "deps" in record:
+            return record["deps"] == _dep_digests(plan, stage)
+        return all(path.stat().st_mtime >= marker(plan, plan.stages[d]).stat().st_mtime for d in stage.deps)
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
@@ -147,7 +170,8 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
                                              stderr=subprocess.STDOUT, env=env)
             code = stage.process.wait()
     if code == 0:
-        atomic_write_json(marker(plan, stage), {"args": stage.args, "seconds": time.time() - stage.started})
+        atomic_write_json(marker(plan, stage), {"args": stage.args, "seconds": time.time() - stage.started,
+                                                "deps": _dep_digests(plan, stage)})
         _started(plan, stage).unlink(missing_ok=True)
     return code
 
