@@ -93,7 +93,7 @@ def _merge_seeds(setting: str, items: list[tuple[Path, dict]]) -> list[tuple[Pat
             for name, m in other["methods"].items():
                 mine = r["methods"].get(name)
                 if mine is not None and (_wins(mine), int(mine["episodes"])) != (_wins(m), int(m["episodes"])):
-                    raise InputError(f"{setting}: seed(s) [{seed}] appear in {base_path} and {path} with different "
+                    raise InputError(f"{setting}: seed {seed} appears in {base_path} and {path} with different "
                                      f"results for {name} ({_wins(mine)}/{mine['episodes']} vs {_wins(m)}/"
                                      f"{m['episodes']}); one seed may appear in several files only as one run")
                 r["methods"].setdefault(name, m)

@@ -268,7 +268,7 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     dup = _results(tmp_path / "x" / "demo_in-domain_seed1.json", "in-domain", 1, {"lapa": 1})
     res = subprocess.run([sys.executable, str(ROOT / "scripts/pool_claims.py"), "--inputs", *map(str, files),
                           str(dup), "--out", str(out)], capture_output=True, text=True)
-    assert res.returncode == 2 and "seed(s) [1]" in res.stderr and "different results for lapa" in res.stderr
+    assert res.returncode == 2 and "seed 1 appears in" in res.stderr and "different results for lapa" in res.stderr
     # the same run asked again for more methods, written elsewhere: merged into its seed (shared methods agree)
     (tmp_path / "more").mkdir()
     more = _results(tmp_path / "more" / "demo_in-domain_seed0.json", "in-domain", 0,

@@ -2,9 +2,8 @@
 call) with its output in <out>/logs/<stage>.log; a stage that finished before with the same arguments on the
 same finished inputs (its marker <out>/stages/<stage>.json records both) is reused, also across invocations with
 other methods or options in the same --out (one that re-ran a shared stage makes its dependants run again), and a
-training stage that was interrupted (a kill, a failed sibling)
-resumes from its last checkpoint (training resumes exactly: tests/test_vla_train.py) or, with none, starts over.
-Only an interrupted attempt with the same arguments and the same finished inputs is resumed: each start writes
+training stage that was interrupted (a kill, a failed sibling) resumes from its last checkpoint (training resumes
+exactly: tests/test_vla_train.py) or, with none, starts over. Only an interrupted attempt with the same arguments and the same finished inputs is resumed: each start writes
 <out>/stages/<stage>.started.json (its arguments and its dependencies' markers), removed when the stage finishes;
 a stage that re-runs for any other reason (its arguments changed, or a stage it depends on ran again) first
 deletes what an earlier run left in its run directory, so it never continues from a different run."""
