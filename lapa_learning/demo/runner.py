@@ -1,12 +1,16 @@
 """How the stages run: in dependency order, `jobs` at a time, each a `lapa ...` subprocess (or a small in-process
-call) with its output in <out>/logs/<stage>.log; a stage that finished before with the same arguments on the
-same finished inputs (its marker <out>/stages/<stage>.json records both) is reused, also across invocations with
-other methods or options in the same --out (one that re-ran a shared stage makes its dependants run again), and a
-training stage that was interrupted (a kill, a failed sibling) resumes from its last checkpoint (training resumes
-exactly: tests/test_vla_train.py) or, with none, starts over. Only an interrupted attempt with the same arguments and the same finished inputs is resumed: each start writes
-<out>/stages/<stage>.started.json (its arguments and its dependencies' markers), removed when the stage finishes;
-a stage that re-runs for any other reason (its arguments changed, or a stage it depends on ran again) first
-deletes what an earlier run left in its run directory, so it never continues from a different run."""
+call) with its output in <out>/logs/<stage>.log.
+
+A stage that finished before with the same arguments on the same finished inputs (its marker
+<out>/stages/<stage>.json records both) is reused, also across invocations with other methods or options in the
+same --out: one that re-ran a shared stage makes its dependants run again.
+
+A training stage that was interrupted (a kill, a failed sibling) resumes from its last checkpoint (training
+resumes exactly: tests/test_vla_train.py) or, with none, starts over. Only an interrupted attempt with the same
+arguments and the same finished inputs is resumed: each start writes <out>/stages/<stage>.started.json (its
+arguments and its dependencies' markers), removed when the stage finishes; a stage that re-runs for any other
+reason (its arguments changed, or a stage it depends on ran again) first deletes what an earlier run left in its
+run directory, so it never continues from a different run."""
 
 from __future__ import annotations
 
