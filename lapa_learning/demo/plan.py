@@ -226,15 +226,12 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
                                                "--offset-frames", str(preset.laq_offset), *steps, "--batch-size",
                                                str(preset.batch_size), "--seed", str(seed), "--overwrite", *dev],
                        deps=("data-videos" + s,)))
-        plan.add(Stage("pretrain-lapa-vision" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "latents",
-                                                    "--init", str(base / "pretrain_vision"), "--out",
-                                                    str(base / "pretrain_lapa-vision"), *steps, *common],
-                       deps=("laq-label" + s, "pretrain-vision" + s), resume_dir=base / "pretrain_lapa-vision"))
-        plan.add(Stage("pretrain-lapa-vision-frozen" + s,
-                       ["vla", "pretrain", "--data", str(videos), "--targets", "latents", "--init",
-                        str(base / "pretrain_vision"), "--freeze-vision", "--out",
-                        str(base / "pretrain_lapa-vision-frozen"), *steps, *common],
-                       deps=("laq-label" + s, "pretrain-vision" + s), resume_dir=base / "pretrain_lapa-vision-frozen"))
+        for method, freeze in (("lapa-vision", ()), ("lapa-vision-frozen", ("--freeze-vision",))):
+            run = base / f"pretrain_{method}"
+            plan.add(Stage(f"pretrain-{method}{s}", ["vla", "pretrain", "--data", str(videos), "--targets", "latents",
+                                                     "--init", str(base / "pretrain_vision"), *freeze, "--out",
+                                                     str(run), *steps, *common],
+                           deps=("laq-label" + s, "pretrain-vision" + s), resume_dir=run))
         plan.add(Stage("vpt-label" + s, ["vpt", "label", "--checkpoint", str(out / "vpt/idm"), "--data", str(videos),
                                          *dev], deps=("vpt-train", "data-videos" + s)))
         plan.add(Stage("pretrain-vpt" + s, ["vla", "pretrain", "--data", str(videos), "--targets", "pseudo-actions",

@@ -8,9 +8,9 @@ same --out: one that re-ran a shared stage makes its dependants run again.
 A training stage that was interrupted (a kill, a failed sibling) resumes from its last checkpoint (training
 resumes exactly: tests/test_vla_train.py) or, with none, starts over. Only an interrupted attempt with the same
 arguments and the same finished inputs is resumed: each start writes <out>/stages/<stage>.started.json (its
-arguments and its dependencies' markers), removed when the stage finishes; a stage that re-runs for any other
-reason (its arguments changed, or a stage it depends on ran again) first deletes what an earlier run left in its
-run directory, so it never continues from a different run."""
+arguments and the digests of its dependencies' markers), removed when the stage finishes; a stage that re-runs
+for any other reason (its arguments changed, or a stage it depends on ran again) first deletes what an earlier
+run left in its run directory, so it never continues from a different run."""
 
 from __future__ import annotations
 
@@ -103,15 +103,8 @@ def _dep_digests(plan: Plan, stage: Stage) -> dict[str, str | None]:
 
 
 def _attempt(plan: Plan, stage: Stage) -> dict:
-    """What identifies one attempt at a stage: its arguments and the markers of the stages it depends on (each
-    holds that stage's arguments and run time, so a dependency that ran again reads differently)."""
-    deps = {}
-    for d in stage.deps:
-        try:
-            deps[d] = marker(plan, plan.stages[d]).read_text()
-        except OSError:
-            deps[d] = None
-    return {"args": stage.args, "deps": deps}
+    """What identifies one attempt at a stage: its arguments and the finished inputs it starts from."""
+    return {"args": stage.args, "deps": _dep_digests(plan, stage)}
 
 
 def _started(plan: Plan, stage: Stage) -> Path:
@@ -173,8 +166,7 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
                                              stderr=subprocess.STDOUT, env=env)
             code = stage.process.wait()
     if code == 0:
-        atomic_write_json(marker(plan, stage), {"args": stage.args, "seconds": time.time() - stage.started,
-                                                "deps": _dep_digests(plan, stage)})
+        atomic_write_json(marker(plan, stage), {**attempt, "seconds": time.time() - stage.started})
         _started(plan, stage).unlink(missing_ok=True)
     return code
 
