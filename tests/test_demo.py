@@ -614,3 +614,55 @@ def test_recipe_probe_variants_take_laq_config_overrides():
                       ("x:laq.model.no_such_key=3", "no_such_key"), ("x:codebook_size=16", "laq.model.KEY=VALUE")]:
         with pytest.raises(SystemExit, match=says):
             probe.parse_variant(bad, base)
+
+
+def _probe_results(path: Path, seed: int, wins: dict, r2: dict, overrides=None) -> Path:
+    """A recipe_probe.py results file: wins[(variant, method)] = successes of 100 at 200 / 400 steps."""
+    variants = {}
+    for (variant, method), (w200, w400) in wins.items():
+        v = variants.setdefault(variant, {"overrides": (overrides or {}).get(variant, {}), "methods": {},
+                                          "laq_probe": {"probe_r2_xyz": r2.get(variant)}})
+        v["methods"][method] = {"chosen_steps": 400 if w400 > w200 else 200,
+                                "dev_success": {"200": {"success": w200 / 100, "episodes": 100},
+                                                "400": {"success": w400 / 100, "episodes": 100}}}
+    atomic_write_json(path, {"command": "python scripts/recipe_probe.py ...", "setting": "in-domain", "seed": seed,
+                             "variants": variants})
+    return path
+
+
+def test_pool_recipe_probes_pools_seeds_and_compares_each_variant_with_the_first(tmp_path):
+    a = _probe_results(tmp_path / "s0.json", 0, {("base", "lapa"): (30, 50), ("base", "scratch"): (20, 40),
+                                                  ("tok9", "lapa"): (45, 60)}, {"base": 0.5, "tok9": 0.1})
+    b = _probe_results(tmp_path / "s1.json", 1, {("base", "lapa"): (60, 55), ("base", "scratch"): (30, 50),
+                                                  ("tok9", "lapa"): (50, 70)}, {"base": 0.6, "tok9": 0.2})
+    out = tmp_path / "pooled.json"
+    script = str(ROOT / "scripts/pool_recipe_probes.py")
+    res = subprocess.run([sys.executable, script, "--inputs", str(a), str(b), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    s = json.loads(out.read_text())["settings"]["in-domain"]
+    tok9 = s["variants"]["tok9"]["methods"]["lapa"]
+    assert tok9["per_candidate"]["400"]["successes"] == 130 and tok9["per_candidate"]["400"]["episodes"] == 200
+    assert tok9["all_candidates"]["success"] == pytest.approx(225 / 400)
+    assert tok9["chosen"] == {"0": {"steps": 400, "success": 0.6}, "1": {"steps": 400, "success": 0.7}}
+    assert s["variants"]["tok9"]["laq_probe_r2_xyz"] == {"0": 0.1, "1": 0.2}
+    # seed by seed at each seed's chosen budget: tok9 60 - 50 and 70 - 60 (base chose 200 steps in seed 1)
+    c = s["comparisons"]["tok9 lapa - base lapa"]
+    assert c["chosen_per_seed"] == {"0": pytest.approx(0.1), "1": pytest.approx(0.1)} and c["ahead_in_seeds"] == 2
+    assert c["chosen_t95"] == pytest.approx([0.1, 0.1])  # no spread over seeds
+    assert c["all_candidates"] == pytest.approx(225 / 400 - 195 / 400)
+    assert set(s["comparisons"]) == {"base lapa - base scratch", "tok9 lapa - base lapa", "tok9 lapa - base scratch"}
+    assert "| tok9 lapa - base lapa | +10.0, +10.0 | +10.0 [+10.0, +10.0] | +7.5 |" in res.stdout
+    # one seed twice, or one variant name for two recipes, is refused with both files named
+    res = subprocess.run([sys.executable, script, "--inputs", str(a), str(a), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "in-domain seed 0 appears in" in res.stderr and "Traceback" not in res.stderr
+    c = _probe_results(tmp_path / "s2.json", 2, {("tok9", "lapa"): (1, 2)}, {},
+                       overrides={"tok9": {"laq_extra": ["--set", "model.num_tokens=16"]}})
+    res = subprocess.run([sys.executable, script, "--inputs", str(a), str(c), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "variant 'tok9' is" in res.stderr and str(c) in res.stderr
+    (tmp_path / "bad.json").write_text("{}")
+    res = subprocess.run([sys.executable, script, "--inputs", str(tmp_path / "bad.json"), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "not a recipe_probe.py results JSON" in res.stderr
