@@ -15,7 +15,7 @@ rclpy = pytest.importorskip("rclpy", reason="needs rclpy (install the `ros` extr
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import TwistStamped  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float64, Int32MultiArray, String  # noqa: E402
@@ -92,7 +92,10 @@ class Harness:
         self.probe.create_subscription(DiagnosticArray, "policy_node/status", self._on_status, qos.status())
         self.enable = self.probe.create_client(SetBool, "policy_node/enable")
         self.reset = self.probe.create_client(Trigger, "policy_node/reset")
-        self.executor = MultiThreadedExecutor(num_threads=2)
+        # Single-threaded: rclpy's MultiThreadedExecutor.shutdown() destroys its guard condition while handler tasks
+        # can still be queued in its pool; they then fail with InvalidHandle, and the unretrieved exceptions were
+        # printed at interpreter exit ("The following exception was never retrieved: cannot use Destroyable ...").
+        self.executor = SingleThreadedExecutor()
         self.executor.add_node(node)
         self.executor.add_node(self.probe)
         self._stop = False
@@ -355,10 +358,11 @@ def test_latched_instruction_reaches_a_node_that_starts_later(checkpoint, ros_co
     early = rclpy.create_node("instruction_source")  # publishes once, before policy_node exists
     latched = early.create_publisher(String, "instruction", qos.instruction())
     latched.publish(String(data="pick up the cube"))
-    spinning = MultiThreadedExecutor(num_threads=1)
+    spinning = SingleThreadedExecutor()
     spinning.add_node(early)
     spinning.spin_once(timeout_sec=0.1)
     spinning.remove_node(early)
+    spinning.shutdown()
     h = make(checkpoint)
     try:
         assert h.wait(lambda: h.node.instruction == "pick up the cube", 10.0), h.node.instruction
