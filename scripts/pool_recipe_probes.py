@@ -36,6 +36,7 @@ def load(path: Path) -> dict:
             for method, m in v["methods"].items():
                 for steps, d in m["dev_success"].items():
                     int(steps), float(d["success"]), int(d["episodes"])
+                m["dev_success"][str(m["chosen_steps"])]
         str(r["setting"])
     except FileNotFoundError:
         raise InputError(f"{path}: no such recipe probe results file") from None
@@ -53,23 +54,25 @@ def _rate(successes: int, episodes: int) -> dict:
 def pool_method(runs: dict[int, dict]) -> dict:
     """runs: seed -> one method's record in one probe ({"chosen_steps", "dev_success"})."""
     per_candidate: dict[str, list[int]] = {}
-    chosen = {}
+    chosen, per_seed = {}, {}
     for seed, m in sorted(runs.items()):
+        mine = per_seed[str(seed)] = [0, 0]
         for steps, d in m["dev_success"].items():
             wins, eps = round(float(d["success"]) * int(d["episodes"])), int(d["episodes"])
-            acc = per_candidate.setdefault(steps, [0, 0])
-            acc[0], acc[1] = acc[0] + wins, acc[1] + eps
+            for acc in (per_candidate.setdefault(steps, [0, 0]), mine):
+                acc[0], acc[1] = acc[0] + wins, acc[1] + eps
         steps = str(m["chosen_steps"])
         chosen[str(seed)] = {"steps": m["chosen_steps"], "success": float(m["dev_success"][steps]["success"])}
     total = [sum(v[0] for v in per_candidate.values()), sum(v[1] for v in per_candidate.values())]
     return {"seeds": sorted(runs), "per_candidate": {k: _rate(*v) for k, v in sorted(per_candidate.items(),
                                                                                     key=lambda kv: int(kv[0]))},
-            "all_candidates": _rate(*total), "chosen": chosen,
+            "all_candidates": _rate(*total), "all_candidates_per_seed": per_seed, "chosen": chosen,
             "chosen_mean": sum(c["success"] for c in chosen.values()) / len(chosen)}
 
 
 def compare(a: dict, b: dict) -> dict:
-    """a minus b: at each seed's chosen budget (seed by seed, mean and t interval over seeds), and all candidates."""
+    """a minus b over the seeds both have: at each seed's chosen budget (seed by seed, mean and t interval over
+    seeds), and pooled over all candidates."""
     seeds = sorted(set(a["chosen"]) & set(b["chosen"]), key=int)
     diffs = [a["chosen"][s]["success"] - b["chosen"][s]["success"] for s in seeds]
     interval = mean_interval(diffs)
@@ -77,7 +80,12 @@ def compare(a: dict, b: dict) -> dict:
             "chosen_mean": sum(diffs) / len(diffs) if diffs else None,
             "chosen_t95": None if interval is None else list(interval),
             "ahead_in_seeds": sum(d > 0 for d in diffs),
-            "all_candidates": a["all_candidates"]["success"] - b["all_candidates"]["success"]}
+            "all_candidates": _pooled(a, seeds) - _pooled(b, seeds) if seeds else None}
+
+
+def _pooled(m: dict, seeds: list[str]) -> float:
+    wins, eps = (sum(m["all_candidates_per_seed"][s][i] for s in seeds) for i in (0, 1))
+    return wins / eps
 
 
 def pool(paths: list[Path]) -> dict:
@@ -116,7 +124,9 @@ def pool(paths: list[Path]) -> dict:
         for n, m in pooled:  # every method of every later variant against each method of the first variant;
             for f, b in pooled:  # within the first variant, its LAPA against its yardsticks (Scratch, VPT)
                 if f == first and (n != first or (m == "lapa" and b != "lapa")):
-                    comparisons[f"{n} {m} - {first} {b}"] = compare(pooled[(n, m)], pooled[(f, b)])
+                    c = compare(pooled[(n, m)], pooled[(f, b)])
+                    if c["seeds"]:  # no seed in common: nothing to compare
+                        comparisons[f"{n} {m} - {first} {b}"] = c
         settings[setting] = {"seeds": sorted(seeds), "first_variant": first, "variants": variants,
                              "comparisons": comparisons,
                              "sources": [{"file": str(p), "seed": s, "command": r.get("command"),

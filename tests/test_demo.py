@@ -653,6 +653,15 @@ def test_pool_recipe_probes_pools_seeds_and_compares_each_variant_with_the_first
     assert c["all_candidates"] == pytest.approx(225 / 400 - 195 / 400)
     assert set(s["comparisons"]) == {"base lapa - base scratch", "tok9 lapa - base lapa", "tok9 lapa - base scratch"}
     assert "| tok9 lapa - base lapa | +10.0, +10.0 | +10.0 [+10.0, +10.0] | +7.5 |" in res.stdout
+    # a variant run in one seed only is compared on that seed alone (also its all-candidates difference)
+    one = _probe_results(tmp_path / "s1_more.json", 1, {("base", "lapa"): (60, 55), ("base", "scratch"): (30, 50),
+                                                        ("tok9", "lapa"): (50, 70), ("res", "lapa"): (80, 70)}, {})
+    res = subprocess.run([sys.executable, script, "--inputs", str(a), str(one), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    c = json.loads(out.read_text())["settings"]["in-domain"]["comparisons"]["res lapa - base lapa"]
+    assert c["seeds"] == [1] and c["chosen_per_seed"] == {"1": pytest.approx(0.2)} and c["chosen_t95"] is None
+    assert c["all_candidates"] == pytest.approx(150 / 200 - 115 / 200)
     # one seed twice, or one variant name for two recipes, is refused with both files named
     res = subprocess.run([sys.executable, script, "--inputs", str(a), str(a), "--out", str(out)],
                          capture_output=True, text=True)
