@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -91,7 +92,7 @@ def main() -> int:
         experts[task] = expert_rows(task, episodes)
         print(f"{task:<22}" + "".join(f"  {n}: {r['successes']}/{r['episodes']} ok, {r['ms_per_frame']:.1f} ms/frame, "
                                       f"same states {r['states_equal_sawyer']}" for n, r in experts[task].items()))
-    result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "seed": SEED,
+    result = {"command": shlex.join(["python", *sys.argv]), "machine": machine(), "seed": SEED,
               "image_size": args.image_size, "repeats": repeats, "tasks": rows,
               "expert": {"layout_seeds": "train_seed(0, 0..episodes-1)", "tasks": experts}}
     atomic_write_json(args.out, result)

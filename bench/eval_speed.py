@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import types
@@ -136,7 +137,7 @@ def main() -> int:
               "eval_seed": args.seed, "videos": args.videos,
               "note": "speedup = episodes/s over the mean of the two runs of the first setting (first and last); the "
                       "CPU is shared with other jobs, so read ratios, not absolute rates",
-              "machine": machine(), "command": " ".join(["python", *sys.argv]),
+              "machine": machine(), "command": shlex.join(["python", *sys.argv]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(args.out, result)
     print(f"fastest: {best['setting']}, {best['speedup_vs_first']}x the first setting -> {args.out}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -177,4 +178,4 @@ def prepare_run_dir(args) -> tuple[Path, dict | None]:
 
 
 def command_line() -> str:
-    return " ".join(["lapa"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lapa") else " ".join(sys.argv)
+    return shlex.join(["lapa"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lapa") else shlex.join(sys.argv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def main() -> int:
     before, after = (json.loads(p.read_text(encoding="utf-8")) for p in (args.before, args.after))
     diff = differences(before, after)
     pick = ("methods", "laq", "latent_pretraining")
-    result = {"command": " ".join(sys.argv), "machine": after.get("machine"), "seed": after.get("seed"),
+    result = {"command": shlex.join(sys.argv), "machine": after.get("machine"), "seed": after.get("seed"),
               "eval_seed": after.get("eval_seed"), "preset": after.get("preset"),
               "before": {"command": before.get("command"), "minutes": before.get("minutes"),
                          **{k: before.get(k) for k in pick}},

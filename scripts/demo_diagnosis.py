@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def main() -> int:
         rec = method_record(final, plan.evals[method])
         if rec is not None:
             methods[method] = rec
-    result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
+    result = {"command": shlex.join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
               "seed": args.seed, "video_set": vset, "video_set_record": video_set_record(out / vset),
               "methods": methods}
     path = args.out or ROOT / f"results/demo_diagnosis_{args.setting}_seed{args.seed}.json"

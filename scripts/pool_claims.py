@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -245,7 +246,7 @@ def pool(paths: list[Path]) -> dict:
                              "preset": items[0][1].get("preset"), "tasks": items[0][1].get("tasks"),
                              "laq_seeds": items[0][1].get("laq_seeds", 1),
                              "sources": [s for _, r in items for s in r["_sources"]]}
-    return {"command": " ".join(["python", *sys.argv]), "latent_quality": latent_quality(runs),
+    return {"command": shlex.join(["python", *sys.argv]), "latent_quality": latent_quality(runs),
             "machine": f"{cpu_name()}, {platform.machine()} {os.cpu_count()}-core (pooling only; each source "
                        f"records the machine that ran it)",
             "interval": "95% Wilson score interval of the pooled success rate", "settings": settings}

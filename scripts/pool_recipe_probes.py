@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def pool(paths: list[Path]) -> dict:
                              "comparisons": comparisons,
                              "sources": [{"file": str(p), "seed": s, "command": r.get("command"),
                                           "machine": r.get("machine")} for s, (p, r) in sorted(seeds.items())]}
-    return {"command": " ".join(["python", *sys.argv]), "machine": machine(),
+    return {"command": shlex.join(["python", *sys.argv]), "machine": machine(),
             "note": "development layouts only (base seed = training seed): this chooses a recipe, it is no claim",
             "settings": settings}
 

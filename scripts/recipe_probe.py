@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import shutil
 import sys
 import time
@@ -166,7 +167,7 @@ def main() -> int:
     report = {n: variant_report(plans[n], dataclasses.replace(base, **o), o, args.setting) for n, o in variants}
     stage_seconds = [(read_optional_json(marker(merged, stage)) or {}).get("seconds", 0.0)
                      for stage in merged.stages.values()]
-    result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
+    result = {"command": shlex.join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
               "stage_minutes_total": sum(stage_seconds) / 60,  # CPU-bound stages, `--jobs` at a time
               "seed": args.seed, "dev_seed": args.seed + DEV_SEED_OFFSET,
               "preset": args.preset, "dev_episodes_per_task": base.dev_episodes,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -79,7 +80,7 @@ def main() -> int:
                 "per_task_successes": {t: v["successes"] for t, v in r["tasks"].items()},
                 "minutes": (time.time() - started) / 60}
             print(f"{method} {steps} steps: development success {r['overall']['success']:.3f}", flush=True)
-    result = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
+    result = {"command": shlex.join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
               "seed": args.seed, "dev_seed": args.seed + DEV_SEED_OFFSET,
               "dev_episodes_per_task": preset.dev_episodes, "methods": rows}
     path = args.out or ROOT / f"results/step_budget_probe_{args.setting}_seed{args.seed}.json"

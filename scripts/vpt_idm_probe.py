@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -63,7 +64,7 @@ def main() -> int:
     true = np.concatenate([ds.actions(e.index) for e in ds.episodes])
     idm = json.loads((w / "idm" / "train_record.json").read_text())
     result = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, torch threads 1",
         "seeds": {"finetune_data": 1, "val_data": 3, "videos": 0, "idm": 0},
         "tasks": TASKS.split(","), "idm_steps": args.steps, "minutes": (time.time() - started) / 60,

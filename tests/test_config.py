@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,3 +139,14 @@ def test_vla_files_of_todays_format_load(tmp_path):
     assert load_config_arg(str(tmp_path / "c.yaml")) == cfg
     with pytest.raises(ConfigError, match=r"vision.frozen: expected bool, got str"):
         load_config_arg(str(tmp_path / "c.yaml"), vision=dict(frozen="no"))
+
+
+def test_recorded_command_lines_can_be_pasted_back_into_a_shell(monkeypatch):
+    """Results files record sys.argv; an empty argument or one with a space must survive as shell text."""
+    import shlex
+
+    from lapa_learning.cli_args import command_line
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/lapa", "demo", "--methods", "", "--out", "runs/a b"])
+    assert command_line() == "lapa demo --methods '' --out 'runs/a b'"
+    assert shlex.split(command_line())[1:] == sys.argv[1:]
