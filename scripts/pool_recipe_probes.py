@@ -36,11 +36,15 @@ def load(path: Path) -> dict:
         for name, v in r["variants"].items():
             for method, m in v["methods"].items():
                 for steps, d in m["dev_success"].items():
-                    int(steps), float(d["success"]), int(d["episodes"])
+                    int(steps), float(d["success"])
+                    if int(d["episodes"]) < 1:
+                        raise ValueError(f"{name}/{method} at {steps} steps has {d['episodes']} episodes")
                 m["dev_success"][str(m["chosen_steps"])]
         str(r["setting"])
     except FileNotFoundError:
         raise InputError(f"{path}: no such recipe probe results file") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read it ({err.strerror})") from None
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise InputError(f"{path}: not a recipe_probe.py results JSON (expected setting, seed and variants with "
                          f"each method's dev_success per budget; {type(err).__name__}: {err})") from None

@@ -675,3 +675,6 @@ def test_pool_recipe_probes_pools_seeds_and_compares_each_variant_with_the_first
     res = subprocess.run([sys.executable, script, "--inputs", str(tmp_path / "bad.json"), "--out", str(out)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "not a recipe_probe.py results JSON" in res.stderr
+    res = subprocess.run([sys.executable, script, "--inputs", str(tmp_path), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "cannot read it" in res.stderr and "Traceback" not in res.stderr
