@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from bench.policy_latency import machine  # noqa: E402
+from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.sim.embodiment import embodiment_names  # noqa: E402
 from lapa_learning.sim.metaworld_env import DEFAULT_TASKS, MetaWorldEnv  # noqa: E402
@@ -92,7 +92,7 @@ def main() -> int:
         experts[task] = expert_rows(task, episodes)
         print(f"{task:<22}" + "".join(f"  {n}: {r['successes']}/{r['episodes']} ok, {r['ms_per_frame']:.1f} ms/frame, "
                                       f"same states {r['states_equal_sawyer']}" for n, r in experts[task].items()))
-    result = {"command": shlex.join(["python", *sys.argv]), "machine": machine(), "seed": SEED,
+    result = {"command": script_command(), "machine": machine(), "seed": SEED,
               "image_size": args.image_size, "repeats": repeats, "tasks": rows,
               "expert": {"layout_seeds": "train_seed(0, 0..episodes-1)", "tasks": experts}}
     atomic_write_json(args.out, result)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import subprocess
 import sys
 import types
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.policy_latency import baseline_policy, machine  # noqa: E402
+from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.evaluate import evaluate  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402
@@ -137,7 +137,7 @@ def main() -> int:
               "eval_seed": args.seed, "videos": args.videos,
               "note": "speedup = episodes/s over the mean of the two runs of the first setting (first and last); the "
                       "CPU is shared with other jobs, so read ratios, not absolute rates",
-              "machine": machine(), "command": shlex.join(["python", *sys.argv]),
+              "machine": machine(), "command": script_command(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(args.out, result)
     print(f"fastest: {best['setting']}, {best['speedup_vs_first']}x the first setting -> {args.out}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.policy_latency import INSTRUCTION, machine  # noqa: E402
+from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.vla.policy import Policy  # noqa: E402
 
@@ -181,7 +181,7 @@ def main() -> int:
               "targets": {"qwen0.5b_bf16_single_step_hz>=50": any(r["single_step_hz"] >= 50 for r in big) if big else None,
                           "qwen0.5b_bf16_chunked_actions_per_s>=200":
                               any(r.get("chunked_actions_per_s", 0) >= 200 for r in big) if big else None},
-              "machine": machine(), "command": shlex.join(["python", *sys.argv]),
+              "machine": machine(), "command": script_command(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cuda_version": torch.version.cuda,
               "small_shapes": args.small, "env_cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     atomic_write_json(args.out, result)

@@ -178,4 +178,10 @@ def prepare_run_dir(args) -> tuple[Path, dict | None]:
 
 
 def command_line() -> str:
+    """This process's command, shell-quoted so that it can be pasted back (an empty or spaced argument survives)."""
     return shlex.join(["lapa"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lapa") else shlex.join(sys.argv)
+
+
+def script_command() -> str:
+    """The command of a script or benchmark run as `python scripts/x.py ...`, as results files record it."""
+    return shlex.join(["python", *sys.argv])

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lapa_learning.cli_args import command_line  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 
 IGNORED = ("command", "minutes", "stage_minutes")  # wall-clock and how it was called
@@ -36,7 +36,7 @@ def main() -> int:
     before, after = (json.loads(p.read_text(encoding="utf-8")) for p in (args.before, args.after))
     diff = differences(before, after)
     pick = ("methods", "laq", "latent_pretraining")
-    result = {"command": shlex.join(sys.argv), "machine": after.get("machine"), "seed": after.get("seed"),
+    result = {"command": command_line(), "machine": after.get("machine"), "seed": after.get("seed"),
               "eval_seed": after.get("eval_seed"), "preset": after.get("preset"),
               "before": {"command": before.get("command"), "minutes": before.get("minutes"),
                          **{k: before.get(k) for k in pick}},

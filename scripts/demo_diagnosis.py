@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.demo.plan import PRESETS, VIDEO_SET, build_plan  # noqa: E402
 from lapa_learning.demo.report import read_optional_json, video_set_record  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> int:
         rec = method_record(final, plan.evals[method])
         if rec is not None:
             methods[method] = rec
-    result = {"command": shlex.join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
+    result = {"command": script_command(), "machine": machine(), "setting": args.setting,
               "seed": args.seed, "video_set": vset, "video_set_record": video_set_record(out / vset),
               "methods": methods}
     path = args.out or ROOT / f"results/demo_diagnosis_{args.setting}_seed{args.seed}.json"

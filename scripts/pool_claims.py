@@ -32,16 +32,16 @@ import json
 import os
 import platform
 import re
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.demo.plan import METHOD_NAMES, SETTINGS  # noqa: E402
 from lapa_learning.errors import InputError  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
-from lapa_learning.eval.stats import mean_interval, wilson_interval  # noqa: E402
+from lapa_learning.eval.stats import paired_differences, wilson_interval  # noqa: E402
 from lapa_learning.machine import cpu_name  # noqa: E402
 
 BAR_METHODS = ("lapa", "vpt", "scratch", "actionvla")  # the methods issue 9's episode and seed bar is about
@@ -135,15 +135,9 @@ def _development(method: str, items: list[tuple[Path, dict]]) -> dict:
 
 
 def _paired(a: dict, b: dict) -> dict:
-    """a minus b seed by seed (both evaluated on the same layouts within a seed): the differences, how many seeds
-    have a ahead, their mean and its 95% Student-t interval over seeds (None below two seeds). Unlike the pooled
-    Wilson intervals, which count episodes, this one counts training seeds, so it carries seed-to-seed spread."""
-    seeds = sorted(set(a["per_seed"]) & set(b["per_seed"]), key=int)
-    diffs = [a["per_seed"][s] - b["per_seed"][s] for s in seeds]
-    interval = mean_interval(diffs)
-    return {"seeds": [int(s) for s in seeds], "per_seed": dict(zip(seeds, diffs)),
-            "ahead_in_seeds": sum(d > 0 for d in diffs), "mean": sum(diffs) / len(diffs) if diffs else None,
-            "t95": None if interval is None else list(interval)}
+    """a minus b seed by seed (both evaluated on the same layouts within a seed); the interval counts seeds, so it
+    carries the seed-to-seed spread the pooled Wilson intervals leave out."""
+    return paired_differences(a["per_seed"], b["per_seed"])
 
 
 ACTION_FREE = ("laq_gain_db", "codes_used_fraction")  # LAQ criteria that need no actions at all
@@ -246,7 +240,7 @@ def pool(paths: list[Path]) -> dict:
                              "preset": items[0][1].get("preset"), "tasks": items[0][1].get("tasks"),
                              "laq_seeds": items[0][1].get("laq_seeds", 1),
                              "sources": [s for _, r in items for s in r["_sources"]]}
-    return {"command": shlex.join(["python", *sys.argv]), "latent_quality": latent_quality(runs),
+    return {"command": script_command(), "latent_quality": latent_quality(runs),
             "machine": f"{cpu_name()}, {platform.machine()} {os.cpu_count()}-core (pooling only; each source "
                        f"records the machine that ran it)",
             "interval": "95% Wilson score interval of the pooled success rate", "settings": settings}

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.errors import InputError  # noqa: E402
-from lapa_learning.eval.stats import mean_interval, wilson_interval  # noqa: E402
+from lapa_learning.eval.stats import paired_differences, wilson_interval  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.machine import machine  # noqa: E402
 
@@ -78,13 +78,10 @@ def pool_method(runs: dict[int, dict]) -> dict:
 def compare(a: dict, b: dict) -> dict:
     """a minus b over the seeds both have: at each seed's chosen budget (seed by seed, mean and t interval over
     seeds), and pooled over all candidates."""
-    seeds = sorted(set(a["chosen"]) & set(b["chosen"]), key=int)
-    diffs = [a["chosen"][s]["success"] - b["chosen"][s]["success"] for s in seeds]
-    interval = mean_interval(diffs)
-    return {"seeds": [int(s) for s in seeds], "chosen_per_seed": dict(zip(seeds, diffs)),
-            "chosen_mean": sum(diffs) / len(diffs) if diffs else None,
-            "chosen_t95": None if interval is None else list(interval),
-            "ahead_in_seeds": sum(d > 0 for d in diffs),
+    p = paired_differences(*({s: c["success"] for s, c in m["chosen"].items()} for m in (a, b)))
+    seeds = list(p["per_seed"])
+    return {"seeds": p["seeds"], "chosen_per_seed": p["per_seed"], "chosen_mean": p["mean"], "chosen_t95": p["t95"],
+            "ahead_in_seeds": p["ahead_in_seeds"],
             "all_candidates": _pooled(a, seeds) - _pooled(b, seeds) if seeds else None}
 
 
@@ -104,8 +101,7 @@ def pool(paths: list[Path]) -> dict:
         seeds[r["seed"]] = (path, r)
     settings = {}
     for setting, seeds in sorted(by_setting.items()):
-        overrides: dict[str, tuple[Path, dict]] = {}
-        order: list[str] = []
+        overrides: dict[str, tuple[Path, dict]] = {}  # variant -> (first file, overrides), in first-seen order
         records: dict[tuple[str, str], dict[int, dict]] = {}
         laq_r2: dict[str, dict[str, float]] = {}
         for seed, (path, r) in sorted(seeds.items()):
@@ -113,9 +109,7 @@ def pool(paths: list[Path]) -> dict:
                 if name in overrides and overrides[name][1] != v.get("overrides"):
                     raise InputError(f"{setting}: variant {name!r} is {overrides[name][1]} in {overrides[name][0]} "
                                      f"but {v.get('overrides')} in {path}; one name must mean one recipe")
-                if name not in overrides:
-                    overrides[name] = (path, v.get("overrides"))
-                    order.append(name)
+                overrides.setdefault(name, (path, v.get("overrides")))
                 for method, m in v["methods"].items():
                     records.setdefault((name, method), {})[seed] = m
                 r2 = (v.get("laq_probe") or {}).get("probe_r2_xyz")
@@ -123,8 +117,8 @@ def pool(paths: list[Path]) -> dict:
                     laq_r2.setdefault(name, {})[str(seed)] = r2
         pooled = {key: pool_method(runs) for key, runs in records.items()}
         variants = {name: {"overrides": overrides[name][1], "laq_probe_r2_xyz": laq_r2.get(name, {}),
-                           "methods": {m: pooled[(n, m)] for (n, m) in pooled if n == name}} for name in order}
-        first = order[0]
+                           "methods": {m: pooled[(n, m)] for (n, m) in pooled if n == name}} for name in overrides}
+        first = next(iter(overrides))
         comparisons = {}
         for n, m in pooled:  # every method of every later variant against each method of the first variant;
             for f, b in pooled:  # within the first variant, its LAPA against its yardsticks (Scratch, VPT)
@@ -136,7 +130,7 @@ def pool(paths: list[Path]) -> dict:
                              "comparisons": comparisons,
                              "sources": [{"file": str(p), "seed": s, "command": r.get("command"),
                                           "machine": r.get("machine")} for s, (p, r) in sorted(seeds.items())]}
-    return {"command": shlex.join(["python", *sys.argv]), "machine": machine(),
+    return {"command": script_command(), "machine": machine(),
             "note": "development layouts only (base seed = training seed): this chooses a recipe, it is no claim",
             "settings": settings}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import shutil
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.data.latent_labels import labels_path  # noqa: E402
 from lapa_learning.demo.plan import (DEV_SEED_OFFSET, PRESETS, VIDEO_SET, Plan, Preset, Stage, build_plan,  # noqa: E402
                                      laq_dir, parse_methods)
@@ -167,7 +167,7 @@ def main() -> int:
     report = {n: variant_report(plans[n], dataclasses.replace(base, **o), o, args.setting) for n, o in variants}
     stage_seconds = [(read_optional_json(marker(merged, stage)) or {}).get("seconds", 0.0)
                      for stage in merged.stages.values()]
-    result = {"command": shlex.join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
+    result = {"command": script_command(), "machine": machine(), "setting": args.setting,
               "stage_minutes_total": sum(stage_seconds) / 60,  # CPU-bound stages, `--jobs` at a time
               "seed": args.seed, "dev_seed": args.seed + DEV_SEED_OFFSET,
               "preset": args.preset, "dev_episodes_per_task": base.dev_episodes,

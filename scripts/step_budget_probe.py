@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.demo.plan import DEV_SEED_OFFSET, PRESETS, VIDEO_SET, build_plan  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.machine import machine  # noqa: E402
@@ -80,7 +80,7 @@ def main() -> int:
                 "per_task_successes": {t: v["successes"] for t, v in r["tasks"].items()},
                 "minutes": (time.time() - started) / 60}
             print(f"{method} {steps} steps: development success {r['overall']['success']:.3f}", flush=True)
-    result = {"command": shlex.join(["python", *sys.argv]), "machine": machine(), "setting": args.setting,
+    result = {"command": script_command(), "machine": machine(), "setting": args.setting,
               "seed": args.seed, "dev_seed": args.seed + DEV_SEED_OFFSET,
               "dev_episodes_per_task": preset.dev_episodes, "methods": rows}
     path = args.out or ROOT / f"results/step_budget_probe_{args.setting}_seed{args.seed}.json"

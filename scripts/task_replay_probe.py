@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -55,6 +54,7 @@ def replay_probe(task: str, demos: int, layouts: int, max_steps: int) -> dict:
 
 
 def main() -> int:
+    from lapa_learning.cli_args import script_command
     from lapa_learning.io import atomic_write_json
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,7 +72,7 @@ def main() -> int:
         r = rows[task] = replay_probe(task, args.demos, args.layouts, args.max_steps)
         print(f"{task:26s} {r['expert_success']:7.0%} {r['demo_length']:7.0f} {r['blind_replay_success']:13.0%}",
               flush=True)
-    result = {"command": shlex.join(["python", *sys.argv]), "minutes": (time.time() - started) / 60,
+    result = {"command": script_command(), "minutes": (time.time() - started) / 60,
               "demos": args.demos, "layouts": args.layouts, "max_steps": args.max_steps, "tasks": rows}
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from lapa_learning.cli import main as lapa
+    from lapa_learning.cli_args import script_command
     from lapa_learning.io import atomic_write_json
     from lapa_learning.data.reader import EpisodeDataset
     from lapa_learning.vpt.pseudo_actions import PseudoActions
@@ -64,7 +64,7 @@ def main() -> int:
     true = np.concatenate([ds.actions(e.index) for e in ds.episodes])
     idm = json.loads((w / "idm" / "train_record.json").read_text())
     result = {
-        "command": shlex.join(["python", *sys.argv]),
+        "command": script_command(),
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, torch threads 1",
         "seeds": {"finetune_data": 1, "val_data": 3, "videos": 0, "idm": 0},
         "tasks": TASKS.split(","), "idm_steps": args.steps, "minutes": (time.time() - started) / 60,

@@ -31,3 +31,15 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
         return (mean, mean)
     lo, hi = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
     return (float(lo), float(hi))
+
+
+def paired_differences(a: dict[str, float], b: dict[str, float]) -> dict:
+    """a minus b seed by seed (seed -> rate, both measured on the same layouts within a seed): the seeds both have,
+    the differences, how many seeds have a ahead, their mean and its 95% Student-t interval over seeds (None below
+    two seeds). Unlike a pooled Wilson interval, which counts episodes, this one counts training seeds."""
+    seeds = sorted(set(a) & set(b), key=int)
+    diffs = [a[s] - b[s] for s in seeds]
+    interval = mean_interval(diffs)
+    return {"seeds": [int(s) for s in seeds], "per_seed": dict(zip(seeds, diffs)),
+            "ahead_in_seeds": sum(d > 0 for d in diffs), "mean": sum(diffs) / len(diffs) if diffs else None,
+            "t95": None if interval is None else list(interval)}
