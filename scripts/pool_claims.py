@@ -16,7 +16,7 @@ criteria of the LAQ that need no actions follow either (`latent_quality`).
 Also writes the table shaped like the paper's (rows: methods, columns: settings) and the other two next to the
 JSON, as claims.md. `--against OTHER`: per setting and method in both, this recipe's success minus the other
 claims' seed by seed (the same seeds share the labelled set and evaluation layouts), with the t interval over seeds
-(`against`). Seeds of a setting must come from the same recipe (preset, tasks, LAQ seeds). A seed may appear in
+(`against`). Seeds of a setting must come from the same recipe (preset, tasks, pretraining tasks, LAQ seeds). A seed may appear in
 several files only as one run asked for more methods (e.g. the same command again with an extra method, written
 elsewhere): they are merged when they share the evaluation layouts and every method they both hold has the same
 result, e.g.
@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lapa_learning.cli_args import script_command  # noqa: E402
-from lapa_learning.demo.plan import METHOD_NAMES, SETTINGS  # noqa: E402
+from lapa_learning.demo.plan import METHOD_NAMES, PRESETS, SETTINGS  # noqa: E402
 from lapa_learning.errors import InputError  # noqa: E402
 from lapa_learning.io import atomic_write_json  # noqa: E402
 from lapa_learning.eval.stats import paired_differences, wilson_interval  # noqa: E402
@@ -191,6 +191,17 @@ def latent_quality(runs: dict[str, list[tuple[Path, dict]]]) -> dict:
     return out
 
 
+def _pretraining_tasks(r: dict) -> tuple:
+    """The tasks of a run's pretraining videos; files written before `lapa demo --other-tasks` existed used the
+    preset's (other tasks in cross-task, the evaluated tasks elsewhere)."""
+    if "pretraining_tasks" in r:
+        return tuple(r["pretraining_tasks"])
+    preset = PRESETS.get(r.get("preset"))
+    if r.get("setting") == "cross-task":
+        return preset.other_tasks if preset else ()
+    return tuple(r.get("tasks", ()))
+
+
 def pool(paths: list[Path]) -> dict:
     runs: dict[str, list[tuple[Path, dict]]] = {}
     for path in paths:
@@ -200,9 +211,11 @@ def pool(paths: list[Path]) -> dict:
         raise InputError("no results files to pool (expected results/demo_<setting>_seed<k>.json)")
     settings = {}
     for setting, items in sorted(runs.items()):
-        recipes = {(r.get("preset"), tuple(r.get("tasks", ())), r.get("laq_seeds", 1)) for _, r in items}
+        recipes = {(r.get("preset"), tuple(r.get("tasks", ())), _pretraining_tasks(r), r.get("laq_seeds", 1))
+                   for _, r in items}
         if len(recipes) > 1:
-            raise InputError(f"{setting}: files from different recipes (preset, task set, LAQ seeds) cannot be "
+            raise InputError(f"{setting}: files from different recipes (preset, task set, pretraining tasks, LAQ "
+                             f"seeds) cannot be "
                              f"pooled: {sorted(recipes, key=str)}")
         items = runs[setting] = _merge_seeds(setting, items)
         seeds = [r["seed"] for _, r in items]

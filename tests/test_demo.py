@@ -112,6 +112,39 @@ def test_settings_choose_the_pretraining_videos():
         assert hand.stages[name].args == indomain.stages[name].args
 
 
+def test_tasks_and_other_tasks_replace_the_presets_task_sets():
+    from lapa_learning.demo import with_tasks
+
+    preset = with_tasks(PRESETS["default"], "cross-task", "reach-v3, door-open-v3", "drawer-close-v3")
+    assert preset.tasks == ("reach-v3", "door-open-v3") and preset.other_tasks == ("drawer-close-v3",)
+    plan = build_plan(Path("/tmp/x"), preset, "cross-task", seed=0, device="cpu")
+    assert _arg(plan.stages["data-videos-other-tasks"], "--tasks") == "drawer-close-v3"
+    for name in ("data-finetune", "data-val", "eval-lapa-other-tasks", "eval-scratch"):
+        assert _arg(plan.stages[name], "--tasks") == "reach-v3,door-open-v3"
+    same = with_tasks(PRESETS["default"], "in-domain", "reach-v3", None)
+    assert same.other_tasks == PRESETS["default"].other_tasks
+    hand = build_plan(Path("/tmp/x"), same, "cross-embodiment", seed=0, device="cpu")
+    assert _arg(hand.stages["data-videos-hand"], "--tasks") == "reach-v3"
+    assert with_tasks(PRESETS["quick"], "cross-task", None, None) == PRESETS["quick"]
+
+
+@pytest.mark.parametrize("setting, tasks, other, message", [
+    ("in-domain", "reach-v3,bogus-v3", None, "--tasks: unknown Meta-World task(s) ['bogus-v3']"),
+    ("in-domain", "reach-v3,reach-v3", None, "--tasks: task(s) ['reach-v3'] given more than once"),
+    ("in-domain", " , ", None, "--tasks: unknown Meta-World task(s) (none given)"),
+    ("cross-task", None, "drawer-open-v3,nope", "--other-tasks: unknown Meta-World task(s) ['nope']"),
+    ("in-domain", None, "drawer-open-v3", "--other-tasks: only the cross-task setting"),
+    ("cross-task", "drawer-open-v3,reach-v3", None, "--other-tasks: ['drawer-open-v3'] also in --tasks"),
+    ("cross-task", "reach-v3", "reach-v3", "--other-tasks: ['reach-v3'] also in --tasks"),
+])
+def test_bad_task_sets_are_refused_with_the_flag_named(setting, tasks, other, message):
+    from lapa_learning.demo import with_tasks
+
+    with pytest.raises(ConfigError) as err:
+        with_tasks(PRESETS["default"], setting, tasks, other)
+    assert message in str(err.value)
+
+
 def test_laq_selection_trains_candidates_and_labels_with_the_chosen_one():
     one = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-view", seed=1, device="cpu")
     train = one.stages["laq-train-other-view"]
@@ -317,6 +350,20 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert res.returncode == 2 and "the name says in-domain seed 7" in res.stderr
 
 
+def test_pool_claims_refuses_seeds_pretrained_on_other_tasks(tmp_path):
+    old = _results(tmp_path / "demo_cross-task_seed0.json", "cross-task", 0, {"lapa": 150, "scratch": 90})
+    new = _results(tmp_path / "demo_cross-task_seed1.json", "cross-task", 1, {"lapa": 150, "scratch": 90})
+    default = list(PRESETS["default"].other_tasks)  # a file from before --other-tasks used the preset's
+    new.write_text(json.dumps({**json.loads(new.read_text()), "pretraining_tasks": default}))
+    pool = [sys.executable, str(ROOT / "scripts/pool_claims.py"), "--out", str(tmp_path / "c.json"), "--inputs"]
+    res = subprocess.run([*pool, str(old), str(new)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    new.write_text(json.dumps({**json.loads(new.read_text()), "pretraining_tasks": ["reach-v3"]}))
+    res = subprocess.run([*pool, str(old), str(new)], capture_output=True, text=True)
+    assert res.returncode == 2 and "cross-task: files from different recipes" in res.stderr
+    assert "reach-v3" in res.stderr
+
+
 def _has_embodiment_flag() -> bool:
     from lapa_learning.data import generate
 
@@ -407,6 +454,9 @@ def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
     assert "--finetune-steps" in capsys.readouterr().err and not (tmp_path / "d").exists()
     assert main(["demo", "--quick", "--laq-seeds", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--laq-seeds must be at least 1" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert main(["demo", "--quick", "--tasks", "push", "--out", str(tmp_path / "d")]) == 2
+    assert "lapa: error: --tasks: unknown Meta-World task(s) ['push']" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.slow

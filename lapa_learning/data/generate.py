@@ -38,25 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = generate(out=args.out, tasks=_task_list(args.tasks), episodes_per_task=args.episodes_per_task,
+    from lapa_learning.sim.metaworld_env import parse_task_list
+
+    summary = generate(out=args.out, tasks=parse_task_list(args.tasks), episodes_per_task=args.episodes_per_task,
                        camera=args.camera, image_size=args.image_size, max_steps=args.max_steps,
                        action_noise=args.action_noise, seed=args.seed, action_free=args.action_free,
                        only_success=args.only_success, embodiment=args.embodiment,
                        mode="overwrite" if args.overwrite else "append" if args.append else "create")
     print(summary)
     return 0
-
-
-def _task_list(text: str) -> list[str]:
-    from lapa_learning.sim.metaworld_env import task_names
-
-    tasks = [t.strip() for t in text.split(",") if t.strip()]
-    known = set(task_names())
-    unknown = [t for t in tasks if t not in known]
-    if unknown or not tasks:
-        raise ConfigError(f"--tasks: unknown Meta-World task(s) {unknown or '(none given)'}; "
-                          f"expected names like push-v3 (all: {', '.join(sorted(known))})")
-    return tasks
 
 
 def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = "front", image_size: int = 64,

@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated methods to run (default: %(default)s; also: "
                              f"{', '.join(EXTRA_METHODS)})")
+    parser.add_argument("--tasks", default=None,
+                        help="comma-separated Meta-World tasks to finetune and evaluate on (default: the preset's; "
+                             "default preset: " + ",".join(PRESETS["default"].tasks) + ")")
+    parser.add_argument("--other-tasks", default=None,
+                        help="cross-task only: the tasks of the pretraining videos, none of them in --tasks "
+                             "(default: the preset's; default preset: " + ",".join(PRESETS["default"].other_tasks)
+                             + ")")
     parser.add_argument("--finetune-steps", type=int, default=None,
                         help="a fixed finetuning budget for every method instead of the per-method choice "
                              "among the preset's candidates on development layouts")
@@ -73,6 +80,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the results JSON here (e.g. results/demo_in-domain_seed0.json)")
 
 
+def with_tasks(preset: Preset, setting: str, tasks: str | None, other_tasks: str | None) -> Preset:
+    """The preset with the task sets of --tasks and --other-tasks (None: the preset's own), checked."""
+    from lapa_learning.sim.metaworld_env import parse_task_list
+
+    if other_tasks is not None and setting != "cross-task":
+        raise ConfigError(f"--other-tasks: only the cross-task setting pretrains on other tasks' videos; "
+                          f"--setting {setting} does not use it")
+    if tasks is not None:
+        preset = dataclasses.replace(preset, tasks=tuple(parse_task_list(tasks, "--tasks")))
+    if other_tasks is not None:
+        preset = dataclasses.replace(preset, other_tasks=tuple(parse_task_list(other_tasks, "--other-tasks")))
+    shared = [t for t in preset.other_tasks if t in preset.tasks]
+    if setting == "cross-task" and shared:
+        raise ConfigError(f"--other-tasks: {shared} also in --tasks ({','.join(preset.tasks)}); cross-task "
+                          "pretrains only on videos of tasks it is not evaluated on (pass --other-tasks)")
+    return preset
+
+
 def run(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     if args.jobs < 1:
@@ -83,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if args.laq_seeds < 1:
             raise ConfigError(f"--laq-seeds must be at least 1 (LAQ candidates), got {args.laq_seeds}")
         preset = dataclasses.replace(preset, laq_seeds=args.laq_seeds)
+    preset = with_tasks(preset, args.setting, args.tasks, args.other_tasks)
     started = time.time()
     plan = build_plan(args.out, preset, args.setting, args.seed, args.device, parse_methods(args.methods),
                       args.finetune_steps)

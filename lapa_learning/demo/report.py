@@ -55,6 +55,7 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
         "seed": args.seed,
         "machine": machine_summary(),
         "tasks": list(preset.tasks),
+        "pretraining_tasks": list(preset.other_tasks if vset == "other-tasks" else preset.tasks),
         "pretrain_episodes_per_task": preset.pretrain_episodes,
         "finetune_episodes_per_task": preset.finetune_episodes,
         "finetune_episodes_trained_on": "all (validation from separate episodes: data/val)",

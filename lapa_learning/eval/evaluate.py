@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lapa_learning.data.generate import _task_list
+    from lapa_learning.sim.metaworld_env import parse_task_list
     from lapa_learning.vla.policy import Policy
 
     if args.episodes_per_task < 1:
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                               f"(chunk_size 1); use --chunk-blend off")
         policy = BlendedPolicy(policy, args.chunk_blend, args.chunk_decay, args.replan_every or 1)
     out = args.out or Path(args.checkpoint) / "eval"
-    results = evaluate(policy, _task_list(args.tasks), args.episodes_per_task, max_steps=args.max_steps,
+    results = evaluate(policy, parse_task_list(args.tasks), args.episodes_per_task, max_steps=args.max_steps,
                        seed=args.seed, camera=args.camera, image_size=args.image_size, video_dir=out / "videos",
                        videos_per_outcome=args.videos, num_envs=args.num_envs,
                        workers=args.workers, preview=preview)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lapa_learning.errors import ConfigError
 from lapa_learning.sim.embodiment import HIDDEN_GROUP, apply_to_model, get_embodiment, hand_geoms
 
 # MuJoCo picks its OpenGL backend when it is first imported: headless EGL unless the user chose one.
@@ -55,6 +56,21 @@ def task_names() -> list[str]:
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
     return list(ALL_V3_ENVIRONMENTS)
+
+
+def parse_task_list(text: str, flag: str = "--tasks") -> list[str]:
+    """'push-v3, drawer-open-v3' -> ['push-v3', 'drawer-open-v3']; ConfigError naming `flag` for an unknown or
+    repeated task, or for an empty list."""
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    known = set(task_names())
+    unknown = [t for t in tasks if t not in known]
+    if unknown or not tasks:
+        raise ConfigError(f"{flag}: unknown Meta-World task(s) {unknown or '(none given)'}; "
+                          f"expected names like push-v3 (all: {', '.join(sorted(known))})")
+    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        raise ConfigError(f"{flag}: task(s) {repeated} given more than once")
+    return tasks
 
 
 def camera_names() -> list[str]:
