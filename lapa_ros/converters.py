@@ -1,7 +1,9 @@
 """ROS messages <-> numpy, with clear errors for what we cannot take.
 
 Images: sensor_msgs/Image with 8-bit encodings rgb8, bgr8, mono8, rgba8, bgra8 (row padding via `step` is
-handled). Anything else raises InputError naming the encoding and the accepted ones.
+handled). Anything else raises InputError naming the encoding and the accepted ones. With the nodes'
+`image_transport: compressed`: sensor_msgs/CompressedImage, JPEG or PNG (what image_transport's `compressed`
+plugin publishes on `<camera topic>/compressed`), decoded with OpenCV.
 
 The conversion prefers the distribution's cv_bridge (ROS 2's `from cv_bridge import CvBridge`, installed with
 `apt install ros-<distro>-cv-bridge`) when it imports *and* passes a self-check (round trips of small images in
@@ -22,7 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from lapa_learning.data.sync import IMAGE_ENCODINGS, decode_image
+from lapa_learning.data.sync import IMAGE_ENCODINGS, decode_compressed_image, decode_image
 from lapa_learning.errors import InputError
 
 ENCODINGS = IMAGE_ENCODINGS
@@ -139,6 +141,24 @@ def image_to_rgb(msg) -> np.ndarray:
     if not (rgb.flags.c_contiguous and rgb.flags.owndata and rgb.flags.writeable):
         rgb = np.array(rgb)  # rgb8 -> rgb8 may be a view of the message's buffer
     return rgb
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG or PNG; `format` e.g. "rgb8; jpeg compressed bgr8") -> (H, W, 3) uint8 RGB."""
+    return decode_compressed_image(msg.format, msg.data)
+
+
+def image_input(transport: str):
+    """(message type, function msg -> RGB array) of a camera subscription: image_transport 'raw' or 'compressed'."""
+    if transport == "compressed":
+        from sensor_msgs.msg import CompressedImage
+
+        return CompressedImage, compressed_to_rgb
+    if transport == "raw":
+        from sensor_msgs.msg import Image
+
+        return Image, image_to_rgb
+    raise InputError(f"image transport {transport!r} is not supported; expected 'raw' or 'compressed'")
 
 
 def rgb_to_image(rgb: np.ndarray, stamp=None, frame_id: str = "", msg=None):

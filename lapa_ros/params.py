@@ -20,6 +20,15 @@ def _p(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+IMAGE_TRANSPORTS = ("raw", "compressed")  # sensor_msgs/Image, or sensor_msgs/CompressedImage (JPEG/PNG)
+
+
+def _transport(obj) -> None:
+    if obj.image_transport not in IMAGE_TRANSPORTS:
+        raise ConfigError(f"parameter image_transport must be raw (sensor_msgs/Image) or compressed "
+                          f"(sensor_msgs/CompressedImage, JPEG or PNG), got {obj.image_transport!r}")
+
+
 def _positive(obj, *names: str) -> None:
     for name in names:
         v = getattr(obj, name)
@@ -38,7 +47,9 @@ class PolicyParams:
     chunk_prefetch: int = _p(2, "start the next model call when the current chunk covers this many steps or fewer")
     enabled: bool = _p(False, "send motion commands (else zero twists); switch with ~/enable")
     infer_when_disabled: bool = _p(False, "run the model while disabled and publish ~/proposed_twist (dry run)")
-    image_topic: str = _p("camera/image_raw", "sensor_msgs/Image input")
+    image_topic: str = _p("camera/image_raw", "camera input: sensor_msgs/Image, or CompressedImage (image_transport)")
+    image_transport: str = _p("raw", "raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage, JPEG or PNG "
+                                     "(image_transport's <camera topic>/compressed)")
     instruction_topic: str = _p("instruction", "std_msgs/String input (transient local)")
     twist_topic: str = _p("servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped output (MoveIt Servo)")
     gripper_topic: str = _p("gripper/command", "std_msgs/Float64 gripper output, dataset units")
@@ -61,6 +72,7 @@ class PolicyParams:
     preview_laq: str = _p("", "LAQ checkpoint for the preview (empty = the one the checkpoint's record names)")
 
     def __post_init__(self):
+        _transport(self)
         _positive(self, "control_rate", "linear_scale", "angular_scale", "status_rate", "preview_rate")
         if not (math.isfinite(self.publish_rate) and self.publish_rate >= 0):
             raise ConfigError(f"parameter publish_rate must be >= 0 (0 = only on change), got {self.publish_rate}")
@@ -80,7 +92,9 @@ class PolicyParams:
 class RecorderParams:
     dataset_root: str = _p("", "episode dataset folder (created, or appended to)")
     fps: float = _p(10.0, "Hz: frames sampled per second (the dataset fps)")
-    image_topic: str = _p("camera/image_raw", "sensor_msgs/Image input")
+    image_topic: str = _p("camera/image_raw", "camera input: sensor_msgs/Image, or CompressedImage (image_transport)")
+    image_transport: str = _p("raw", "raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage, JPEG or PNG "
+                                     "(image_transport's <camera topic>/compressed)")
     twist_topic: str = _p("servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped teleop command")
     gripper_topic: str = _p("gripper/command", "std_msgs/Float64 teleop gripper command")
     instruction_topic: str = _p("instruction", "std_msgs/String: the task being demonstrated")
@@ -101,6 +115,7 @@ class RecorderParams:
     def __post_init__(self):
         if not self.dataset_root:
             raise ConfigError("parameter dataset_root is required: the episode dataset folder to write")
+        _transport(self)
         _positive(self, "fps", "image_max_age", "twist_max_age", "linear_scale", "angular_scale",
                   "max_episode_seconds")
         if self.max_instruction_chars < 1:

@@ -32,7 +32,7 @@ from lapa_learning.data.sync import TwistActionMap
 from lapa_learning.errors import CheckpointError, InputError
 from lapa_learning.vla.chunking import ChunkBlender
 from lapa_ros import qos
-from lapa_ros.converters import converter_name, fill_twist, image_to_rgb, rgb_to_image
+from lapa_ros.converters import converter_name, fill_twist, image_input, rgb_to_image
 from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
@@ -120,7 +120,8 @@ class PolicyNode(Node):
         if self.custom is not None:
             self.chunk_pub = self.create_publisher(self.custom.ActionChunk, "~/action", qos.status())
             self.latent_pub = self.create_publisher(self.custom.LatentActionTokens, "~/latent_action", qos.status())
-        self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
+        image_type, self._to_rgb = image_input(p.image_transport)
+        self.create_subscription(image_type, p.image_topic, self.image_callback, qos.camera())
         subscribe_instruction(self, p.instruction_topic, self.instruction_callback)  # any publisher durability
         self.create_service(SetBool, "~/enable", self.enable_callback)
         self.create_service(Trigger, "~/reset", self.reset_callback)
@@ -136,7 +137,8 @@ class PolicyNode(Node):
             self._preview_thread = threading.Thread(target=self._preview_loop, name="latent_preview", daemon=True)
             self._preview_thread.start()
         self.get_logger().info(f"policy {self.policy.name} on {self.policy.device}, actions "
-                               f"{tuple(self.policy.action_names)}; enabled={p.enabled}; images: {converter_name()}")
+                               f"{tuple(self.policy.action_names)}; enabled={p.enabled}; images: "
+                               f"{converter_name() if p.image_transport == 'raw' else 'CompressedImage via OpenCV'}")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -146,9 +148,9 @@ class PolicyNode(Node):
         return self.problems.text
 
     # ------------------------------------------------------------------ callbacks
-    def image_callback(self, msg: Image) -> None:
+    def image_callback(self, msg) -> None:  # sensor_msgs/Image or CompressedImage (image_transport)
         try:
-            rgb = image_to_rgb(msg)
+            rgb = self._to_rgb(msg)
         except InputError as err:
             self.rejected += 1
             self.gate.on_rejected_image(str(err), self._now())

@@ -16,14 +16,13 @@ import math
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
-from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from lapa_learning.data.sync import AsOfSampler, TwistActionMap
 from lapa_learning.errors import InputError
 from lapa_ros import qos
-from lapa_ros.converters import image_to_rgb, twist_to_arrays
+from lapa_ros.converters import image_input, twist_to_arrays
 from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import RecorderParams, declare_and_read
 from lapa_ros.recording import EpisodeRecorder, RecordingError
@@ -54,7 +53,8 @@ class RecorderNode(Node):
         self.last_event = "idle"
         self.problems = ProblemLog()  # the newest problem and when, for ~/status
 
-        self.create_subscription(Image, p.image_topic, self.image_callback, qos.camera())
+        image_type, self._to_rgb = image_input(p.image_transport)
+        self.create_subscription(image_type, p.image_topic, self.image_callback, qos.camera())
         self.create_subscription(TwistStamped, p.twist_topic, self.twist_callback, qos.command())
         self.create_subscription(Float64, p.gripper_topic, self.gripper_callback, qos.command())
         subscribe_instruction(self, p.instruction_topic, self.instruction_callback)  # any publisher durability
@@ -70,9 +70,9 @@ class RecorderNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------------ inputs
-    def image_callback(self, msg: Image) -> None:
+    def image_callback(self, msg) -> None:  # sensor_msgs/Image or CompressedImage (image_transport)
         try:
-            rgb = image_to_rgb(msg)
+            rgb = self._to_rgb(msg)
         except InputError as err:
             self.rejected_images += 1
             self._problem(f"rejected image: {err}")

@@ -24,6 +24,7 @@ def generate_launch_description():
         "checkpoint": LaunchConfiguration("checkpoint"),
         "device": LaunchConfiguration("device"),
         "image_topic": LaunchConfiguration("image_topic"),
+        "image_transport": LaunchConfiguration("image_transport"),
         "instruction_topic": LaunchConfiguration("instruction_topic"),
     }
     sim = LaunchConfiguration("sim")
@@ -32,6 +33,9 @@ def generate_launch_description():
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda, cuda:N"),
         DeclareLaunchArgument("image_topic", default_value="camera/image_raw",
                               description="sensor_msgs/Image camera topic"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, JPEG/PNG; "
+                                          "e.g. image_topic:=camera/image_raw/compressed)"),
         DeclareLaunchArgument("instruction_topic", default_value="instruction",
                               description="std_msgs/String instruction topic (transient local)"),
         DeclareLaunchArgument("sim", default_value="false", description="also start sim_node (Meta-World)"),

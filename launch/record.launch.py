@@ -26,6 +26,7 @@ def generate_launch_description():
         "dataset_root": LaunchConfiguration("dataset"),
         "fps": LaunchConfiguration("fps"),
         "image_topic": LaunchConfiguration("image_topic"),
+        "image_transport": LaunchConfiguration("image_transport"),
         "twist_topic": LaunchConfiguration("twist_topic"),
     }
     run_episodes = PythonExpression(["'", sim, "' == 'true' and int('", LaunchConfiguration("episodes"), "') > 0"])
@@ -33,6 +34,9 @@ def generate_launch_description():
         DeclareLaunchArgument("dataset", description="episode dataset folder (created, or appended to)"),
         DeclareLaunchArgument("fps", default_value="10.0", description="frames per second stored"),
         DeclareLaunchArgument("image_topic", default_value="camera/image_raw", description="camera topic"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, JPEG/PNG; "
+                                          "e.g. image_topic:=camera/image_raw/compressed)"),
         DeclareLaunchArgument("twist_topic", default_value="servo_node/delta_twist_cmds",
                               description="geometry_msgs/TwistStamped teleop command topic"),
         DeclareLaunchArgument("sim", default_value="false",

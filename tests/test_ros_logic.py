@@ -169,6 +169,34 @@ def test_rgb_to_image_round_trip_with_real_message(rng, converter):
     assert stamp_to_seconds(SimpleNamespace(sec=3, nanosec=500_000_000)) == 3.5
 
 
+def test_compressed_images_png_exact_jpeg_close_and_garbage_refused(rng):
+    import cv2
+
+    rgb = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    png = cv2.imencode(".png", rgb[:, :, ::-1])[1]  # what image_transport's compressed plugin sends: bgr8 inside
+    out = converters.compressed_to_rgb(SimpleNamespace(format="rgb8; png compressed bgr8", data=png.tobytes()))
+    np.testing.assert_array_equal(out, rgb)
+    smooth = np.repeat(np.repeat(rgb[:2, :2], 8, axis=0), 8, axis=1)  # 16x16 flat blocks: JPEG keeps them closely
+    jpg = cv2.imencode(".jpg", smooth[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
+    out = converters.compressed_to_rgb(SimpleNamespace(format="rgb8; jpeg compressed bgr8", data=jpg.tobytes()))
+    assert out.shape == (16, 16, 3) and np.abs(out.astype(int) - smooth).mean() < 8
+    import array  # rclpy hands uint8[] fields over as array.array('B')
+    out = converters.compressed_to_rgb(SimpleNamespace(format="png", data=array.array("B", png.tobytes())))
+    np.testing.assert_array_equal(out, rgb)
+    for data in (b"", b"not an image at all"):
+        with pytest.raises(InputError, match="could not be decoded; expected jpeg or png"):
+            converters.compressed_to_rgb(SimpleNamespace(format="jpeg", data=data))
+
+
+def test_image_input_picks_the_message_type_of_the_transport():
+    from sensor_msgs.msg import CompressedImage, Image
+
+    assert converters.image_input("raw") == (Image, image_to_rgb)
+    assert converters.image_input("compressed") == (CompressedImage, converters.compressed_to_rgb)
+    with pytest.raises(InputError, match="image transport 'theora' is not supported"):
+        converters.image_input("theora")
+
+
 # ------------------------------------------------------------------------------------------------ safety
 MAP = TwistActionMap(("dx", "dy", "dz", "gripper"), linear_scale=0.8)
 LIM = Limits(max_linear_speed=0.5, max_angular_speed=0.5, image_timeout=0.5)
@@ -303,6 +331,11 @@ def test_params_defaults_and_validation():
         RecorderParams(dataset_root="/tmp/x", max_instruction_chars=-1)
     with pytest.raises(ConfigError, match="tasks"):
         SimParams(tasks=())
+    assert PolicyParams().image_transport == "raw"
+    for params in (PolicyParams, lambda **kw: RecorderParams(dataset_root="/tmp/x", **kw)):
+        assert params(image_transport="compressed").image_transport == "compressed"
+        with pytest.raises(ConfigError, match="image_transport must be raw .* or compressed .*got 'jpeg'"):
+            params(image_transport="jpeg")
     assert defaults(SimParams)["tasks"] == ("push-v3",)
 
 

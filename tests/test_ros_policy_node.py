@@ -248,6 +248,32 @@ def test_wrong_encodings_and_sizes_are_rejected_and_counted(checkpoint, ros_cont
         h.close()
 
 
+def test_compressed_camera_images_drive_the_policy_and_bad_ones_are_rejected(checkpoint, ros_context):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    h = make(checkpoint, image_transport="compressed", image_topic="camera/image_raw/compressed")
+    try:
+        camera = h.probe.create_publisher(CompressedImage, "camera/image_raw/compressed", qos.camera_publisher())
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        bad = CompressedImage(format="jpeg", data=b"\xff\xd8 truncated")
+        good = CompressedImage(format="rgb8; jpeg compressed bgr8",
+                               data=cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes())
+        end = time.monotonic() + 10.0
+        while time.monotonic() < end and h.node.rejected == 0:
+            camera.publish(bad)
+            time.sleep(0.05)
+        assert "could not be decoded" in h.node.last_problem and h.reason().startswith("image rejected: ")
+        end = time.monotonic() + 15.0
+        while time.monotonic() < end and not (h.node.inferences > 0 and h.reason() == ""):
+            camera.publish(good)
+            time.sleep(0.05)
+        assert h.node.inferences > 0 and h.reason() == "", h.reason()
+        assert h.wait(lambda: len(h.twists) > 0)
+    finally:
+        h.close()
+
+
 def test_empty_instruction_disable_and_reset_mid_run(checkpoint, ros_context):
     h = make(checkpoint, wrap=True)
     try:

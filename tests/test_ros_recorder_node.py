@@ -99,3 +99,60 @@ def test_recorder_status_names_a_rejected_image(graph):
         time.sleep(0.1)
     assert "rejected image" in status["last_problem"] and "yuv422" in status["last_problem"], status
     assert status["rejected_images"] != "0" and status["last_problem_age_s"] != ""
+
+
+def test_recorder_records_an_episode_from_a_compressed_camera(tmp_path):
+    """image_transport: compressed: PNG frames on <camera>/compressed become the episode's video."""
+    import cv2
+    from geometry_msgs.msg import TwistStamped
+    from sensor_msgs.msg import CompressedImage
+    from std_srvs.srv import SetBool
+
+    from lapa_learning.data import EpisodeDataset
+
+    rclpy.init()
+    root = tmp_path / "ds"
+    recorder = RecorderNode(parameter_overrides=[Parameter("dataset_root", value=str(root)),
+                                                 Parameter("image_transport", value="compressed"),
+                                                 Parameter("image_topic", value="camera/image_raw/compressed")])
+    probe = rclpy.create_node("recorder_probe")
+    executor = SingleThreadedExecutor()
+    executor.add_node(recorder)
+    executor.add_node(probe)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
+                              daemon=True)
+    thread.start()
+    try:
+        probe.create_publisher(String, "instruction", qos.instruction()).publish(String(data="open the drawer"))
+        camera = probe.create_publisher(CompressedImage, "camera/image_raw/compressed", qos.camera_publisher())
+        teleop = probe.create_publisher(TwistStamped, "servo_node/delta_twist_cmds", qos.command())
+        frame = np.zeros((32, 48, 3), np.uint8)
+        frame[:, :24] = (200, 40, 10)  # red left half, blue right half: survives video encoding
+        frame[:, 24:] = (10, 40, 200)
+        png = CompressedImage(format="rgb8; png compressed bgr8", data=cv2.imencode(".png", frame[:, :, ::-1])[1].tobytes())
+        assert wait(lambda: recorder.instruction == "open the drawer")
+        assert call(probe, "recorder_node/start").success
+        end = time.monotonic() + 20.0
+        while time.monotonic() < end and recorder.recorder.num_frames < 15:
+            camera.publish(png)
+            twist = TwistStamped()
+            twist.twist.linear.x = 0.4
+            teleop.publish(twist)
+            time.sleep(0.03)
+        assert recorder.recorder.num_frames >= 15 and recorder.rejected_images == 0
+        client = probe.create_client(SetBool, "recorder_node/stop")
+        assert client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(SetBool.Request(data=True))
+        assert wait(future.done) and future.result().success, future.result()
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
+        recorder.close()
+        recorder.destroy_node()
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    ds = EpisodeDataset(root)
+    frames = ds.frames(0)
+    assert ds.num_episodes == 1 and frames.shape[1:] == (32, 48, 3) and len(frames) >= 15
+    assert frames[:, :, :20, 0].mean() > 150 and frames[:, :, 28:, 2].mean() > 150  # the camera's picture
