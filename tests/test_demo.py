@@ -460,6 +460,28 @@ def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(tmp_path, capsys):
+    from lapa_learning.cli import main
+    from lapa_learning.demo.runner import exclusive
+
+    out = tmp_path / "d"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from lapa_learning.demo.runner import exclusive\n"
+                               "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["demo", "--quick", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"lapa: error: --out {out}: pid {holder.pid} (started " in err and "is running in it" in err
+        assert not (out / "stages").exists()  # nothing ran
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(out):  # a killed holder leaves no stale lock
+        assert str(os.getpid()) in (out / ".lock").read_text()
+
+
 def test_an_interrupted_pretraining_stage_resumes_from_its_checkpoint(tmp_path):
     from lapa_learning.cli import main
     from lapa_learning.vla.testing import make_toy_dataset

@@ -23,15 +23,46 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from lapa_learning.demo.plan import Plan, Stage
+from lapa_learning.errors import ConfigError
 from lapa_learning.io import atomic_write_json
+
+
+@contextmanager
+def exclusive(out: Path):
+    """Hold <out>/.lock while running: two runs in one --out would train into the same directories."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"--out {out}: {holder} is running in it; wait for it to finish or choose another --out")
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(sys.argv)})")
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock
 
 
 def execute(plan: Plan, jobs: int) -> str | None:
     """Run the stages in dependency order, `jobs` at a time. Returns the name of a failed stage, or None."""
+    with exclusive(plan.out):
+        return _execute(plan, jobs)
+
+
+def _execute(plan: Plan, jobs: int) -> str | None:
     (plan.out / "logs").mkdir(parents=True, exist_ok=True)
     (plan.out / "stages").mkdir(parents=True, exist_ok=True)
     done: dict[str, bool] = {}
