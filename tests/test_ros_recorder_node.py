@@ -2,6 +2,7 @@
 
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -29,15 +30,16 @@ def wait(predicate, timeout=10.0):
     return predicate()
 
 
-@pytest.fixture
-def graph(tmp_path):
-    """A latched instruction published before the recorder exists, then the recorder and a probe, spinning."""
+@contextmanager
+def running(root, **params):
+    """A latched instruction published before the recorder exists, then the recorder (dataset_root = root, and
+    `params`) and a probe, spinning."""
     rclpy.init()
     probe = rclpy.create_node("recorder_probe")
     latched = probe.create_publisher(String, "instruction", qos.instruction())
     latched.publish(String(data="pick up the cube"))
-    recorder = RecorderNode(parameter_overrides=[Parameter("dataset_root", value=str(tmp_path / "ds")),
-                                                 Parameter("max_instruction_chars", value=30)])
+    recorder = RecorderNode(parameter_overrides=[Parameter("dataset_root", value=str(root)),
+                                                 *(Parameter(k, value=v) for k, v in params.items())])
     status = {}
     probe.create_subscription(DiagnosticArray, "recorder_node/status",
                               lambda m: status.update({kv.key: kv.value for kv in m.status[0].values},
@@ -53,13 +55,21 @@ def graph(tmp_path):
 
     thread = threading.Thread(target=spin, daemon=True)
     thread.start()
-    yield recorder, probe, latched, status
-    stop.set()
-    thread.join(timeout=5.0)
-    recorder.close()
-    recorder.destroy_node()
-    probe.destroy_node()
-    rclpy.try_shutdown()
+    try:
+        yield recorder, probe, latched, status
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
+        recorder.close()
+        recorder.destroy_node()
+        probe.destroy_node()
+        rclpy.try_shutdown()
+
+
+@pytest.fixture
+def graph(tmp_path):
+    with running(tmp_path / "ds", max_instruction_chars=30) as g:
+        yield g
 
 
 def call(probe, name):
@@ -110,27 +120,17 @@ def test_recorder_records_an_episode_from_a_compressed_camera(tmp_path):
 
     from lapa_learning.data import EpisodeDataset
 
-    rclpy.init()
     root = tmp_path / "ds"
-    recorder = RecorderNode(parameter_overrides=[Parameter("dataset_root", value=str(root)),
-                                                 Parameter("image_transport", value="compressed"),
-                                                 Parameter("image_topic", value="camera/image_raw/compressed")])
-    probe = rclpy.create_node("recorder_probe")
-    executor = SingleThreadedExecutor()
-    executor.add_node(recorder)
-    executor.add_node(probe)
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                              daemon=True)
-    thread.start()
-    try:
-        probe.create_publisher(String, "instruction", qos.instruction()).publish(String(data="open the drawer"))
+    with running(root, image_transport="compressed", image_topic="camera/image_raw/compressed") as graph:
+        recorder, probe, latched, _status = graph
+        latched.publish(String(data="open the drawer"))
         camera = probe.create_publisher(CompressedImage, "camera/image_raw/compressed", qos.camera_publisher())
         teleop = probe.create_publisher(TwistStamped, "servo_node/delta_twist_cmds", qos.command())
         frame = np.zeros((32, 48, 3), np.uint8)
         frame[:, :24] = (200, 40, 10)  # red left half, blue right half: survives video encoding
         frame[:, 24:] = (10, 40, 200)
-        png = CompressedImage(format="rgb8; png compressed bgr8", data=cv2.imencode(".png", frame[:, :, ::-1])[1].tobytes())
+        png = CompressedImage(format="rgb8; png compressed bgr8",
+                              data=cv2.imencode(".png", frame[:, :, ::-1])[1].tobytes())
         assert wait(lambda: recorder.instruction == "open the drawer")
         assert call(probe, "recorder_node/start").success
         end = time.monotonic() + 20.0
@@ -145,13 +145,6 @@ def test_recorder_records_an_episode_from_a_compressed_camera(tmp_path):
         assert client.wait_for_service(timeout_sec=10.0)
         future = client.call_async(SetBool.Request(data=True))
         assert wait(future.done) and future.result().success, future.result()
-    finally:
-        stop.set()
-        thread.join(timeout=5.0)
-        recorder.close()
-        recorder.destroy_node()
-        probe.destroy_node()
-        rclpy.try_shutdown()
     ds = EpisodeDataset(root)
     frames = ds.frames(0)
     assert ds.num_episodes == 1 and frames.shape[1:] == (32, 48, 3) and len(frames) >= 15
