@@ -145,6 +145,18 @@ def test_bad_task_sets_are_refused_with_the_flag_named(setting, tasks, other, me
     assert message in str(err.value)
 
 
+def test_laq_can_also_train_on_the_labelled_set():
+    preset = dataclasses.replace(PRESETS["default"], laq_labelled_repeat=10)
+    plan = build_plan(Path("/tmp/x"), preset, "cross-embodiment", seed=0, device="cpu")
+    laq = plan.stages["laq-train-hand"]
+    assert _arg(laq, "--data") == "/tmp/x/hand/videos" and _arg(laq, "--extra-data") == "/tmp/x/data/finetune"
+    assert _arg(laq, "--extra-repeat") == "10" and "data-finetune" in laq.deps
+    selection = build_plan(Path("/tmp/x"), dataclasses.replace(preset, laq_seeds=2), "cross-embodiment", 0, "cpu")
+    assert _arg(selection.stages["laq-train-hand-seed1"], "--extra-data") == "/tmp/x/data/finetune"
+    default = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-embodiment", seed=0, device="cpu")
+    assert "--extra-data" not in default.stages["laq-train-hand"].args  # the recipe: videos only
+
+
 def test_laq_selection_trains_candidates_and_labels_with_the_chosen_one():
     one = build_plan(Path("/tmp/x"), PRESETS["default"], "cross-view", seed=1, device="cpu")
     train = one.stages["laq-train-other-view"]

@@ -65,6 +65,39 @@ def test_resume_flags_and_config_mismatch(dataset, tmp_path):
         train(cfg, dataset, tmp_path / "run", progress=False)
 
 
+def test_extra_data_joins_the_training_pairs_and_a_resume_must_keep_it(dataset, tmp_path):
+    extra = write_dataset(tmp_path / "extra", episodes=2, length=12, with_actions=True)
+    plain = train(tiny_train_config(), dataset, tmp_path / "plain", progress=False)
+    mixed = train(tiny_train_config(), dataset, tmp_path / "mixed", progress=False, extra_data=extra, extra_repeat=3)
+    _, config = ckpt.load_laq(tmp_path / "mixed")
+    # every pair of the 2 extra episodes (12 frames, H = 2: 10 pairs each), three times over
+    assert config["extra_pairs"] == 3 * 2 * 10 and config["extra_repeat"] == 3
+    assert config["train_pairs"] == config["extra_pairs"] + ckpt.load_laq(tmp_path / "plain")[1]["train_pairs"]
+    assert config["extra_dataset"] == str(extra.resolve()) and config["val_episodes"] >= 1
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "mixed")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the extra pairs were trained on
+    assert plain["step"] == mixed["step"] == 6
+    with pytest.raises(ConfigError, match="other extra training data.*x3, asked for None x0"):
+        train(tiny_train_config(max_steps=8), dataset, tmp_path / "mixed", progress=False)
+    with pytest.raises(ConfigError, match="--extra-repeat must be at least 1"):
+        train(tiny_train_config(), dataset, tmp_path / "bad", progress=False, extra_data=extra, extra_repeat=0)
+    other_fps = write_dataset(tmp_path / "fps", episodes=2, length=12, with_actions=True, fps=15)
+    with pytest.raises(ConfigError, match="15.0 fps, but --data runs at"):
+        train(tiny_train_config(), dataset, tmp_path / "bad", progress=False, extra_data=other_fps)
+
+
+
+def test_extra_repeat_without_extra_data_is_a_clear_cli_error(dataset, tmp_path, capsys):
+    from lapa_learning.cli import main
+
+    assert main(["laq", "train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--extra-repeat", "3"]) == 2
+    assert "lapa: error: --extra-repeat: only with --extra-data" in capsys.readouterr().err
+    assert main(["laq", "train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--extra-data",
+                 str(dataset), "--extra-repeat", "0"]) == 2
+    assert "--extra-repeat must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_step_batches_depend_only_on_the_step():
     a = StepBatches(50, 8, seed=3)
     it = iter(a)

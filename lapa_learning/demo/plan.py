@@ -78,6 +78,9 @@ class Preset:
     # the extreme bins on small data (clipped actions pile up at exactly +-1), so the demo uses L1 chunks.
     action_head: tuple[str, ...] = ("--action-head", "continuous", "--chunk-size", "4")
     laq_seeds: int = 1  # LAQ candidates per video set; > 1: keep the one the labelled set's probe prefers
+    # > 0: the LAQ also trains on the labelled set's frame pairs, this many times over (its held-out pairs stay the
+    # videos'); 0 = the videos only, as in the paper
+    laq_labelled_repeat: int = 0
 
 
 PRESETS: dict[str, Preset] = {
@@ -294,18 +297,22 @@ def add_laq_stages(plan: Plan, preset: Preset, videos: Path, base: Path, finetun
                    dev: list[str]) -> None:
     """Stage `laq-train<s>`: train the LAQ, or with preset.laq_seeds = K > 1 train K candidates (laq_candidates/
     seed<n>), explain each on the labelled set and copy the one LAQ_SELECTION_RULE keeps to laq_dir()."""
+    mix = (("--extra-data", str(finetune), "--extra-repeat", str(preset.laq_labelled_repeat))
+           if preset.laq_labelled_repeat else ())
+    inputs = ("data-videos" + s,) + (("data-finetune",) if mix else ())
+
     def train(out: Path, *extra: str) -> list[str]:
-        return ["laq", "train", "--data", str(videos), "--out", str(out), "--config", preset.laq_config,
+        return ["laq", "train", "--data", str(videos), *mix, "--out", str(out), "--config", preset.laq_config,
                 "--max-steps", str(preset.laq_steps), *preset.laq_extra, *extra, *dev]
 
     k = preset.laq_seeds
     if k == 1:  # the LAQ's config seed (0) in every run
-        plan.add(Stage("laq-train" + s, train(base / "laq"), deps=("data-videos" + s,), resume_dir=base / "laq"))
+        plan.add(Stage("laq-train" + s, train(base / "laq"), deps=inputs, resume_dir=base / "laq"))
         return
     candidates = []
     for n in range(seed * k, seed * k + k):
         run, explained = base / f"laq_candidates/seed{n}", base / f"laq_candidates/explain_seed{n}"
-        plan.add(Stage(f"laq-train{s}-seed{n}", train(run, "--set", f"seed={n}"), deps=("data-videos" + s,),
+        plan.add(Stage(f"laq-train{s}-seed{n}", train(run, "--set", f"seed={n}"), deps=inputs,
                        resume_dir=run))
         plan.add(Stage(f"laq-explain{s}-seed{n}", ["laq", "explain", "--checkpoint", str(run), "--data",
                                                   str(finetune), "--out", str(explained), *dev],

@@ -34,12 +34,13 @@ def moving_square_frames(rng, length: int = 12, size: int = 32) -> tuple[np.ndar
     return frames, actions
 
 
-def write_dataset(root, episodes: int = 6, length: int = 12, with_actions: bool = True, seed: int = 0):
+def write_dataset(root, episodes: int = 6, length: int = 12, with_actions: bool = True, seed: int = 0,
+                  fps: float = 10):
     from lapa_learning.data import EpisodeWriter
 
     rng = np.random.default_rng(seed)
     kw = dict(action_names=["dx", "dy", "dz", "gripper"], state_names=["x", "y", "z", "g"]) if with_actions else {}
-    writer = EpisodeWriter(root, fps=10, image_size=(32, 32), with_actions=with_actions, **kw)
+    writer = EpisodeWriter(root, fps=fps, image_size=(32, 32), with_actions=with_actions, **kw)
     for _ in range(episodes):
         frames, actions = moving_square_frames(rng, length)
         if with_actions:

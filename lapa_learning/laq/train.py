@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path,
                         help="episode dataset (has meta/info.json) or a folder of videos")
     parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics, TensorBoard)")
+    parser.add_argument("--extra-data", type=Path,
+                        help="a second dataset (or video folder) whose frame pairs join the training pairs, e.g. the "
+                             "small labelled robot set next to videos of another embodiment (held-out pairs: --data)")
+    parser.add_argument("--extra-repeat", type=int, default=1,
+                        help="each --extra-data pair is used this many times per epoch (default: 1)")
     parser.add_argument("--config", default="tiny", help="preset (tiny, base, paper) or a .yaml/.json file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set model.dim=96 --set lr=3e-4 (repeatable)")
@@ -52,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
                       ("max_steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr")):
         if getattr(args, flag) is not None:
             overrides["train"][key] = getattr(args, flag)
+    if args.extra_repeat < 1:
+        raise ConfigError(f"--extra-repeat must be at least 1, got {args.extra_repeat}")
+    if args.extra_data is None and args.extra_repeat != 1:
+        raise ConfigError("--extra-repeat: only with --extra-data")
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise ConfigError(f"--max-minutes must be positive, got {args.max_minutes}")
     cfg = apply_overrides(load_train_config(args.config), overrides)
@@ -60,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     summary = train(cfg, args.data, args.out, max_minutes=args.max_minutes, device=args.device,
                     mixed_precision=args.mixed_precision, progress=not args.no_progress,
                     resume="require" if args.resume else "never" if args.fresh else "auto",
-                    config_given=explicit, video_fps=args.video_fps)
+                    config_given=explicit, video_fps=args.video_fps, extra_data=args.extra_data,
+                    extra_repeat=args.extra_repeat)
     if summary.get("is_main", True):
         print(json.dumps({k: v for k, v in summary.items() if k not in ("is_main", "eval")}, indent=2))
         if summary.get("eval"):

@@ -62,6 +62,23 @@ def make_datasets(source, cfg: LAQTrainConfig, progress: bool = False):
     return train_set, val_set, train_ids, val_ids
 
 
+def extra_pairs_dataset(extra_data, source, offset: int, cfg: LAQTrainConfig, video_fps: float | None, repeat: int,
+                        progress: bool = False):
+    """Every frame pair of `extra_data` (all its episodes), with the same H in frames as the main data."""
+    from lapa_learning.data import FramePairDataset
+
+    if repeat < 1:
+        raise ConfigError(f"--extra-repeat must be at least 1, got {repeat}")
+    extra = open_source(extra_data, video_fps)
+    if not extra.episodes:
+        raise DatasetError(f"--extra-data {extra_data}: holds no episodes or videos")
+    if abs(float(extra.fps) - float(source.fps)) > 1e-6:
+        raise ConfigError(f"--extra-data {extra_data}: {extra.fps} fps, but --data runs at {source.fps} fps; the "
+                          f"offset H = {offset} frames would mean another time step")
+    return FramePairDataset(extra, offset_frames=offset, image_size=cfg.model.image_size, augment=cfg.augment,
+                            progress=progress)
+
+
 class StepBatches(torch.utils.data.Sampler):
     """Batches of indices for steps start_step, start_step+1, ...: epoch e is the permutation seeded by
     (seed, e), cut into floor(n / B) batches (the rest dropped). A batch depends only on the step number, so a
@@ -141,8 +158,13 @@ def _check_resume_config(saved: LAQTrainConfig, wanted: LAQTrainConfig, step_dir
 
 def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, device: str = "auto",
           mixed_precision: str = "no", progress: bool = True, resume: str = "auto",
-          config_given: bool = True, video_fps: float | None = None, _interrupt_at: int | None = None) -> dict:
+          config_given: bool = True, video_fps: float | None = None, extra_data=None, extra_repeat: int = 1,
+          _interrupt_at: int | None = None) -> dict:
     """Train (or resume) an LAQ run in `out`; returns a summary dict with the final held-out metrics.
+
+    extra_data: a second episode dataset (or video folder) whose frame pairs are added to the training pairs,
+    `extra_repeat` times (e.g. a small labelled robot set next to videos of another embodiment); held-out pairs
+    come from `data` only, so the held-out metrics stay comparable.
 
     resume: "auto" (resume when `out` holds a checkpoint), "require", or "never" (fail if it does).
     config_given: False means the caller did not choose a config, so a resumed run takes the saved one.
@@ -169,9 +191,15 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
         else:  # keep the saved run's config, but let the schedule (e.g. max_steps) come from the caller
             cfg = dataclasses.replace(saved_cfg, **{k: getattr(cfg, k) for k in ("max_steps",)})
         state = ckpt.load_training_state(step_dir)
-        saved_data = ckpt.read_config(step_dir).get("dataset")
+        saved = ckpt.read_config(step_dir)
+        saved_data = saved.get("dataset")
         if main and saved_data and Path(saved_data).resolve() != Path(data).resolve():
             print(f"warning: resuming a run trained on {saved_data} with --data {data}")
+        was = (saved.get("extra_dataset"), saved.get("extra_repeat", 0) if saved.get("extra_dataset") else 0)
+        now = (str(Path(extra_data).resolve()) if extra_data else None, extra_repeat if extra_data else 0)
+        if "dataset" in saved and was != now:
+            raise ConfigError(f"cannot resume {step_dir} with other extra training data: it was trained with "
+                              f"--extra-data {was[0]} x{was[1]}, asked for {now[0]} x{now[1]} (use another --out)")
     elif resume == "require":
         raise ConfigError(f"--resume: {out} holds no checkpoint ({ckpt.LATEST} not found)")
 
@@ -182,6 +210,11 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
     source = open_source(data, video_fps)
     train_set, val_set, train_ids, val_ids = make_datasets(source, cfg, progress=progress and main)
     offset = train_set.offset
+    extra_pairs = 0
+    if extra_data is not None:
+        extra_set = extra_pairs_dataset(extra_data, source, offset, cfg, video_fps, extra_repeat, progress and main)
+        extra_pairs = len(extra_set) * extra_repeat
+        train_set = torch.utils.data.ConcatDataset([train_set] + [extra_set] * extra_repeat)
 
     model = LAQ(cfg.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
@@ -209,7 +242,9 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
     val_loader = eval_loader(val_set, cfg) if val_set is not None else None
     extra = {"offset": offset, "fps": float(source.fps), "dataset": str(Path(data).resolve()),
              "train_episodes": len(train_ids), "val_episodes": len(val_ids), "train_pairs": len(train_set),
-             "num_params": core.num_params()}
+             "num_params": core.num_params(),
+             **({"extra_dataset": str(Path(extra_data).resolve()), "extra_repeat": extra_repeat,
+                 "extra_pairs": extra_pairs} if extra_data is not None else {})}
 
     writer = None
     if main:
@@ -218,7 +253,8 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
         out.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(out / "tb"), purge_step=step if step else None)
         print(f"LAQ {core.num_params() / 1e6:.2f}M params, H={offset} frames ({offset / source.fps:.3f} s), "
-              f"{len(train_set)} training pairs from {len(train_ids)} episodes, "
+              f"{len(train_set)} training pairs from {len(train_ids)} episodes"
+              f"{f' ({extra_pairs} of them from {extra_data}, x{extra_repeat})' if extra_pairs else ''}, "
               f"{len(val_set) if val_set else 0} held-out pairs from {len(val_ids)} episodes, "
               f"device {accelerator.device}")
 
