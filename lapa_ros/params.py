@@ -148,6 +148,21 @@ class SimParams:
     def __post_init__(self):
         if not self.tasks:
             raise ConfigError("parameter tasks must name at least one Meta-World task")
+        from lapa_learning.sim.metaworld_env import MAX_EPISODE_STEPS, camera_names, task_names
+
+        known = set(task_names())
+        unknown = [t for t in self.tasks if t not in known]
+        if unknown:
+            raise ConfigError(f"parameter tasks: unknown Meta-World task(s) {unknown}; expected names like push-v3 "
+                              f"(all: {', '.join(sorted(known))})")
+        if self.camera not in camera_names():
+            raise ConfigError(f"parameter camera: unknown camera {self.camera!r}; expected one of "
+                              f"{', '.join(camera_names())}")
+        if not 16 <= self.image_size <= 1024:
+            raise ConfigError(f"parameter image_size must be in [16, 1024] pixels, got {self.image_size}")
+        if not 1 <= self.max_steps <= MAX_EPISODE_STEPS:
+            raise ConfigError(f"parameter max_steps must be in [1, {MAX_EPISODE_STEPS}] (Meta-World's limit), "
+                              f"got {self.max_steps}")
         _positive(self, "step_rate", "command_timeout")
         if self.publish_every < 1:
             raise ConfigError(f"parameter publish_every must be >= 1, got {self.publish_every}")

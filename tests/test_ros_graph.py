@@ -277,6 +277,15 @@ def test_policy_node_exits_with_a_clear_message_without_checkpoint(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_sim_node_exits_with_a_clear_message_for_an_unknown_task():
+    proc = subprocess.run([*executable("sim_node"), "--ros-args", "-p", "tasks:=[reach-v3, push]"],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("sim_node: error: parameter tasks: unknown Meta-World task(s) ['push']"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_policy_node_stops_quickly_on_sigterm(graph, tmp_path):
     """SIGTERM -> clean exit 0 without the interpreter's teardown (~1 s idle, 2-5 s on a busy machine before).
 

@@ -331,6 +331,15 @@ def test_params_defaults_and_validation():
         RecorderParams(dataset_root="/tmp/x", max_instruction_chars=-1)
     with pytest.raises(ConfigError, match="tasks"):
         SimParams(tasks=())
+    with pytest.raises(ConfigError, match=r"parameter tasks: unknown Meta-World task\(s\) \['push'\]; expected names"):
+        SimParams(tasks=("reach-v3", "push"))
+    with pytest.raises(ConfigError, match="parameter camera: unknown camera 'top'; expected one of front"):
+        SimParams(camera="top")
+    with pytest.raises(ConfigError, match="parameter image_size must be in"):
+        SimParams(image_size=8)
+    with pytest.raises(ConfigError, match="parameter max_steps must be in"):
+        SimParams(max_steps=600)
+    assert SimParams(tasks=("reach-v3", "door-close-v3"), camera="front_left").tasks == ("reach-v3", "door-close-v3")
     assert PolicyParams().image_transport == "raw"
     for params in (PolicyParams, lambda **kw: RecorderParams(dataset_root="/tmp/x", **kw)):
         assert params(image_transport="compressed").image_transport == "compressed"
