@@ -280,6 +280,32 @@ def test_episode_stats_timestamps_and_fps_follow_lerobot(tmp_path, rng):
     np.testing.assert_allclose(rows[0]["stats"]["action"]["mean"], actions.mean(0), atol=1e-6)
 
 
+def test_a_lerobot_hub_style_info_json_opens(tmp_path, rng):
+    """LeRobot's own datasets name vector dimensions as {"motors": [...]} or not at all, and have no
+    meta/stats.json and no `lapa` entry: the names come out one per dimension and the statistics are computed."""
+    root = tmp_path / "hub"
+    frames, actions = _random_episode(rng)
+    with EpisodeWriter(root, fps=10, image_size=(16, 16), action_names=("a", "b"),
+                       state_names=("x", "y", "z")) as writer:
+        writer.add_episode(frames, "push the block", actions=actions, states=np.zeros((len(frames), 3), np.float32))
+    info_path = root / "meta/info.json"
+    info = json.loads(info_path.read_text())
+    info.pop("lapa")
+    info["features"]["action"]["names"] = {"motors": ["motor_0", "motor_1"]}
+    info["features"]["observation.state"]["names"] = None
+    info_path.write_text(json.dumps(info))
+    (root / "meta/stats.json").unlink()
+    ds = EpisodeDataset(root)
+    assert ds.action_names == ("motor_0", "motor_1")
+    assert ds.state_names == ("observation.state_0", "observation.state_1", "observation.state_2")
+    np.testing.assert_allclose(ds.actions(0), actions)
+    assert ds.action_stats()["count"] == len(frames) and (root / "meta/stats.json").is_file()  # recomputed
+    info["features"]["action"]["names"] = {"arm": ["x", "y", "z"], "gripper": ["g"]}
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=r"feature 'action' has shape \[2\] but 4 names"):
+        EpisodeDataset(root)
+
+
 def test_old_layout_dataset_still_opens_and_appends(tmp_path, rng):
     """A dataset written before the LeRobot check (0-dim counts, action-only episode stats, float fps, measured
     sample times as timestamps) opens unchanged; appending to it gives every episode LeRobot-shaped stats."""

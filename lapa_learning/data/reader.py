@@ -40,6 +40,23 @@ class EpisodeSource:
         return self.num_episodes
 
 
+def feature_names(info_path, features: dict, key: str) -> tuple[str, ...]:
+    """One name per dimension of a vector feature. LeRobot datasets write `names` as a list, as a dict of lists
+    (`{"motors": ["motor_0", "motor_1"]}`; several groups are joined in order) or as null (then key_0, key_1, ...)."""
+    feature = features[key]
+    shape = feature.get("shape") or [0]
+    names = feature.get("names")
+    if names is None:
+        names = [f"{key}_{i}" for i in range(int(shape[0]))]
+    elif isinstance(names, dict):
+        names = [n for group in names.values() for n in (group if isinstance(group, list) else [group])]
+    names = tuple(str(n) for n in names)
+    if len(names) != int(shape[0]) or len(shape) != 1:
+        raise DatasetError(f"{info_path}: feature {key!r} has shape {list(shape)} but {len(names)} names "
+                           f"{list(names)}; expected a vector with one name per dimension")
+    return names
+
+
 class EpisodeDataset(EpisodeSource):
     """Read-only view of a dataset written by EpisodeWriter (or any LeRobotDataset v2.1 with one camera)."""
 
@@ -69,8 +86,9 @@ class EpisodeDataset(EpisodeSource):
         h, w, _ = features[video_key]["shape"]
         self.image_size = (int(h), int(w))
         self.has_actions = "action" in features
-        self.action_names = tuple(features["action"]["names"]) if self.has_actions else ()
-        self.state_names = tuple(features["observation.state"]["names"]) if "observation.state" in features else ()
+        self.action_names = feature_names(info_path, features, "action") if self.has_actions else ()
+        self.state_names = (feature_names(info_path, features, "observation.state")
+                            if "observation.state" in features else ())
         episodes_path = self.root / fmt.EPISODES
         if not episodes_path.is_file():
             raise DatasetError(f"{self.root} is not an episode dataset: {fmt.EPISODES} is missing")
