@@ -280,7 +280,7 @@ def test_episode_stats_timestamps_and_fps_follow_lerobot(tmp_path, rng):
     np.testing.assert_allclose(rows[0]["stats"]["action"]["mean"], actions.mean(0), atol=1e-6)
 
 
-def test_a_lerobot_hub_style_info_json_opens(tmp_path, rng):
+def test_a_lerobot_hub_style_info_json_opens(tmp_path, rng, capsys):
     """LeRobot's own datasets name vector dimensions as {"motors": [...]} or not at all, and have no
     meta/stats.json and no `lapa` entry: the names come out one per dimension and the statistics are computed."""
     root = tmp_path / "hub"
@@ -300,6 +300,14 @@ def test_a_lerobot_hub_style_info_json_opens(tmp_path, rng):
     assert ds.state_names == ("observation.state_0", "observation.state_1", "observation.state_2")
     np.testing.assert_allclose(ds.actions(0), actions)
     assert ds.action_stats()["count"] == len(frames) and (root / "meta/stats.json").is_file()  # recomputed
+    from lapa_learning.cli import main
+
+    info["features"]["observation.images.wrist"] = dict(info["features"]["observation.images.front"])
+    info_path.write_text(json.dumps(info))
+    assert main(["data", "info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "camera read: observation.images.front (not read: observation.images.wrist)" in out, out
+    assert "action  motor_0" in out
     info["features"]["action"]["names"] = {"arm": ["x", "y", "z"], "gripper": ["g"]}
     info_path.write_text(json.dumps(info))
     with pytest.raises(DatasetError, match=r"feature 'action' has shape \[2\] but 4 names"):

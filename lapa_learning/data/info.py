@@ -16,6 +16,10 @@ def run(args: argparse.Namespace) -> int:
 
     source = open_video_source(args.path)
     print(source)
+    cameras = getattr(source, "video_keys", ())
+    if len(cameras) > 1:
+        others = [k for k in cameras if k != source.video_key]
+        print(f"  camera read: {source.video_key} (not read: {', '.join(others)})")
     per_task = Counter(ep.task or ep.instruction for ep in source.episodes)
     wins = Counter(ep.task or ep.instruction for ep in source.episodes if ep.success)
     for name, count in sorted(per_task.items()):

@@ -82,6 +82,7 @@ class EpisodeDataset(EpisodeSource):
         if video_key not in videos:
             raise DatasetError(f"{info_path} has no video feature {video_key!r}; it has {videos}")
         self.video_key = video_key
+        self.video_keys = tuple(videos)  # every camera of the dataset; only video_key is read
         self.fps = float(self.info["fps"])
         h, w, _ = features[video_key]["shape"]
         self.image_size = (int(h), int(w))
