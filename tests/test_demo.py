@@ -466,6 +466,8 @@ def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
     assert "--finetune-steps" in capsys.readouterr().err and not (tmp_path / "d").exists()
     assert main(["demo", "--quick", "--laq-seeds", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--laq-seeds must be at least 1" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert main(["demo", "--quick", "--eval-episodes", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--eval-episodes must be at least 1" in capsys.readouterr().err and not (tmp_path / "d").exists()
     assert main(["demo", "--quick", "--tasks", "push", "--out", str(tmp_path / "d")]) == 2
     assert "lapa: error: --tasks: unknown Meta-World task(s) ['push']" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
@@ -492,6 +494,17 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(tmp_path, 
         holder.wait()
     with exclusive(out):  # a killed holder leaves no stale lock
         assert str(os.getpid()) in (out / ".lock").read_text()
+
+
+def test_demo_options_reach_the_plan(tmp_path, monkeypatch):
+    import lapa_learning.demo as demo
+    from lapa_learning.cli import main
+
+    seen = {}
+    monkeypatch.setattr(demo, "execute", lambda plan, jobs: seen.update(plan=plan) or "stopped-here")
+    assert main(["demo", "--quick", "--eval-episodes", "3", "--tasks", "reach-v3", "--out", str(tmp_path / "d")]) == 1
+    final = seen["plan"].stages["eval-scratch"]
+    assert _arg(final, "--episodes-per-task") == "3" and _arg(final, "--tasks") == "reach-v3"
 
 
 def test_an_interrupted_pretraining_stage_resumes_from_its_checkpoint(tmp_path):

@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-steps", type=int, default=None,
                         help="a fixed finetuning budget for every method instead of the per-method choice "
                              "among the preset's candidates on development layouts")
+    parser.add_argument("--eval-episodes", type=int, default=None, metavar="N",
+                        help="evaluation episodes per task and method on the fresh layouts (default: the preset's; "
+                             f"default preset: {PRESETS['default'].eval_episodes})")
     parser.add_argument("--laq-seeds", type=int, default=None, metavar="K",
                         help="LAQ selection: train the LAQ with K seeds and keep the one whose latent tokens best "
                              "explain the labelled demos' motion (cross-validated probe R²; default: the preset's, "
@@ -108,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         if args.laq_seeds < 1:
             raise ConfigError(f"--laq-seeds must be at least 1 (LAQ candidates), got {args.laq_seeds}")
         preset = dataclasses.replace(preset, laq_seeds=args.laq_seeds)
+    if args.eval_episodes is not None:
+        if args.eval_episodes < 1:
+            raise ConfigError(f"--eval-episodes must be at least 1 (per task and method), got {args.eval_episodes}")
+        preset = dataclasses.replace(preset, eval_episodes=args.eval_episodes)
     preset = with_tasks(preset, args.setting, args.tasks, args.other_tasks)
     started = time.time()
     plan = build_plan(args.out, preset, args.setting, args.seed, args.device, parse_methods(args.methods),
