@@ -2,7 +2,7 @@
 
     machine()   -> {"cpu", "logical_cpus", "platform", "python", "torch", "transformers", "torch_threads",
                     "load_average", "gpu" (when CUDA is there)}
-    summary()   -> "x86_64 2-core CPU, no GPU, torch threads per process: 1" (the demo's one line)
+    summary()   -> "AMD EPYC, x86_64 2-core CPU, no GPU, torch threads per process: 1" (the demo's one line)
 """
 
 from __future__ import annotations
@@ -43,6 +43,6 @@ def machine() -> dict:
 
 
 def summary() -> str:
-    """One line: architecture, cores, GPU, torch threads per process (OMP_NUM_THREADS)."""
-    return f"{platform.machine()} {os.cpu_count()}-core CPU, {_gpu() or 'no GPU'}, torch threads per process: " \
+    """One line: CPU model, architecture, cores, GPU, torch threads per process (OMP_NUM_THREADS)."""
+    return f"{cpu_name()}, {platform.machine()} {os.cpu_count()}-core CPU, {_gpu() or 'no GPU'}, torch threads per process: " \
            f"{os.environ.get('OMP_NUM_THREADS', 'default')}"
