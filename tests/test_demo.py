@@ -234,6 +234,28 @@ def test_a_failing_stage_stops_its_dependants_and_siblings(tmp_path):
     assert "does not exist" in (tmp_path / "logs/bad.log").read_text()
 
 
+def test_in_process_stages_side_by_side_log_their_lines_and_leave_stdout_alone(tmp_path):
+    """Two in-process stages at once (recipe_probe's copies, two methods' step rules): each one's line goes to its
+    own log, and the process's sys.stdout is untouched (redirect_stdout in two worker threads once left it a closed
+    log file, and the runner's next print failed)."""
+    import threading
+
+    both = threading.Barrier(2, timeout=10)
+
+    def step(name):
+        both.wait()  # the two calls overlap
+        return f"{name} chosen"
+
+    plan = Plan(tmp_path)
+    for name in ("one", "two"):
+        plan.add(Stage(name, ["select-steps", name], call=lambda name=name: step(name)))
+    before = sys.stdout
+    assert execute(plan, jobs=2) is None
+    assert sys.stdout is before and not sys.stdout.closed
+    for name in ("one", "two"):
+        assert (tmp_path / f"logs/{name}.log").read_text().splitlines()[-1] == f"{name} chosen"
+
+
 def _results(path, setting, seed, rates, episodes=300, probe_r2=None, laq_gain=None):
     methods = {m: {"success": k / episodes, "successes": k, "episodes": episodes, "ci95": [0, 1],
                    "per_task": {"a": k / episodes, "b": k / episodes},

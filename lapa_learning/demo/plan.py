@@ -116,7 +116,9 @@ class Stage:
     outputs: tuple[Path, ...] = ()
     fresh: bool = False  # delete `outputs` before a re-run (stages that refuse to overwrite)
     resume_dir: Path | None = None  # a training run's directory: an interrupted attempt there is resumed (runner)
-    call: Callable[[], None] | None = None  # an in-process stage (cheap bookkeeping) instead of a subprocess
+    # an in-process stage (cheap bookkeeping) instead of a subprocess; what it returns goes to the stage's log (it
+    # runs in a worker thread, so it must not print: sys.stdout is the whole process's)
+    call: Callable[[], str | None] | None = None
     status: str = "waiting"
     started: float = 0.0
     seconds: float = 0.0
@@ -324,8 +326,9 @@ def add_laq_stages(plan: Plan, preset: Preset, videos: Path, base: Path, finetun
                    call=lambda: select_laq(chosen, candidates)))
 
 
-def select_laq(chosen: Path, candidates: list[tuple[int, Path, Path]]) -> None:
-    """LAQ_SELECTION_RULE: copy the LAQ run with the highest probe R² (xyz) on the labelled set to `chosen`."""
+def select_laq(chosen: Path, candidates: list[tuple[int, Path, Path]]) -> str:
+    """LAQ_SELECTION_RULE: copy the LAQ run with the highest probe R² (xyz) on the labelled set to `chosen`;
+    returns the line for the stage's log."""
     r2 = {}
     for n, run, explained in candidates:
         path = explained / "laq_explain.json"
@@ -342,11 +345,12 @@ def select_laq(chosen: Path, candidates: list[tuple[int, Path, Path]]) -> None:
     atomic_write_json(chosen / "selection.json", {"rule": LAQ_SELECTION_RULE, "chosen_seed": best,
                                                   "probe_r2_xyz": {str(n): v for n, v in r2.items()},
                                                   "copied_from": str(run)})
-    print(f"LAQ chosen: seed {best}; probe R2 xyz per seed {json.dumps(r2)}")
+    return f"LAQ chosen: seed {best}; probe R2 xyz per seed {json.dumps(r2)}"
 
 
-def select_steps(final: Path, dev_evals: list[tuple[int, Path, Path]]) -> None:
-    """The step rule: the candidate with the highest development success (fewest steps on ties) becomes `final`."""
+def select_steps(final: Path, dev_evals: list[tuple[int, Path, Path]]) -> str:
+    """The step rule: the candidate with the highest development success (fewest steps on ties) becomes `final`;
+    returns the line for the stage's log."""
     rates = {}
     for steps, _, ev in dev_evals:
         overall = json.loads((ev / "results.json").read_text())["overall"]
@@ -359,4 +363,4 @@ def select_steps(final: Path, dev_evals: list[tuple[int, Path, Path]]) -> None:
     atomic_write_json(final / "selection.json", {"rule": SELECTION_RULE, "chosen_steps": chosen,
                                                  "dev_success": {str(k): v for k, v in rates.items()},
                                                  "copied_from": str(run)})
-    print(f"chosen: {chosen} steps; development success {json.dumps(rates)}")
+    return f"chosen: {chosen} steps; development success {json.dumps(rates)}"

@@ -182,12 +182,11 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
         args = [*stage.args, *_restart_flags(stage)] if resume and not stage.call else stage.args  # as run
         f.write(("# in process: " if stage.call else "$ lapa ") + " ".join(shlex.quote(a) for a in args) + "\n")
         f.flush()
-        if stage.call is not None:
-            from contextlib import redirect_stdout
-
-            try:
-                with redirect_stdout(f):
-                    stage.call()
+        if stage.call is not None:  # in this worker thread: no redirect_stdout, which would swap the process's
+            try:                    # sys.stdout under the other threads (two at once left it a closed log file)
+                message = stage.call()
+                if message:
+                    f.write(message + "\n")
                 code = 0
             except Exception:  # noqa: BLE001 - reported in the stage's log like a failed subprocess
                 f.write(traceback.format_exc())
