@@ -529,6 +529,41 @@ def test_demo_options_reach_the_plan(tmp_path, monkeypatch):
     assert _arg(final, "--episodes-per-task") == "3" and _arg(final, "--tasks") == "reach-v3"
 
 
+def test_a_stage_that_outlives_its_killed_runner_keeps_the_out_locked(tmp_path):
+    import signal
+
+    from lapa_learning.demo.runner import exclusive
+
+    out, data = tmp_path / "d", tmp_path / "d" / "videos"
+    runner = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                               "from lapa_learning.demo import Plan, Stage, execute\n"
+                               "plan = Plan(Path(sys.argv[1]))\n"
+                               "plan.add(Stage('slow', ['data', 'generate', '--out', sys.argv[2], '--tasks', 'push-v3', "
+                               "'--episodes-per-task', '500']))\n"
+                               "execute(plan, jobs=1)", str(out), str(data)], start_new_session=True)
+    try:
+        log = out / "logs/slow.log"
+        end = time.time() + 60
+        while time.time() < end and "generating" not in (log.read_text() if log.exists() else ""):
+            time.sleep(0.2)
+        assert "generating" in log.read_text()  # the stage process is at work
+        os.kill(runner.pid, signal.SIGKILL)  # the runner dies; its stage process goes on
+        runner.wait()
+        with pytest.raises(ConfigError, match="or a stage it started still runs"):
+            with exclusive(out):
+                pass
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)  # the orphaned stage, same process group
+    end = time.time() + 30
+    while True:  # once the last holder is gone the lock is free again
+        try:
+            with exclusive(out):
+                break
+        except ConfigError:
+            assert time.time() < end, "the lock outlived every process that held it"
+            time.sleep(0.2)
+
+
 def test_an_interrupted_pretraining_stage_resumes_from_its_checkpoint(tmp_path):
     from lapa_learning.cli import main
     from lapa_learning.vla.testing import make_toy_dataset

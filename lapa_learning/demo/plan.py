@@ -132,6 +132,7 @@ class Plan:
     evals: dict[str, Path] = field(default_factory=dict)  # method -> its final evaluation directory
     finals: dict[str, Path] = field(default_factory=dict)  # method -> its finetuned (chosen) run
     video_set: str = "robot"  # the setting's pretraining videos
+    lock_fd: int | None = None  # while running: <out>/.lock, held by the runner and handed to every stage process
 
     def add(self, stage: Stage) -> None:
         self.stages[stage.name] = stage

@@ -10,7 +10,11 @@ resumes exactly: tests/test_vla_train.py) or, with none, starts over. Only an in
 arguments and the same finished inputs is resumed: each start writes <out>/stages/<stage>.started.json (its
 arguments and the digests of its dependencies' markers), removed when the stage finishes; a stage that re-runs
 for any other reason (its arguments changed, or a stage it depends on ran again) first deletes what an earlier
-run left in its run directory, so it never continues from a different run."""
+run left in its run directory, so it never continues from a different run.
+
+One run at a time per --out: execute() holds an exclusive lock on <out>/.lock and hands it to every stage
+process, so the lock lasts while any of them runs (a stage that outlives a killed runner still holds it); the kernel
+releases it when the last holder ends, so no stale lock is left. A second run in the same --out is refused at once."""
 
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ from lapa_learning.io import atomic_write_json
 
 @contextmanager
 def exclusive(out: Path):
-    """Hold <out>/.lock while running: two runs in one --out would train into the same directories."""
+    """Hold <out>/.lock while running: two runs in one --out would train into the same directories. Yields the
+    lock's file descriptor (stage processes inherit it)."""
     import fcntl
 
     out.mkdir(parents=True, exist_ok=True)
@@ -45,21 +50,25 @@ def exclusive(out: Path):
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise ConfigError(f"--out {out}: {holder} is running in it; wait for it to finish or choose another --out")
+        raise ConfigError(f"--out {out}: {holder} is running in it (or a stage it started still runs); wait for it "
+                          "to finish or choose another --out")
     try:
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(sys.argv)})")
         f.flush()
-        yield
+        yield f.fileno()
     finally:
         f.close()  # closing releases the lock
 
 
 def execute(plan: Plan, jobs: int) -> str | None:
     """Run the stages in dependency order, `jobs` at a time. Returns the name of a failed stage, or None."""
-    with exclusive(plan.out):
-        return _execute(plan, jobs)
+    with exclusive(plan.out) as plan.lock_fd:
+        try:
+            return _execute(plan, jobs)
+        finally:
+            plan.lock_fd = None
 
 
 def _execute(plan: Plan, jobs: int) -> str | None:
@@ -193,6 +202,7 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
                 code = 1
         else:
             stage.process = subprocess.Popen([sys.executable, "-m", "lapa_learning.cli", *args], stdout=f,
+                                             pass_fds=() if plan.lock_fd is None else (plan.lock_fd,),
                                              stderr=subprocess.STDOUT, env=env)
             code = stage.process.wait()
     if code == 0:
