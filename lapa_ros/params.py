@@ -148,13 +148,9 @@ class SimParams:
     def __post_init__(self):
         if not self.tasks:
             raise ConfigError("parameter tasks must name at least one Meta-World task")
-        from lapa_learning.sim.metaworld_env import MAX_EPISODE_STEPS, camera_names, task_names
+        from lapa_learning.sim.metaworld_env import MAX_EPISODE_STEPS, camera_names, check_tasks
 
-        known = set(task_names())
-        unknown = [t for t in self.tasks if t not in known]
-        if unknown:
-            raise ConfigError(f"parameter tasks: unknown Meta-World task(s) {unknown}; expected names like push-v3 "
-                              f"(all: {', '.join(sorted(known))})")
+        check_tasks(self.tasks, "parameter tasks", repeats=True)  # round robin: a repeated task gets more episodes
         if self.camera not in camera_names():
             raise ConfigError(f"parameter camera: unknown camera {self.camera!r}; expected one of "
                               f"{', '.join(camera_names())}")

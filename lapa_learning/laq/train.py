@@ -57,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
                       ("max_steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr")):
         if getattr(args, flag) is not None:
             overrides["train"][key] = getattr(args, flag)
-    if args.extra_repeat < 1:
-        raise ConfigError(f"--extra-repeat must be at least 1, got {args.extra_repeat}")
     if args.extra_data is None and args.extra_repeat != 1:
         raise ConfigError("--extra-repeat: only with --extra-data")
     if args.max_minutes is not None and not args.max_minutes > 0:

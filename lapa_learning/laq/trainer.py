@@ -62,13 +62,11 @@ def make_datasets(source, cfg: LAQTrainConfig, progress: bool = False):
     return train_set, val_set, train_ids, val_ids
 
 
-def extra_pairs_dataset(extra_data, source, offset: int, cfg: LAQTrainConfig, video_fps: float | None, repeat: int,
+def extra_pairs_dataset(extra_data, source, offset: int, cfg: LAQTrainConfig, video_fps: float | None,
                         progress: bool = False):
     """Every frame pair of `extra_data` (all its episodes), with the same H in frames as the main data."""
     from lapa_learning.data import FramePairDataset
 
-    if repeat < 1:
-        raise ConfigError(f"--extra-repeat must be at least 1, got {repeat}")
     extra = open_source(extra_data, video_fps)
     if not extra.episodes:
         raise DatasetError(f"--extra-data {extra_data}: holds no episodes or videos")
@@ -174,6 +172,8 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
 
     out = Path(out)
     started = time.time()
+    if extra_repeat < 1:
+        raise ConfigError(f"--extra-repeat must be at least 1, got {extra_repeat}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
@@ -212,7 +212,7 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
     offset = train_set.offset
     extra_pairs = 0
     if extra_data is not None:
-        extra_set = extra_pairs_dataset(extra_data, source, offset, cfg, video_fps, extra_repeat, progress and main)
+        extra_set = extra_pairs_dataset(extra_data, source, offset, cfg, video_fps, progress and main)
         extra_pairs = len(extra_set) * extra_repeat
         train_set = torch.utils.data.ConcatDataset([train_set] + [extra_set] * extra_repeat)
 

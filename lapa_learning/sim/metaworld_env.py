@@ -61,15 +61,21 @@ def task_names() -> list[str]:
 def parse_task_list(text: str, flag: str = "--tasks") -> list[str]:
     """'push-v3, drawer-open-v3' -> ['push-v3', 'drawer-open-v3']; ConfigError naming `flag` for an unknown or
     repeated task, or for an empty list."""
-    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    return check_tasks([t.strip() for t in text.split(",") if t.strip()], flag)
+
+
+def check_tasks(tasks, what: str, repeats: bool = False) -> list[str]:
+    """The Meta-World task names `tasks` as a list; ConfigError naming `what` (a flag or parameter) for an unknown
+    task, an empty list, or (unless `repeats`) a task given twice."""
+    tasks = list(tasks)
     known = set(task_names())
     unknown = [t for t in tasks if t not in known]
     if unknown or not tasks:
-        raise ConfigError(f"{flag}: unknown Meta-World task(s) {unknown or '(none given)'}; "
+        raise ConfigError(f"{what}: unknown Meta-World task(s) {unknown or '(none given)'}; "
                           f"expected names like push-v3 (all: {', '.join(sorted(known))})")
     repeated = sorted({t for t in tasks if tasks.count(t) > 1})
-    if repeated:
-        raise ConfigError(f"{flag}: task(s) {repeated} given more than once")
+    if repeated and not repeats:
+        raise ConfigError(f"{what}: task(s) {repeated} given more than once")
     return tasks
 
 
