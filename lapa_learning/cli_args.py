@@ -25,6 +25,13 @@ def add_device(parser: argparse.ArgumentParser, help: str | None = None) -> None
     parser.add_argument("--device", default="auto", choices=list(DEVICES), help=help)
 
 
+def add_camera(parser: argparse.ArgumentParser, what: str = "--data") -> None:
+    parser.add_argument("--camera", metavar="NAME",
+                        help=f"the camera of {what} to read when an episode dataset has several, as its video key "
+                             "(observation.images.wrist) or its last part (wrist); default: the camera it was "
+                             "recorded with, else its first")
+
+
 def add_threads(parser: argparse.ArgumentParser, help: str = "torch CPU threads") -> None:
     parser.add_argument("--threads", type=int, help=help)
 
@@ -101,6 +108,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_steps: int, de
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_camera(parser, "every --data (and --val-data)")
 
 
 def vla_config_name(args) -> str:

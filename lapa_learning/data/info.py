@@ -8,13 +8,16 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lapa_learning.cli_args import add_camera
+
     parser.add_argument("path", type=Path, help="episode dataset or folder of videos")
+    add_camera(parser, "the dataset")
 
 
 def run(args: argparse.Namespace) -> int:
     from lapa_learning.data.video_folder import open_video_source
 
-    source = open_video_source(args.path)
+    source = open_video_source(args.path, camera=args.camera)
     print(source)
     cameras = getattr(source, "video_keys", ())
     if len(cameras) > 1:

@@ -57,10 +57,26 @@ def feature_names(info_path, features: dict, key: str) -> tuple[str, ...]:
     return names
 
 
+def camera_key(info_path, videos: list[str], camera: str) -> str:
+    """The video feature that `camera` names: a key of `videos` itself, or the last part of exactly one key
+    ("wrist" for "observation.images.wrist")."""
+    if camera in videos:
+        return camera
+    matches = [k for k in videos if k.rsplit(".", 1)[-1] == camera]
+    if len(matches) == 1:
+        return matches[0]
+    raise DatasetError(f"--camera {camera!r}: {info_path} has "
+                       f"{'several cameras named so' if matches else 'no such camera'}; its cameras (video "
+                       f"features) are {', '.join(videos)} (give the full key or its last part)")
+
+
 class EpisodeDataset(EpisodeSource):
-    """Read-only view of a dataset written by EpisodeWriter (or any LeRobotDataset v2.1 with one camera)."""
+    """Read-only view of a dataset written by EpisodeWriter, or of any LeRobotDataset v2.1 (one camera is read:
+    `video_key`)."""
 
     def __init__(self, root: str | os.PathLike, video_key: str | None = None):
+        """video_key: the camera to read, as its feature key ("observation.images.wrist") or its last part
+        ("wrist"); default: the camera the dataset was recorded with (its lapa.video_key), else its first."""
         self.root = Path(root)
         info_path = self.root / fmt.INFO
         if not info_path.is_file():
@@ -75,12 +91,15 @@ class EpisodeDataset(EpisodeSource):
                                f"supported (expected LeRobotDataset v2.x)")
         features = self.info.get("features", {})
         videos = [k for k, v in features.items() if v.get("dtype") == "video"]
+        if not videos:
+            raise DatasetError(f"{info_path} declares no video feature")
         if video_key is None:
-            if not videos:
-                raise DatasetError(f"{info_path} declares no video feature")
             video_key = self.info.get("lapa", {}).get("video_key", videos[0])
-        if video_key not in videos:
-            raise DatasetError(f"{info_path} has no video feature {video_key!r}; it has {videos}")
+            if video_key not in videos:
+                raise DatasetError(f"{info_path}: its lapa.video_key {video_key!r} is not one of its video "
+                                   f"features {videos}")
+        else:
+            video_key = camera_key(info_path, videos, video_key)
         self.video_key = video_key
         self.video_keys = tuple(videos)  # every camera of the dataset; only video_key is read
         self.fps = float(self.info["fps"])

@@ -118,11 +118,15 @@ def _read_instructions(path: Path | None) -> dict[str, str]:
     return labels
 
 
-def open_video_source(root: str | os.PathLike, **kwargs):
-    """An EpisodeDataset if `root` holds meta/info.json, else a VideoFolder."""
+def open_video_source(root: str | os.PathLike, camera: str | None = None, **kwargs):
+    """An EpisodeDataset if `root` holds meta/info.json (reading `camera`, default its recorded one), else a
+    VideoFolder (one camera: `camera` must be None)."""
     root = Path(root)
     if (root / "meta" / "info.json").is_file():
-        return EpisodeDataset(root)
+        return EpisodeDataset(root, video_key=camera)
     if not root.exists():
         raise DatasetError(f"{root} does not exist (expected an episode dataset or a folder of videos)")
+    if camera is not None:
+        raise DatasetError(f"--camera {camera}: {root} is a folder of videos, which has one camera; --camera "
+                           f"chooses among the cameras of an episode dataset (meta/info.json)")
     return VideoFolder(root, **kwargs)

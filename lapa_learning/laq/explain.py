@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ridge", type=float, default=1.0, help="ridge penalty of the linear probe (default: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-probe", action="store_true", help="only draw the image grid")
+    cli_args.add_camera(parser)
     cli_args.add_device(parser)
     cli_args.add_threads(parser)
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     cli_args.set_threads(args.threads)
     result = explain(args.checkpoint, args.data, out=args.out, prefix=args.prefix, n_frames=args.frames,
                      top=args.top, offset=args.offset_frames, folds=args.folds, ridge=args.ridge,
-                     seed=args.seed, probe_actions=not args.no_probe, device=args.device)
+                     seed=args.seed, probe_actions=not args.no_probe, device=args.device, camera=args.camera)
     for key, value in result["files"].items():
         print(f"{key}: {value}")
     if result.get("probe"):
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- main
 def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, top: int = 8,
             offset: int | None = None, folds: int = 5, ridge: float = 1.0, seed: int = 0,
-            probe_actions: bool = True, device: str = "auto") -> dict:
+            probe_actions: bool = True, device: str = "auto", camera: str | None = None) -> dict:
     from lapa_learning.laq.label import checkpoint_offset
     from lapa_learning.laq.trainer import open_source
 
@@ -85,7 +86,7 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
     dev = cli_args.pick_device(device)
     step_dir = ckpt.resolve_checkpoint(checkpoint)
     model, config = ckpt.load_laq(step_dir, device=dev)
-    source = open_source(data, config.get("fps"))  # a video folder gets the checkpoint's frame rate
+    source = open_source(data, config.get("fps"), camera)  # a video folder gets the checkpoint's frame rate
     H = checkpoint_offset(config, source.fps, offset)
     out = Path(out) if out is not None else step_dir.parent / "explain"
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,8 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
         if len(examples) == n_frames:
             break
     files = {"grid": str(draw_grid(model, source, examples, H, frequent, out / f"{prefix}_explain.png", dev))}
-    summary = {"checkpoint": str(step_dir), "data": str(data), "offset": H, "pairs": int(len(t)),
+    summary = {"checkpoint": str(step_dir), "data": str(data), "camera": getattr(source, "video_key", None),
+               "offset": H, "pairs": int(len(t)),
                "examples": [list(x) for x in examples],
                "frequent_tuples": [{"tokens": list(tup), "count": int(counts[i])} for tup, i in zip(frequent, order)],
                "distinct_tuples": int(len(tuples)), "codebook_size": C, "num_tokens": model.cfg.num_tokens}

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint was trained with an offset in seconds)")
     parser.add_argument("--video-fps", type=float, help="frame rate of a video folder (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
+    cli_args.add_camera(parser)
     cli_args.add_device(parser)
     cli_args.add_threads(parser)
     cli_args.add_progress(parser)
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cli_args.set_threads(args.threads)
     result = label_dataset(args.checkpoint, args.data, offset=args.offset_frames, batch_size=args.batch_size,
-                           device=args.device, progress=not args.no_progress, video_fps=args.video_fps)
+                           device=args.device, progress=not args.no_progress, video_fps=args.video_fps,
+                           camera=args.camera)
     print(f"wrote {result['path']}: {result['pairs']} pairs from {result['episodes']} episodes, "
           f"H={result['offset']} frames ({result['encoded']} episodes encoded, {result['reused']} reused from an "
           f"interrupted run)")
@@ -78,18 +80,20 @@ def encode_episode(model, frames: np.ndarray, offset: int, batch_size: int, devi
     return np.arange(n, dtype=np.int64), torch.cat(tokens).numpy().astype(np.int64)
 
 
-def _fingerprint(step_dir: Path, offset: int) -> str:
-    """Identifies the checkpoint weights and offset, so partial results of another model are never mixed in."""
+def _fingerprint(step_dir: Path, offset: int, camera: str | None) -> str:
+    """Identifies the checkpoint weights, offset and camera, so partial results of another model or camera are
+    never mixed in."""
     weights = step_dir / ckpt.WEIGHTS
     h = hashlib.sha256()
     with open(weights, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return f"{h.hexdigest()[:16]}-H{offset}"
+    return f"{h.hexdigest()[:16]}-H{offset}" + (f"-{camera}" if camera else "")
 
 
 def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int = 256, device: str = "auto",
-                  progress: bool = True, video_fps: float | None = None, _stop_after: int | None = None) -> dict:
+                  progress: bool = True, video_fps: float | None = None, camera: str | None = None,
+                  _stop_after: int | None = None) -> dict:
     from tqdm import tqdm
 
     from lapa_learning.data.pairs import resize_square
@@ -100,20 +104,21 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
     dev = cli_args.pick_device(device)
     step_dir = ckpt.resolve_checkpoint(checkpoint)
     model, config = ckpt.load_laq(step_dir, device=dev)
-    source = open_source(data, video_fps if video_fps is not None else config.get("fps"))
+    source = open_source(data, video_fps if video_fps is not None else config.get("fps"), camera)
+    camera = getattr(source, "video_key", None)  # the key itself (None: a video folder)
     root = Path(getattr(source, "root", data))
     H = checkpoint_offset(config, source.fps, offset)
     S = model.cfg.image_size
 
     partial = root / PARTIAL_DIR
-    fingerprint = _fingerprint(step_dir, H)
+    fingerprint = _fingerprint(step_dir, H, camera)
     meta_path = partial / "meta.json"
     if partial.exists():
         try:
             same = json.loads(meta_path.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
         except (OSError, ValueError):
             same = False
-        if not same:  # left over from another checkpoint or offset
+        if not same:  # left over from another checkpoint, offset or camera
             shutil.rmtree(partial)
     partial.mkdir(exist_ok=True)
     atomic_write_json(meta_path, {"fingerprint": fingerprint, "checkpoint": str(step_dir), "offset": H})
@@ -156,7 +161,7 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
     if len(t) == 0:
         raise DatasetError(f"{root}: no episode is longer than H={H} frames, so there is nothing to label")
     out = save_latent_labels(root, episode, t, tokens, codebook_size=model.cfg.codebook_size, offset=H,
-                             source=str(step_dir.resolve()))
+                             source=str(step_dir.resolve()), camera=camera)
     shutil.rmtree(partial, ignore_errors=True)
     return {"path": out, "pairs": int(len(t)), "episodes": len(episodes), "offset": H, "encoded": encoded,
-            "reused": reused}
+            "reused": reused, "camera": camera}

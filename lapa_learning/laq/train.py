@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="require resuming from the checkpoint in --out (a run resumes automatically anyway)")
     parser.add_argument("--fresh", action="store_true", help="refuse to resume: fail if --out holds a checkpoint")
+    cli_args.add_camera(parser, "--data and --extra-data")
     cli_args.add_device(parser, help="auto: CUDA when available (default)")
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"],
                         help="autocast on GPUs via accelerate (default: no)")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                     mixed_precision=args.mixed_precision, progress=not args.no_progress,
                     resume="require" if args.resume else "never" if args.fresh else "auto",
                     config_given=explicit, video_fps=args.video_fps, extra_data=args.extra_data,
-                    extra_repeat=args.extra_repeat)
+                    extra_repeat=args.extra_repeat, camera=args.camera)
     if summary.get("is_main", True):
         print(json.dumps({k: v for k, v in summary.items() if k not in ("is_main", "eval")}, indent=2))
         if summary.get("eval"):

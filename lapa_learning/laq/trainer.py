@@ -32,8 +32,9 @@ RESUMABLE_CHANGES = {"max_steps", "eval_every", "eval_max_pairs", "save_every", 
 
 
 # ----------------------------------------------------------------------------------------------------- data
-def open_source(path, video_fps: float | None = None):
-    """An EpisodeDataset when `path` holds meta/info.json, else a VideoFolder (frame rate `video_fps`, default 30)."""
+def open_source(path, video_fps: float | None = None, camera: str | None = None):
+    """An EpisodeDataset when `path` holds meta/info.json (reading `camera`, default its recorded one), else a
+    VideoFolder (frame rate `video_fps`, default 30)."""
     from lapa_learning.data import open_video_source
 
     path = Path(path)
@@ -41,8 +42,8 @@ def open_source(path, video_fps: float | None = None):
     if video_fps is not None and not is_dataset:
         if not video_fps > 0:
             raise ConfigError(f"--video-fps must be positive, got {video_fps}")
-        return open_video_source(path, fps=video_fps)
-    return open_video_source(path)
+        return open_video_source(path, camera=camera, fps=video_fps)
+    return open_video_source(path, camera=camera)
 
 
 def make_datasets(source, cfg: LAQTrainConfig, progress: bool = False):
@@ -63,11 +64,11 @@ def make_datasets(source, cfg: LAQTrainConfig, progress: bool = False):
 
 
 def extra_pairs_dataset(extra_data, source, offset: int, cfg: LAQTrainConfig, video_fps: float | None,
-                        progress: bool = False):
+                        progress: bool = False, camera: str | None = None):
     """Every frame pair of `extra_data` (all its episodes), with the same H in frames as the main data."""
     from lapa_learning.data import FramePairDataset
 
-    extra = open_source(extra_data, video_fps)
+    extra = open_source(extra_data, video_fps, camera)
     if not extra.episodes:
         raise DatasetError(f"--extra-data {extra_data}: holds no episodes or videos")
     if abs(float(extra.fps) - float(source.fps)) > 1e-6:
@@ -157,12 +158,15 @@ def _check_resume_config(saved: LAQTrainConfig, wanted: LAQTrainConfig, step_dir
 def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, device: str = "auto",
           mixed_precision: str = "no", progress: bool = True, resume: str = "auto",
           config_given: bool = True, video_fps: float | None = None, extra_data=None, extra_repeat: int = 1,
-          _interrupt_at: int | None = None) -> dict:
+          camera: str | None = None, _interrupt_at: int | None = None) -> dict:
     """Train (or resume) an LAQ run in `out`; returns a summary dict with the final held-out metrics.
 
     extra_data: a second episode dataset (or video folder) whose frame pairs are added to the training pairs,
     `extra_repeat` times (e.g. a small labelled robot set next to videos of another embodiment); held-out pairs
     come from `data` only, so the held-out metrics stay comparable.
+
+    camera: the camera read from `data` and `extra_data` when they are episode datasets with several (a video
+    key or its last part); None reads each one's recorded camera. A resumed run must read the same cameras.
 
     resume: "auto" (resume when `out` holds a checkpoint), "require", or "never" (fail if it does).
     config_given: False means the caller did not choose a config, so a resumed run takes the saved one.
@@ -207,12 +211,16 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    source = open_source(data, video_fps)
+    source = open_source(data, video_fps, camera)
+    if state is not None and "camera" in saved and saved["camera"] != getattr(source, "video_key", None):
+        raise ConfigError(f"cannot resume {step_dir} with another camera: it was trained on camera "
+                          f"{saved.get('camera')}, --camera {camera} reads {getattr(source, 'video_key', None)} "
+                          f"(use another --out)")
     train_set, val_set, train_ids, val_ids = make_datasets(source, cfg, progress=progress and main)
     offset = train_set.offset
     extra_pairs = 0
     if extra_data is not None:
-        extra_set = extra_pairs_dataset(extra_data, source, offset, cfg, video_fps, progress and main)
+        extra_set = extra_pairs_dataset(extra_data, source, offset, cfg, video_fps, progress and main, camera)
         extra_pairs = len(extra_set) * extra_repeat
         train_set = torch.utils.data.ConcatDataset([train_set] + [extra_set] * extra_repeat)
 
@@ -241,6 +249,7 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
                                          generator=torch.Generator().manual_seed(cfg.seed + step))
     val_loader = eval_loader(val_set, cfg) if val_set is not None else None
     extra = {"offset": offset, "fps": float(source.fps), "dataset": str(Path(data).resolve()),
+             "camera": getattr(source, "video_key", None),
              "train_episodes": len(train_ids), "val_episodes": len(val_ids), "train_pairs": len(train_set),
              "num_params": core.num_params(),
              **({"extra_dataset": str(Path(extra_data).resolve()), "extra_repeat": extra_repeat,

@@ -20,10 +20,22 @@ import torch
 from lapa_learning.errors import DatasetError
 
 
-def open_source(root):
+def open_source(root, camera: str | None = None):
     from lapa_learning.data.video_folder import open_video_source
 
-    return open_video_source(Path(root))
+    return open_video_source(Path(root), camera=camera)
+
+
+def labels_camera(root, camera: str | None, labels_camera: str | None, what: str) -> str | None:
+    """The camera to read beside `what` (latent labels or pseudo-actions): the labels' own camera unless
+    --camera asks for another, which is an error (the targets were computed from that camera's frames)."""
+    if camera is None or labels_camera is None:
+        return camera or labels_camera
+    source = open_source(root, camera)  # resolves a short name ("wrist") to its key
+    if getattr(source, "video_key", None) != labels_camera:
+        raise DatasetError(f"--camera {camera}: the {what} of {root} were computed from the camera "
+                           f"{labels_camera}; relabel with --camera {camera}, or drop --camera")
+    return labels_camera
 
 
 @dataclass
@@ -59,16 +71,18 @@ def _load_frames(source, ep: int, size: int) -> np.ndarray:
     return resize_square(source.frames(ep), size)
 
 
-def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, seed: int, progress: bool = True):
-    """-> (train SampleSet, val SampleSet, info) for latent pretraining on several datasets with labels."""
+def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, seed: int, progress: bool = True,
+                         camera: str | None = None):
+    """-> (train SampleSet, val SampleSet, info) for latent pretraining on several datasets with labels; the
+    frames come from the camera the labels were computed from (see labels_camera)."""
     from lapa_learning.data.latent_labels import LatentLabels
 
     train, val = SampleSet(), SampleSet()
     K = C = None
     info = {"datasets": []}
     for root in roots:
-        source = open_source(root)
         labels = LatentLabels.load(root)
+        source = open_source(root, labels_camera(root, camera, labels.camera, "latent labels"))
         if K is None:
             K, C = labels.num_tokens, labels.codebook_size
         elif (labels.num_tokens, labels.codebook_size) != (K, C):
@@ -85,14 +99,15 @@ def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, 
             return [(int(labels.t[i]), labels.tokens[i]) for i in rows if labels.t[i] < length]
 
         _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, latent=True)
-        info["datasets"].append({"root": str(root), "labels": str(labels.path), "pairs": len(labels),
-                                 "offset": labels.offset, "labels_source": labels.source})
+        info["datasets"].append({"root": str(root), "camera": getattr(source, "video_key", None),
+                                 "labels": str(labels.path), "pairs": len(labels), "offset": labels.offset,
+                                 "labels_source": labels.source})
     info.update(num_tokens=K, codebook_size=C)
     return train.finalize(), val.finalize(), info
 
 
 def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_fraction: float, seed: int,
-                         progress: bool = True, pseudo: bool = False):
+                         progress: bool = True, pseudo: bool = False, camera: str | None = None):
     """-> (train, val, info) for action targets (finetuning, or ActionVLA pretraining). pseudo=True reads the
     IDM's `pseudo_actions.parquet` beside each dataset instead of its recorded actions (the VPT baseline)."""
     from lapa_learning.vpt.pseudo_actions import PseudoActions
@@ -101,15 +116,17 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
     names = None
     info = {"datasets": []}
     for root in roots:
-        source = open_source(root)
         if pseudo:
             labels = PseudoActions.load(root)
             action_names, actions_of = labels.action_names, labels.actions  # actions_of(ep, length) -> (L, A)
-        elif not source.has_actions:
-            raise DatasetError(f"{root}: action-free dataset; action training needs recorded actions "
-                               f"(use --targets latents with latent labels, or --targets pseudo-actions after "
-                               f"`lapa vpt label`, for action-free video)")
+            source = open_source(root, labels_camera(root, camera, labels.camera, "pseudo-actions"))
         else:
+            source = open_source(root, camera)
+            if not source.has_actions:
+                raise DatasetError(f"{root}: action-free dataset; action training needs recorded actions "
+                                   f"(use --targets latents with latent labels, or --targets pseudo-actions after "
+                                   f"`lapa vpt label`, for action-free video)")
+
             def actions_of(ep, length, source=source):
                 return source.actions(ep)
 
@@ -133,7 +150,8 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
             return out
 
         _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, latent=False)
-        info["datasets"].append({"root": str(root), "episodes": source.num_episodes, "frames": source.num_frames})
+        info["datasets"].append({"root": str(root), "camera": getattr(source, "video_key", None),
+                                 "episodes": source.num_episodes, "frames": source.num_frames})
     info["action_names"] = list(names)
     return train.finalize(), val.finalize(), info
 

@@ -74,10 +74,12 @@ def run(args: argparse.Namespace) -> int:
         chunk = args.chunk_size
 
     image_size = model.config.image_size if (state is not None or args.init is not None) else cfg.image_size
-    train, val, info = build_action_samples(args.data, image_size, chunk, tcfg.val_fraction, tcfg.seed, progress)
+    train, val, info = build_action_samples(args.data, image_size, chunk, tcfg.val_fraction, tcfg.seed, progress,
+                                            camera=args.camera)
     names = info["action_names"]
     if args.val_data:
-        val, _, val_info = build_action_samples(args.val_data, image_size, chunk, 0.0, tcfg.seed, progress)
+        val, _, val_info = build_action_samples(args.val_data, image_size, chunk, 0.0, tcfg.seed, progress,
+                                                camera=args.camera)
         if val_info["action_names"] != names:
             from lapa_learning.errors import DatasetError
 

@@ -1,11 +1,12 @@
 """Open-loop error of a policy on the held-out episodes of a dataset (no simulator needed).
 
     python -m lapa_learning.vla.offline_eval --checkpoint outputs/vla/lapa --data outputs/data/robot \
-        [--val-fraction 0.2] [--seed 0] [--max-frames 2000]
+        [--val-fraction 0.2] [--seed 0] [--max-frames 2000] [--camera wrist]
 
 Uses the same episode split as `lapa vla finetune` (same --val-fraction/--seed), runs `Policy.act_batch`
 (greedy decoding, exactly what the robot would get) on every held-out frame and compares with the recorded
-action: mean absolute error per dim in dataset units, and gripper sign agreement.
+action: mean absolute error per dim in dataset units, and gripper sign agreement. The camera read is --camera, else
+the one the policy was finetuned on when the dataset has it, else the dataset's recorded one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 
 
 def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int = 0, max_frames: int = 2000,
-                         batch_size: int = 64, device: str = "cpu", split: str = "val") -> dict:
+                         batch_size: int = 64, device: str = "cpu", split: str = "val",
+                         camera: str | None = None) -> dict:
     """split="val": the held-out episodes (default); "train": the training episodes (to see over-fitting)."""
     from lapa_learning.data.pairs import split_episodes
     from lapa_learning.errors import DatasetError
@@ -28,7 +30,10 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
 
     policy = Policy.load(checkpoint, device=device)
     policy.report_latents = False
-    source = open_source(data)
+    source = open_source(data, camera)
+    trained = {d.get("camera") for d in (policy.record or {}).get("datasets", [])}
+    if camera is None and len(trained) == 1 and next(iter(trained)) in getattr(source, "video_keys", ()):
+        source = open_source(data, next(iter(trained)))  # the camera the policy learnt from
     if not source.has_actions:
         raise DatasetError(f"{data}: action-free; offline evaluation needs recorded actions")
     ids = [ep.index for ep in source.episodes]
@@ -53,7 +58,8 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
         pred += [a.values for a in policy.act_batch(images[i:i + batch_size], instr[i:i + batch_size])]
     pred = np.stack(pred)
     err = np.abs(pred - truth).mean(0)
-    return {"checkpoint": str(policy.checkpoint_dir), "data": str(data), "split": split, "episodes": len(val_ids),
+    return {"checkpoint": str(policy.checkpoint_dir), "data": str(data),
+            "camera": getattr(source, "video_key", None), "split": split, "episodes": len(val_ids),
             "frames": int(len(images)), "action_l1": float(err.mean()),
             "action_l1_per_dim": {n: round(float(e), 4) for n, e in zip(policy.action_names, err)},
             "gripper_sign_agreement": float((np.sign(pred[:, -1]) == np.sign(truth[:, -1])).mean()),
@@ -64,6 +70,7 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
 def main(argv=None) -> int:
     import torch
 
+    from lapa_learning.cli_args import add_camera
     from lapa_learning.errors import LapaError
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,11 +81,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-frames", type=int, default=2000)
     ap.add_argument("--split", choices=["val", "train"], default="val")
     ap.add_argument("--threads", type=int, default=1)
+    add_camera(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         out = heldout_action_error(args.checkpoint, args.data, args.val_fraction, args.seed, args.max_frames,
-                                   split=args.split)
+                                   split=args.split, camera=args.camera)
     except LapaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

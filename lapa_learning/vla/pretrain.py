@@ -73,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
 
     latent = args.targets == "latents"
     if latent:
-        train, val, info = build_latent_samples(args.data, image_size, tcfg.val_fraction, tcfg.seed, progress)
+        train, val, info = build_latent_samples(args.data, image_size, tcfg.val_fraction, tcfg.seed, progress,
+                                                camera=args.camera)
         if args.shuffle_labels:
             shuffle_latent_labels((train, val), tcfg.seed)
     else:
         train, val, info = build_action_samples(args.data, image_size, args.chunk_size, tcfg.val_fraction,
-                                                tcfg.seed, progress, pseudo=args.targets == "pseudo-actions")
+                                                tcfg.seed, progress, pseudo=args.targets == "pseudo-actions",
+                                                camera=args.camera)
 
     processor = None
     resumed = None

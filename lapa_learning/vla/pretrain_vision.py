@@ -27,6 +27,8 @@ from lapa_learning.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lapa_learning.cli_args import add_camera
+
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="episode dataset or video folder (actions, if any, are not read)")
     parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoint/)")
@@ -41,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--no-progress", action="store_true")
+    add_camera(parser, "every --data")
 
 
 TARGET_SIZE = 16  # R: the predicted frame's size in pixels
@@ -88,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config_arg(args.config)
     S = cfg.image_size
 
-    train_sets, val_sets, instructions = [], [], []
+    train_sets, val_sets, instructions, cameras = [], [], [], []
     for root in args.data:
-        source = open_video_source(root)
+        source = open_video_source(root, camera=args.camera)
+        cameras.append(getattr(source, "video_key", None))  # None: a video folder
         tr, va = split_episodes([e.index for e in source.episodes], args.val_fraction, args.seed)
         instructions += [e.instruction for e in source.episodes if e.instruction]
         train_sets.append(FramePairDataset(source, offset_frames=args.offset_frames, image_size=S, augment=True,
@@ -150,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     record = {"command": command_line(), "stage": "pretrain-vision",
               "targets": f"future frame x_t+H at {TARGET_SIZE} px",
               "offset_frames": args.offset_frames, "datasets": [str(d) for d in args.data],
+              "cameras": cameras,
               "model": model.config.name, "steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
               "seed": args.seed, "train_pairs": len(train), "machine": _machine(),
               "metrics": history[-1], "history": history,

@@ -17,15 +17,19 @@ from lapa_learning.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lapa_learning.cli_args import add_camera
+
     parser.add_argument("--checkpoint", required=True, type=Path, help="IDM run directory (from `lapa vpt train`)")
     parser.add_argument("--data", required=True, type=Path, help="episode dataset or folder of videos to label")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
+    add_camera(parser)
 
 
-def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto", progress: bool = True) -> dict:
+def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto", progress: bool = True,
+                  camera: str | None = None) -> dict:
     from tqdm import tqdm
 
     from lapa_learning.data.video_folder import open_video_source
@@ -38,7 +42,7 @@ def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto",
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)
     model, ckpt = load_idm(checkpoint, device=dev)
-    source = open_video_source(data)
+    source = open_video_source(data, camera=camera)
     root = Path(getattr(source, "root", data))
     actions = {}
     for ep in tqdm(source.episodes, desc="pseudo-labelling", unit="episode", disable=not progress):
@@ -46,13 +50,14 @@ def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto",
         out = [model.predict(pairs.pairs(np.arange(i, min(len(pairs), i + batch_size))).to(dev)).cpu().numpy()
                for i in range(0, len(pairs), batch_size)]
         actions[ep.index] = np.concatenate(out)  # (L, A)
-    path = save_pseudo_actions(root, actions, model.cfg.action_names, model.cfg.offset, str(Path(ckpt).resolve()))
+    path = save_pseudo_actions(root, actions, model.cfg.action_names, model.cfg.offset, str(Path(ckpt).resolve()),
+                               camera=getattr(source, "video_key", None))
     return {"path": path, "episodes": len(actions), "frames": int(sum(len(a) for a in actions.values()))}
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = label_dataset(args.checkpoint, args.data, args.batch_size, args.device, not args.no_progress)
+    r = label_dataset(args.checkpoint, args.data, args.batch_size, args.device, not args.no_progress, args.camera)
     print(f"wrote {r['path']}: pseudo-actions for {r['frames']} frames of {r['episodes']} episodes")
     return 0

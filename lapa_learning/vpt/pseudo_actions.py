@@ -8,7 +8,7 @@ File: `<dataset_root>/pseudo_actions.parquet`, one row per frame of every labell
     action         fixed_size_list<float32>[A]  the IDM's a_t
 
 Schema metadata `lapa.pseudo_actions`: {"format_version": 1, "action_names": [...], "offset": H, "source": "<IDM
-checkpoint>"}.
+checkpoint>", "camera": "<video key of the frames labelled>" (null for a video folder; absent in older files)}.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ META_KEY = b"lapa.pseudo_actions"
 FORMAT_VERSION = 1
 
 
-def save_pseudo_actions(root, actions: dict[int, np.ndarray], action_names, offset: int, source: str) -> Path:
+def save_pseudo_actions(root, actions: dict[int, np.ndarray], action_names, offset: int, source: str,
+                        camera: str | None = None) -> Path:
     """actions: episode index -> (L, A) float32 (every frame of the episode). Written atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -45,7 +46,8 @@ def save_pseudo_actions(root, actions: dict[int, np.ndarray], action_names, offs
     table = pa.table({"episode_index": np.concatenate(eps) if eps else np.zeros(0, np.int64),
                       "frame_index": np.concatenate(ts) if ts else np.zeros(0, np.int64),
                       "action": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), len(names))})
-    meta = {"format_version": FORMAT_VERSION, "action_names": names, "offset": int(offset), "source": str(source)}
+    meta = {"format_version": FORMAT_VERSION, "action_names": names, "offset": int(offset), "source": str(source),
+            "camera": camera}
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     path = Path(root) / FILE_NAME
     with atomic_path(path) as tmp:
@@ -60,6 +62,7 @@ class PseudoActions:
     offset: int
     source: str
     path: Path
+    camera: str | None = None  # the video key whose frames were labelled (None: a video folder, or an older file)
 
     @classmethod
     def load(cls, root) -> "PseudoActions":
@@ -72,6 +75,7 @@ class PseudoActions:
             table = pq.read_table(path)
             meta = json.loads(table.schema.metadata[META_KEY])
             names, offset, source = tuple(meta["action_names"]), int(meta["offset"]), str(meta.get("source", ""))
+            camera = meta.get("camera")
             ep = table.column("episode_index").to_numpy()
             t = table.column("frame_index").to_numpy()
             a = np.asarray(table.column("action").combine_chunks().flatten(), np.float32).reshape(len(ep), -1)
@@ -86,7 +90,7 @@ class PseudoActions:
             if not np.array_equal(t[rows], np.arange(len(rows))):
                 raise DatasetError(f"pseudo-actions file {path}: episode {e} does not cover frames 0..{len(rows) - 1}")
             by_episode[int(e)] = a[rows]
-        return cls(by_episode, names, offset, source, path)
+        return cls(by_episode, names, offset, source, path, None if camera is None else str(camera))
 
     def actions(self, episode: int, length: int) -> np.ndarray:
         a = self.by_episode.get(int(episode))

@@ -23,6 +23,8 @@ from lapa_learning.errors import ConfigError, DatasetError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lapa_learning.cli_args import add_camera
+
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="labelled episode dataset (repeat to mix several with the same action names)")
     parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoint/)")
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--no-progress", action="store_true")
+    add_camera(parser, "every --data (and --val-data)")
 
 
 class PairSet:
@@ -80,14 +83,14 @@ class PairSet:
         return torch.from_numpy(x).permute(0, 1, 4, 2, 3).float().div_(255.0)
 
 
-def _sources(roots, val_fraction: float, seed: int):
+def _sources(roots, val_fraction: float, seed: int, camera: str | None = None):
     """-> (train [(root, source, episodes)], val [...], action names)."""
     from lapa_learning.data.pairs import split_episodes
     from lapa_learning.data.video_folder import open_video_source
 
     train, val, names = [], [], None
     for root in roots:
-        source = open_video_source(root)
+        source = open_video_source(root, camera=camera)
         if not source.has_actions:
             raise DatasetError(f"{root}: action-free dataset; the inverse-dynamics model trains on recorded "
                                f"actions (pass the small labelled set as --data, and label videos with "
@@ -148,9 +151,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.val_data:
         args.val_fraction = 0.0  # the labelled set is trained on whole; validation comes from --val-data
-    train_src, val_src, names = _sources(args.data, args.val_fraction, args.seed)
+    train_src, val_src, names = _sources(args.data, args.val_fraction, args.seed, args.camera)
     if args.val_data:
-        extra, _, extra_names = _sources(args.val_data, 0.0, args.seed)
+        extra, _, extra_names = _sources(args.val_data, 0.0, args.seed, args.camera)
         if extra_names != names:
             raise DatasetError(f"--val-data actions {list(extra_names)} differ from --data's {list(names)}")
         val_src += extra
@@ -193,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     final = history[-1] if history else {"step": args.max_steps, "train_loss": float(loss.item())}
     record = {"command": command_line(), "stage": "vpt-idm", "datasets": [str(d) for d in args.data],
+              "cameras": [s.video_key for _, s, _ in train_src],
               "val_datasets": [str(d) for d in args.val_data or []], "val_fraction": args.val_fraction,
               "seed": args.seed, "steps": args.max_steps, "machine": _machine(),
               "batch_size": args.batch_size, "lr": args.lr,
