@@ -194,10 +194,19 @@ def test_mismatched_checkpoint(tiny_ckpt, chunk_ckpt, tmp_path):
         Policy.load(d3, device="cpu")
     d4 = _copy(tiny_ckpt, tmp_path, "ck4")
     meta = json.loads((d4 / "config.json").read_text())
-    meta["format"] = "lapa_laq"
+    meta["format"] = "lapa_idm"
     (d4 / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="not a LAPA VLA checkpoint"):
+    with pytest.raises(CheckpointError, match=r"not a LAPA VLA checkpoint \('lapa_vla'\) but VPT's inverse-dynamics"):
         Policy.load(d4, device="cpu")
+    # a directory that is no checkpoint at all, and an LAQ run, say what a policy is
+    with pytest.raises(CheckpointError, match=r"holds neither config.json nor checkpoint/config.json; expected the "
+                                              r"--out of `lapa vla finetune`"):
+        Policy.load(tmp_path, device="cpu")
+    from lapa_learning.laq.testing import make_tiny_laq
+
+    make_tiny_laq(tmp_path / "laq")
+    with pytest.raises(CheckpointError, match=r"an LAQ run \(stage 1, `lapa laq train`\), not a VLA"):
+        Policy.load(tmp_path / "laq", device="cpu")
 
 
 def test_bad_device(tiny_ckpt):

@@ -42,7 +42,18 @@ def resolve_checkpoint_dir(path) -> Path:
         raise CheckpointError(f"checkpoint {p}: not a directory")
     if not (p / CONFIG_FILE).exists() and (p / "checkpoint" / CONFIG_FILE).exists():
         return p / "checkpoint"
+    if not (p / CONFIG_FILE).exists() and not (p / WEIGHTS_FILE).exists():  # (a damaged checkpoint: load says so)
+        if (p / "latest.json").is_file() and any(p.glob("step_*")):
+            raise CheckpointError(f"checkpoint {p}: an LAQ run (stage 1, `lapa laq train`), not a VLA; a VLA "
+                                  f"checkpoint is the --out of `lapa vla finetune` (a policy) or `lapa vla pretrain`")
+        raise CheckpointError(f"checkpoint {p}: holds neither {CONFIG_FILE} nor checkpoint/{CONFIG_FILE}; expected "
+                              f"the --out of `lapa vla finetune` (a policy) or `lapa vla pretrain`, or its checkpoint/")
     return p
+
+
+# What a config.json of another kind of run is, for the error when one is given where a VLA is expected.
+OTHER_FORMATS = {"lapa-laq": "an LAQ checkpoint (stage 1, `lapa laq train`)",
+                 "lapa_idm": "VPT's inverse-dynamics model (`lapa vpt train`)"}
 
 
 def save_checkpoint(out_dir, model, tokenizer, action_processor=None, record: dict | None = None,
@@ -116,8 +127,9 @@ def load_checkpoint(path, device: str | torch.device = "cpu"):
     cfg_path = ckpt / CONFIG_FILE
     meta = read_json(cfg_path, "the model configuration")
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_path}: not a LAPA VLA checkpoint (format {meta.get('format')!r}, "
-                              f"expected {FORMAT!r}); a LAQ checkpoint cannot be used as a policy")
+        kind = OTHER_FORMATS.get(meta.get("format"), f"format {meta.get('format')!r}")
+        raise CheckpointError(f"{cfg_path}: not a LAPA VLA checkpoint ({FORMAT!r}) but {kind}; a VLA checkpoint is the "
+                              f"--out of `lapa vla finetune` (a policy) or `lapa vla pretrain`")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{cfg_path}: format_version {meta.get('format_version')} is newer than this code "
                               f"({FORMAT_VERSION}); update lapa_ros")
