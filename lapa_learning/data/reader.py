@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from lapa_learning.data import format as fmt
+from lapa_learning.data import lerobot_v3 as v3
 from lapa_learning.data.video import read_video
 from lapa_learning.errors import DatasetError
 
@@ -57,6 +58,21 @@ def feature_names(info_path, features: dict, key: str) -> tuple[str, ...]:
     return names
 
 
+def video_size(info_path, key: str, feature: dict) -> tuple[int, int]:
+    """(H, W) of a video feature: its info's video.height/width, else its shape read through its names
+    (LeRobot writes [H, W, 3] or [3, H, W] with names such as ["channels", "height", "width"])."""
+    extra = feature.get("info") or {}
+    if "video.height" in extra and "video.width" in extra:
+        return int(extra["video.height"]), int(extra["video.width"])
+    shape = [int(x) for x in feature.get("shape") or []]
+    if len(shape) != 3:
+        raise DatasetError(f"{info_path}: video feature {key!r} has shape {shape}; expected 3 dimensions")
+    names = [str(n).lower()[:1] for n in feature.get("names") or []]  # "height" -> "h", "channels" -> "c"
+    if sorted(names) == ["c", "h", "w"]:
+        return shape[names.index("h")], shape[names.index("w")]
+    return (shape[1], shape[2]) if shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4) else (shape[0], shape[1])
+
+
 def camera_key(info_path, videos: list[str], camera: str) -> str:
     """The video feature that `camera` names: a key of `videos` itself, or the last part of exactly one key
     ("wrist" for "observation.images.wrist")."""
@@ -71,8 +87,8 @@ def camera_key(info_path, videos: list[str], camera: str) -> str:
 
 
 class EpisodeDataset(EpisodeSource):
-    """Read-only view of a dataset written by EpisodeWriter, or of any LeRobotDataset v2.1 (one camera is read:
-    `video_key`)."""
+    """Read-only view of a dataset written by EpisodeWriter, or of any LeRobotDataset v2.1 or v3.0 (one camera is
+    read: `video_key`)."""
 
     def __init__(self, root: str | os.PathLike, video_key: str | None = None):
         """video_key: the camera to read, as its feature key ("observation.images.wrist") or its last part
@@ -86,9 +102,11 @@ class EpisodeDataset(EpisodeSource):
             self.info = json.loads(info_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise DatasetError(f"{info_path} is not valid JSON ({err.msg})") from None
-        if not str(self.info.get("codebase_version", "")).startswith("v2"):
+        version = str(self.info.get("codebase_version", ""))
+        if not version.startswith(("v2", "v3")):
             raise DatasetError(f"{info_path}: codebase_version {self.info.get('codebase_version')!r} is not "
-                               f"supported (expected LeRobotDataset v2.x)")
+                               f"supported (expected LeRobotDataset v2.x or v3.0)")
+        self.layout = "v3.0" if version.startswith("v3") else "v2.1"  # v3.0: read-only (lerobot_v3.py)
         features = self.info.get("features", {})
         videos = [k for k, v in features.items() if v.get("dtype") == "video"]
         if not videos:
@@ -103,32 +121,40 @@ class EpisodeDataset(EpisodeSource):
         self.video_key = video_key
         self.video_keys = tuple(videos)  # every camera of the dataset; only video_key is read
         self.fps = float(self.info["fps"])
-        h, w, _ = features[video_key]["shape"]
-        self.image_size = (int(h), int(w))
+        self.image_size = video_size(info_path, video_key, features[video_key])
         self.has_actions = "action" in features
         self.action_names = feature_names(info_path, features, "action") if self.has_actions else ()
         self.state_names = (feature_names(info_path, features, "observation.state")
                             if "observation.state" in features else ())
-        episodes_path = self.root / fmt.EPISODES
-        if not episodes_path.is_file():
-            raise DatasetError(f"{self.root} is not an episode dataset: {fmt.EPISODES} is missing")
-        tasks_by_index = {}
-        if (self.root / fmt.TASKS).is_file():
-            tasks_by_index = {r["task_index"]: r["task"] for r in fmt.read_jsonl(self.root / fmt.TASKS)}
-        self.tasks = [tasks_by_index[i] for i in sorted(tasks_by_index)]
+        if self.layout == "v3.0":
+            rows = v3.read_episode_rows(self.root)
+            self.tasks = v3.read_tasks(self.root, rows)
+            self._files = {int(r["episode_index"]): v3.episode_files(self.root, self.info, r, video_key) for r in rows}
+            self._data_files = v3.DataFiles()
+        else:
+            episodes_path = self.root / fmt.EPISODES
+            if not episodes_path.is_file():
+                raise DatasetError(f"{self.root} is not an episode dataset: {fmt.EPISODES} is missing")
+            rows = fmt.read_jsonl(episodes_path)
+            tasks_by_index = {}
+            if (self.root / fmt.TASKS).is_file():
+                tasks_by_index = {r["task_index"]: r["task"] for r in fmt.read_jsonl(self.root / fmt.TASKS)}
+            self.tasks = [tasks_by_index[i] for i in sorted(tasks_by_index)]
         self.episodes = [
-            EpisodeInfo(index=int(r["episode_index"]), length=int(r["length"]), instruction=r["tasks"][0],
-                        task=r.get("task_name"), success=r.get("success"))
-            for r in fmt.read_jsonl(episodes_path)
+            EpisodeInfo(index=int(r["episode_index"]), length=int(r["length"]),
+                        instruction=(r.get("tasks") or [""])[0], task=r.get("task_name"), success=r.get("success"))
+            for r in rows
         ]
         self._by_index = {ep.index: ep for ep in self.episodes}
         self._tables: dict[int, dict] = {}
+        self._stats: dict | None = None  # v3.0: computed once, never written into the dataset
 
     def __repr__(self) -> str:
         kind = f"actions {list(self.action_names)}" if self.has_actions else "action-free"
         h, w = self.image_size
+        layout = ", LeRobot v3.0" if self.layout == "v3.0" else ""
         return (f"EpisodeDataset({self.root}: {self.num_episodes} episodes, {self.num_frames} frames, "
-                f"{len(self.tasks)} instructions, {w}x{h} @ {self.fps:g} fps, {kind})")
+                f"{len(self.tasks)} instructions, {w}x{h} @ {self.fps:g} fps, {kind}{layout})")
 
     # ------------------------------------------------------------------ per-episode data
     def episode(self, index: int) -> EpisodeInfo:
@@ -140,7 +166,11 @@ class EpisodeDataset(EpisodeSource):
     def frames(self, index: int) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB frames of episode `index`."""
         ep = self.episode(index)
-        frames = read_video(fmt.video_path(self.root, self.video_key, index), expected_frames=ep.length)
+        if self.layout == "v3.0":
+            files = self._files[index]
+            frames = v3.read_segment(files.video, files.start_s, ep.length, self.fps)
+        else:
+            frames = read_video(fmt.video_path(self.root, self.video_key, index), expected_frames=ep.length)
         if frames.shape[1:3] != self.image_size:
             raise DatasetError(f"episode {index} video is {frames.shape[2]}x{frames.shape[1]}, but {fmt.INFO} "
                                f"says {self.image_size[1]}x{self.image_size[0]}")
@@ -166,6 +196,10 @@ class EpisodeDataset(EpisodeSource):
 
         if not self.has_actions:
             raise DatasetError(f"{self.root} is action-free: no action statistics")
+        if self.layout == "v3.0":  # its meta/stats.json is LeRobot's own: ours are computed, never written there
+            if self._stats is None:
+                self._stats = compute_dataset_stats(self)
+            return self._stats["action"]
         path = self.root / fmt.STATS
         if path.is_file():
             try:
@@ -190,13 +224,17 @@ class EpisodeDataset(EpisodeSource):
         import pyarrow.parquet as pq
 
         ep = self.episode(index)
-        path = fmt.data_path(self.root, index)
-        try:
-            table = pq.read_table(path)
-        except FileNotFoundError:
-            raise DatasetError(f"episode {index}: data file {path} is missing") from None
-        except Exception as err:  # pyarrow raises several types for corrupt files
-            raise DatasetError(f"episode {index}: data file {path} cannot be read ({err})") from None
+        if self.layout == "v3.0":
+            path = self._files[index].data
+            table = self._data_files.episode_table(path, index, ep.length)
+        else:
+            path = fmt.data_path(self.root, index)
+            try:
+                table = pq.read_table(path)
+            except FileNotFoundError:
+                raise DatasetError(f"episode {index}: data file {path} is missing") from None
+            except Exception as err:  # pyarrow raises several types for corrupt files
+                raise DatasetError(f"episode {index}: data file {path} cannot be read ({err})") from None
         if table.num_rows != ep.length:
             raise DatasetError(f"episode {index}: {path} has {table.num_rows} rows, {fmt.EPISODES} says {ep.length}")
         out = {}

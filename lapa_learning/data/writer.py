@@ -221,6 +221,9 @@ class EpisodeWriter:
         from lapa_learning.data.reader import EpisodeDataset
 
         ds = EpisodeDataset(self.root)
+        if ds.layout != fmt.CODEBASE_VERSION:
+            raise DatasetError(f"cannot append to {self.root}: it is a LeRobot {ds.layout} dataset, which lapa reads "
+                               f"but does not write (it writes {fmt.CODEBASE_VERSION}); write to another directory")
         mismatches = [f"{name}: dataset has {have!r}, writer asked for {want!r}" for name, have, want in (
             ("fps", ds.fps, self.fps), ("image_size", ds.image_size, self.image_size),
             ("video_key", ds.video_key, self.video_key), ("with_actions", ds.has_actions, self.with_actions),
