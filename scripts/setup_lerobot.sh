@@ -13,12 +13,20 @@
 # resolver, and PyPI's torchvision does not import beside it; torch 2.7.1 + torchvision 0.22.1 from PyPI (a CUDA
 # build, which runs on the CPU) is what pip can get here. torchcodec (also pulled in) is not used.
 # Idempotent: a stamp records what was installed.
+#
+#   scripts/setup_lerobot.sh --v3   # instead: .venv-lerobot3 with lerobot 0.4.4, which writes and reads codebase v3.0
+#                                   # (for scripts/lerobot_v3_compat.py; its own pins resolve from PyPI, about 8 GB)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-VENV=${LAPA_LEROBOT_VENV:-$ROOT/.venv-lerobot}
+if [ "${1:-}" = "--v3" ]; then
+    VENV=${LAPA_LEROBOT_VENV:-$ROOT/.venv-lerobot3}
+    PACKAGES=(lerobot==0.4.4)
+else
+    VENV=${LAPA_LEROBOT_VENV:-$ROOT/.venv-lerobot}
+    PACKAGES=(lerobot==0.3.3 torch==2.7.1 torchvision==0.22.1)
+fi
 case "$VENV" in /*) ;; *) VENV=$ROOT/$VENV ;; esac
 PY=${PYTHON:-python3}
-PACKAGES=(lerobot==0.3.3 torch==2.7.1 torchvision==0.22.1)
 
 want_stamp=$( { printf '%s\n' "${PACKAGES[@]}"; "$PY" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
 STAMP=$VENV/.lapa-lerobot-stamp

@@ -1,4 +1,4 @@
-"""Episode datasets (LeRobotDataset v2.1 layout), external video folders, and frame-pair sampling.
+"""Episode datasets (LeRobotDataset v2.1 layout; v3.0 read too), external video folders, and frame-pair sampling.
 
 Names are imported lazily so that `from lapa_learning.data import EpisodeWriter` (the ROS recorder) does not
 pull in torch.
