@@ -4,10 +4,10 @@
     .venv/bin/python scripts/lerobot_v3_compat.py [--out results/lerobot_v3_compat.json]
 
 `lapa data generate` writes a small Meta-World dataset (the source). In the LeRobot venv, LeRobotDataset.create +
-add_frame + save_episode + finalize copy it, frame by frame, into a v3.0 dataset with two cameras (the second shows
-the frames upside down) and small file-size limits, so that data and video files hold several episodes and episodes
+add_frame + save_episode + finalize copy it, frame by frame, into a v3.0 dataset with three cameras (two videos, the
+second upside down, and one "image" feature, stored as PNG in the data files, inverted) and small file-size limits, so that data and video files hold several episodes and episodes
 spread over several files and chunks; LeRobot then reopens it and decodes every frame of every episode. Here,
-EpisodeDataset reads the same dataset (both cameras) and the comparison covers episode count, lengths, instructions,
+EpisodeDataset reads the same dataset (every camera) and the comparison covers episode count, lengths, instructions,
 actions, states and timestamps (exact) and decoded pixels (within IMAGE_TOLERANCE levels: the video is LeRobot's
 lossy AV1, decoded by each side). Exit code 1 when anything differs.
 """
@@ -27,10 +27,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 LEROBOT_PYTHON = ROOT / ".venv-lerobot3" / "bin" / "python"
 IMAGE_TOLERANCE = 2  # uint8 levels: two decoders may convert the same YUV frame to RGB with rounding differences
-CAMERAS = ("observation.images.front", "observation.images.flipped")
-# LeRobot's file size limits here (MB): two 64 px episodes per video file (about 30 KB each in AV1), one per data
-# file, two files per chunk, so that an episode starts inside a video file, and files and chunks both vary
-VIDEO_MB, DATA_MB, CHUNK_FILES = 0.07, 0.008, 2
+CAMERAS = ("observation.images.front", "observation.images.flipped", "observation.images.png")
+IMAGE_CAMERA = CAMERAS[2]  # LeRobot's "image" dtype: PNG in the data files (the frames inverted), not video
+# LeRobot's file size limits here (MB): two 64 px episodes per video file (about 30 KB each in AV1) and per data
+# file (about 0.37 MB each with the PNG camera), two files per chunk, so that episodes start inside a video file and
+# share data files, and files and chunks both vary
+VIDEO_MB, DATA_MB, CHUNK_FILES = 0.07, 0.9, 2
 
 
 # ---------------------------------------------------------------------------------------------- LeRobot side
@@ -47,7 +49,7 @@ def write_and_dump(source_npz: Path, root: Path, out: Path) -> None:
     size = meta["image_size"]
     video = {"dtype": "video", "shape": (size, size, 3), "names": ["height", "width", "channels"]}  # tuples: LeRobot
     # compares shapes as tuples
-    features = {CAMERAS[0]: video, CAMERAS[1]: dict(video),
+    features = {CAMERAS[0]: video, CAMERAS[1]: dict(video), IMAGE_CAMERA: dict(video, dtype="image"),
                 "action": {"dtype": "float32", "shape": (len(meta["action_names"]),), "names": meta["action_names"]},
                 "observation.state": {"dtype": "float32", "shape": (len(meta["state_names"]),),
                                       "names": meta["state_names"]}}
@@ -59,6 +61,7 @@ def write_and_dump(source_npz: Path, root: Path, out: Path) -> None:
         frames, actions, states = src[f"frames{e}"], src[f"actions{e}"], src[f"states{e}"]
         for t in range(len(frames)):
             ds.add_frame({CAMERAS[0]: frames[t], CAMERAS[1]: np.ascontiguousarray(frames[t, ::-1]),
+                          IMAGE_CAMERA: 255 - frames[t],
                           "action": actions[t], "observation.state": states[t], "task": instruction})
         ds.save_episode()
     ds.finalize()
@@ -79,8 +82,8 @@ def write_and_dump(source_npz: Path, root: Path, out: Path) -> None:
         report["episodes"].append({"index": int(ep["episode_index"]), "length": end - start,
                                    "task": items[0]["task"],
                                    "files": {k: [int(ep[f"videos/{k}/chunk_index"]), int(ep[f"videos/{k}/file_index"])]
-                                             for k in CAMERAS} | {"data": [int(ep["data/chunk_index"]),
-                                                                           int(ep["data/file_index"])]}})
+                                             for k in CAMERAS if k != IMAGE_CAMERA}
+                                            | {"data": [int(ep["data/chunk_index"]), int(ep["data/file_index"])]}})
     np.savez(out, **arrays)
     out.with_suffix(".json").write_text(json.dumps(report))
 
@@ -114,7 +117,7 @@ def compare(root: Path, lerobot: dict, arrays: dict) -> tuple[dict, list[str]]:
     for ep, theirs in zip(ds.episodes, lerobot["episodes"]):
         e = ep.index
         row = {"episode": e, "length": ep.length, "files": theirs["files"],
-               "video_start_s": {k: reader._files[e].start_s for k, reader in readers.items()}}
+               "video_start_s": {k: reader._files[e].start_s for k, reader in readers.items() if k != IMAGE_CAMERA}}
         if ep.length != theirs["length"] or ep.instruction != theirs["task"]:
             diffs.append(f"episode {e}: length/instruction {ep.length}/{ep.instruction!r} vs "
                          f"{theirs['length']}/{theirs['task']!r}")
@@ -134,7 +137,7 @@ def compare(root: Path, lerobot: dict, arrays: dict) -> tuple[dict, list[str]]:
             if err > IMAGE_TOLERANCE:
                 diffs.append(f"episode {e} {key}: pixels differ by up to {err} levels")
         per_episode.append(row)
-    files = {key: len({tuple(r["files"][key]) for r in per_episode}) for key in (*CAMERAS, "data")}
+    files = {key: len({tuple(r["files"][key]) for r in per_episode}) for key in (*CAMERAS[:2], "data")}
     return {"episodes": per_episode, "files": files, "differences": diffs}, diffs
 
 

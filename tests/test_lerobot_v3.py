@@ -1,5 +1,6 @@
-"""Reading LeRobotDataset v3.0 (LeRobot >= 0.4: many episodes per data and video file). The dataset here is built
-by hand in that layout; scripts/lerobot_v3_compat.py checks the reader against datasets LeRobot itself writes."""
+"""Reading LeRobotDataset v3.0 (LeRobot >= 0.4: many episodes per data and video file), and cameras stored as
+images in the data parquet (LeRobot's "image" dtype, v2.1 and v3.0). The datasets here are built by hand in those
+layouts; scripts/lerobot_v3_compat.py checks the reader against datasets LeRobot itself writes."""
 
 import json
 
@@ -15,6 +16,15 @@ from lapa_learning.errors import DatasetError
 
 FPS, SIZE = 10, 32
 KEYS = ("observation.images.top", "observation.images.wrist")
+IMAGE_KEY = "observation.images.png"  # a third camera, stored as PNG bytes in the data files
+
+
+def png_cells(frames: np.ndarray) -> list[dict]:
+    """Frames as LeRobot (HF datasets) stores an image feature: {"bytes": PNG, "path": name}."""
+    import cv2
+
+    return [{"bytes": cv2.imencode(".png", f[..., ::-1])[1].tobytes(), "path": f"frame_{t:06d}.png"}
+            for t, f in enumerate(frames)]
 INSTRUCTIONS = ("push the block", "open the drawer")
 
 
@@ -41,7 +51,7 @@ def write_v3(root, lengths=(7, 9, 6, 8), per_file: int = 2):
         chunk, file = f // per_file, 0  # one file per chunk, to use chunk indices too
         group = range(f, min(f + per_file, len(lengths)))
         data = {"action": [], "observation.state": [], "timestamp": [], "frame_index": [], "episode_index": [],
-                "index": [], "task_index": []}
+                "index": [], "task_index": [], IMAGE_KEY: []}
         offset = 0.0
         for e in reversed(group):  # rows need not be in episode order within a file
             ep = episodes[e]
@@ -53,6 +63,7 @@ def write_v3(root, lengths=(7, 9, 6, 8), per_file: int = 2):
             data["episode_index"] += [e] * n
             data["index"] += list(range(start, start + n))
             data["task_index"] += [e % 2] * n
+            data[IMAGE_KEY] += png_cells(255 - ep["frames"][0])
             start += n
         path = root / f"data/chunk-{chunk:03d}/file-{file:03d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +92,7 @@ def write_v3(root, lengths=(7, 9, 6, 8), per_file: int = 2):
             "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
             "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
             "features": {KEYS[0]: video, KEYS[1]: dict(video),
+                         IMAGE_KEY: {"dtype": "image", "shape": [SIZE, SIZE, 3], "names": ["height", "width", "channel"]},
                          "action": {"dtype": "float32", "shape": [4], "names": ["x", "y", "z", "gripper"]},
                          "observation.state": {"dtype": "float32", "shape": [3], "names": {"motors": ["a", "b", "c"]}},
                          "timestamp": {"dtype": "float32", "shape": [1], "names": None}}}
@@ -118,7 +130,41 @@ def test_episodes_frames_actions_and_cameras(v3, capsys):
     assert main(["data", "info", str(root)]) == 0
     out = capsys.readouterr().out
     assert "4 episodes, 30 frames, 2 instructions, 32x32 @ 10 fps, actions ['x', 'y', 'z', 'gripper'], LeRobot v3.0" in out
-    assert f"camera read: {KEYS[0]} (not read: {KEYS[1]})" in out
+    assert f"camera read: {KEYS[0]} (not read: {KEYS[1]}, {IMAGE_KEY})" in out
+
+
+def test_image_cameras_in_v3_and_v21(v3, tmp_path):
+    root, episodes = v3
+    png = EpisodeDataset(root, video_key="png")
+    assert png.image_size == (SIZE, SIZE)
+    for e, ep in enumerate(episodes):
+        np.testing.assert_array_equal(png.frames(e), 255 - ep["frames"][0])  # PNG is lossless
+    np.testing.assert_array_equal(png.actions(2), episodes[2]["actions"])
+
+    # v2.1 (one data file per episode), as LeRobot writes with use_videos=False
+    from lapa_learning.data import format as fmt
+    from lapa_learning.laq.testing import write_dataset
+
+    v21 = write_dataset(tmp_path / "v21", episodes=2, length=6)
+    truth = EpisodeDataset(v21)
+    for e in range(2):
+        path = fmt.data_path(v21, e)
+        table = pq.read_table(path)
+        pq.write_table(table.append_column(IMAGE_KEY, pa.array(png_cells(255 - truth.frames(e)))), path)
+    info = json.loads((v21 / "meta/info.json").read_text())
+    info["features"][IMAGE_KEY] = {"dtype": "image", "shape": [3, 32, 32], "names": ["channels", "height", "width"]}
+    (v21 / "meta/info.json").write_text(json.dumps(info))
+    ds = EpisodeDataset(v21, video_key=IMAGE_KEY)
+    np.testing.assert_array_equal(ds.frames(1), 255 - truth.frames(1))
+    np.testing.assert_array_equal(ds.actions(1), truth.actions(1))
+    assert IMAGE_KEY not in ds._tables[1]  # encoded images are decoded per call, not kept in memory
+    table = pq.read_table(fmt.data_path(v21, 0))
+    cells = table.column(IMAGE_KEY).to_pylist()
+    cells[3] = {"bytes": b"garbage", "path": None}
+    pq.write_table(table.set_column(table.column_names.index(IMAGE_KEY), IMAGE_KEY, pa.array(cells)),
+                   fmt.data_path(v21, 0))
+    with pytest.raises(DatasetError, match="episode 0 observation.images.png: frame 3 holds no decodable image"):
+        ds.frames(0)
 
 
 def test_v3_is_read_only_and_damage_is_named(v3, tmp_path):

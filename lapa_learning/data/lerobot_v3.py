@@ -35,7 +35,7 @@ class EpisodeFiles:
     """Where one episode lives in a v3.0 dataset."""
 
     data: Path  # the parquet file holding its rows
-    video: Path  # the mp4 holding its frames (of the camera read)
+    video: Path | None  # the mp4 holding its frames (of the camera read); None for an image camera (in `data`)
     start_s: float  # its first frame's time in that video
 
 
@@ -56,11 +56,14 @@ def read_episode_rows(root: Path) -> list[dict]:
     return sorted(rows, key=lambda r: int(r["episode_index"]))
 
 
-def episode_files(root: Path, info: dict, row: dict, video_key: str) -> EpisodeFiles:
-    """The data file, video file and start time of the episode described by `row` (DatasetError if incomplete)."""
+def episode_files(root: Path, info: dict, row: dict, video_key: str, is_video: bool = True) -> EpisodeFiles:
+    """The data file, video file and start time of the episode described by `row` (DatasetError if incomplete);
+    is_video=False: the camera's images are in the data file."""
     try:
         data = info.get("data_path", DATA_PATH).format(chunk_index=int(row["data/chunk_index"]),
                                                        file_index=int(row["data/file_index"]))
+        if not is_video:
+            return EpisodeFiles(data=root / data, video=None, start_s=0.0)
         video = info.get("video_path", VIDEO_PATH).format(video_key=video_key,
                                                          chunk_index=int(row[f"videos/{video_key}/chunk_index"]),
                                                          file_index=int(row[f"videos/{video_key}/file_index"]))

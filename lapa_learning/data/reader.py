@@ -73,6 +73,25 @@ def video_size(info_path, key: str, feature: dict) -> tuple[int, int]:
     return (shape[1], shape[2]) if shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4) else (shape[0], shape[1])
 
 
+def decode_images(cells: list, root: Path, where: str) -> np.ndarray:
+    """LeRobot "image" cells ({"bytes": PNG/JPEG, "path": ...}, as HF datasets stores images) -> (T, H, W, 3) RGB."""
+    import cv2
+
+    frames = []
+    for t, cell in enumerate(cells):
+        data = cell.get("bytes") if isinstance(cell, dict) else None
+        if data is None and isinstance(cell, dict) and cell.get("path"):
+            path = Path(cell["path"])
+            path = path if path.is_absolute() else root / path
+            data = path.read_bytes() if path.is_file() else None
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        if image is None:
+            raise DatasetError(f"{where}: frame {t} holds no decodable image (expected PNG/JPEG bytes or a path "
+                               f"to one, got {str(cell)[:80]})")
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+
+
 def camera_key(info_path, videos: list[str], camera: str) -> str:
     """The video feature that `camera` names: a key of `videos` itself, or the last part of exactly one key
     ("wrist" for "observation.images.wrist")."""
@@ -108,9 +127,11 @@ class EpisodeDataset(EpisodeSource):
                                f"supported (expected LeRobotDataset v2.x or v3.0)")
         self.layout = "v3.0" if version.startswith("v3") else "v2.1"  # v3.0: read-only (lerobot_v3.py)
         features = self.info.get("features", {})
-        videos = [k for k, v in features.items() if v.get("dtype") == "video"]
+        # cameras: videos (mp4 files) or images (PNG/JPEG encoded in the data parquet, LeRobot's "image" dtype)
+        videos = [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
         if not videos:
-            raise DatasetError(f"{info_path} declares no video feature")
+            raise DatasetError(f"{info_path} declares no video or image feature (no camera)")
+        self._image_keys = {k for k in videos if features[k]["dtype"] == "image"}
         if video_key is None:
             video_key = self.info.get("lapa", {}).get("video_key", videos[0])
             if video_key not in videos:
@@ -129,7 +150,9 @@ class EpisodeDataset(EpisodeSource):
         if self.layout == "v3.0":
             rows = v3.read_episode_rows(self.root)
             self.tasks = v3.read_tasks(self.root, rows)
-            self._files = {int(r["episode_index"]): v3.episode_files(self.root, self.info, r, video_key) for r in rows}
+            is_video = video_key not in self._image_keys
+            self._files = {int(r["episode_index"]): v3.episode_files(self.root, self.info, r, video_key, is_video)
+                           for r in rows}
             self._data_files = v3.DataFiles()
         else:
             episodes_path = self.root / fmt.EPISODES
@@ -166,7 +189,10 @@ class EpisodeDataset(EpisodeSource):
     def frames(self, index: int) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB frames of episode `index`."""
         ep = self.episode(index)
-        if self.layout == "v3.0":
+        if self.video_key in self._image_keys:
+            column = self._arrow_table(index, [self.video_key]).column(self.video_key).to_pylist()
+            frames = decode_images(column, self.root, f"episode {index} {self.video_key}")
+        elif self.layout == "v3.0":
             files = self._files[index]
             frames = v3.read_segment(files.video, files.start_s, ep.length, self.fps)
         else:
@@ -220,25 +246,33 @@ class EpisodeDataset(EpisodeSource):
             table = self._tables[index] = self._read_table(index)
         return table[name]
 
-    def _read_table(self, index: int) -> dict:
+    def _arrow_table(self, index: int, columns: list[str] | None = None):
+        """The episode's rows as a pyarrow Table (only `columns`, if given)."""
         import pyarrow.parquet as pq
 
         ep = self.episode(index)
         if self.layout == "v3.0":
             path = self._files[index].data
             table = self._data_files.episode_table(path, index, ep.length)
+            table = table.select(columns) if columns else table
         else:
             path = fmt.data_path(self.root, index)
             try:
-                table = pq.read_table(path)
+                table = pq.read_table(path, columns=columns)
             except FileNotFoundError:
                 raise DatasetError(f"episode {index}: data file {path} is missing") from None
-            except Exception as err:  # pyarrow raises several types for corrupt files
+            except Exception as err:  # pyarrow raises several types for corrupt files (and for missing columns)
                 raise DatasetError(f"episode {index}: data file {path} cannot be read ({err})") from None
         if table.num_rows != ep.length:
             raise DatasetError(f"episode {index}: {path} has {table.num_rows} rows, {fmt.EPISODES} says {ep.length}")
+        return table
+
+    def _read_table(self, index: int) -> dict:
+        table = self._arrow_table(index)
         out = {}
         for name in table.column_names:
+            if name in self._image_keys:  # encoded images: decoded by frames(), never kept
+                continue
             column = table.column(name).combine_chunks()
             if hasattr(column, "flatten") and str(column.type).startswith(("fixed_size_list", "list")):
                 out[name] = np.asarray(column.flatten(), dtype=np.float32).reshape(table.num_rows, -1)
