@@ -26,16 +26,16 @@ def open_source(root, camera: str | None = None):
     return open_video_source(Path(root), camera=camera)
 
 
-def labels_camera(root, camera: str | None, labels_camera: str | None, what: str) -> str | None:
-    """The camera to read beside `what` (latent labels or pseudo-actions): the labels' own camera unless
-    --camera asks for another, which is an error (the targets were computed from that camera's frames)."""
-    if camera is None or labels_camera is None:
-        return camera or labels_camera
+def labels_camera(root, camera: str | None, labelled: str | None, what: str) -> str | None:
+    """The camera to read beside `what` (latent labels or pseudo-actions): `labelled`, the camera they were
+    computed from, unless --camera asks for another, which is an error (the targets belong to those frames)."""
+    if camera is None or labelled is None:
+        return camera or labelled
     source = open_source(root, camera)  # resolves a short name ("wrist") to its key
-    if getattr(source, "video_key", None) != labels_camera:
+    if getattr(source, "video_key", None) != labelled:
         raise DatasetError(f"--camera {camera}: the {what} of {root} were computed from the camera "
-                           f"{labels_camera}; relabel with --camera {camera}, or drop --camera")
-    return labels_camera
+                           f"{labelled}; relabel with --camera {camera}, or drop --camera")
+    return labelled
 
 
 @dataclass
