@@ -141,8 +141,16 @@ class MetaWorldEnv:
 
     # ------------------------------------------------------------------ episode API
     def reset(self, seed: int) -> Observation:
+        import mujoco
+
         self._env.seed(int(seed))  # seeds the generator that reset() draws the object/goal layout from
         self._obs, _ = self._env.reset()
+        # Meta-World's reset moves the goal marker without recomputing where sites are, so the first frame drew it
+        # where the previous episode left it (push-v3, push-back-v3: a frame that depended on the env's history).
+        # Positions only: the physics (velocities, solver warm start) is untouched, so trajectories do not change.
+        unwrapped = self._env.unwrapped
+        mujoco.mj_kinematics(unwrapped.model, unwrapped.data)
+        mujoco.mj_camlight(unwrapped.model, unwrapped.data)
         self.steps = 0
         return self._observation()
 
