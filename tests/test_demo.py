@@ -832,3 +832,20 @@ def test_pool_recipe_probes_pools_seeds_and_compares_each_variant_with_the_first
     res = subprocess.run([sys.executable, script, "--inputs", str(tmp_path), "--out", str(out)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "cannot read it" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_worker_counts_are_passed_to_video_generation_but_do_not_identify_it(tmp_path, monkeypatch):
+    """The pretraining videos are rolled out by GENERATE_WORKERS processes (the same dataset for any number), and a
+    finished stage is reused on a machine with another number of cores."""
+    from lapa_learning.demo import plan as plan_module
+    from lapa_learning.demo.runner import _is_done, marker
+
+    plan = build_plan(tmp_path, PRESETS["quick"], "in-domain", seed=0, device="cpu")
+    stage = plan.stages["data-videos-robot"]
+    assert stage.speed == ("--workers", str(plan_module.GENERATE_WORKERS)) and "--workers" not in stage.args
+    assert _attempt(plan, stage)["args"] == stage.args
+    marker(plan, stage).parent.mkdir(parents=True)
+    atomic_write_json(marker(plan, stage), _attempt(plan, stage))
+    monkeypatch.setattr(plan_module, "GENERATE_WORKERS", 7)
+    other = build_plan(tmp_path, PRESETS["quick"], "in-domain", seed=0, device="cpu").stages["data-videos-robot"]
+    assert other.speed == ("--workers", "7") and _is_done(plan, other)

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"what performs the tasks on camera: {', '.join(embodiment_names())} "
                              "(default: %(default)s); "
                              "any but sawyer writes an action-free set, like a video of someone else doing the task")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes that roll out episodes ahead of the writer; the dataset is the same for any "
+                             "number (default: %(default)s)")
     parser.add_argument("--only-success", action="store_true",
                         help="keep only successful episodes (failed ones are replaced by the next seed)")
     mode = parser.add_mutually_exclusive_group()
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     summary = generate(out=args.out, tasks=parse_task_list(args.tasks), episodes_per_task=args.episodes_per_task,
                        camera=args.camera, image_size=args.image_size, max_steps=args.max_steps,
                        action_noise=args.action_noise, seed=args.seed, action_free=args.action_free,
-                       only_success=args.only_success, embodiment=args.embodiment,
+                       only_success=args.only_success, embodiment=args.embodiment, workers=args.workers,
                        mode="overwrite" if args.overwrite else "append" if args.append else "create")
     print(summary)
     return 0
@@ -52,18 +55,19 @@ def run(args: argparse.Namespace) -> int:
 def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = "front", image_size: int = 64,
              max_steps: int = 200, action_noise: float = 0.0, seed: int = 0, action_free: bool = False,
              only_success: bool = False, mode: str = "create", progress: bool = True,
-             embodiment: str = "sawyer") -> str:
+             embodiment: str = "sawyer", workers: int = 1) -> str:
     """Write the dataset and return a human-readable summary of it.
 
     A non-default embodiment (lapa_learning.sim.embodiment) implies action_free: the actions belong to the
-    hidden Sawyer arm, not to what the video shows. meta/info.json's robot_type records the embodiment."""
+    hidden Sawyer arm, not to what the video shows. meta/info.json's robot_type records the embodiment.
+    workers > 1: episodes are rolled out in that many processes, in order and with the same seeds, so the dataset
+    is the same as with one."""
     from tqdm import tqdm
 
     from lapa_learning.data.reader import EpisodeDataset
     from lapa_learning.data.writer import EpisodeWriter
     from lapa_learning.sim.embodiment import get_embodiment
-    from lapa_learning.sim.metaworld_env import ACTION_NAMES, FPS, STATE_NAMES, MetaWorldEnv, camera_names
-    from lapa_learning.sim.rollout import expert_episode
+    from lapa_learning.sim.metaworld_env import ACTION_NAMES, FPS, STATE_NAMES, camera_names
     from lapa_learning.sim.seeds import train_seed
 
     if episodes_per_task < 1:
@@ -74,6 +78,8 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
         raise ConfigError(f"--image-size must be an even number of pixels in [16, 512], got {image_size}")
     if action_noise < 0:
         raise ConfigError(f"--action-noise must be >= 0, got {action_noise}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be a positive number of processes, got {workers!r}")
     try:
         get_embodiment(embodiment)
     except ConfigError as err:
@@ -92,16 +98,14 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
     first_episode = writer.num_episodes  # when appending, continue the seed sequence
     bar = tqdm(total=len(tasks) * episodes_per_task, desc="generating", unit="ep", disable=not progress)
     successes = Counter()
-    for task in tasks:
-        bar.set_postfix_str(task)
-        with MetaWorldEnv(task, camera=camera, image_size=image_size, max_steps=max_steps,
-                          embodiment=embodiment) as env:
+    env_kwargs = dict(camera=camera, image_size=image_size, max_steps=max_steps, embodiment=embodiment)
+    cap = 3 * episodes_per_task + 10  # attempts per task before --only-success gives up
+    with Rollouts(workers, env_kwargs, action_noise) as rollouts:
+        for task in tasks:
+            bar.set_postfix_str(task)
             kept, attempt = 0, 0
-            while kept < episodes_per_task:
-                if attempt >= 3 * episodes_per_task + 10:
-                    raise ConfigError(f"{task}: the scripted expert succeeded in only {kept} of {attempt} episodes "
-                                      f"within {max_steps} steps; raise --max-steps or drop --only-success")
-                ep = expert_episode(env, train_seed(seed, first_episode + attempt), action_noise=action_noise)
+            episodes = rollouts.episodes(task, [train_seed(seed, first_episode + a) for a in range(cap)])
+            for ep in episodes:
                 attempt += 1
                 if only_success and not ep.success:
                     continue
@@ -110,6 +114,12 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
                 successes[task] += ep.success
                 kept += 1
                 bar.update(1)
+                if kept == episodes_per_task:
+                    break
+            episodes.close()  # a pool drops the episodes it rolled out ahead
+            if kept < episodes_per_task:
+                raise ConfigError(f"{task}: the scripted expert succeeded in only {kept} of {attempt} episodes "
+                                  f"within {max_steps} steps; raise --max-steps or drop --only-success")
     bar.close()
     writer.close()
     dataset = EpisodeDataset(out)
@@ -120,3 +130,62 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
     for task in tasks:
         lines.append(f"  {task}: {episodes_per_task} episodes, expert success {successes[task]}/{episodes_per_task}")
     return "\n".join(lines)
+
+
+class Rollouts:
+    """Scripted-expert episodes of one task after another, in seed order: in this process (workers = 1), or rolled
+    out ahead by `workers` spawned processes (each keeps one environment per task) and handed over in order."""
+
+    def __init__(self, workers: int, env_kwargs: dict, action_noise: float):
+        self.workers, self.env_kwargs, self.action_noise = workers, env_kwargs, action_noise
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            # "spawn": a fresh interpreter (no inherited OpenGL state)
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def episodes(self, task: str, seeds: list[int]):
+        """A generator of the episodes of `seeds`, in order; close it to stop early."""
+        from collections import deque
+
+        from lapa_learning.sim.metaworld_env import MetaWorldEnv
+        from lapa_learning.sim.rollout import expert_episode
+
+        if self.pool is None:
+            with MetaWorldEnv(task, **self.env_kwargs) as env:
+                for s in seeds:
+                    yield expert_episode(env, s, action_noise=self.action_noise)
+            return
+        queue = deque(seeds)
+        ahead = deque()
+        try:
+            while queue or ahead:
+                while queue and len(ahead) < 2 * self.workers:
+                    ahead.append(self.pool.submit(_episode, task, self.env_kwargs, queue.popleft(),
+                                                  self.action_noise))
+                yield ahead.popleft().result()
+        finally:
+            for future in ahead:
+                future.cancel()
+
+
+_ENVS: dict = {}  # a worker process's environments, one per (task, settings)
+
+
+def _episode(task: str, env_kwargs: dict, seed: int, action_noise: float):
+    from lapa_learning.sim.metaworld_env import MetaWorldEnv
+    from lapa_learning.sim.rollout import expert_episode
+
+    key = (task, tuple(sorted(env_kwargs.items())))
+    if key not in _ENVS:
+        _ENVS[key] = MetaWorldEnv(task, **env_kwargs)
+    return expert_episode(_ENVS[key], seed, action_noise=action_noise)

@@ -4,6 +4,7 @@ step-selection rule (lapa_learning/demo/__init__.py has the picture)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -51,6 +52,11 @@ LAQ_SELECTION_RULE = ("train the LAQ with config seeds seed*K .. seed*K+K-1 on t
 SELECTION_RULE = ("per method, finetune once per candidate step budget, evaluate each on the development layouts "
                   "(base seed = seed + DEV_SEED_OFFSET), keep the highest success rate (fewest steps on ties), and "
                   "evaluate only that one on the fresh layouts (base seed = seed + EVAL_SEED_OFFSET)")
+
+
+# Processes that roll out the pretraining videos: half the cores (the same dataset for any number), leaving the
+# rest to the stages that run beside it (on 2 cores: one, as the two-at-a-time schedule was measured with)
+GENERATE_WORKERS = max(1, (os.cpu_count() or 1) // 2)
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,9 @@ class Stage:
     outputs: tuple[Path, ...] = ()
     fresh: bool = False  # delete `outputs` before a re-run (stages that refuse to overwrite)
     resume_dir: Path | None = None  # a training run's directory: an interrupted attempt there is resumed (runner)
+    # arguments that change how fast, not what (e.g. worker processes): passed when run, not part of what
+    # identifies the stage, so a finished stage is reused on a machine with another number of cores
+    speed: tuple[str, ...] = ()
     # an in-process stage (cheap bookkeeping) instead of a subprocess; what it returns goes to the stage's log (it
     # runs in a worker thread, so it must not print: sys.stdout is the whole process's)
     call: Callable[[], str | None] | None = None
@@ -211,7 +220,7 @@ def build_plan(out: Path, preset: Preset, setting: str, seed: int, device: str, 
         s = f"-{vset}"
         plan.add(Stage("data-videos" + s, generate(videos, tasks, preset.pretrain_episodes, seed, "--camera", camera,
                                                    "--action-noise", "0.1", *extra),
-                       outputs=(videos,), fresh=True))
+                       outputs=(videos,), fresh=True, speed=("--workers", str(GENERATE_WORKERS))))
         laq = laq_dir(base, preset)
         add_laq_stages(plan, preset, videos, base, finetune, s, seed, dev)
         plan.add(Stage("laq-label" + s, ["laq", "label", "--checkpoint", str(laq), "--data", str(videos), *dev],

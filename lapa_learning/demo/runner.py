@@ -189,6 +189,7 @@ def _run_stage(plan: Plan, stage: Stage) -> int:
     log = plan.out / "logs" / f"{stage.name}.log"
     with open(log, "w") as f:
         args = [*stage.args, *_restart_flags(stage)] if resume and not stage.call else stage.args  # as run
+        args = [*args, *stage.speed]
         f.write(("# in process: " if stage.call else "$ lapa ") + " ".join(shlex.quote(a) for a in args) + "\n")
         f.flush()
         if stage.call is not None:  # in this worker thread: no redirect_stdout, which would swap the process's
