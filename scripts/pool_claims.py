@@ -211,12 +211,11 @@ def pool(paths: list[Path]) -> dict:
         raise InputError("no results files to pool (expected results/demo_<setting>_seed<k>.json)")
     settings = {}
     for setting, items in sorted(runs.items()):
-        recipes = {(r.get("preset"), tuple(r.get("tasks", ())), _pretraining_tasks(r), r.get("laq_seeds", 1))
-                   for _, r in items}
+        recipes = {(r.get("preset"), tuple(r.get("tasks", ())), _pretraining_tasks(r), r.get("laq_seeds", 1),
+                    r.get("simulator_version", 1)) for _, r in items}
         if len(recipes) > 1:
             raise InputError(f"{setting}: files from different recipes (preset, task set, pretraining tasks, LAQ "
-                             f"seeds) cannot be "
-                             f"pooled: {sorted(recipes, key=str)}")
+                             f"seeds, simulator version) cannot be pooled: {sorted(recipes, key=str)}")
         items = runs[setting] = _merge_seeds(setting, items)
         seeds = [r["seed"] for _, r in items]
         methods = {}

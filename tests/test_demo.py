@@ -849,3 +849,16 @@ def test_worker_counts_are_passed_to_video_generation_but_do_not_identify_it(tmp
     monkeypatch.setattr(plan_module, "GENERATE_WORKERS", 7)
     other = build_plan(tmp_path, PRESETS["quick"], "in-domain", seed=0, device="cpu").stages["data-videos-robot"]
     assert other.speed == ("--workers", "7") and _is_done(plan, other)
+
+
+def test_pool_claims_refuses_runs_of_another_simulator_version(tmp_path):
+    """Runs from before the first-frame fix (no simulator_version: 1) never pool with runs after it."""
+    from lapa_learning.sim.metaworld_env import SIMULATOR_VERSION
+
+    old = _results(tmp_path / "demo_in-domain_seed0.json", "in-domain", 0, {"lapa": 150, "scratch": 90})
+    new = _results(tmp_path / "demo_in-domain_seed1.json", "in-domain", 1, {"lapa": 150, "scratch": 90})
+    pool = [sys.executable, str(ROOT / "scripts/pool_claims.py"), "--out", str(tmp_path / "c.json"), "--inputs"]
+    assert subprocess.run([*pool, str(old), str(new)], capture_output=True, text=True).returncode == 0
+    new.write_text(json.dumps({**json.loads(new.read_text()), "simulator_version": SIMULATOR_VERSION}))
+    res = subprocess.run([*pool, str(old), str(new)], capture_output=True, text=True)
+    assert res.returncode == 2 and "simulator version" in res.stderr and SIMULATOR_VERSION == 2

@@ -14,6 +14,7 @@ from lapa_learning.demo.plan import (ACTION_VIDEO_SET, DEV_SEED_OFFSET, EVAL_SEE
 from lapa_learning.demo.runner import marker
 from lapa_learning.io import atomic_write_json
 from lapa_learning.machine import summary as machine_summary
+from lapa_learning.sim.metaworld_env import SIMULATOR_VERSION
 
 
 def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: float) -> str:
@@ -54,6 +55,7 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
         "pretraining_videos": vset,
         "seed": args.seed,
         "machine": machine_summary(),
+        "simulator_version": SIMULATOR_VERSION,  # runs of different versions are never pooled (pool_claims)
         "tasks": list(preset.tasks),
         "pretraining_tasks": list(preset.other_tasks if vset == "other-tasks" else preset.tasks),
         "pretrain_episodes_per_task": preset.pretrain_episodes,

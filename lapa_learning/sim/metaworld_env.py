@@ -32,6 +32,10 @@ STATE_NAMES = ("x", "y", "z", "gripper_opening")
 # at 64 px (checked by eye on frames saved with scripts/save_task_frames.py; see docs/simulator.md).
 DEFAULT_TASKS = ("push-v3", "pick-place-v3", "sweep-into-v3", "peg-insert-side-v3")
 
+# What results recorded with this simulator can be pooled with: 1 = before the first frame showed the episode's
+# layout (reset() did not recompute positions; results files without this field), 2 = since.
+SIMULATOR_VERSION = 2
+
 
 @dataclass(frozen=True)
 class LookAtView:
