@@ -1,6 +1,7 @@
 """How wrong the first frame of an episode was before MetaWorldEnv.reset recomputed positions (and that it is right
 now): for every Meta-World task and a few layouts, the frame rendered right after Meta-World's reset (as before the
-fix) against the frame of MetaWorldEnv.reset now, which must equal the frame rendered after recomputing positions.
+fix) against the frame of MetaWorldEnv.reset now, which must equal the frame rendered after a full mj_forward (every
+position as the physics has it).
 
     .venv/bin/python scripts/first_frame_check.py [--seeds 3] [--out results/first_frame_fix.json]
 
@@ -44,11 +45,10 @@ def main(argv=None) -> int:
                 env._env.seed(seed)  # what reset() did before the fix: Meta-World's reset, then the picture
                 env._obs, _ = env._env.reset()
                 old = env._observation().image.astype(int)
-                unwrapped = env._env.unwrapped
-                mujoco.mj_kinematics(unwrapped.model, unwrapped.data)
-                mujoco.mj_camlight(unwrapped.model, unwrapped.data)
-                fixed = env._observation().image.astype(int)
                 now = env.reset(seed).image.astype(int)  # the fixed reset() itself
+                unwrapped = env._env.unwrapped
+                mujoco.mj_forward(unwrapped.model, unwrapped.data)
+                fixed = env._observation().image.astype(int)
                 diff = np.abs(old - now).max(-1)
                 rows.append({"seed": seed, "old_vs_new_mean": float(diff.mean()), "old_vs_new_max": int(diff.max()),
                              "old_vs_new_pixels_over_20": float((diff > 20).mean()),

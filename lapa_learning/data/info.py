@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     source = open_video_source(args.path, camera=args.camera)
     print(source)
-    cameras = getattr(source, "video_keys", ())
+    cameras = source.video_keys
     if len(cameras) > 1:
         others = [k for k in cameras if k != source.video_key]
         print(f"  camera read: {source.video_key} (not read: {', '.join(others)})")

@@ -25,9 +25,12 @@ class EpisodeInfo:
 
 
 class EpisodeSource:
-    """What every video source shares: `episodes` (a list of EpisodeInfo) and the sizes derived from it."""
+    """What every video source shares: `episodes` (a list of EpisodeInfo) and the sizes derived from it, and the
+    camera it reads (`video_key`, among `video_keys`; None and () for a folder of videos, which has one camera)."""
 
     episodes: list[EpisodeInfo]
+    video_key: str | None = None
+    video_keys: tuple[str, ...] = ()
 
     @property
     def num_episodes(self) -> int:

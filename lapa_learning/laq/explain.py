@@ -120,7 +120,7 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
         if len(examples) == n_frames:
             break
     files = {"grid": str(draw_grid(model, source, examples, H, frequent, out / f"{prefix}_explain.png", dev))}
-    summary = {"checkpoint": str(step_dir), "data": str(data), "camera": getattr(source, "video_key", None),
+    summary = {"checkpoint": str(step_dir), "data": str(data), "camera": source.video_key,
                "offset": H, "pairs": int(len(t)),
                "examples": [list(x) for x in examples],
                "frequent_tuples": [{"tokens": list(tup), "count": int(counts[i])} for tup, i in zip(frequent, order)],

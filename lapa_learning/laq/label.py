@@ -105,7 +105,7 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
     step_dir = ckpt.resolve_checkpoint(checkpoint)
     model, config = ckpt.load_laq(step_dir, device=dev)
     source = open_source(data, video_fps if video_fps is not None else config.get("fps"), camera)
-    camera = getattr(source, "video_key", None)  # the key itself (None: a video folder)
+    camera = source.video_key  # the key itself (None: a video folder)
     root = Path(getattr(source, "root", data))
     H = checkpoint_offset(config, source.fps, offset)
     S = model.cfg.image_size

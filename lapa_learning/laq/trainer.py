@@ -212,9 +212,9 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
     np.random.seed(cfg.seed)
 
     source = open_source(data, video_fps, camera)
-    if state is not None and "camera" in saved and saved["camera"] != getattr(source, "video_key", None):
+    if state is not None and "camera" in saved and saved["camera"] != source.video_key:
         raise ConfigError(f"cannot resume {step_dir} with another camera: it was trained on camera "
-                          f"{saved.get('camera')}, --camera {camera} reads {getattr(source, 'video_key', None)} "
+                          f"{saved.get('camera')}, --camera {camera} reads {source.video_key} "
                           f"(use another --out)")
     train_set, val_set, train_ids, val_ids = make_datasets(source, cfg, progress=progress and main)
     offset = train_set.offset
@@ -249,7 +249,7 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
                                          generator=torch.Generator().manual_seed(cfg.seed + step))
     val_loader = eval_loader(val_set, cfg) if val_set is not None else None
     extra = {"offset": offset, "fps": float(source.fps), "dataset": str(Path(data).resolve()),
-             "camera": getattr(source, "video_key", None),
+             "camera": source.video_key,
              "train_episodes": len(train_ids), "val_episodes": len(val_ids), "train_pairs": len(train_set),
              "num_params": core.num_params(),
              **({"extra_dataset": str(Path(extra_data).resolve()), "extra_repeat": extra_repeat,

@@ -26,16 +26,14 @@ def open_source(root, camera: str | None = None):
     return open_video_source(Path(root), camera=camera)
 
 
-def labels_camera(root, camera: str | None, labelled: str | None, what: str) -> str | None:
-    """The camera to read beside `what` (latent labels or pseudo-actions): `labelled`, the camera they were
+def open_labelled(root, camera: str | None, labelled: str | None, what: str):
+    """The source of `what` (latent labels or pseudo-actions), read through `labelled`, the camera they were
     computed from, unless --camera asks for another, which is an error (the targets belong to those frames)."""
-    if camera is None or labelled is None:
-        return camera or labelled
-    source = open_source(root, camera)  # resolves a short name ("wrist") to its key
-    if getattr(source, "video_key", None) != labelled:
+    source = open_source(root, camera or labelled)  # resolves a short name ("wrist") to its key
+    if camera is not None and labelled is not None and source.video_key != labelled:
         raise DatasetError(f"--camera {camera}: the {what} of {root} were computed from the camera "
                            f"{labelled}; relabel with --camera {camera}, or drop --camera")
-    return labelled
+    return source
 
 
 @dataclass
@@ -74,7 +72,7 @@ def _load_frames(source, ep: int, size: int) -> np.ndarray:
 def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, seed: int, progress: bool = True,
                          camera: str | None = None):
     """-> (train SampleSet, val SampleSet, info) for latent pretraining on several datasets with labels; the
-    frames come from the camera the labels were computed from (see labels_camera)."""
+    frames come from the camera the labels were computed from (see open_labelled)."""
     from lapa_learning.data.latent_labels import LatentLabels
 
     train, val = SampleSet(), SampleSet()
@@ -82,7 +80,7 @@ def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, 
     info = {"datasets": []}
     for root in roots:
         labels = LatentLabels.load(root)
-        source = open_source(root, labels_camera(root, camera, labels.camera, "latent labels"))
+        source = open_labelled(root, camera, labels.camera, "latent labels")
         if K is None:
             K, C = labels.num_tokens, labels.codebook_size
         elif (labels.num_tokens, labels.codebook_size) != (K, C):
@@ -99,7 +97,7 @@ def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, 
             return [(int(labels.t[i]), labels.tokens[i]) for i in rows if labels.t[i] < length]
 
         _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, latent=True)
-        info["datasets"].append({"root": str(root), "camera": getattr(source, "video_key", None),
+        info["datasets"].append({"root": str(root), "camera": source.video_key,
                                  "labels": str(labels.path), "pairs": len(labels), "offset": labels.offset,
                                  "labels_source": labels.source})
     info.update(num_tokens=K, codebook_size=C)
@@ -119,7 +117,7 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
         if pseudo:
             labels = PseudoActions.load(root)
             action_names, actions_of = labels.action_names, labels.actions  # actions_of(ep, length) -> (L, A)
-            source = open_source(root, labels_camera(root, camera, labels.camera, "pseudo-actions"))
+            source = open_labelled(root, camera, labels.camera, "pseudo-actions")
         else:
             source = open_source(root, camera)
             if not source.has_actions:
@@ -150,7 +148,7 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
             return out
 
         _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, latent=False)
-        info["datasets"].append({"root": str(root), "camera": getattr(source, "video_key", None),
+        info["datasets"].append({"root": str(root), "camera": source.video_key,
                                  "episodes": source.num_episodes, "frames": source.num_frames})
     info["action_names"] = list(names)
     return train.finalize(), val.finalize(), info

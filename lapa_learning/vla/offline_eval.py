@@ -32,8 +32,9 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
     policy.report_latents = False
     source = open_source(data, camera)
     trained = {d.get("camera") for d in (policy.record or {}).get("datasets", [])}
-    if camera is None and len(trained) == 1 and next(iter(trained)) in getattr(source, "video_keys", ()):
-        source = open_source(data, next(iter(trained)))  # the camera the policy learnt from
+    if camera is None and len(trained) == 1 and (key := trained.pop()) in source.video_keys \
+            and key != source.video_key:
+        source = open_source(data, key)  # the camera the policy learnt from
     if not source.has_actions:
         raise DatasetError(f"{data}: action-free; offline evaluation needs recorded actions")
     ids = [ep.index for ep in source.episodes]
@@ -59,7 +60,7 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
     pred = np.stack(pred)
     err = np.abs(pred - truth).mean(0)
     return {"checkpoint": str(policy.checkpoint_dir), "data": str(data),
-            "camera": getattr(source, "video_key", None), "split": split, "episodes": len(val_ids),
+            "camera": source.video_key, "split": split, "episodes": len(val_ids),
             "frames": int(len(images)), "action_l1": float(err.mean()),
             "action_l1_per_dim": {n: round(float(e), 4) for n, e in zip(policy.action_names, err)},
             "gripper_sign_agreement": float((np.sign(pred[:, -1]) == np.sign(truth[:, -1])).mean()),

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     train_sets, val_sets, instructions, cameras = [], [], [], []
     for root in args.data:
         source = open_video_source(root, camera=args.camera)
-        cameras.append(getattr(source, "video_key", None))  # None: a video folder
+        cameras.append(source.video_key)  # None: a video folder
         tr, va = split_episodes([e.index for e in source.episodes], args.val_fraction, args.seed)
         instructions += [e.instruction for e in source.episodes if e.instruction]
         train_sets.append(FramePairDataset(source, offset_frames=args.offset_frames, image_size=S, augment=True,
