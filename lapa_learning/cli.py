@@ -18,8 +18,12 @@ import importlib.util
 import io
 import os
 import sys
+import warnings
+from pathlib import Path
 
 from lapa_learning.errors import LapaError
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 # (group, verb) -> (module, one-line help).  A group of None means a top-level verb (`lapa eval`).
 COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
@@ -85,14 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(known._module)
     module.add_arguments(known._parser)
     args = parser.parse_args(argv)
-    try:
-        return int(module.run(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    except LapaError as err:  # bad input: a clear message, no traceback
-        print(f"lapa: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # restores Python's warning printer when main returns (tests call main)
+        warnings.showwarning = _show_warning
+        try:
+            return int(module.run(args) or 0)
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
+        except LapaError as err:  # bad input: a clear message, no traceback
+            print(f"lapa: error: {err}", file=sys.stderr)
+            return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The project's own warnings (a skipped video, a skipped episode) as one `lapa: warning:` line; those of
+    libraries keep Python's format, with the file and line that tell their authors where to look."""
+    out = sys.stderr if file is None else file
+    if str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+        out.write(f"lapa: warning: {message}\n")
+    else:
+        out.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _parse_verb(parser: argparse.ArgumentParser, argv: list[str]):

@@ -222,6 +222,22 @@ def test_video_folder_skips_and_counts_corrupt_videos(tmp_path, rng):
     assert pairs[0]["frames"].shape == (2, 3, 16, 16)
 
 
+def test_cli_prints_a_skipped_video_as_one_warning_line(tmp_path, rng, capsys):
+    from lapa_learning.cli import main
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_video(folder / "a.mp4", rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8), fps=10)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    assert main(["data", "info", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert f"lapa: warning: skipping {folder / 'broken.mp4'}: " in err
+    assert "UserWarning" not in err and "return VideoFolder" not in err  # no Python source line for a user's file
+    import warnings
+
+    assert warnings.showwarning.__module__ != "lapa_learning.cli"  # main put Python's printer back
+
+
 def test_frame_pairs_from_episode_dataset(generated):
     ds = EpisodeDataset(generated)
     pairs = FramePairDataset(ds, offset_seconds=0.1, image_size=32, augment=True)
