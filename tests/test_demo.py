@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lapa_learning.demo import (DEV_SEED_OFFSET, EVAL_SEED_OFFSET, METHODS, PRESETS, Plan, Stage, build_plan,
@@ -273,6 +274,26 @@ def _results(path, setting, seed, rates, episodes=300, probe_r2=None, laq_gain=N
     return path
 
 
+def test_spearman_p_values_come_from_permutations():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pool_claims", ROOT / "scripts/pool_claims.py")
+    pool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pool)
+    # 4 runs, ranks (1, 2, 3, 4) against (1, 2, 4, 3): rho = 0.8. Of the 24 pairings, rho >= 0.8 for the observed
+    # one and its 3 adjacent swaps (sum of squared rank differences 0 or 2), rho <= -0.8 for their mirrors: p = 8/24
+    got = pool._spearman([1, 2, 3, 4], [1, 2, 4, 3])
+    assert got["rho"] == pytest.approx(0.8) and got["p"] == pytest.approx(8 / 24) and got["p_from"] == "all pairings"
+    # beyond EXACT_UP_TO runs: seeded random pairings, the same p every time, and close to the exact tail
+    x = np.arange(12.0)
+    y = x + np.random.default_rng(0).normal(0, 3, 12)
+    a, b = pool._spearman(x, y), pool._spearman(x, y)
+    assert a == b and a["p_from"].startswith(f"{pool.PERMUTATIONS} random")
+    from scipy import stats
+
+    assert a["rho"] == pytest.approx(stats.spearmanr(x, y)[0]) and 0 < a["p"] < 0.05
+
+
 def test_pool_claims_on_synthetic_results(tmp_path):
     files = [_results(tmp_path / f"demo_in-domain_seed{k}.json", "in-domain", k,
                       {"lapa": 150 + k, "scratch": 90, "vpt": 140, "lapa-shuffled": 160 - k}, probe_r2=k / 10,
@@ -311,6 +332,9 @@ def test_pool_claims_on_synthetic_results(tmp_path):
     assert quality["runs"][2]["lapa_minus_shuffled"] == pytest.approx(-6 / 300)  # 152 - 158
     assert quality["pearson_r2_vs_lapa_minus_scratch"]["r"] == pytest.approx(1.0)  # both grow with the seed
     assert quality["spearman_r2_vs_lapa_minus_shuffled"]["rho"] == pytest.approx(1.0)
+    # three runs in the same order: 2 of the 3! pairings reach |rho| = 1, so p = 1/3 (not a t approximation's 0)
+    assert quality["spearman_r2_vs_lapa_minus_shuffled"]["p"] == pytest.approx(1 / 3)
+    assert quality["spearman_r2_vs_lapa_minus_shuffled"]["p_from"] == "all pairings"
     # the action-free LAQ criteria: the PSNR gain ranks 3, 1, 2 against R² 0, 0.1, 0.2 (rho -0.5); every run used
     # half its codebook, a constant, so that criterion has no correlation
     assert quality["runs"][0]["laq_gain_db"] == pytest.approx(3.0)
