@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lapa_learning.errors import LapaError
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 # (group, verb) -> (module, one-line help).  A group of None means a top-level verb (`lapa eval`).
 COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
@@ -105,7 +105,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     """The project's own warnings (a skipped video, a skipped episode) as one `lapa: warning:` line; those of
     libraries keep Python's format, with the file and line that tell their authors where to look."""
     out = sys.stderr if file is None else file
-    if str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+    if Path(filename).resolve().is_relative_to(_PACKAGE_DIR):
         out.write(f"lapa: warning: {message}\n")
     else:
         out.write(warnings.formatwarning(message, category, filename, lineno, line))
