@@ -32,9 +32,10 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
     policy.report_latents = False
     source = open_source(data, camera)
     trained = {d.get("camera") for d in (policy.record or {}).get("datasets", [])}
-    if camera is None and len(trained) == 1 and (key := trained.pop()) in source.video_keys \
-            and key != source.video_key:
-        source = open_source(data, key)  # the camera the policy learnt from
+    if camera is None and len(trained) == 1:
+        (key,) = trained  # the camera the policy learnt from
+        if key in source.video_keys and key != source.video_key:
+            source = open_source(data, key)
     if not source.has_actions:
         raise DatasetError(f"{data}: action-free; offline evaluation needs recorded actions")
     ids = [ep.index for ep in source.episodes]
