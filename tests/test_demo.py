@@ -274,12 +274,18 @@ def _results(path, setting, seed, rates, episodes=300, probe_r2=None, laq_gain=N
     return path
 
 
-def test_spearman_p_values_come_from_permutations():
+def _script(name: str):
+    """scripts/<name>.py imported as a module (the scripts are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("pool_claims", ROOT / "scripts/pool_claims.py")
-    pool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pool)
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_spearman_p_values_come_from_permutations():
+    pool = _script("pool_claims")
     # 4 runs, ranks (1, 2, 3, 4) against (1, 2, 4, 3): rho = 0.8. Of the 24 pairings, rho >= 0.8 for the observed
     # one and its 3 adjacent swaps (sum of squared rank differences 0 or 2), rho <= -0.8 for their mirrors: p = 8/24
     got = pool._spearman([1, 2, 3, 4], [1, 2, 4, 3])
@@ -776,11 +782,7 @@ def test_recipe_probe_refuses_a_bad_dev_episodes_before_anything_runs(tmp_path):
 def test_recipe_probe_variants_take_laq_config_overrides():
     """'laq.model.KEY=VALUE' items become `lapa laq train --set` arguments of that variant's LAQ stage (checked
     against the LAQ config before anything runs); numeric preset fields stay as they were."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("recipe_probe", ROOT / "scripts/recipe_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _script("recipe_probe")
     base = PRESETS["default"]
     name, over = probe.parse_variant("cb16:laq.model.codebook_size=16,laq.model.num_tokens=9,pretrain_steps=3000", base)
     assert name == "cb16" and over["pretrain_steps"] == 3000
