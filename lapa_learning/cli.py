@@ -44,7 +44,7 @@ COMMANDS: dict[tuple[str | None, str], tuple[str, str]] = {
 }
 
 GROUP_HELP = {
-    "data": "episode datasets: generate, inspect, import",
+    "data": "episode datasets",
     "laq": "stage 1: latent action quantization",
     "vla": "stages 2-3: the vision-language-action model",
     "vpt": "the VPT baseline: an inverse-dynamics model that pseudo-labels videos",
@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub = top.add_parser(verb, help=help_text, description=help_text)
         else:
             if group not in groups:
-                g = top.add_parser(group, help=GROUP_HELP[group], description=GROUP_HELP[group])
+                verbs = [v for (g, v), (m, _) in COMMANDS.items() if g == group and _available(m)]
+                text = f"{GROUP_HELP[group]} ({', '.join(verbs)})"  # the verb list cannot go stale
+                g = top.add_parser(group, help=text, description=text)
                 groups[group] = g.add_subparsers(dest="verb", metavar="VERB", required=True)
             sub = groups[group].add_parser(verb, help=help_text, description=help_text)
         sub.set_defaults(_module=module)

@@ -1,8 +1,11 @@
-"""Package structure: no import circle between lapa_learning modules (lazy imports inside functions included)."""
+"""Package structure: no import circle between lapa_learning modules (lazy imports inside functions included),
+one atomic writer, and a top-level CLI help that names only verbs that exist."""
 
 import ast
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +68,19 @@ def test_one_atomic_writer():
              or p.parent.name != "lapa_learning"
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert found == []
+
+
+def test_top_level_help_names_every_verb_that_exists(capsys):
+    """`lapa --help` lists each group's verbs from the command table, so it cannot name a verb that is not there
+    (it once said `data: generate, inspect, import` while the verbs were info and import-bag)."""
+    from lapa_learning.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps long help lines
+    for group in {g for g, _ in COMMANDS if g is not None}:
+        verbs = ", ".join(v for g, v in COMMANDS if g == group)
+        assert f"({verbs})" in text, (group, text)
+        with pytest.raises(SystemExit):
+            main([group, "--help"])
+        assert f"({verbs})" in " ".join(capsys.readouterr().out.split())
