@@ -253,3 +253,27 @@ def test_a_failing_worker_process_is_a_clear_error_not_a_hang(tmp_path):
         evaluate(policy, ["plate-slide-v3"], episodes_per_task=40, max_steps=150, seed=0, progress=False,
                  num_envs=1, workers=2)
     assert time.time() - started < 120
+
+
+def test_eval_camera_defaults_to_the_finetuning_data_and_mismatches_are_warned(tmp_path):
+    """`lapa eval` films with the camera the policy was finetuned on unless --camera says otherwise, and warns when
+    the camera or a task is not one its finetuning data had (a transfer test is allowed, but never silent)."""
+    import warnings
+
+    from lapa_learning.data.generate import generate
+    from lapa_learning.eval.evaluate import camera_to_evaluate
+
+    data = tmp_path / "finetune"
+    generate(data, ["reach-v3"], episodes_per_task=1, camera="corner", image_size=32, max_steps=10, progress=False)
+    record = {"datasets": [{"root": str(data), "camera": "observation.images.corner"}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert camera_to_evaluate(record, None, ["reach-v3"]) == "corner"
+        assert camera_to_evaluate(None, None, ["push-v3"]) == "front"  # nothing recorded
+        gone = {"datasets": [{"root": str(tmp_path / "elsewhere"), "camera": "observation.images.corner"}]}
+        assert camera_to_evaluate(gone, None, ["push-v3"]) == "corner"  # data not here: no task check
+    with pytest.warns(UserWarning) as caught:
+        assert camera_to_evaluate(record, "front", ["reach-v3", "push-v3"]) == "front"
+    assert [str(w.message) for w in caught] == [
+        "--camera front: the policy was finetuned on camera corner",
+        "--tasks: the policy was never finetuned on push-v3 (its finetuning data has reach-v3)"]

@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes-per-task", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=150, help="step limit per episode (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="base evaluation seed (layouts unseen in training)")
-    parser.add_argument("--camera", default="front", help="camera view; use the training data's (default: front)")
+    parser.add_argument("--camera", default=None,
+                        help="camera view (default: the one the policy was finetuned on, as its training record "
+                             "says; else front)")
     parser.add_argument("--image-size", type=int, default=64, help="render size in pixels (default: 64)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
     parser.add_argument("--replan-every", type=int, default=None,
@@ -99,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
                               f"(chunk_size 1); use --chunk-blend off")
         policy = BlendedPolicy(policy, args.chunk_blend, args.chunk_decay, args.replan_every or 1)
     out = args.out or Path(args.checkpoint) / "eval"
-    results = evaluate(policy, parse_task_list(args.tasks), args.episodes_per_task, max_steps=args.max_steps,
-                       seed=args.seed, camera=args.camera, image_size=args.image_size, video_dir=out / "videos",
+    tasks = parse_task_list(args.tasks)
+    camera = camera_to_evaluate(policy.record, args.camera, tasks)
+    results = evaluate(policy, tasks, args.episodes_per_task, max_steps=args.max_steps,
+                       seed=args.seed, camera=camera, image_size=args.image_size, video_dir=out / "videos",
                        videos_per_outcome=args.videos, num_envs=args.num_envs,
                        workers=args.workers, preview=preview)
     results["command"] = "lapa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -112,6 +116,38 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     print(f"wrote {out / 'results.json'}")
     return 0
+
+
+def camera_to_evaluate(record: dict | None, camera: str | None, tasks: list[str]) -> str:
+    """The simulator camera to evaluate with: `camera` (--camera), else the one the policy's finetuning data was
+    filmed with (its training record), else front.  Warns when the camera or a task is not one the policy was
+    finetuned on: such a run is legitimate (a transfer test) but easy to start by mistake, and its low success
+    would otherwise look like a bad policy."""
+    import warnings
+
+    from lapa_learning.data.reader import EpisodeDataset
+    from lapa_learning.errors import DatasetError
+
+    datasets = (record or {}).get("datasets") or []
+    trained = sorted({str(d["camera"]).rsplit(".", 1)[-1] for d in datasets if d.get("camera")})
+    if camera is None:
+        camera = trained[0] if len(trained) == 1 else "front"
+    elif trained and camera not in trained:
+        warnings.warn(f"--camera {camera}: the policy was finetuned on camera {', '.join(trained)}", stacklevel=2)
+    seen: set[str | None] = set()
+    for d in datasets:  # the finetuning data's tasks, where it is still on this machine
+        try:
+            ds = EpisodeDataset(d["root"])
+        except (DatasetError, KeyError, OSError):
+            return camera  # not here (or no longer readable): nothing to compare the tasks with
+        seen.update(ds.episode(i).task for i in range(ds.num_episodes))
+    if None in seen:
+        return camera  # data without simulator task names (a rosbag, another LeRobot dataset)
+    unseen = [t for t in tasks if t not in seen]
+    if datasets and unseen:
+        warnings.warn(f"--tasks: the policy was never finetuned on {', '.join(unseen)} (its finetuning data has "
+                      f"{', '.join(sorted(seen))})", stacklevel=2)
+    return camera
 
 
 @dataclass
