@@ -277,3 +277,6 @@ def test_eval_camera_defaults_to_the_finetuning_data_and_mismatches_are_warned(t
     assert [str(w.message) for w in caught] == [
         "--camera front: the policy was finetuned on camera corner",
         "--tasks: the policy was never finetuned on push-v3 (its finetuning data has reach-v3)"]
+    real = {"datasets": [{"root": str(tmp_path / "bag"), "camera": "observation.images.camera_color"}]}
+    with pytest.warns(UserWarning, match="finetuned on camera camera_color, which the simulator does not have"):
+        assert camera_to_evaluate(real, None, ["push-v3"]) == "front"

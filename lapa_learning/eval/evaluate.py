@@ -23,6 +23,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,15 +124,18 @@ def camera_to_evaluate(record: dict | None, camera: str | None, tasks: list[str]
     filmed with (its training record), else front.  Warns when the camera or a task is not one the policy was
     finetuned on: such a run is legitimate (a transfer test) but easy to start by mistake, and its low success
     would otherwise look like a bad policy."""
-    import warnings
-
     from lapa_learning.data.reader import EpisodeDataset
     from lapa_learning.errors import DatasetError
+    from lapa_learning.sim.metaworld_env import camera_names
 
     datasets = (record or {}).get("datasets") or []
     trained = sorted({str(d["camera"]).rsplit(".", 1)[-1] for d in datasets if d.get("camera")})
     if camera is None:
         camera = trained[0] if len(trained) == 1 else "front"
+        if camera not in camera_names():  # finetuned on a real camera (a rosbag's, say): no such view here
+            warnings.warn(f"the policy was finetuned on camera {camera}, which the simulator does not have; "
+                          f"evaluating with front (choose with --camera)", stacklevel=2)
+            camera = "front"
     elif trained and camera not in trained:
         warnings.warn(f"--camera {camera}: the policy was finetuned on camera {', '.join(trained)}", stacklevel=2)
     seen: set[str | None] = set()
