@@ -261,22 +261,26 @@ def test_eval_camera_defaults_to_the_finetuning_data_and_mismatches_are_warned(t
     import warnings
 
     from lapa_learning.data.generate import generate
-    from lapa_learning.eval.evaluate import camera_to_evaluate
+    from lapa_learning.eval.evaluate import camera_to_evaluate, warn_unseen_tasks
 
     data = tmp_path / "finetune"
     generate(data, ["reach-v3"], episodes_per_task=1, camera="corner", image_size=32, max_steps=10, progress=False)
     record = {"datasets": [{"root": str(data), "camera": "observation.images.corner"}]}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert camera_to_evaluate(record, None, ["reach-v3"]) == "corner"
-        assert camera_to_evaluate(None, None, ["push-v3"]) == "front"  # nothing recorded
+        assert camera_to_evaluate(record, None) == "corner"
+        warn_unseen_tasks(record, ["reach-v3"])
+        assert camera_to_evaluate(None, None) == "front"  # nothing recorded
+        warn_unseen_tasks(None, ["push-v3"])
         gone = {"datasets": [{"root": str(tmp_path / "elsewhere"), "camera": "observation.images.corner"}]}
-        assert camera_to_evaluate(gone, None, ["push-v3"]) == "corner"  # data not here: no task check
+        assert camera_to_evaluate(gone, None) == "corner"
+        warn_unseen_tasks(gone, ["push-v3"])  # data not here: no task check
     with pytest.warns(UserWarning) as caught:
-        assert camera_to_evaluate(record, "front", ["reach-v3", "push-v3"]) == "front"
+        assert camera_to_evaluate(record, "front") == "front"
+        warn_unseen_tasks(record, ["reach-v3", "push-v3"])
     assert [str(w.message) for w in caught] == [
         "--camera front: the policy was finetuned on camera corner",
         "--tasks: the policy was never finetuned on push-v3 (its finetuning data has reach-v3)"]
     real = {"datasets": [{"root": str(tmp_path / "bag"), "camera": "observation.images.camera_color"}]}
     with pytest.warns(UserWarning, match="finetuned on camera camera_color, which the simulator does not have"):
-        assert camera_to_evaluate(real, None, ["push-v3"]) == "front"
+        assert camera_to_evaluate(real, None) == "front"

@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         policy = BlendedPolicy(policy, args.chunk_blend, args.chunk_decay, args.replan_every or 1)
     out = args.out or Path(args.checkpoint) / "eval"
     tasks = parse_task_list(args.tasks)
-    camera = camera_to_evaluate(policy.record, args.camera, tasks)
+    camera = camera_to_evaluate(policy.record, args.camera)
+    warn_unseen_tasks(policy.record, tasks)
     results = evaluate(policy, tasks, args.episodes_per_task, max_steps=args.max_steps,
                        seed=args.seed, camera=camera, image_size=args.image_size, video_dir=out / "videos",
                        videos_per_outcome=args.videos, num_envs=args.num_envs,
@@ -119,39 +120,46 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def camera_to_evaluate(record: dict | None, camera: str | None, tasks: list[str]) -> str:
+def camera_to_evaluate(record: dict | None, camera: str | None) -> str:
     """The simulator camera to evaluate with: `camera` (--camera), else the one the policy's finetuning data was
-    filmed with (its training record), else front.  Warns when the camera or a task is not one the policy was
-    finetuned on: such a run is legitimate (a transfer test) but easy to start by mistake, and its low success
-    would otherwise look like a bad policy."""
+    filmed with (its training record), else front.  Warns when --camera is not the one the policy was finetuned
+    on: such a run is legitimate (a transfer test) but easy to start by mistake, and its low success would
+    otherwise look like a bad policy."""
+    from lapa_learning.sim.metaworld_env import camera_names
+    from lapa_learning.vla.checkpoint import training_cameras
+
+    trained = sorted(key.rsplit(".", 1)[-1] for key in training_cameras(record))
+    if camera is not None:
+        if trained and camera not in trained:
+            warnings.warn(f"--camera {camera}: the policy was finetuned on camera {', '.join(trained)}", stacklevel=2)
+        return camera
+    camera = trained[0] if len(trained) == 1 else "front"
+    if camera not in camera_names():  # finetuned on a real camera (a rosbag's, say): no such view here
+        warnings.warn(f"the policy was finetuned on camera {camera}, which the simulator does not have; "
+                      f"evaluating with front (choose with --camera)", stacklevel=2)
+        return "front"
+    return camera
+
+
+def warn_unseen_tasks(record: dict | None, tasks: list[str]) -> None:
+    """Warn about tasks the policy's finetuning data did not have, when that data is still on this machine and
+    names its simulator tasks (a rosbag or another LeRobot dataset does not)."""
     from lapa_learning.data.reader import EpisodeDataset
     from lapa_learning.errors import DatasetError
-    from lapa_learning.sim.metaworld_env import camera_names
 
     datasets = (record or {}).get("datasets") or []
-    trained = sorted({str(d["camera"]).rsplit(".", 1)[-1] for d in datasets if d.get("camera")})
-    if camera is None:
-        camera = trained[0] if len(trained) == 1 else "front"
-        if camera not in camera_names():  # finetuned on a real camera (a rosbag's, say): no such view here
-            warnings.warn(f"the policy was finetuned on camera {camera}, which the simulator does not have; "
-                          f"evaluating with front (choose with --camera)", stacklevel=2)
-            camera = "front"
-    elif trained and camera not in trained:
-        warnings.warn(f"--camera {camera}: the policy was finetuned on camera {', '.join(trained)}", stacklevel=2)
+    if not datasets:
+        return
     seen: set[str | None] = set()
-    for d in datasets:  # the finetuning data's tasks, where it is still on this machine
+    for d in datasets:
         try:
-            ds = EpisodeDataset(d["root"])
+            seen.update(ep.task for ep in EpisodeDataset(d["root"]).episodes)
         except (DatasetError, KeyError, OSError):
-            return camera  # not here (or no longer readable): nothing to compare the tasks with
-        seen.update(ds.episode(i).task for i in range(ds.num_episodes))
-    if None in seen:
-        return camera  # data without simulator task names (a rosbag, another LeRobot dataset)
+            return  # not here (or no longer readable): nothing to compare the tasks with
     unseen = [t for t in tasks if t not in seen]
-    if datasets and unseen:
+    if unseen and None not in seen:
         warnings.warn(f"--tasks: the policy was never finetuned on {', '.join(unseen)} (its finetuning data has "
                       f"{', '.join(sorted(seen))})", stacklevel=2)
-    return camera
 
 
 @dataclass

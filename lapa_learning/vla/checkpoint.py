@@ -102,6 +102,11 @@ def read_json(path: Path, what: str) -> dict:
     return data
 
 
+def training_cameras(record: dict | None) -> set[str]:
+    """The video keys (e.g. observation.images.front) a run's training data was read from, as its record says."""
+    return {d["camera"] for d in (record or {}).get("datasets") or [] if d.get("camera")}
+
+
 def init_summary(record: dict | None) -> dict | None:
     """What a run started with --init keeps of its checkpoint's training record."""
     return {k: record.get(k) for k in ("command", "stage", "targets", "steps", "metrics")} if record else None

@@ -25,13 +25,14 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
     """split="val": the held-out episodes (default); "train": the training episodes (to see over-fitting)."""
     from lapa_learning.data.pairs import split_episodes
     from lapa_learning.errors import DatasetError
+    from lapa_learning.vla.checkpoint import training_cameras
     from lapa_learning.vla.data import open_source
     from lapa_learning.vla.policy import Policy
 
     policy = Policy.load(checkpoint, device=device)
     policy.report_latents = False
     source = open_source(data, camera)
-    trained = {d.get("camera") for d in (policy.record or {}).get("datasets", [])}
+    trained = training_cameras(policy.record)
     if camera is None and len(trained) == 1:
         (key,) = trained  # the camera the policy learnt from
         if key in source.video_keys and key != source.video_key:
