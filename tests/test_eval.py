@@ -270,6 +270,8 @@ def test_eval_camera_defaults_to_the_finetuning_data_and_mismatches_are_warned(t
         warnings.simplefilter("error")
         assert camera_to_evaluate(record, None) == "corner"
         warn_unseen_tasks(record, ["reach-v3"])
+        both = {"datasets": record["datasets"] + [{"root": str(data), "camera": "corner"}]}
+        assert camera_to_evaluate(both, None) == "corner"  # one camera, named two ways
         assert camera_to_evaluate(None, None) == "front"  # nothing recorded
         warn_unseen_tasks(None, ["push-v3"])
         gone = {"datasets": [{"root": str(tmp_path / "elsewhere"), "camera": "observation.images.corner"}]}

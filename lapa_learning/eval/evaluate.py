@@ -128,7 +128,7 @@ def camera_to_evaluate(record: dict | None, camera: str | None) -> str:
     from lapa_learning.sim.metaworld_env import camera_names
     from lapa_learning.vla.checkpoint import training_cameras
 
-    trained = sorted(key.rsplit(".", 1)[-1] for key in training_cameras(record))
+    trained = sorted({key.rsplit(".", 1)[-1] for key in training_cameras(record)})
     if camera is not None:
         if trained and camera not in trained:
             warnings.warn(f"--camera {camera}: the policy was finetuned on camera {', '.join(trained)}", stacklevel=2)
