@@ -121,6 +121,19 @@ def test_preprocess_and_augment():
     assert 0 <= y1.min() and y1.max() <= 1
 
 
+def test_preprocess_frames_non_square_images_as_training_does():
+    """A 640x480 camera frame is cropped to its centre like the training frames (resize_square), not squashed."""
+    from lapa_learning.data.pairs import resize_square
+
+    img = np.zeros((1, 48, 64, 3), dtype=np.uint8)
+    img[:, :, :4] = 255  # a band on the left edge: outside the centre crop
+    x = preprocess_images(img, 32)
+    assert torch.equal(x, torch.from_numpy(resize_square(img, 32)).permute(0, 3, 1, 2).float() / 255)
+    assert x.max() == 0  # the band is cropped away; a squashing resize would keep it
+    flipped = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)[..., ::-1]  # BGR -> RGB
+    assert torch.equal(preprocess_images(flipped, 32), preprocess_images(flipped.copy(), 32))
+
+
 def test_prompts_are_left_padded():
     tok = train_tokenizer(prompt_corpus(DEFAULT_PROMPT, tiny_corpus()), 300)
     ids, mask = encode_prompts(tok, "What action should the robot take to {instruction}?",

@@ -102,13 +102,20 @@ def encode_prompts(tokenizer, template: str, instructions: Sequence[str], max_to
 # ---- images -----------------------------------------------------------------------------------------------
 
 def preprocess_images(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float32 (B, 3, size, size) in [0, 1] (area resize down, bilinear up)."""
-    x = torch.as_tensor(images)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
-    if x.shape[-2:] != (size, size):
-        mode = "area" if x.shape[-1] > size and x.shape[-2] > size else "bilinear"
-        x = F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
-    return x.clamp_(0.0, 1.0)
+    """uint8 (B, H, W, 3) -> float32 (B, 3, size, size) in [0, 1].
+
+    Frames of another size are brought to `size` exactly as training reads them (`resize_square`: shorter side
+    to `size`, centre crop), so a 640x480 camera is framed at inference as in the dataset it was trained on.
+    """
+    if tuple(images.shape[1:3]) != (size, size):
+        from lapa_learning.data.pairs import resize_square
+
+        frames = images.cpu().numpy() if isinstance(images, torch.Tensor) else images
+        images = resize_square(np.ascontiguousarray(frames), size)
+    if isinstance(images, np.ndarray):
+        images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images)  # e.g. img[..., ::-1]
+    x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+    return x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S)
 
 
 @dataclass
