@@ -127,3 +127,34 @@ def test_cli_errors(data, tmp_path, capsys):
     assert main(["vla", "finetune", "--data", str(robot), "--out", str(tmp_path / "r6"), "--max-steps", "0",
                  *FAST]) == 2
     assert "--max-steps" in capsys.readouterr().err
+
+
+def test_a_continuous_last_action_dim_is_not_made_a_binary_gripper(tmp_path):
+    """7 joint positions, the last a smooth sweep: `--gripper auto` keeps it continuous (it is not named gripper and
+    takes many values), so the policy can output values between its extremes; a named gripper stays binary."""
+    from lapa_learning.data.writer import EpisodeWriter
+    from lapa_learning.vla.processor_vla import ActionProcessor, gripper_binary_for
+
+    rng = np.random.default_rng(0)
+    names = tuple(f"joint{i}" for i in range(7))
+    w = EpisodeWriter(tmp_path / "joints", fps=10, image_size=(32, 32), action_names=names, mode="overwrite")
+    for e in range(3):
+        acts = rng.normal(size=(10, 7)).astype(np.float32)
+        acts[:, -1] = np.linspace(-90, 90, 10)
+        w.add_episode(rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), "wave the arm", actions=acts)
+    w.close()
+    out = tmp_path / "ft"
+    assert main(["vla", "finetune", "--data", str(tmp_path / "joints"), "--out", str(out), "--max-steps", "2",
+                 "--warmup-steps", "1", "--val-fraction", "0", *FAST]) == 0
+    pol = Policy.load(out, device="cpu")
+    assert not pol.actions.gripper_binary and not pol.model.config.action.gripper_binary
+    mid = pol.actions.from_tokens(np.full((1, 7), 128))[0, -1]  # the middle bin of the joint sweep
+    assert -90 < mid < 90
+    # auto: a dim named gripper, or one with two values, is binary; the flag overrides
+    acts = rng.normal(size=(20, 4))
+    assert gripper_binary_for(acts, ("dx", "dy", "dz", "gripper"))
+    assert not gripper_binary_for(acts, ("a", "b", "c", "d")) and gripper_binary_for(acts, ("a",) * 4, "binary")
+    acts[:, -1] = np.where(acts[:, -1] > 0, 0.04, 0.0)
+    assert gripper_binary_for(acts, ("a", "b", "c", "d")) and not gripper_binary_for(acts, ("a",) * 4, "continuous")
+    proc = ActionProcessor.fit(rng.normal(size=(50, 4)), ("a", "b", "c", "d"), gripper_binary=False)
+    assert len(np.unique(proc.unnormalize(rng.normal(size=(20, 4)).astype(np.float32))[:, -1])) == 20

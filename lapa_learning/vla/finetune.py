@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--action-head", choices=list(HEADS), default="discrete",
                         help=f"{head_help()} (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=1, help="actions predicted per step (default: 1)")
+    parser.add_argument("--gripper", choices=["auto", "binary", "continuous"], default="auto",
+                        help="is the last action dim a binary gripper (2 classes, decoded to its min/max)? auto: when "
+                             "it is named gripper or takes two values in --data (default: %(default)s)")
     parser.add_argument("--val-data", action="append", type=Path,
                         help="held-out episodes from separate datasets; --data is then trained on whole "
                              "(--val-fraction is ignored)")
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, load_config_arg
     from lapa_learning.vla.data import build_action_samples
     from lapa_learning.vla.modeling_vla import VLAModel
-    from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer
+    from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer, gripper_binary_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
         info["val_datasets"] = val_info["datasets"]
 
     if state is None:
-        want = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=chunk)
-        processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=want.num_bins)
+        binary = gripper_binary_for(train.actions[:, 0], names, args.gripper)
+        want = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=chunk, gripper_binary=binary)
+        processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=want.num_bins, gripper_binary=binary)
+        print(f"actions {list(names)}: last dim {'a binary gripper' if binary else 'continuous'} (--gripper {args.gripper})")
         if args.init is None:
             cfg.action = want
             tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(cfg.prompt_template, train.instructions, val.instructions))

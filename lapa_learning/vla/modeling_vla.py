@@ -294,8 +294,8 @@ class VLAModel(nn.Module):
     def ensure_action_head(self, acfg) -> None:
         """Keep the action head if it has acfg's kind and shape, else attach a fresh one."""
         have = self.config.action
-        if have is None or (have.type, have.action_dim, have.chunk_size, have.num_bins) != \
-                (acfg.type, acfg.action_dim, acfg.chunk_size, acfg.num_bins):
+        if have is None or (have.type, have.action_dim, have.chunk_size, have.num_bins, have.gripper_binary) != \
+                (acfg.type, acfg.action_dim, acfg.chunk_size, acfg.num_bins, acfg.gripper_binary):
             self.add_action_head(acfg)
 
     def apply_trainable(self) -> None:

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--action-head", choices=list(HEADS), default="discrete",
                         help=f"with action targets: the action head ({head_help()}) (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=1, help="with action targets: actions per step")
+    parser.add_argument("--gripper", choices=["auto", "binary", "continuous"], default="auto",
+                        help="with action targets: is the last action dim a binary gripper? auto: when it is named "
+                             "gripper or takes two values in --data (default: %(default)s)")
     parser.add_argument("--init", type=Path,
                         help="start from this checkpoint (run dir or checkpoint dir, e.g. `lapa vla pretrain-vision`'s "
                              "video-pretrained tower) instead of a fresh model; its vision tower, projector, LM and "
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, LatentHeadConfig, load_config_arg
     from lapa_learning.vla.data import build_action_samples, build_latent_samples, majority_baseline
     from lapa_learning.vla.modeling_vla import VLAModel
-    from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer
+    from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer, gripper_binary_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not latent:
             names = info["action_names"]
-            acfg = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size)
-            processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=acfg.num_bins)
+            binary = gripper_binary_for(train.actions[:, 0], names, args.gripper)
+            acfg = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=args.chunk_size,
+                                    gripper_binary=binary)
+            processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=acfg.num_bins, gripper_binary=binary)
         if from_init:  # the checkpoint's tower, projector, LM and tokenizer; a new target head where it does not fit
             model.train()
             cli_args.apply_flag_overrides(model, args)

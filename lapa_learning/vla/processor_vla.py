@@ -165,6 +165,20 @@ def augment_images(x: torch.Tensor, cfg: AugmentConfig = AugmentConfig(), genera
 
 # ---- actions ----------------------------------------------------------------------------------------------
 
+GRIPPER_MODES = ("auto", "binary", "continuous")
+
+
+def gripper_binary_for(actions: np.ndarray, names: Sequence[str], mode: str = "auto") -> bool:
+    """Whether the last action dim is a binary gripper: `binary` / `continuous` say so; `auto` says yes when its
+    name contains "gripper" or it takes at most two values in the data (a joint position, say, stays continuous)."""
+    if mode not in GRIPPER_MODES:
+        raise ConfigError(f"--gripper {mode!r}: expected one of {list(GRIPPER_MODES)}")
+    if mode != "auto":
+        return mode == "binary"
+    last = np.asarray(actions)[:, -1]
+    return "gripper" in str(names[-1]).lower() or len(np.unique(last)) <= 2
+
+
 @dataclass
 class ActionProcessor:
     """Per-dimension action statistics, bin edges and the (de)coding of actions into targets.
