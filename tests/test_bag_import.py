@@ -39,8 +39,9 @@ def _twist(t, vx):
 
 
 def write_bag(path, storage, image_times, twist_times, gripper=((0.0, -1.0), (1.0, 1.0)), instruction="stack the cups",
-              encoding="rgb8"):
-    """Images with value int(10 * t) % 250, twists with linear.x = t / 100 (so each action tells its twist's time)."""
+              encoding="rgb8", log_start=100.0, instruction_time=0.0):
+    """Images with value int(10 * t) % 250, twists with linear.x = t / 100 (so each action tells its twist's time).
+    Headers are stamped t; the bag logs each message at log_start + t."""
     with Writer(path, version=9, storage_plugin=storage) as w:
         conns = {
             "image": w.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TS),
@@ -52,9 +53,9 @@ def write_bag(path, storage, image_times, twist_times, gripper=((0.0, -1.0), (1.
         events += [(t, "twist", _twist(t, t / 100.0)) for t in twist_times]
         events += [(t, "gripper", T["std_msgs/msg/Float64"](data=g)) for t, g in gripper]
         if instruction is not None:
-            events.append((0.0, "instruction", T["std_msgs/msg/String"](data=instruction)))
+            events.append((instruction_time, "instruction", T["std_msgs/msg/String"](data=instruction)))
         for t, kind, msg in sorted(events, key=lambda e: e[0]):
-            ns = int(round((100.0 + t) * NS))  # bag times start at 100 s
+            ns = int(round((log_start + t) * NS))  # bag times start at log_start (default 100 s)
             w.write(conns[kind], ns, TS.serialize_cdr(msg, msg.__msgtype__))
     return path
 
@@ -84,6 +85,27 @@ def test_import_follows_the_as_of_rules_and_splits_on_gaps(tmp_path, storage):
         frames = ds.frames(ep)
         assert np.abs(frames[..., 1].astype(int) - 7).max() <= 3  # G stayed G (video is lossy)
     assert len(ds.actions(0)) == 21  # 0.1 .. 2.1 s: the last image (1.967 s) is fresh for 0.2 s
+
+
+def test_header_stamps_on_sim_time_next_to_wall_clock_log_times(tmp_path):
+    """A robot on sim time stamps headers from 0 while the bag logs wall time: --header-stamps moves the headerless
+    instruction and gripper messages onto the header clock, and gives the frames the log-time import gives."""
+    images, twists = [i / 30 for i in range(60)], [0.025 + i / 20 for i in range(40)]
+    plain = import_bags([write_bag(tmp_path / "a", StoragePlugin.MCAP, images, twists)], tmp_path / "ds_a",
+                        ImportOptions(**OPTS))
+    bag = write_bag(tmp_path / "b", StoragePlugin.MCAP, images, twists, log_start=1000.0)
+    stamped = import_bags([bag], tmp_path / "ds_b", ImportOptions(**OPTS, header_stamps=True))
+    assert "1 episode(s)" in plain and "1 episode(s)" in stamped
+    a, b = EpisodeDataset(tmp_path / "ds_a"), EpisodeDataset(tmp_path / "ds_b")
+    assert b.episodes[0].instruction == "stack the cups"
+    np.testing.assert_array_equal(a.actions(0), b.actions(0))  # gripper -1 then +1 at 1 s, as in the plain import
+
+
+def test_an_instruction_published_after_the_first_frame_names_its_episode(tmp_path):
+    images, twists = [i / 30 for i in range(60)], [0.025 + i / 20 for i in range(40)]
+    bag = write_bag(tmp_path / "bag", StoragePlugin.SQLITE3, images, twists, instruction_time=0.5)
+    assert "1 episode(s)" in import_bags([bag], tmp_path / "ds", ImportOptions(**OPTS))
+    assert EpisodeDataset(tmp_path / "ds").episodes[0].instruction == "stack the cups"
 
 
 def test_bgr_images_stale_twists_and_cli(tmp_path):

@@ -101,6 +101,27 @@ def test_refuses_to_overwrite_silently(generated):
         EpisodeWriter(generated, fps=80, image_size=(64, 64), action_names=("a",))
 
 
+def test_odd_image_sizes_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(DatasetError, match=r"image size 479x641 .*even sizes.*--image-size 478,640"):
+        EpisodeWriter(tmp_path / "odd", fps=10, image_size=(479, 641), action_names=("a",))
+    assert not (tmp_path / "odd").exists()
+
+
+def test_an_empty_dataset_left_by_a_failed_run_is_reused_but_one_with_episodes_is_not(tmp_path, generated):
+    root = tmp_path / "ds"
+    EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",))  # created, then the run failed
+    w = EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",))  # create again: allowed
+    w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "wave", actions=np.zeros((3, 1), np.float32))
+    w.close()
+    with pytest.raises(DatasetError, match="already exists"):
+        EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",))
+    (tmp_path / "mine").mkdir()
+    EpisodeWriter(tmp_path / "mine", fps=10, image_size=(8, 8), action_names=("a",))
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")  # a file of the user's: never removed
+    with pytest.raises(DatasetError, match="already exists"):
+        EpisodeWriter(tmp_path / "mine", fps=10, image_size=(8, 8), action_names=("a",))
+
+
 def test_action_free_dataset(tmp_path):
     out = tmp_path / "free"
     generate(out, ["push-v3"], episodes_per_task=1, max_steps=30, action_free=True, progress=False)

@@ -150,8 +150,9 @@ def import_bags(bags: list[Path], out: Path, options: ImportOptions, mode: str =
                 continue
             instruction = options.instruction or ep.instruction
             if not instruction or not instruction.strip():
-                raise DatasetError(f"{bag}: no instruction: the bag has nothing on {options.instruction_topic}; "
-                                   f"pass --instruction 'what the robot does' or --instruction-topic")
+                raise DatasetError(f"{bag}: no instruction for an episode of {len(ep.frames)} frames: nothing on "
+                                   f"{options.instruction_topic} before or during it; pass --instruction 'what the "
+                                   f"robot does' or --instruction-topic")
             frames = np.stack(ep.frames)
             if writer is None:
                 writer = EpisodeWriter(out, fps=options.fps, image_size=frames.shape[1:3],
@@ -219,20 +220,40 @@ def read_bag_episodes(path: Path, options: ImportOptions) -> tuple[list[BagEpiso
                 state["k"] += 1
                 state["next_t"] = state["start"] + state["k"] * period  # no accumulated rounding
 
+        def add(stream: str, t: float, msgtype: str, msg) -> None:
+            if stream == "instruction":
+                instructions.add("instruction", t, str(msg.data))
+                episode = state["episode"]  # an episode that began before any instruction takes its first one
+                if episode is not None and episode.instruction is None and t - state["last_frame_t"] <= options.split_gap:
+                    episode.instruction = str(msg.data)
+                return
+            sampler.add(stream, t, (msgtype, msg))
+            if state["next_t"] is None and stream == "image":
+                state["next_t"] = state["start"] = t  # frames start at the first image
+
+        # With --header-stamps, a message without a header (String, Float64, Twist) is moved onto the header clock
+        # by the newest (log time - header stamp) offset: a robot on sim time stamps headers from 0 while the bag
+        # logs wall time, and mixing the two clocks would pair nothing (or sample billions of empty frames).
+        offset, pending = None, []  # headerless messages before the first header: placed once the offset is known
         t = None
         for conn, log_ns, raw in reader.messages(connections=connections):
             stream = wanted[conn.topic]
             msg = typestore.deserialize_cdr(raw, conn.msgtype)
             t = log_ns * 1e-9
-            if options.header_stamps and hasattr(msg, "header"):
-                t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            if options.header_stamps:
+                if hasattr(msg, "header"):
+                    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                    offset, t = t - stamp, stamp
+                    for p_stream, p_log, p_type, p_msg in pending:
+                        add(p_stream, p_log - offset, p_type, p_msg)
+                    pending.clear()
+                elif offset is None:
+                    pending.append((stream, t, conn.msgtype, msg))
+                    continue
+                else:
+                    t -= offset
             sample_until(t, inclusive=False)
-            if stream == "instruction":
-                instructions.add("instruction", t, str(msg.data))
-                continue
-            sampler.add(stream, t, (conn.msgtype, msg))
-            if state["next_t"] is None and stream == "image":
-                state["next_t"] = state["start"] = t  # frames start at the first image
+            add(stream, t, conn.msgtype, msg)
         if t is not None:
             sample_until(t, inclusive=True)
     return episodes, dict(sampler.dropped)

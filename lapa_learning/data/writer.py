@@ -11,6 +11,7 @@ were renamed into place, so a crash (SIGKILL, power loss, full disk) never leave
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
@@ -37,6 +38,11 @@ class EpisodeWriter:
         self.root = Path(root)
         self.fps = float(fps)
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        h, w = self.image_size
+        if h < 2 or w < 2 or h % 2 or w % 2:  # checked before anything is written
+            raise DatasetError(f"image size {h}x{w} (HxW): the videos are H.264 (yuv420p), which needs even sizes "
+                               f">= 2; store resized frames (e.g. `lapa data import-bag --image-size {max(2, h - h % 2)},"
+                               f"{max(2, w - w % 2)}`, recorder_node's image_size)")
         self.video_key = video_key
         self.with_actions = bool(with_actions)
         self.action_names = tuple(action_names or ()) if with_actions else ()
@@ -51,6 +57,8 @@ class EpisodeWriter:
 
         exists = self.root.exists() and any(self.root.iterdir())
         is_dataset = (self.root / fmt.INFO).is_file()
+        if exists and mode == "create" and is_dataset and _holds_nothing(self.root):
+            mode = "overwrite"  # an empty dataset that a failed run left behind holds nothing to lose
         if exists and mode == "create":
             raise DatasetError(f"{self.root} already exists and is not empty; refusing to overwrite it "
                                f"(choose another --out, or pass --overwrite to replace it or --append to add to it)")
@@ -304,3 +312,12 @@ def _write_parquet(path: Path, columns: dict) -> None:
         names.append(name)
     pq.write_table(pa.Table.from_arrays(arrays, names=names), path)
 
+
+def _holds_nothing(root: Path) -> bool:
+    """True for a dataset with no episode and no file outside meta/ (what a writer that failed first leaves)."""
+    try:
+        if int(json.loads((root / fmt.INFO).read_text())["total_episodes"]) != 0:
+            return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all(p.is_dir() or p.relative_to(root).parts[0] == "meta" for p in root.rglob("*"))
