@@ -416,3 +416,40 @@ def test_old_layout_dataset_still_opens_and_appends(tmp_path, rng):
     ds = EpisodeDataset(root)
     assert ds.num_episodes == 2 and json.loads((root / "meta/info.json").read_text())["fps"] == 10
     np.testing.assert_allclose(ds.timestamps(1), np.arange(6) / 10, atol=1e-6)
+
+
+def test_instructions_come_from_task_index_when_episodes_jsonl_has_no_tasks(tmp_path):
+    """LeRobot v2.1 sets made by other tools may leave `tasks` out of episodes.jsonl; the frames' task_index and
+    meta/tasks.jsonl still name each episode's instruction. With neither, training warns (Policy.act refuses "")."""
+    from lapa_learning.vla.data import build_action_samples
+
+    root = tmp_path / "ds"
+    w = EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",))
+    for ins in ("pick up the cube", "stack the cube", "pick up the cube"):
+        w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), ins, actions=np.zeros((3, 1), np.float32))
+    w.close()
+    path = root / "meta" / "episodes.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "tasks"}) + "\n" for r in rows))
+    assert [e.instruction for e in EpisodeDataset(root).episodes] == ["pick up the cube", "stack the cube",
+                                                                       "pick up the cube"]
+    (root / "meta" / "tasks.jsonl").unlink()
+    assert [e.instruction for e in EpisodeDataset(root).episodes] == ["", "", ""]
+    with pytest.warns(UserWarning, match="3 of 3 episodes have no instruction"):
+        build_action_samples([root], 8, 1, 0.0, 0, False)
+
+
+def test_unpadded_frame_numbers_and_a_spreadsheet_csv(tmp_path):
+    """Frames 0.png .. 11.png are read in number order (not 0, 1, 10, 11, 2, ...), and instructions.csv saved by
+    a spreadsheet (a UTF-8 byte-order mark, spaces in the header) is read."""
+    import cv2
+
+    clip = tmp_path / "videos" / "clip"
+    clip.mkdir(parents=True)
+    for i in range(12):
+        cv2.imwrite(str(clip / f"{i}.png"), np.full((8, 8, 3), 20 * i, np.uint8))
+    (tmp_path / "videos" / "instructions.csv").write_bytes("\ufeffvideo, instruction\nclip,wave the arm\n"
+                                                           .encode("utf-8"))
+    source = VideoFolder(tmp_path / "videos", fps=10)
+    assert source.episodes[0].instruction == "wave the arm"
+    assert list(source.frames(0)[:, 0, 0, 0]) == [20 * i for i in range(12)]

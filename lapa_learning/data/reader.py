@@ -173,6 +173,8 @@ class EpisodeDataset(EpisodeSource):
         ]
         self._by_index = {ep.index: ep for ep in self.episodes}
         self._tables: dict[int, dict] = {}
+        if self.layout != "v3.0" and tasks_by_index:
+            self._instructions_from_task_index(tasks_by_index)
         self._stats: dict | None = None  # v3.0: computed once, never written into the dataset
 
     def __repr__(self) -> str:
@@ -243,6 +245,19 @@ class EpisodeDataset(EpisodeSource):
             return compute_dataset_stats(self)["action"]
 
     # ------------------------------------------------------------------ internals
+    def _instructions_from_task_index(self, tasks_by_index: dict) -> None:
+        """Episodes whose episodes.jsonl row has no `tasks` take the task of their first frame's task_index."""
+        from dataclasses import replace
+
+        for i, ep in enumerate(self.episodes):
+            if ep.instruction or ep.length == 0:
+                continue
+            try:
+                first = self._arrow_table(ep.index, ["task_index"]).column("task_index")[0].as_py()
+            except DatasetError:
+                continue  # no task_index column (or an unreadable file, reported when the episode is read)
+            self.episodes[i] = self._by_index[ep.index] = replace(ep, instruction=str(tasks_by_index.get(first, "")))
+
     def _column(self, index: int, name: str) -> np.ndarray:
         table = self._tables.get(index)
         if table is None:

@@ -64,12 +64,24 @@ def read_video(path: str | os.PathLike, expected_frames: int | None = None) -> n
     return np.stack(frames)
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The image files of a frame folder in frame order: by name, numbers compared as numbers (2.png before
+    10.png), so unpadded and zero-padded numbering both work."""
+    import re
+
+    def key(p: Path):
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", p.name)]
+
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")),
+                  key=key)
+
+
 def read_frame_folder(path: str | os.PathLike) -> np.ndarray:
-    """Read a folder of image files (sorted by name, Something-Something style) to (T, H, W, 3) uint8 RGB."""
+    """Read a folder of image files (in `frame_files` order, Something-Something style) to (T, H, W, 3) uint8 RGB."""
     import cv2
 
     path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+    files = frame_files(path)
     if not files:
         raise DatasetError(f"frame folder {path} holds no image files (.jpg/.png)")
     frames = []
@@ -90,7 +102,7 @@ def probe_video(path: str | os.PathLike) -> tuple[int, int, int]:
 
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+        files = frame_files(path)
         if not files:
             raise DatasetError(f"frame folder {path} holds no image files (.jpg/.png)")
         first = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)

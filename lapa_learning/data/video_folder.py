@@ -101,8 +101,8 @@ def _read_instructions(path: Path | None) -> dict[str, str]:
         return {}
     labels = {}
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
+            rows = [{str(k).strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
     else:
         rows = []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -189,6 +189,13 @@ def _add_split(source, root, image_size, val_fraction, seed, train, val, progres
             else:
                 dest.actions.append(target[0])
                 dest.action_mask.append(target[1])
+    blank = [ep.index for ep in source.episodes if not (ep.instruction or "").strip()]
+    if blank:
+        import warnings
+
+        warnings.warn(f"{root}: {len(blank)} of {len(ids)} episodes have no instruction (e.g. episode {blank[0]}); "
+                      f"they train on an empty one, which Policy.act refuses: give each episode its instruction "
+                      f"(meta/episodes.jsonl 'tasks', or the videos' instructions.jsonl / .csv)", stacklevel=3)
 
 
 def majority_baseline(train: SampleSet, val: SampleSet) -> dict:
