@@ -63,10 +63,16 @@ def pick_device(device: str | None, what: str = "--device"):
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = str(device)
+    if dev == "cpu:0":
+        dev = "cpu"
     if not (dev in ("cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", dev)):
-        raise ConfigError(f"{what} {dev!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        raise ConfigError(f"{what} {dev!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{what} {dev!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+    if dev.startswith("cuda:") and int(dev[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"{what} {dev!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"{what} 'mps': Apple's MPS is not available on this machine (use 'cpu' or 'auto')")
     return torch.device(dev)
 
 

@@ -106,6 +106,8 @@ def test_an_instruction_published_after_the_first_frame_names_its_episode(tmp_pa
     bag = write_bag(tmp_path / "bag", StoragePlugin.SQLITE3, images, twists, instruction_time=0.5)
     assert "1 episode(s)" in import_bags([bag], tmp_path / "ds", ImportOptions(**OPTS))
     assert EpisodeDataset(tmp_path / "ds").episodes[0].instruction == "stack the cups"
+    # a gripper max age longer than the default history (5 s) is honoured, not refused
+    assert "1 episode(s)" in import_bags([bag], tmp_path / "ds2", ImportOptions(**OPTS, gripper_max_age=10.0))
 
 
 def test_bgr_images_stale_twists_and_cli(tmp_path):

@@ -453,3 +453,19 @@ def test_unpadded_frame_numbers_and_a_spreadsheet_csv(tmp_path):
     source = VideoFolder(tmp_path / "videos", fps=10)
     assert source.episodes[0].instruction == "wave the arm"
     assert list(source.frames(0)[:, 0, 0, 0]) == [20 * i for i in range(12)]
+
+
+def test_another_tools_stats_json_is_never_overwritten(tmp_path):
+    """LeRobot v2.0 keeps its statistics (per camera too) in meta/stats.json: reading action statistics computes
+    lapa's in memory and leaves the file as it is; lapa's own stale file is refreshed."""
+    root = tmp_path / "ds"
+    w = EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",))
+    w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "wave", actions=np.arange(3, dtype=np.float32)[:, None])
+    w.close()
+    theirs = json.dumps({"action": {"mean": [9.0]}, "observation.images.front": {"mean": [[[0.5]]]}})
+    (root / "meta" / "stats.json").write_text(theirs)
+    assert EpisodeDataset(root).action_stats()["mean"] == pytest.approx([1.0])
+    assert (root / "meta" / "stats.json").read_text() == theirs
+    (root / "meta" / "stats.json").write_text(json.dumps({"total_frames": 99, "action": {"mean": [9.0]}}))
+    assert EpisodeDataset(root).action_stats()["mean"] == pytest.approx([1.0])
+    assert json.loads((root / "meta" / "stats.json").read_text())["total_frames"] == 3

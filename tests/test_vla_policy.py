@@ -209,9 +209,21 @@ def test_mismatched_checkpoint(tiny_ckpt, chunk_ckpt, tmp_path):
         Policy.load(tmp_path / "laq", device="cpu")
 
 
-def test_bad_device(tiny_ckpt):
+def test_bad_device(tiny_ckpt, tmp_path):
+    import torch
+
     with pytest.raises(ConfigError, match="device"):
         Policy.load(tiny_ckpt, device="tpu")
+    assert Policy.load(tiny_ckpt, device="cpu:0").device == "cpu"
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ConfigError, match="MPS is not available"):
+            Policy.load(tiny_ckpt, device="mps")
+    d = _copy(tiny_ckpt, tmp_path)
+    meta = json.loads((d / "config.json").read_text())
+    meta["format_version"] = "1"
+    (d / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format_version '1': expected an integer"):
+        Policy.load(d, device="cpu")
 
 
 def test_parallel_branch_decoding_matches_sequential(tiny_ckpt):

@@ -190,7 +190,8 @@ def read_bag_episodes(path: Path, options: ImportOptions) -> tuple[list[BagEpiso
     sampler = AsOfSampler(("image", "twist", "gripper"), defaults={"gripper": options.gripper_default},
                           max_age={"image": options.image_max_age, "twist": options.twist_max_age,
                                    "gripper": gripper_age},
-                          horizon=max(5.0, 2 * max(options.image_max_age, options.twist_max_age)))
+                          horizon=max(5.0, 2 * max(options.image_max_age, options.twist_max_age,
+                                                   gripper_age if math.isfinite(gripper_age) else 0.0)))
     instructions = AsOfSampler(("instruction",), max_age=math.inf)
     episodes: list[BagEpisode] = []
     period = 1.0 / options.fps

@@ -222,23 +222,26 @@ class EpisodeDataset(EpisodeSource):
         return self._column(index, "timestamp")
 
     def action_stats(self) -> dict:
-        """Per-dimension action statistics, from meta/stats.json (computed and saved there if missing/stale)."""
+        """Per-dimension action statistics, from meta/stats.json (computed and saved there if missing or lapa's own
+        and stale; another tool's stats.json is never overwritten)."""
         from lapa_learning.data.stats import compute_dataset_stats, write_dataset_stats
 
         if not self.has_actions:
             raise DatasetError(f"{self.root} is action-free: no action statistics")
-        if self.layout == "v3.0":  # its meta/stats.json is LeRobot's own: ours are computed, never written there
+        path = self.root / fmt.STATS
+        ours = not path.is_file()  # meta/stats.json is rewritten only when missing or written by lapa (total_frames)
+        if path.is_file() and self.layout != "v3.0":
+            try:
+                stats = json.loads(path.read_text(encoding="utf-8"))
+                ours = isinstance(stats, dict) and "total_frames" in stats
+                if ours and stats.get("total_frames") == self.num_frames and "action" in stats:
+                    return stats["action"]
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                pass  # computed below, and the file left as it is
+        if self.layout == "v3.0" or not ours:  # LeRobot's own stats (v3.0, v2.0): computed, never written there
             if self._stats is None:
                 self._stats = compute_dataset_stats(self)
             return self._stats["action"]
-        path = self.root / fmt.STATS
-        if path.is_file():
-            try:
-                stats = json.loads(path.read_text(encoding="utf-8"))
-                if stats.get("total_frames") == self.num_frames and "action" in stats:
-                    return stats["action"]
-            except json.JSONDecodeError:
-                pass  # recomputed below
         try:
             return write_dataset_stats(self)["action"]
         except OSError:  # read-only dataset: compute without saving

@@ -135,6 +135,8 @@ def load_checkpoint(path, device: str | torch.device = "cpu"):
         kind = OTHER_FORMATS.get(meta.get("format"), f"format {meta.get('format')!r}")
         raise CheckpointError(f"{cfg_path}: not a LAPA VLA checkpoint ({FORMAT!r}) but {kind}; a VLA checkpoint is the "
                               f"--out of `lapa vla finetune` (a policy) or `lapa vla pretrain`")
+    if not isinstance(meta.get("format_version", 0), int):
+        raise CheckpointError(f"{cfg_path}: format_version {meta.get('format_version')!r}: expected an integer")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{cfg_path}: format_version {meta.get('format_version')} is newer than this code "
                               f"({FORMAT_VERSION}); update lapa_ros")
