@@ -469,3 +469,21 @@ def test_another_tools_stats_json_is_never_overwritten(tmp_path):
     (root / "meta" / "stats.json").write_text(json.dumps({"total_frames": 99, "action": {"mean": [9.0]}}))
     assert EpisodeDataset(root).action_stats()["mean"] == pytest.approx([1.0])
     assert json.loads((root / "meta" / "stats.json").read_text())["total_frames"] == 3
+
+
+def test_one_writer_per_dataset_at_a_time_and_clear_errors_for_bad_roots(tmp_path):
+    """A second writer (another process, or the same one) would number its episodes like the first and one set
+    would vanish: it is refused until the first closes. A file or an uncreatable path is a DatasetError."""
+    first = EpisodeWriter(tmp_path / "ds", fps=10, image_size=(8, 8), action_names=("a",))
+    with pytest.raises(DatasetError, match="is being written by another writer"):
+        EpisodeWriter(tmp_path / "ds", fps=10, image_size=(8, 8), action_names=("a",), mode="append")
+    first.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "wave", actions=np.zeros((3, 1), np.float32))
+    first.close()
+    second = EpisodeWriter(tmp_path / "ds", fps=10, image_size=(8, 8), action_names=("a",), mode="append")
+    assert second.num_episodes == 1
+    second.close()
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(DatasetError, match="cannot be a dataset directory"):
+            EpisodeWriter(bad, fps=10, image_size=(8, 8), action_names=("a",))
+    assert (tmp_path / "afile").read_text() == "x"

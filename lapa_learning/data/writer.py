@@ -55,24 +55,36 @@ class EpisodeWriter:
         self._tasks: dict[str, int] = {}
         self._num_frames = 0
 
-        exists = self.root.exists() and any(self.root.iterdir())
-        is_dataset = (self.root / fmt.INFO).is_file()
-        if exists and mode == "create" and is_dataset and _holds_nothing(self.root):
-            mode = "overwrite"  # an empty dataset that a failed run left behind holds nothing to lose
-        if exists and mode == "create":
-            raise DatasetError(f"{self.root} already exists and is not empty; refusing to overwrite it "
-                               f"(choose another --out, or pass --overwrite to replace it or --append to add to it)")
-        if exists and mode == "overwrite":
-            if not is_dataset:
-                raise DatasetError(f"{self.root} is not an episode dataset (no {fmt.INFO}); refusing to delete it")
-            shutil.rmtree(self.root)
-        if exists and mode == "append":
-            if not is_dataset:
-                raise DatasetError(f"cannot append to {self.root}: no {fmt.INFO} (not an episode dataset)")
-            self._load_existing()
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not self._episodes:
-            self._commit()  # an empty but valid dataset from the start
+        try:
+            exists = self.root.exists() and any(self.root.iterdir())
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DatasetError(f"{self.root}: cannot be a dataset directory ({err.strerror or err}); expected a "
+                               f"writable directory path") from None
+        self._lock_fd = None
+        self._lock()  # one writer per dataset at a time: two would number their episodes alike
+        try:
+            is_dataset = (self.root / fmt.INFO).is_file()
+            if exists and mode == "create" and is_dataset and _holds_nothing(self.root):
+                mode = "overwrite"  # an empty dataset that a failed run left behind holds nothing to lose
+            if exists and mode == "create":
+                raise DatasetError(f"{self.root} already exists and is not empty; refusing to overwrite it "
+                                   f"(choose another --out, or pass --overwrite to replace it or --append to add to "
+                                   f"it)")
+            if exists and mode == "overwrite":
+                if not is_dataset:
+                    raise DatasetError(f"{self.root} is not an episode dataset (no {fmt.INFO}); refusing to delete it")
+                for child in self.root.iterdir():  # the directory itself stays: it holds the lock
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            if exists and mode == "append":
+                if not is_dataset:
+                    raise DatasetError(f"cannot append to {self.root}: no {fmt.INFO} (not an episode dataset)")
+                self._load_existing()
+            if not self._episodes:
+                self._commit()  # an empty but valid dataset from the start
+        except BaseException:
+            self._unlock()
+            raise
 
     # ------------------------------------------------------------------ public API
     @property
@@ -117,11 +129,18 @@ class EpisodeWriter:
         return index
 
     def close(self) -> None:
-        """Write dataset-wide statistics (meta/stats.json). Episodes are already safe without this."""
-        if self.with_actions and self._episodes:
-            from lapa_learning.data.reader import EpisodeDataset
+        """Write dataset-wide statistics (meta/stats.json) and let other writers in. Episodes are already safe
+        without this (a killed writer's lock goes with its process)."""
+        try:
+            if self.with_actions and self._episodes:
+                from lapa_learning.data.reader import EpisodeDataset
 
-            write_dataset_stats(EpisodeDataset(self.root))
+                write_dataset_stats(EpisodeDataset(self.root))
+        finally:
+            self._unlock()
+
+    def __del__(self):
+        self._unlock()
 
     def __enter__(self):
         return self
@@ -131,6 +150,24 @@ class EpisodeWriter:
             self.close()
 
     # ------------------------------------------------------------------ internals
+    def _lock(self) -> None:
+        import fcntl
+
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DatasetError(f"{self.root} is being written by another writer (a `lapa data generate`, "
+                               f"`import-bag` or recorder_node); wait for it to finish, or write to another "
+                               f"directory") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
     def _check_episode(self, frames, instruction, actions, states, timestamps):
         frames = np.asarray(frames)
         h, w = self.image_size
