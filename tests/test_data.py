@@ -487,3 +487,22 @@ def test_one_writer_per_dataset_at_a_time_and_clear_errors_for_bad_roots(tmp_pat
         with pytest.raises(DatasetError, match="cannot be a dataset directory"):
             EpisodeWriter(bad, fps=10, image_size=(8, 8), action_names=("a",))
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_video_folder_ignores_hidden_entries_and_refuses_bad_instruction_rows(tmp_path, rng):
+    folder = tmp_path / "videos"
+    (folder / ".latent_actions.partial").mkdir(parents=True)  # lapa's own resume folder, a .DS_Store, ...
+    write_video(folder / "a.mp4", rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8), fps=10)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing skipped, nothing to warn about
+        assert VideoFolder(folder, fps=10).num_episodes == 1
+    for text, match in (('5\n', "row 1 needs the keys 'video' and 'instruction', got 5"),
+                        ('{"video": "a.mp4", "instruction": null}\n', "instruction must be a non-empty string"),):
+        (folder / "instructions.jsonl").write_text(text)
+        with pytest.raises(DatasetError, match=match):
+            VideoFolder(folder, fps=10)
+    (folder / "instructions.jsonl").write_text('{"video": "a.mp4", "instruction": "wave"}\n', encoding="utf-16")
+    with pytest.raises(DatasetError, match="is not UTF-8 text"):
+        VideoFolder(folder, fps=10)

@@ -75,3 +75,42 @@ def test_train_and_label_a_video_folder(tmp_path):
     result = label_dataset(run, folder, progress=False)  # the checkpoint's fps (10) is used for the folder
     assert result["offset"] == 2 and result["pairs"] == 4 * 8
     assert (folder / "latent_actions.parquet").is_file()
+
+
+def test_labels_are_refused_for_videos_that_changed_and_warn_about_added_episodes(trained, tmp_path):
+    """Latent labels are tied to episodes by index; a video folder's indices follow the sorted file names, so a
+    video added in front would shift every label onto another clip. Such labels are refused; episodes appended to a
+    dataset since labelling have no labels and are named in a warning."""
+    import shutil
+
+    from lapa_learning.data.video import write_video
+    from lapa_learning.errors import DatasetError
+    from lapa_learning.laq.testing import write_dataset
+    from lapa_learning.vla.data import build_latent_samples
+
+    _, run = trained
+    rng = np.random.default_rng(0)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("b.mp4", "c.mp4"):
+        write_video(videos / name, rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), fps=10)
+    (videos / "instructions.csv").write_text("video,instruction\nb.mp4,wave\nc.mp4,wave\na.mp4,wave\n")
+    label_dataset(run, videos, progress=False, video_fps=10)
+    assert LatentLabels.load(videos).episode_keys == {0: "b.mp4, 8 frames", 1: "c.mp4, 8 frames"}
+    build_latent_samples([videos], 32, 0.0, 0, progress=False)  # unchanged: fine
+    write_video(videos / "a.mp4", rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), fps=10)
+    with pytest.raises(DatasetError, match=r"episode 0 was 'b.mp4, 8 frames' when labelled, is 'a.mp4, 8 frames' "
+                                           r"now.*relabel it with `lapa laq label"):
+        build_latent_samples([videos], 32, 0.0, 0, progress=False)
+
+    data = write_dataset(tmp_path / "ds", episodes=3, length=10, with_actions=False)
+    label_dataset(run, data, progress=False)
+    shutil.copytree(data, tmp_path / "more")
+    from lapa_learning.data import EpisodeWriter
+
+    with EpisodeWriter(tmp_path / "more", fps=10, image_size=(32, 32), with_actions=False, mode="append") as w:
+        for _ in range(2):
+            w.add_episode(rng.integers(0, 255, (10, 32, 32, 3), dtype=np.uint8), "push the block")
+    with pytest.warns(UserWarning, match=r"2 of 5 episodes \(e.g. episode 3\) were added after labelling"):
+        train_set, _, _ = build_latent_samples([tmp_path / "more"], 32, 0.0, 0, progress=False)
+    assert len(train_set.frames) == 3

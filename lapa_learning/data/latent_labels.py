@@ -10,7 +10,8 @@ File: `<dataset_root>/latent_actions.parquet`, one row per labelled frame pair (
 Rows are sorted by (episode_index, frame_index) and each pair appears once.  The schema metadata key
 `lapa.latent_actions` holds a JSON object {"format_version": 1, "num_tokens": K, "codebook_size": C,
 "offset": H (frames), "source": "<LAQ checkpoint that produced the labels>", "camera": "<video key of the frames
-labelled>" (null for a video folder; absent in older files)}.
+labelled>" (null for a video folder; absent in older files), "episodes": {"<index>": "<what identified the episode
+when labelled>"} (EpisodeSource.episode_keys; absent in older files)}.
 """
 
 from __future__ import annotations
@@ -61,12 +62,13 @@ def _check_arrays(episode, t, tokens, codebook_size: int, offset: int):
 
 
 def save_latent_labels(dataset_root, episode, t, tokens, codebook_size: int, offset: int, source: str,
-                       camera: str | None = None) -> Path:
+                       camera: str | None = None, episode_keys: dict[int, str] | None = None) -> Path:
     """Write the latent labels of a dataset atomically and return the file's path.
 
     episode: (N,) int, t: (N,) int (first frame of each pair), tokens: (N, K) int in [0, codebook_size),
     offset: H in frames, source: what produced the labels (e.g. the LAQ checkpoint directory), camera: the video
-    key whose frames were labelled (None for a video folder).
+    key whose frames were labelled (None for a video folder), episode_keys: the labelled source's
+    `episode_keys()`, so that a reader can tell when the videos changed since.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -82,6 +84,8 @@ def save_latent_labels(dataset_root, episode, t, tokens, codebook_size: int, off
     n, k = tokens.shape
     meta = {"format_version": FORMAT_VERSION, "num_tokens": int(k), "codebook_size": int(codebook_size),
             "offset": int(offset), "source": str(source), "camera": camera}
+    if episode_keys is not None:
+        meta["episodes"] = {str(int(i)): str(k) for i, k in sorted(episode_keys.items())}
     token_col = pa.FixedSizeListArray.from_arrays(pa.array(tokens.reshape(-1), type=pa.int16()), k)
     table = pa.table({"episode_index": pa.array(episode, type=pa.int64()),
                       "frame_index": pa.array(t, type=pa.int64()),
@@ -107,6 +111,7 @@ class LatentLabels:
     source: str
     path: Path | None = None
     camera: str | None = None  # the video key whose frames were labelled (None: a video folder, or an older file)
+    episode_keys: dict[int, str] | None = None  # what each episode was when labelled (None: an older file)
     _index: dict | None = field(default=None, repr=False)
 
     @property
@@ -136,7 +141,9 @@ class LatentLabels:
             k, codebook_size, offset = int(meta["num_tokens"]), int(meta["codebook_size"]), int(meta["offset"])
             source = str(meta.get("source", ""))
             camera = None if meta.get("camera") is None else str(meta["camera"])
-        except (ValueError, KeyError, TypeError) as err:
+            keys = meta.get("episodes")
+            keys = None if keys is None else {int(i): str(k) for i, k in keys.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise DatasetError(f"latent labels file {path}: bad metadata {raw[:200]!r}: {err}") from err
         missing = {"episode_index", "frame_index", "tokens"} - set(table.column_names)
         if missing:
@@ -151,7 +158,7 @@ class LatentLabels:
         if tokens.size and (tokens.min() < 0 or tokens.max() >= codebook_size):
             raise DatasetError(f"latent labels file {path}: tokens outside [0, {codebook_size})")
         return cls(episode=episode, t=t, tokens=tokens, codebook_size=codebook_size, offset=offset,
-                   source=source, path=path, camera=camera)
+                   source=source, path=path, camera=camera, episode_keys=keys)
 
     def lookup(self, episode: int, t: int) -> np.ndarray:
         """The (K,) tokens of pair (episode, t); KeyError if that pair was not labelled."""

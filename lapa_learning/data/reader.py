@@ -43,6 +43,27 @@ class EpisodeSource:
     def __len__(self) -> int:
         return self.num_episodes
 
+    def episode_keys(self) -> dict[int, str]:
+        """What identifies each episode to files computed from its frames (latent labels, pseudo-actions), so that
+        such a file is never read against other episodes: the length here; a video folder adds the file name."""
+        return {ep.index: f"{ep.length} frames" for ep in self.episodes}
+
+
+def check_episode_keys(stored: dict[int, str] | None, source: EpisodeSource, path, relabel: str) -> list[int]:
+    """Compare the episode keys a labels file recorded with `source`'s now. DatasetError when a labelled episode
+    is another one now (videos renamed, added in between, removed, re-recorded); returns the indices of episodes
+    the file does not know (added since), which have no labels. Files without keys (older ones) are not checked."""
+    if stored is None:
+        return []
+    now = source.episode_keys()
+    for index, key in sorted(stored.items()):
+        if now.get(index) != key:
+            then_now = f"was {key!r} when labelled, is {now[index]!r} now" if index in now else \
+                f"({key!r}) is gone"
+            raise DatasetError(f"{path}: episode {index} {then_now}: the dataset changed since it was labelled "
+                               f"(videos added, removed or renamed); relabel it with `{relabel}`")
+    return sorted(set(now) - set(stored))
+
 
 def feature_names(info_path, features: dict, key: str) -> tuple[str, ...]:
     """One name per dimension of a vector feature. LeRobot datasets write `names` as a list, as a dict of lists

@@ -44,8 +44,8 @@ class VideoFolder(EpisodeSource):
         self.episodes: list[EpisodeInfo] = []
         self.skipped: list[tuple[str, str]] = []
         sizes = set()
-        candidates = sorted(p for p in self.root.iterdir()
-                            if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or p.is_dir())
+        candidates = sorted(p for p in self.root.iterdir() if not p.name.startswith(".")  # e.g. lapa's partial
+                            and ((p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or p.is_dir()))
         for path in candidates:
             try:
                 length, height, width = probe_video(path)
@@ -82,6 +82,9 @@ class VideoFolder(EpisodeSource):
     def path(self, index: int) -> Path:
         return self._paths[index]
 
+    def episode_keys(self) -> dict[int, str]:
+        return {ep.index: f"{self._paths[ep.index].name}, {ep.length} frames" for ep in self.episodes}
+
     def frames(self, index: int) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB; DatasetError if the video turns out truncated or corrupt."""
         path = self._paths[index]
@@ -99,23 +102,34 @@ class VideoFolder(EpisodeSource):
 def _read_instructions(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
+    try:
+        rows = _instruction_rows(path)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not UTF-8 text; save it as UTF-8") from None
     labels = {}
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or "video" not in row or "instruction" not in row:
+            got = sorted(row) if isinstance(row, dict) else repr(row)[:80]
+            raise DatasetError(f"{path} row {n} needs the keys 'video' and 'instruction', got {got}")
+        if not isinstance(row["instruction"], str) or not row["instruction"].strip():
+            raise DatasetError(f"{path} row {n} ({row['video']}): the instruction must be a non-empty string, got "
+                               f"{row['instruction']!r}")
+        labels[str(row["video"])] = row["instruction"]
+    return labels
+
+
+def _instruction_rows(path: Path) -> list:
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
-            rows = [{str(k).strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
-    else:
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DatasetError(f"{path} line {n} is not valid JSON ({err.msg})") from None
-    for n, row in enumerate(rows, 1):
-        if "video" not in row or "instruction" not in row:
-            raise DatasetError(f"{path} row {n} needs the keys 'video' and 'instruction', got {sorted(row)}")
-        labels[str(row["video"])] = str(row["instruction"])
-    return labels
+            return [{str(k).strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{path} line {n} is not valid JSON ({err.msg})") from None
+    return rows
 
 
 def open_video_source(root: str | os.PathLike, camera: str | None = None, **kwargs):

@@ -80,15 +80,16 @@ def encode_episode(model, frames: np.ndarray, offset: int, batch_size: int, devi
     return np.arange(n, dtype=np.int64), torch.cat(tokens).numpy().astype(np.int64)
 
 
-def _fingerprint(step_dir: Path, offset: int, camera: str | None) -> str:
-    """Identifies the checkpoint weights, offset and camera, so partial results of another model or camera are
-    never mixed in."""
+def _fingerprint(step_dir: Path, offset: int, camera: str | None, episode_keys: dict[int, str]) -> str:
+    """Identifies the checkpoint weights, offset, camera and the episodes (videos) labelled, so partial results of
+    another model, camera or set of videos are never mixed in."""
     weights = step_dir / ckpt.WEIGHTS
     h = hashlib.sha256()
     with open(weights, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return f"{h.hexdigest()[:16]}-H{offset}" + (f"-{camera}" if camera else "")
+    videos = hashlib.sha256(json.dumps(sorted(episode_keys.items())).encode()).hexdigest()[:8]
+    return f"{h.hexdigest()[:16]}-H{offset}-E{videos}" + (f"-{camera}" if camera else "")
 
 
 def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int = 256, device: str = "auto",
@@ -111,7 +112,7 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
     S = model.cfg.image_size
 
     partial = root / PARTIAL_DIR
-    fingerprint = _fingerprint(step_dir, H, camera)
+    fingerprint = _fingerprint(step_dir, H, camera, source.episode_keys())
     meta_path = partial / "meta.json"
     if partial.exists():
         try:
@@ -161,7 +162,7 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
     if len(t) == 0:
         raise DatasetError(f"{root}: no episode is longer than H={H} frames, so there is nothing to label")
     out = save_latent_labels(root, episode, t, tokens, codebook_size=model.cfg.codebook_size, offset=H,
-                             source=str(step_dir.resolve()), camera=camera)
+                             source=str(step_dir.resolve()), camera=camera, episode_keys=source.episode_keys())
     shutil.rmtree(partial, ignore_errors=True)
     return {"path": out, "pairs": int(len(t)), "episodes": len(episodes), "offset": H, "encoded": encoded,
             "reused": reused, "camera": camera}

@@ -63,6 +63,22 @@ class SampleSet:
         return self
 
 
+def _check_labelled_episodes(keys, source, path, what: str, relabel: str, added_is_error: bool = False) -> None:
+    """Refuse labels of other episodes (the videos changed since labelling); episodes added since have none:
+    a warning (latent labels: those episodes are left out) or an error (pseudo-actions cover every frame)."""
+    from lapa_learning.data.reader import check_episode_keys
+
+    added = check_episode_keys(keys, source, path, relabel)
+    if added:
+        message = (f"{path}: {len(added)} of {source.num_episodes} episodes (e.g. episode {added[0]}) were added "
+                   f"after labelling and have no {what}")
+        if added_is_error:
+            raise DatasetError(f"{message}; relabel with `{relabel}`")
+        import warnings
+
+        warnings.warn(f"{message}, so they are not trained on; relabel with `{relabel}` to use them", stacklevel=3)
+
+
 def _load_frames(source, ep: int, size: int) -> np.ndarray:
     from lapa_learning.data.pairs import resize_square
 
@@ -81,6 +97,8 @@ def build_latent_samples(roots: Sequence, image_size: int, val_fraction: float, 
     for root in roots:
         labels = LatentLabels.load(root)
         source = open_labelled(root, camera, labels.camera, "latent labels")
+        _check_labelled_episodes(labels.episode_keys, source, labels.path, "latent labels",
+                                 "lapa laq label --checkpoint LAQ --data DIR")
         if K is None:
             K, C = labels.num_tokens, labels.codebook_size
         elif (labels.num_tokens, labels.codebook_size) != (K, C):
@@ -118,6 +136,8 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
             labels = PseudoActions.load(root)
             action_names, actions_of = labels.action_names, labels.actions  # actions_of(ep, length) -> (L, A)
             source = open_labelled(root, camera, labels.camera, "pseudo-actions")
+            _check_labelled_episodes(labels.episode_keys, source, labels.path, "pseudo-actions",
+                                     "lapa vpt label --checkpoint IDM --data DIR", added_is_error=True)
         else:
             source = open_source(root, camera)
             if not source.has_actions:

@@ -51,7 +51,7 @@ def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto",
                for i in range(0, len(pairs), batch_size)]
         actions[ep.index] = np.concatenate(out)  # (L, A)
     path = save_pseudo_actions(root, actions, model.cfg.action_names, model.cfg.offset, str(Path(ckpt).resolve()),
-                               camera=source.video_key)
+                               camera=source.video_key, episode_keys=source.episode_keys())
     return {"path": path, "episodes": len(actions), "frames": int(sum(len(a) for a in actions.values()))}
 
 

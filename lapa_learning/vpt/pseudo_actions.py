@@ -8,7 +8,8 @@ File: `<dataset_root>/pseudo_actions.parquet`, one row per frame of every labell
     action         fixed_size_list<float32>[A]  the IDM's a_t
 
 Schema metadata `lapa.pseudo_actions`: {"format_version": 1, "action_names": [...], "offset": H, "source": "<IDM
-checkpoint>", "camera": "<video key of the frames labelled>" (null for a video folder; absent in older files)}.
+checkpoint>", "camera": "<video key of the frames labelled>" (null for a video folder; absent in older files),
+"episodes": {"<index>": "<what identified the episode when labelled>"} (absent in older files)}.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ FORMAT_VERSION = 1
 
 
 def save_pseudo_actions(root, actions: dict[int, np.ndarray], action_names, offset: int, source: str,
-                        camera: str | None = None) -> Path:
+                        camera: str | None = None, episode_keys: dict[int, str] | None = None) -> Path:
     """actions: episode index -> (L, A) float32 (every frame of the episode). Written atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -48,6 +49,8 @@ def save_pseudo_actions(root, actions: dict[int, np.ndarray], action_names, offs
                       "action": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), len(names))})
     meta = {"format_version": FORMAT_VERSION, "action_names": names, "offset": int(offset), "source": str(source),
             "camera": camera}
+    if episode_keys is not None:  # the labelled source's episode_keys(): a reader can tell when the videos changed
+        meta["episodes"] = {str(int(i)): str(k) for i, k in sorted(episode_keys.items())}
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     path = Path(root) / FILE_NAME
     with atomic_path(path) as tmp:
@@ -63,6 +66,7 @@ class PseudoActions:
     source: str
     path: Path
     camera: str | None = None  # the video key whose frames were labelled (None: a video folder, or an older file)
+    episode_keys: dict[int, str] | None = None  # what each episode was when labelled (None: an older file)
 
     @classmethod
     def load(cls, root) -> "PseudoActions":
@@ -76,6 +80,7 @@ class PseudoActions:
             meta = json.loads(table.schema.metadata[META_KEY])
             names, offset, source = tuple(meta["action_names"]), int(meta["offset"]), str(meta.get("source", ""))
             camera = meta.get("camera")
+            keys = None if meta.get("episodes") is None else {int(i): str(k) for i, k in meta["episodes"].items()}
             ep = table.column("episode_index").to_numpy()
             t = table.column("frame_index").to_numpy()
             a = np.asarray(table.column("action").combine_chunks().flatten(), np.float32).reshape(len(ep), -1)
@@ -90,7 +95,7 @@ class PseudoActions:
             if not np.array_equal(t[rows], np.arange(len(rows))):
                 raise DatasetError(f"pseudo-actions file {path}: episode {e} does not cover frames 0..{len(rows) - 1}")
             by_episode[int(e)] = a[rows]
-        return cls(by_episode, names, offset, source, path, None if camera is None else str(camera))
+        return cls(by_episode, names, offset, source, path, None if camera is None else str(camera), keys)
 
     def actions(self, episode: int, length: int) -> np.ndarray:
         a = self.by_episode.get(int(episode))
