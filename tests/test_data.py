@@ -506,3 +506,22 @@ def test_video_folder_ignores_hidden_entries_and_refuses_bad_instruction_rows(tm
     (folder / "instructions.jsonl").write_text('{"video": "a.mp4", "instruction": "wave"}\n', encoding="utf-16")
     with pytest.raises(DatasetError, match="is not UTF-8 text"):
         VideoFolder(folder, fps=10)
+
+
+def test_damaged_metadata_is_a_clear_error_and_an_empty_dataset_has_info(tmp_path, capsys):
+    from lapa_learning.cli import main
+
+    root = tmp_path / "ds"
+    with EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",)):
+        pass
+    assert main(["data", "info", str(root)]) == 0  # no episode yet: no statistics, no KeyError
+    info = (root / "meta" / "info.json").read_text()
+    for damage, match in ((b"\xff\xfe\x00garbage", "not UTF-8 JSON"), (b"[]", "expected a JSON object"),
+                          (json.dumps({**json.loads(info), "fps": None}).encode(), "'fps' must be a positive")):
+        (root / "meta" / "info.json").write_bytes(damage)
+        with pytest.raises(DatasetError, match=match):
+            EpisodeDataset(root)
+    (root / "meta" / "info.json").write_text(info)
+    (root / "meta" / "episodes.jsonl").write_text('{"episode_index": 0}\n')
+    assert main(["data", "info", str(root)]) == 2
+    assert "lacks or garbles 'episode_index' / 'length'" in capsys.readouterr().err

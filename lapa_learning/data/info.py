@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     wins = Counter(ep.task or ep.instruction for ep in source.episodes if ep.success)
     for name, count in sorted(per_task.items()):
         print(f"  {name}: {count} episodes" + (f", {wins[name]} successful" if wins else ""))
-    if source.has_actions:
+    if source.has_actions and source.num_episodes:
         stats = source.action_stats()
         for i, name in enumerate(source.action_names):
             print(f"  action {name:>8}: min {stats['min'][i]:+.3f}  max {stats['max'][i]:+.3f}  "

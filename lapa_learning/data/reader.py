@@ -145,6 +145,12 @@ class EpisodeDataset(EpisodeSource):
             self.info = json.loads(info_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise DatasetError(f"{info_path} is not valid JSON ({err.msg})") from None
+        except UnicodeDecodeError:
+            raise DatasetError(f"{info_path} is not UTF-8 JSON text (damaged?)") from None
+        if not isinstance(self.info, dict) or not isinstance(self.info.get("features", {}), dict):
+            raise DatasetError(f"{info_path}: expected a JSON object with 'features', got {str(self.info)[:80]}")
+        if not isinstance(self.info.get("fps"), (int, float)) or not self.info["fps"] > 0:
+            raise DatasetError(f"{info_path}: 'fps' must be a positive number, got {self.info.get('fps')!r}")
         version = str(self.info.get("codebase_version", ""))
         if not version.startswith(("v2", "v3")):
             raise DatasetError(f"{info_path}: codebase_version {self.info.get('codebase_version')!r} is not "
@@ -187,11 +193,17 @@ class EpisodeDataset(EpisodeSource):
             if (self.root / fmt.TASKS).is_file():
                 tasks_by_index = {r["task_index"]: r["task"] for r in fmt.read_jsonl(self.root / fmt.TASKS)}
             self.tasks = [tasks_by_index[i] for i in sorted(tasks_by_index)]
-        self.episodes = [
-            EpisodeInfo(index=int(r["episode_index"]), length=int(r["length"]),
-                        instruction=(r.get("tasks") or [""])[0], task=r.get("task_name"), success=r.get("success"))
-            for r in rows
-        ]
+        try:
+            self.episodes = [
+                EpisodeInfo(index=int(r["episode_index"]), length=int(r["length"]),
+                            instruction=str((r.get("tasks") or [""])[0]), task=r.get("task_name"),
+                            success=r.get("success"))
+                for r in rows
+            ]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            where = "meta/episodes" if self.layout == "v3.0" else fmt.EPISODES
+            raise DatasetError(f"{self.root / where}: an episode row lacks or garbles 'episode_index' / 'length' "
+                               f"({type(err).__name__}: {err})") from None
         self._by_index = {ep.index: ep for ep in self.episodes}
         self._tables: dict[int, dict] = {}
         if self.layout != "v3.0" and tasks_by_index:
@@ -255,7 +267,8 @@ class EpisodeDataset(EpisodeSource):
             try:
                 stats = json.loads(path.read_text(encoding="utf-8"))
                 ours = isinstance(stats, dict) and "total_frames" in stats
-                if ours and stats.get("total_frames") == self.num_frames and "action" in stats:
+                if ours and stats.get("total_frames") == self.num_frames and _complete(stats.get("action"),
+                                                                                       len(self.action_names)):
                     return stats["action"]
             except (json.JSONDecodeError, UnicodeDecodeError):
                 pass  # computed below, and the file left as it is
@@ -321,3 +334,9 @@ class EpisodeDataset(EpisodeSource):
             else:
                 out[name] = column.to_numpy(zero_copy_only=False)
         return out
+
+
+def _complete(stats, dims: int) -> bool:
+    """Action statistics with min, max, mean and std of `dims` numbers each (else they are recomputed)."""
+    return isinstance(stats, dict) and all(isinstance(stats.get(k), list) and len(stats[k]) == dims
+                                           for k in ("min", "max", "mean", "std"))
