@@ -43,6 +43,29 @@ def _fsync_tree(path: Path) -> None:
         _fsync(path)
 
 
+def _umask() -> int:
+    """This process's umask (read from /proc where it can be, as setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_usual_mode(path: Path, directory: bool) -> None:
+    """mkdtemp/mkstemp create 0700 / 0600 whatever the umask; the result should have the mode an ordinary
+    mkdir / open would give it (0777 / 0666 less the umask), so that other users or a container's uid can read a
+    checkpoint as they could any other file the user writes."""
+    if path.is_symlink():
+        return
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -70,6 +93,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"atomic write of {path}: the writer did not create {tmp}")
+        _give_usual_mode(tmp, tmp.is_dir())
         _fsync_tree(tmp)
         if directory and path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))

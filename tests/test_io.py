@@ -113,3 +113,29 @@ def test_kill_at_random_moments_never_leaves_a_partial_file(tmp_path):
         child.wait(timeout=30)
         data = json.loads(path.read_text())
         assert data["pad"] == "x" * 200000 and data["i"] >= 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_results_get_the_modes_of_the_umask_not_mkdtemp_s_0700(tmp_path, umask):
+    """A checkpoint directory (mkdtemp: 0700) and a file written through atomic_path are readable by whoever the
+    umask lets read what the user writes (another user, a container's uid), as with mkdir / open."""
+    from lapa_learning.io import _umask
+
+    old = os.umask(umask)
+    try:
+        assert _umask() == umask
+        with atomic_path(tmp_path / "checkpoint", directory=True) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"w")
+        with atomic_path(tmp_path / "checkpoint", directory=True) as tmp:  # replacing an existing one
+            (tmp / "model.safetensors").write_bytes(b"w2")
+        atomic_write_json(tmp_path / "record.json", {"a": 1})
+        with atomic_path(tmp_path / "x.npz") as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)  # a writer that creates its file 0600
+            os.close(fd)
+    finally:
+        os.umask(old)
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "checkpoint") == 0o777 & ~umask
+    assert mode(tmp_path / "checkpoint" / "model.safetensors") == 0o666 & ~umask
+    assert mode(tmp_path / "record.json") == 0o666 & ~umask
+    assert mode(tmp_path / "x.npz") == 0o666 & ~umask
