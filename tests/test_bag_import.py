@@ -139,7 +139,37 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     (tmp_path / "junk").mkdir()
     assert lapa(["data", "import-bag", str(tmp_path / "junk"), "--out", str(tmp_path / "d")]) == 2
-    assert "not a readable rosbag2" in capsys.readouterr().err
+    assert "no metadata.yaml in this folder" in capsys.readouterr().err
     assert lapa(["data", "import-bag", str(bag), "--out", str(tmp_path / "e"), "--image-topic", "/gripper/command",
                  "--instruction", "x"]) == 2
     assert "has type std_msgs/msg/Float64" in capsys.readouterr().err
+
+
+def test_a_truncated_metadata_yaml_and_other_non_bags_are_one_clear_line(tmp_path, capsys):
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP, [i / 30 for i in range(30)], [i / 20 for i in range(20)])
+    meta = bag / "metadata.yaml"
+    meta.write_text(meta.read_text()[:40])  # cut short, as by a full disk or a killed recorder
+    assert lapa(["data", "import-bag", str(bag), "--out", str(tmp_path / "a"), "--instruction", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"lapa: error: {bag}: not a readable rosbag2")
+    assert "metadata.yaml complete" in err and "Traceback" not in err
+    (tmp_path / "notes.txt").write_text("hello")
+    assert lapa(["data", "import-bag", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "not a rosbag2 bag" in err and "folder with metadata.yaml" in err and str(tmp_path / "notes.txt") in err
+    (tmp_path / "junk.mcap").write_bytes(b"garbage")
+    assert lapa(["data", "import-bag", str(tmp_path / "junk.mcap"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lapa: error: {tmp_path / 'junk.mcap'}: not a readable") and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_lone_mcap_file_without_metadata_yaml_is_read(tmp_path):
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP, [i / 30 for i in range(30)], [i / 20 for i in range(20)])
+    (lone,) = bag.glob("*.mcap")
+    moved = tmp_path / "elsewhere" / "session.mcap"
+    moved.parent.mkdir()
+    lone.rename(moved)  # no metadata.yaml beside it
+    assert lapa(["data", "import-bag", str(moved), "--out", str(tmp_path / "ds"), "--linear-scale", "0.1"]) == 0
+    ds = EpisodeDataset(tmp_path / "ds")
+    assert ds.num_episodes == 1 and ds.episodes[0].instruction == "stack the cups"

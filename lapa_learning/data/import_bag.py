@@ -15,6 +15,7 @@ Reads bags with the pure-Python `rosbags` library: no ROS installation is needed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,14 +172,44 @@ def import_bags(bags: list[Path], out: Path, options: ImportOptions, mode: str =
     return "\n".join(lines + [f"wrote {written} episode(s) to {out}"])
 
 
+@contextlib.contextmanager
 def _open_reader(path: Path):
-    from rosbags.rosbag2 import Reader
+    """An open rosbags Reader of `path`: a rosbag2 folder (metadata.yaml and its storage files), a storage file of
+    such a folder (the folder is read), or a lone .mcap / .db3 file without metadata.yaml (read on its own).
+    DatasetError naming `path` for anything rosbags cannot open (missing or truncated metadata, a bad file)."""
+    from rosbags.rosbag2 import Reader, ReaderError
 
-    folder = path if path.is_dir() else path.parent
+    if path.is_dir():
+        if not (path / "metadata.yaml").is_file():
+            raise DatasetError(f"{path}: no metadata.yaml in this folder; a rosbag2 bag is a folder with metadata.yaml "
+                               f"and its .mcap or .db3 files (`ros2 bag record -o NAME` writes one), or a lone .mcap "
+                               f"or .db3 file")
+        target = path
+    elif (path.parent / "metadata.yaml").is_file():
+        target = path.parent  # a file of a recorded bag folder: the folder, with all its split files
+    elif path.suffix in (".mcap", ".db3"):
+        target = path  # a lone storage file: rosbags reads it without metadata.yaml
+    else:
+        raise DatasetError(f"{path}: not a rosbag2 bag; a bag is a folder with metadata.yaml and .mcap or .db3 "
+                           f"files (`ros2 bag record -o NAME` writes one), or a lone .mcap / .db3 file")
     try:
-        return Reader(folder)
-    except Exception as err:  # rosbags raises its own errors for missing metadata, bad storage, ...
-        raise DatasetError(f"{path}: not a readable rosbag2 (MCAP or sqlite3) bag: {err}") from err
+        reader = Reader(target)
+        reader.open()
+    except Exception as err:  # rosbags raises its own errors for missing or truncated metadata, bad storage, ...
+        what = ("is its metadata.yaml complete? (a rosbag2 bag is a folder with metadata.yaml and its .mcap or .db3 "
+                "files)" if target.is_dir() else "expected an MCAP or sqlite3 storage file")
+        raise DatasetError(f"{path}: not a readable rosbag2 (MCAP or sqlite3) bag ({_one_line(err)}); {what}") from err
+    try:
+        yield reader
+    except ReaderError as err:  # a storage file cut short, a corrupt chunk, ...
+        raise DatasetError(f"{path}: cannot read the bag's messages ({_one_line(err)}); is the recording "
+                           f"complete?") from err
+    finally:
+        reader.close()
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 def read_bag_episodes(path: Path, options: ImportOptions) -> tuple[list[BagEpisode], dict[str, int]]:
