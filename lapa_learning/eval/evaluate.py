@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
 import sys
@@ -75,10 +74,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and --num-envs environments (default: %(default)s)")
 
 
+def check_sim_options(max_steps: int, image_size: int, seed: int) -> None:
+    """ConfigError naming the flag for values the simulator (or the video writer) cannot take, before any episode
+    runs: --max-steps in [1, MAX_EPISODE_STEPS], --image-size an even number of pixels in [16, 1024], --seed >= 0."""
+    from lapa_learning.sim.metaworld_env import MAX_EPISODE_STEPS
+
+    if not 1 <= max_steps <= MAX_EPISODE_STEPS:
+        raise ConfigError(f"--max-steps {max_steps}: expected a step limit per episode in [1, {MAX_EPISODE_STEPS}] "
+                          f"(Meta-World stops every episode at {MAX_EPISODE_STEPS})")
+    if not 16 <= image_size <= 1024 or image_size % 2:
+        raise ConfigError(f"--image-size {image_size}: expected an even number of pixels in [16, 1024] (the "
+                          f"videos are H.264, which needs even sizes)")
+    if seed < 0:
+        raise ConfigError(f"--seed {seed}: expected an integer >= 0 (the base of the evaluation seeds)")
+
+
+def simulator_camera(camera: str | None) -> str | None:
+    """--camera as the simulator names it: a video key (observation.images.front) is read as its last part;
+    ConfigError for a camera the simulator does not have."""
+    from lapa_learning.sim.metaworld_env import camera_names
+
+    if camera is None:
+        return None
+    name = camera[len("observation.images."):] if camera.startswith("observation.images.") else camera
+    if name not in camera_names():
+        raise ConfigError(f"--camera {camera}: the simulator has no such camera; expected one of "
+                          f"{', '.join(camera_names())} (or observation.images.<name>)")
+    return name
+
+
+def check_metaworld_actions(policy, checkpoint) -> None:
+    """lapa eval steps Meta-World, whose actions are (dx, dy, dz, gripper): a policy of another robot is refused
+    here, not deep in the simulator."""
+    from lapa_learning.sim.metaworld_env import ACTION_NAMES
+
+    names = tuple(getattr(policy, "action_names", ()) or ())
+    if len(names) != len(ACTION_NAMES):
+        raise ConfigError(f"{checkpoint}: the policy outputs {len(names)} action dims ({', '.join(names)}), but "
+                          f"`lapa eval` runs Meta-World policies, with {len(ACTION_NAMES)} "
+                          f"({', '.join(ACTION_NAMES)}); for a policy of another robot measure its open-loop error "
+                          f"on held-out episodes: python -m lapa_learning.vla.offline_eval --checkpoint "
+                          f"{checkpoint} --data DATASET")
+
+
 def run(args: argparse.Namespace) -> int:
+    from lapa_learning.io import atomic_write_json
     from lapa_learning.sim.metaworld_env import parse_task_list
     from lapa_learning.vla.policy import Policy
 
+    check_sim_options(args.max_steps, args.image_size, args.seed)
+    args.camera = simulator_camera(args.camera)
+    tasks = parse_task_list(args.tasks)
     if args.episodes_per_task < 1:
         raise ConfigError(f"--episodes-per-task must be at least 1, got {args.episodes_per_task}")
     if args.videos < 0:
@@ -86,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if args.num_envs < 1 or args.workers < 1:
         raise ConfigError(f"--num-envs and --workers must be at least 1, got {args.num_envs} and {args.workers}")
     blend = args.chunk_blend != "off"
+    if args.replan_every is not None and args.replan_every < 1:
+        raise ConfigError(f"--replan-every {args.replan_every}: expected >= 1 step")
     policy = Policy.load(args.checkpoint, device=args.device, replan_every=None if blend else args.replan_every)
+    check_metaworld_actions(policy, args.checkpoint)
     preview = None
     if args.preview:
         from lapa_learning.vla.preview import LatentPreview
@@ -102,19 +151,21 @@ def run(args: argparse.Namespace) -> int:
                               f"(chunk_size 1); use --chunk-blend off")
         policy = BlendedPolicy(policy, args.chunk_blend, args.chunk_decay, args.replan_every or 1)
     out = args.out or Path(args.checkpoint) / "eval"
-    tasks = parse_task_list(args.tasks)
     camera = camera_to_evaluate(policy.record, args.camera)
     warn_unseen_tasks(policy.record, tasks)
+    about = {"command": "lapa " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "checkpoint": str(args.checkpoint),
+             "chunk_blend": dict(blend=args.chunk_blend, decay=args.chunk_decay if blend else None,
+                                 replan_every=getattr(policy, "replan_every", None))}
+
+    def save(results: dict) -> None:  # first before the videos are written (the results are safe), then after
+        results.update(about)
+        atomic_write_json(out / "results.json", results)
+
     results = evaluate(policy, tasks, args.episodes_per_task, max_steps=args.max_steps,
                        seed=args.seed, camera=camera, image_size=args.image_size, video_dir=out / "videos",
                        videos_per_outcome=args.videos, num_envs=args.num_envs,
-                       workers=args.workers, preview=preview)
-    results["command"] = "lapa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    results["checkpoint"] = str(args.checkpoint)
-    results["chunk_blend"] = dict(blend=args.chunk_blend, decay=args.chunk_decay if blend else None,
-                                  replan_every=getattr(policy, "replan_every", None))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+                       workers=args.workers, preview=preview, on_results=save)
+    save(results)
     print(format_table(results))
     print(f"wrote {out / 'results.json'}")
     return 0
@@ -178,13 +229,14 @@ class Episode:
 def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 150, seed: int = 0,
              camera: str = "front", image_size: int = 64, video_dir: Path | None = None,
              videos_per_outcome: int = 1, progress: bool = True, num_envs: int = 1, workers: int = 1,
-             preview=None) -> dict:
+             preview=None, on_results=None) -> dict:
     """Run `episodes_per_task` closed-loop episodes per task; returns per-task and overall success statistics.
 
     num_envs > 1: that many environments at once, the policy batched (`act_batch(..., envs=)`).  workers > 1:
     this process and workers - 1 spawned ones (each with its own copy of the policy, loaded from
     `policy.checkpoint_dir`, and `num_envs` environments) claim the episodes from one shared pool.  preview: a
-    lapa_learning.vla.preview.LatentPreview; each video frame becomes the strip (frame | decoded frame t+H)."""
+    lapa_learning.vla.preview.LatentPreview; each video frame becomes the strip (frame | decoded frame t+H).
+    on_results: called with the results (their video lists still empty) before the videos are written."""
     from tqdm import tqdm
 
     from lapa_learning.sim.seeds import eval_seed
@@ -222,7 +274,7 @@ def evaluate(policy, tasks: list[str], episodes_per_task: int, max_steps: int = 
     bar.close()
     return _results(tasks, [finished[(e.task, e.index)] for e in queue], video_dir, videos_per_outcome, preview,
                     dict(max_steps=max_steps, seed=seed, camera=camera, image_size=image_size, num_envs=num_envs,
-                         workers=workers, minutes=(time.time() - started) / 60))
+                         workers=workers, minutes=(time.time() - started) / 60), on_results)
 
 
 def _keep_frames_rule(finished: dict, videos_per_outcome: int | None):
@@ -461,12 +513,26 @@ def _worker(policy_args: dict, source: EpisodePool, results, num_envs: int, vide
         raise
 
 
-def _results(tasks, episodes: list[Episode], video_dir, videos_per_outcome: int, preview, extra: dict) -> dict:
+def _results(tasks, episodes: list[Episode], video_dir, videos_per_outcome: int, preview, extra: dict,
+             on_results=None) -> dict:
     from lapa_learning.data.video import write_video
     from lapa_learning.eval.stats import wilson_interval
     from lapa_learning.sim.metaworld_env import FPS
 
-    videos: dict[str, list[str]] = {t: [] for t in tasks}
+    def summary(eps: list[Episode]) -> dict:
+        wins = sum(e.success for e in eps)
+        lo, hi = wilson_interval(wins, len(eps))
+        steps = [e.steps for e in eps if e.success]
+        return {"success": wins / len(eps), "ci95": [lo, hi], "episodes": len(eps), "successes": wins,
+                "mean_steps_to_success": float(np.mean(steps)) if steps else None}
+
+    videos: dict[str, list[str]] = {t: [] for t in tasks}  # filled as the videos are written
+    tasks_out = {t: {**summary([e for e in episodes if e.task == t]), "videos": videos[t]} for t in tasks}
+    results = {"overall": summary(episodes), "tasks": tasks_out, **extra,
+               "episodes": [{"task": e.task, "episode": e.index, "seed": e.seed, "success": e.success,
+                             "steps": e.steps, "final_state": e.final_state} for e in episodes]}
+    if on_results is not None:
+        on_results(results)
     for task in tasks:
         saved = {True: 0, False: 0}
         for ep in (e for e in episodes if e.task == task):
@@ -480,18 +546,7 @@ def _results(tasks, episodes: list[Episode], video_dir, videos_per_outcome: int,
                 videos[task].append(str(path))
                 saved[ep.success] += 1
             ep.frames = ep.image = ep.tokens = None
-
-    def summary(eps: list[Episode]) -> dict:
-        wins = sum(e.success for e in eps)
-        lo, hi = wilson_interval(wins, len(eps))
-        steps = [e.steps for e in eps if e.success]
-        return {"success": wins / len(eps), "ci95": [lo, hi], "episodes": len(eps), "successes": wins,
-                "mean_steps_to_success": float(np.mean(steps)) if steps else None}
-
-    tasks_out = {t: {**summary([e for e in episodes if e.task == t]), "videos": videos[t]} for t in tasks}
-    return {"overall": summary(episodes), "tasks": tasks_out, **extra,
-            "episodes": [{"task": e.task, "episode": e.index, "seed": e.seed, "success": e.success,
-                          "steps": e.steps, "final_state": e.final_state} for e in episodes]}
+    return results
 
 
 def format_table(results: dict) -> str:
