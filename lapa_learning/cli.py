@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         except LapaError as err:  # bad input: a clear message, no traceback
             print(f"lapa: error: {err}", file=sys.stderr)
             return 2
+        finally:
+            from lapa_learning.cli_args import release_run_locks
+
+            release_run_locks()  # run directories locked by the verb (tests call main several times)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

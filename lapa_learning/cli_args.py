@@ -32,8 +32,19 @@ def add_camera(parser: argparse.ArgumentParser, what: str = "--data") -> None:
                              "recorded with, else its first")
 
 
+def thread_count(text: str) -> int:
+    """argparse type of --threads: a whole number >= 0 (0: torch's choice)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1 (0: torch's choice), got {text!r}")
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of threads >= 1 (0: torch's choice), got {n}")
+    return n
+
+
 def add_threads(parser: argparse.ArgumentParser, help: str = "torch CPU threads") -> None:
-    parser.add_argument("--threads", type=int, help=help)
+    parser.add_argument("--threads", type=thread_count, metavar="N", help=help)
 
 
 def add_progress(parser: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -41,7 +52,9 @@ def add_progress(parser: argparse.ArgumentParser, help: str | None = None) -> No
 
 
 def set_threads(threads: int | None) -> None:
-    """torch.set_num_threads(threads) when given (None or 0: torch's choice)."""
+    """torch.set_num_threads(threads) when given (None or 0: torch's choice); ConfigError below 0."""
+    if threads is not None and threads < 0:
+        raise ConfigError(f"--threads {threads}: expected >= 1 (0: torch's choice)")
     if threads:
         import torch
 
@@ -86,8 +99,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_steps: int, de
                         help="model config: a preset (tiny-efficientnet = frozen ImageNet EfficientNet-Lite0 from "
                              "PyPI + tiny Llama; tiny-resnet = a small trained ResNet + tiny Llama (the demo's "
                              "model); tiny = a ViT and Llama from scratch, no extra packages; siglip-qwen2.5-0.5b, "
-                             "siglip-smollm2-135m, qwen0.5b-random for GPUs) or a JSON/YAML file (default per "
-                             f"device: {DEFAULT_VLA_CONFIG})")
+                             "siglip-smollm2-135m, qwen0.5b-random for GPUs) or a JSON/YAML file (default: "
+                             f"{_per_device(DEFAULT_VLA_CONFIG)})")
     parser.add_argument("--vision-path", help="local dir (or hub id) of a pretrained transformers vision model")
     parser.add_argument("--lm-path", help="local dir (or hub id) of a pretrained causal LM (and its tokenizer)")
     g = parser.add_mutually_exclusive_group()
@@ -110,11 +123,18 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_steps: int, de
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="auto = bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads(parser, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_camera(parser, "every --data (and --val-data)")
+
+
+def _per_device(choice: dict) -> str:
+    """{"cpu": "a", "cuda": "b"} -> 'a on CPU, b on CUDA'; {"cpu": "a", "cuda": "a"} -> 'a on every device'."""
+    if len(set(choice.values())) == 1:
+        return f"{next(iter(choice.values()))} on every device"
+    return ", ".join(f"{name} on {device.upper()}" for device, name in choice.items())
 
 
 def vla_config_name(args) -> str:
@@ -164,10 +184,69 @@ def apply_flag_overrides(model, args) -> None:
     model.apply_trainable()
 
 
+# ---- run directories: one training process at a time ----------------------------------------------------------
+
+_RUN_LOCKS: dict[str, int] = {}  # resolved run dir -> the open file descriptor holding its flock
+
+
+def lock_run_dir(run: str | os.PathLike, flag: str = "--out") -> bool:
+    """Take the exclusive lock of a run directory (flock on <run>/.lock, created with the directory), held until
+    release_run_locks() or the end of the process: a second training process into the same directory (that would
+    silently replace this one's checkpoints) gets a ConfigError naming `flag`. The kernel drops the lock when the
+    process ends in any way (kill -9 included), so an interrupted run can always be resumed. Returns False when
+    this process already holds it. Only the main process of `accelerate launch` (RANK 0) locks."""
+    import fcntl
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return False
+    run = Path(run)
+    key = str(run.resolve())
+    if key in _RUN_LOCKS:
+        return False
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise ConfigError(f"{flag} {run}: cannot create the run directory ({err.strerror or err})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = os.read(fd, 1000).decode("utf-8", "replace").strip()
+        except OSError:
+            holder = ""
+        os.close(fd)
+        raise ConfigError(f"{flag} {run}: another process ({holder or 'see ' + str(run / '.lock')}) is training "
+                          f"into this run directory now; wait for it to end, or use another {flag}") from None
+    try:  # who holds it, for the message above
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {command_line()}".encode(), 0)
+    except OSError:
+        pass
+    _RUN_LOCKS[key] = fd
+    return True
+
+
+def unlock_run_dir(run: str | os.PathLike) -> None:
+    fd = _RUN_LOCKS.pop(str(Path(run).resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
+def release_run_locks() -> None:
+    """Release every run directory this process locked (`lapa` does when its verb returns)."""
+    for key in list(_RUN_LOCKS):
+        os.close(_RUN_LOCKS.pop(key))
+
+
 def prepare_run_dir(args) -> tuple[Path, dict | None]:
-    """-> (run dir, training state to resume from or None). Refuses to clobber a run by accident."""
+    """-> (run dir, training state to resume from or None). Refuses to clobber a run by accident, and locks the
+    run directory (lock_run_dir) so that two processes cannot train into it at once."""
     run = Path(args.out)
     ckpt = run / "checkpoint"
+    if args.resume and not ckpt.is_dir():
+        raise CheckpointError(f"--resume: {ckpt / 'training_state.pt'} not found (no run to resume in {run})")
+    lock_run_dir(run)
     if args.resume:
         state_path = ckpt / "training_state.pt"
         if not state_path.is_file():
@@ -189,6 +268,52 @@ def prepare_run_dir(args) -> tuple[Path, dict | None]:
         shutil.rmtree(ckpt)
     run.mkdir(parents=True, exist_ok=True)
     return run, None
+
+
+def resolve_head_flags(args, run: Path | None, targets: bool = False) -> None:
+    """--action-head, --chunk-size (and with targets=True pretrain's --targets) of `lapa vla pretrain|finetune`.
+
+    Their argparse default is None (not given). A fresh run (run None) fills in the defaults (discrete, 1,
+    latents). A resumed run (run = its directory) continues the head in its checkpoint: a flag not given takes the
+    checkpoint's value, a flag given with another value is a ConfigError (it would be silently ignored, or, for
+    --targets, fail deep in training). --chunk-size below 1 is a ConfigError either way."""
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise ConfigError(f"--chunk-size {args.chunk_size}: expected >= 1 (actions predicted per step)")
+    if run is None:
+        args.action_head = args.action_head or "discrete"
+        args.chunk_size = args.chunk_size or 1
+        if targets:
+            args.targets = args.targets or "latents"
+        return
+    from lapa_learning.vla.checkpoint import read_json
+
+    ckpt = Path(run) / "checkpoint"
+    vla = read_json(ckpt / "config.json", "the model configuration").get("vla") or {}
+    action = vla.get("action") or None
+    if targets:
+        record = read_json(ckpt / "train_record.json", "the training record") \
+            if (ckpt / "train_record.json").is_file() else {}
+        saved = record.get("targets")
+        if not saved:  # a record from before targets were recorded: what its heads say
+            saved = "latents" if action is None else \
+                args.targets if args.targets in ("actions", "pseudo-actions") else "actions"
+        if args.targets is not None and args.targets != saved:
+            raise ConfigError(f"--targets {args.targets} with --resume: the run in --out {run} was trained on "
+                              f"{saved}; resume it with --targets {saved}, or start another run in a new --out")
+        args.targets = saved
+        if saved == "latents":
+            args.action_head = args.action_head or "discrete"
+            args.chunk_size = args.chunk_size or 1
+            return
+    if not isinstance(action, dict):
+        raise CheckpointError(f"--resume: {ckpt / 'config.json'} has no action head to continue training")
+    for flag, attr, key in (("--action-head", "action_head", "type"), ("--chunk-size", "chunk_size", "chunk_size")):
+        given, have = getattr(args, attr), action.get(key)
+        if given is not None and have is not None and given != have:
+            raise ConfigError(f"{flag} {given} with --resume: the run in --out {run} has a {action.get('type')} "
+                              f"action head with chunk size {action.get('chunk_size')}; a resumed run keeps its "
+                              f"head (drop {flag}, or start another run in a new --out)")
+        setattr(args, attr, have if have is not None else given)
 
 
 def command_line() -> str:

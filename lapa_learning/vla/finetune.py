@@ -24,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="episode dataset with actions (repeat to mix several with the same action names)")
     parser.add_argument("--init", type=Path, help="pretrained checkpoint (run dir or checkpoint dir); "
                                                   "without it the model starts from scratch (the Scratch baseline)")
-    parser.add_argument("--action-head", choices=list(HEADS), default="discrete",
-                        help=f"{head_help()} (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=1, help="actions predicted per step (default: 1)")
+    parser.add_argument("--action-head", choices=list(HEADS), default=None,
+                        help=f"{head_help()} (default: discrete; with --resume: the run's)")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="actions predicted per step (default: 1; with --resume: the run's)")
     parser.add_argument("--gripper", choices=["auto", "binary", "continuous"], default="auto",
                         help="is the last action dim a binary gripper (2 classes, decoded to its min/max)? auto: when "
                              "it is named gripper or takes two values in --data (default: %(default)s)")
@@ -47,13 +48,16 @@ def run(args: argparse.Namespace) -> int:
     from lapa_learning.vla.modeling_vla import VLAModel
     from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer, gripper_binary_for
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli_args.set_threads(args.threads)
     tcfg = cli_args.train_config_from_args(args)
     if args.val_data:
         tcfg.val_fraction = 0.0  # the small labelled set is trained on whole; validation comes from --val-data
+    if not args.resume:
+        cli_args.resolve_head_flags(args, None)  # the defaults; --chunk-size >= 1
     T.seed_everything(tcfg.seed)
     run_dir, state = cli_args.prepare_run_dir(args)
+    if state is not None:  # the checkpoint's head; --action-head/--chunk-size asking for another are errors
+        cli_args.resolve_head_flags(args, run_dir)
     progress = not args.no_progress
 
     init_record, resumed = None, None
@@ -101,8 +105,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             model.ensure_action_head(want)  # the pretrained head if it fits, else a fresh one
             model.freeze_latent_head()  # kept for reporting latent tokens; not trained on actions
-    print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; "
-          f"{'init from ' + str(args.init) if args.init else 'from scratch'}")
+    if state is not None:
+        was = (resumed or {}).get("init")
+        start = (f"resuming {run_dir} at step {int(state.get('step', 0))} "
+                 f"({'initialised from ' + str(was) if was else 'trained from scratch'})")
+    else:
+        start = f"init from {args.init}" if args.init else "from scratch"
+    print(f"{T.describe(model)}; {len(train)} training / {len(val)} held-out frames; {start}")
     record = {"command": cli_args.command_line(), "stage": "finetune", "init": str(args.init) if args.init else None,
               "init_record": init_summary(init_record),
               "laq": init_record.get("laq") if init_record else None,  # the LAQ of stage 2, for LatentPreview

@@ -73,7 +73,7 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
 def main(argv=None) -> int:
     import torch
 
-    from lapa_learning.cli_args import add_camera
+    from lapa_learning.cli_args import add_camera, thread_count
     from lapa_learning.errors import LapaError
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,10 +83,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-frames", type=int, default=2000)
     ap.add_argument("--split", choices=["val", "train"], default="val")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=thread_count, default=1)
     add_camera(ap)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         out = heldout_action_error(args.checkpoint, args.data, args.val_fraction, args.seed, args.max_frames,
                                    split=args.split, camera=args.camera)

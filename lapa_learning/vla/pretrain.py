@@ -25,12 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="dataset with latent labels (repeat to mix several)")
-    parser.add_argument("--targets", choices=["latents", "actions", "pseudo-actions"], default="latents",
+    parser.add_argument("--targets", choices=["latents", "actions", "pseudo-actions"], default=None,
                         help="latents (LAPA), true actions (the ActionVLA baseline) or the pseudo-actions of "
-                             "`lapa vpt label` (the VPT baseline) (default: %(default)s)")
-    parser.add_argument("--action-head", choices=list(HEADS), default="discrete",
-                        help=f"with action targets: the action head ({head_help()}) (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=1, help="with action targets: actions per step")
+                             "`lapa vpt label` (the VPT baseline) (default: latents; with --resume: the run's)")
+    parser.add_argument("--action-head", choices=list(HEADS), default=None,
+                        help=f"with action targets: the action head ({head_help()}) (default: discrete; with "
+                             f"--resume: the run's)")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="with action targets: actions per step (default: 1; with --resume: the run's)")
     parser.add_argument("--gripper", choices=["auto", "binary", "continuous"], default="auto",
                         help="with action targets: is the last action dim a binary gripper? auto: when it is named "
                              "gripper or takes two values in --data (default: %(default)s)")
@@ -55,13 +57,16 @@ def run(args: argparse.Namespace) -> int:
     from lapa_learning.vla.modeling_vla import VLAModel
     from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer, gripper_binary_for
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.shuffle_labels and args.targets != "latents":
-        raise ConfigError("--shuffle-labels: only with --targets latents")
+    cli_args.set_threads(args.threads)
     tcfg = cli_args.train_config_from_args(args)
+    if not args.resume:
+        cli_args.resolve_head_flags(args, None, targets=True)  # the defaults; --chunk-size >= 1
     T.seed_everything(tcfg.seed)
     run_dir, state = cli_args.prepare_run_dir(args)
+    if state is not None:  # the checkpoint's targets and head; flags asking for others are errors
+        cli_args.resolve_head_flags(args, run_dir, targets=True)
+    if args.shuffle_labels and args.targets != "latents":
+        raise ConfigError("--shuffle-labels: only with --targets latents")
     from_init, cfg, init_record = state is None and args.init is not None, None, None
     if state is not None:
         image_size = _saved_image_size(run_dir)

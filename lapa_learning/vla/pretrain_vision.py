@@ -27,7 +27,7 @@ from lapa_learning.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lapa_learning.cli_args import add_camera
+    from lapa_learning.cli_args import add_camera, add_threads
 
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="episode dataset or video folder (actions, if any, are not read)")
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes held out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    add_threads(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--no-progress", action="store_true")
     add_camera(parser, "every --data")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning.data.pairs import FramePairDataset, split_episodes
     from lapa_learning.data.video_folder import open_video_source
-    from lapa_learning.cli_args import command_line, pick_device, require_at_least_one
+    from lapa_learning.cli_args import command_line, lock_run_dir, pick_device, require_at_least_one, set_threads
     from lapa_learning.vla import trainer as T
     from lapa_learning.vla.checkpoint import save_checkpoint
     from lapa_learning.vla.configuration_vla import load_config_arg
@@ -82,10 +82,16 @@ def run(args: argparse.Namespace) -> int:
     from lapa_learning.vla.processor_vla import build_tokenizer
 
     require_at_least_one(args, "max_steps", "batch_size", "offset_frames")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ConfigError(f"--lr {args.lr}: expected a learning rate > 0")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction {args.val_fraction}: expected in [0, 1)")
+    if not 0 <= args.seed < 2 ** 31:
+        raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2^31)")
     if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
         raise ConfigError(f"--out {args.out} already holds a run; pass --overwrite to replace it")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    lock_run_dir(args.out)  # one training process per run directory
+    set_threads(args.threads)
     T.seed_everything(args.seed)
     device = pick_device(args.device)
     cfg = load_config_arg(args.config)

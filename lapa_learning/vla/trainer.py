@@ -43,19 +43,25 @@ class TrainConfig:
     def __post_init__(self):
         if self.max_steps < 1:
             raise ConfigError(f"--max-steps {self.max_steps}: expected >= 1")
-        if self.max_minutes is not None and self.max_minutes <= 0:
+        if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"--max-minutes {self.max_minutes}: expected > 0")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: expected >= 1")
-        if not self.lr > 0:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr {self.lr}: expected > 0")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"--weight-decay {self.weight_decay}: expected >= 0")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"--warmup-steps {self.warmup_steps}: expected >= 0 (0: no warm-up)")
+        if not 0 <= self.seed < 2 ** 31:
+            raise ConfigError(f"--seed {self.seed}: expected an integer in [0, 2^31)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction {self.val_fraction}: expected in [0, 1)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"--precision {self.precision!r}: expected auto, fp32 or bf16")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}: expected auto, cpu or cuda")
-        for name in ("eval_every", "save_every", "log_every"):
+        for name in ("eval_every", "eval_samples", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
 

@@ -23,7 +23,7 @@ from lapa_learning.errors import ConfigError, DatasetError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lapa_learning.cli_args import add_camera
+    from lapa_learning.cli_args import add_camera, add_threads
 
     parser.add_argument("--data", action="append", required=True, type=Path,
                         help="labelled episode dataset (repeat to mix several with the same action names)")
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="no random crop / brightness jitter")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    add_threads(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--no-progress", action="store_true")
     add_camera(parser, "every --data (and --val-data)")
@@ -132,17 +132,25 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lapa_learning.data.pairs import augment_clip
-    from lapa_learning.cli_args import command_line, pick_device, require_at_least_one
+    from lapa_learning.cli_args import command_line, lock_run_dir, pick_device, require_at_least_one, set_threads
     from lapa_learning.vpt.checkpoint import save_idm
     from lapa_learning.vpt.model import IDMConfig, InverseDynamicsModel
 
     require_at_least_one(args, "max_steps", "batch_size", "eval_every")
     if not 0.0 <= args.val_fraction < 1.0:
         raise ConfigError(f"--val-fraction {args.val_fraction}: expected in [0, 1)")
+    if not 16 <= args.image_size <= 1024:
+        raise ConfigError(f"--image-size {args.image_size}: expected a square size in [16, 1024] pixels")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ConfigError(f"--lr {args.lr}: expected a learning rate > 0")
+    if args.offset < 1:
+        raise ConfigError(f"--offset {args.offset}: expected >= 1 frame")
+    if not 0 <= args.seed < 2 ** 31:
+        raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2^31)")
     if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
         raise ConfigError(f"--out {args.out} already holds an IDM; pass --overwrite to replace it")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    lock_run_dir(args.out)  # one training process per run directory
+    set_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
