@@ -34,7 +34,7 @@ def test_train_writes_checkpoints_and_metrics(dataset, tmp_path):
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2  # steps 3 and 6
     model, config = ckpt.load_laq(tmp_path / "run")
     assert config["offset"] == 2 and not model.training
-    assert list((tmp_path / "run").glob(".*")) == []  # no temporary left behind
+    assert [p.name for p in (tmp_path / "run").glob(".*")] == [".lock"]  # no temporary left behind; the run lock
 
 
 def test_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
@@ -82,8 +82,43 @@ def test_extra_data_joins_the_training_pairs_and_a_resume_must_keep_it(dataset, 
     with pytest.raises(ConfigError, match="--extra-repeat must be at least 1"):
         train(tiny_train_config(), dataset, tmp_path / "bad", progress=False, extra_data=extra, extra_repeat=0)
     other_fps = write_dataset(tmp_path / "fps", episodes=2, length=12, with_actions=True, fps=15)
-    with pytest.raises(ConfigError, match="15.0 fps, but --data runs at"):
+    with pytest.raises(ConfigError, match="15.0 fps, but --data runs at.*--offset-seconds"):
         train(tiny_train_config(), dataset, tmp_path / "bad", progress=False, extra_data=other_fps)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written: no empty run left behind
+
+
+def test_offset_seconds_gives_each_source_its_own_h_in_frames(dataset, tmp_path):
+    """H = 0.2 s is 2 frames of the 10 fps --data and 3 frames of a 15 fps --extra-data: both are used."""
+    other_fps = write_dataset(tmp_path / "fps", episodes=2, length=12, with_actions=True, fps=15)
+    cfg = tiny_train_config(offset_frames=None, offset_seconds=0.2, max_steps=2)
+    summary = train(cfg, dataset, tmp_path / "run", progress=False, extra_data=other_fps)
+    _, config = ckpt.load_laq(tmp_path / "run")
+    assert summary["offset"] == config["offset"] == 2 and config["fps"] == 10
+    assert config["extra_offset"] == 3 and config["extra_fps"] == 15
+    assert config["extra_pairs"] == 2 * (12 - 3)
+
+
+def test_resuming_with_other_data_is_a_lapa_warning(dataset, tmp_path, capsys):
+    """Printed by `lapa` as `lapa: warning: ...` (a warning from the package), not a bare `warning:` print."""
+    import io
+    import shutil
+    import warnings
+
+    from lapa_learning.cli import _show_warning
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    train(tiny_train_config(max_steps=3), dataset, tmp_path / "run", progress=False)
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny_train_config(max_steps=4), copy, tmp_path / "run", progress=False)
+    assert "warning" not in capsys.readouterr().out
+    (w,) = [w for w in caught if "resuming" in str(w.message)]
+    out = io.StringIO()
+    _show_warning(w.message, w.category, w.filename, w.lineno, file=out)
+    assert out.getvalue().startswith(f"lapa: warning: --data {copy}: resuming the run in {tmp_path / 'run'}")
+
 
 
 

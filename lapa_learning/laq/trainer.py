@@ -9,10 +9,12 @@ machine without GPUs it is one CPU process).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,17 +67,26 @@ def make_datasets(source, cfg: LAQTrainConfig, progress: bool = False):
 
 def extra_pairs_dataset(extra_data, source, offset: int, cfg: LAQTrainConfig, video_fps: float | None,
                         progress: bool = False, camera: str | None = None):
-    """Every frame pair of `extra_data` (all its episodes), with the same H in frames as the main data."""
+    """Every frame pair of `extra_data` (all its episodes). With cfg.offset_seconds, its H in frames comes from its
+    own fps (the same time step as the main data's, whatever each frame rate); with offset_frames it is the main
+    data's H in frames, which needs the same fps (else it would be another time step)."""
     from lapa_learning.data import FramePairDataset
 
     extra = open_source(extra_data, video_fps, camera)
     if not extra.episodes:
         raise DatasetError(f"--extra-data {extra_data}: holds no episodes or videos")
-    if abs(float(extra.fps) - float(source.fps)) > 1e-6:
-        raise ConfigError(f"--extra-data {extra_data}: {extra.fps} fps, but --data runs at {source.fps} fps; the "
-                          f"offset H = {offset} frames would mean another time step")
-    return FramePairDataset(extra, offset_frames=offset, image_size=cfg.model.image_size, augment=cfg.augment,
-                            progress=progress)
+    if cfg.offset_seconds is not None:
+        kw = dict(offset_seconds=cfg.offset_seconds)
+    else:
+        if abs(float(extra.fps) - float(source.fps)) > 1e-6:
+            raise ConfigError(f"--extra-data {extra_data}: {extra.fps} fps, but --data runs at {source.fps} fps; the "
+                              f"offset H = {offset} frames would mean another time step (give H with "
+                              f"--offset-seconds to convert it with each source's fps)")
+        kw = dict(offset_frames=offset)
+    try:
+        return FramePairDataset(extra, image_size=cfg.model.image_size, augment=cfg.augment, progress=progress, **kw)
+    except ValueError as err:  # a bad offset
+        raise ConfigError(f"--extra-data {extra_data}: frame offset: {err}") from err
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -155,6 +166,30 @@ def _check_resume_config(saved: LAQTrainConfig, wanted: LAQTrainConfig, step_dir
     return wanted
 
 
+def _holding_run_lock(fn):
+    """Run `fn(cfg, data, out, ...)` holding the lock of the run directory `out` (cli_args.lock_run_dir): a second
+    process training into the same directory is refused instead of overwriting this one's checkpoints."""
+    @functools.wraps(fn)
+    def wrapper(cfg, data, out, *args, **kwargs):
+        from lapa_learning.cli_args import lock_run_dir, unlock_run_dir
+
+        existed = Path(out).exists()
+        took = lock_run_dir(out)
+        try:
+            return fn(cfg, data, out, *args, **kwargs)
+        except BaseException:
+            if took and not existed and [p.name for p in Path(out).iterdir()] == [".lock"]:
+                (Path(out) / ".lock").unlink()  # refused before anything was written: leave no empty run behind
+                Path(out).rmdir()
+            raise
+        finally:
+            if took:
+                unlock_run_dir(out)
+
+    return wrapper
+
+
+@_holding_run_lock
 def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, device: str = "auto",
           mixed_precision: str = "no", progress: bool = True, resume: str = "auto",
           config_given: bool = True, video_fps: float | None = None, extra_data=None, extra_repeat: int = 1,
@@ -198,7 +233,7 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
         saved = ckpt.read_config(step_dir)
         saved_data = saved.get("dataset")
         if main and saved_data and Path(saved_data).resolve() != Path(data).resolve():
-            print(f"warning: resuming a run trained on {saved_data} with --data {data}")
+            warnings.warn(f"--data {data}: resuming the run in {out}, which was trained on {saved_data}")
         was = (saved.get("extra_dataset"), saved.get("extra_repeat", 0) if saved.get("extra_dataset") else 0)
         now = (str(Path(extra_data).resolve()) if extra_data else None, extra_repeat if extra_data else 0)
         if "dataset" in saved and was != now:
@@ -218,10 +253,11 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
                           f"(use another --out)")
     train_set, val_set, train_ids, val_ids = make_datasets(source, cfg, progress=progress and main)
     offset = train_set.offset
-    extra_pairs = 0
+    extra_pairs, extra_offset, extra_fps = 0, None, None
     if extra_data is not None:
         extra_set = extra_pairs_dataset(extra_data, source, offset, cfg, video_fps, progress and main, camera)
         extra_pairs = len(extra_set) * extra_repeat
+        extra_offset, extra_fps = extra_set.offset, float(extra_set.source.fps)  # H per source with offset_seconds
         train_set = torch.utils.data.ConcatDataset([train_set] + [extra_set] * extra_repeat)
 
     model = LAQ(cfg.model)
@@ -253,7 +289,8 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
              "train_episodes": len(train_ids), "val_episodes": len(val_ids), "train_pairs": len(train_set),
              "num_params": core.num_params(),
              **({"extra_dataset": str(Path(extra_data).resolve()), "extra_repeat": extra_repeat,
-                 "extra_pairs": extra_pairs} if extra_data is not None else {})}
+                 "extra_pairs": extra_pairs, "extra_offset": extra_offset, "extra_fps": extra_fps}
+                if extra_data is not None else {})}
 
     writer = None
     if main:
@@ -261,9 +298,12 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
 
         out.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(out / "tb"), purge_step=step if step else None)
+        other_h = f", H={extra_offset} frames at its {extra_fps:g} fps" if extra_pairs and extra_offset != offset \
+            else ""
         print(f"LAQ {core.num_params() / 1e6:.2f}M params, H={offset} frames ({offset / source.fps:.3f} s), "
               f"{len(train_set)} training pairs from {len(train_ids)} episodes"
-              f"{f' ({extra_pairs} of them from {extra_data}, x{extra_repeat})' if extra_pairs else ''}, "
+              f"{f' ({extra_pairs} of them from {extra_data}, x{extra_repeat}' if extra_pairs else ''}"
+              f"{other_h}{')' if extra_pairs else ''}, "
               f"{len(val_set) if val_set else 0} held-out pairs from {len(val_ids)} episodes, "
               f"device {accelerator.device}")
 
