@@ -4,11 +4,13 @@
 
 For each episode: ~/start the recorder, ~/reset the simulator (new layout, instruction published), wait until the simulator reports the episode done (success or step limit), then ~/stop the
 recorder with the success flag. This is what an operator does by hand with `ros2 service call` at a real arm.
-Prints one line per episode and a summary; exit code 1 if an episode timed out or a service failed.
+Prints one line per episode and a summary; exit code 1 if an episode timed out or a service failed, 2 for a bad
+parameter. Service names are relative (`sim_node/reset`), so `-r __ns:=/arm1` reaches /arm1/sim_node.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -17,7 +19,8 @@ from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
 from lapa_ros import qos
-from lapa_ros.params import _p, declare_and_read
+from lapa_learning.errors import ConfigError, LapaError
+from lapa_ros.params import _p, _positive, declare_and_read
 from lapa_ros.runtime import prepare_environment
 
 
@@ -28,6 +31,14 @@ class RunnerParams:
     sim_node: str = _p("sim_node", "name of the simulator node (its ~/reset and sim/status are used)")
     recorder_node: str = _p("recorder_node", "name of the recorder node (its ~/start and ~/stop are used)")
     episode_timeout: float = _p(120.0, "s of wall time an episode may take")
+
+    def __post_init__(self):
+        if self.episodes < 1:
+            raise ConfigError(f"parameter episodes must be >= 1, got {self.episodes}")
+        _positive(self, "episode_timeout")
+        for name in ("sim_node", "recorder_node"):
+            if not getattr(self, name).strip("/"):
+                raise ConfigError(f"parameter {name} must name a node, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -40,14 +51,15 @@ class EpisodeResult:
 
 
 class EpisodeRunner(Node):
-    def __init__(self):
-        super().__init__("episode_runner")
+    def __init__(self, **node_kwargs):
+        super().__init__("episode_runner", **node_kwargs)
         self.params = p = declare_and_read(self, RunnerParams)
         self.status: dict[str, str] = {}
         self.create_subscription(DiagnosticArray, "sim/status", self.status_callback, qos.status())
-        self.reset_client = self.create_client(Trigger, f"/{p.sim_node}/reset")
-        self.start_client = self.create_client(Trigger, f"/{p.recorder_node}/start")
-        self.stop_client = self.create_client(SetBool, f"/{p.recorder_node}/stop")
+        # Relative names: under `-r __ns:=/arm1` they are /arm1/sim_node/reset etc. (an absolute name is used as is)
+        self.reset_client = self.create_client(Trigger, f"{p.sim_node}/reset")
+        self.start_client = self.create_client(Trigger, f"{p.recorder_node}/start")
+        self.stop_client = self.create_client(SetBool, f"{p.recorder_node}/stop")
 
     def status_callback(self, msg: DiagnosticArray) -> None:
         if msg.status:
@@ -106,7 +118,12 @@ def main(args=None) -> int:
     import rclpy
 
     rclpy.init(args=args)
-    node = EpisodeRunner()
+    try:
+        node = EpisodeRunner()
+    except LapaError as err:  # a bad parameter: one line, exit code 2 (as the other nodes, runtime.run_node)
+        print(f"episode_runner: error: {err}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 2
     code, results = 0, []
     try:
         for _ in range(node.params.episodes):

@@ -7,6 +7,7 @@ Bad values raise ConfigError naming the parameter; the nodes exit with that one 
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import MISSING, dataclass, field, fields
 
@@ -105,8 +106,8 @@ class RecorderParams:
     image_size: list = _p([0, 0], "[height, width] stored; [0, 0] = the camera's size")
     video_key: str = _p("observation.images.front", "dataset video feature name")
     action_names: list = _p(["dx", "dy", "dz", "gripper"], "dataset action order")
-    linear_scale: float = _p(0.8, "m/s per dataset unit (the inverse of the policy node's scaling)")
-    angular_scale: float = _p(1.0, "rad/s per dataset unit")
+    linear_scale: float = _p(0.1, "m/s per dataset unit (the inverse of the policy node's scaling: use its value)")
+    angular_scale: float = _p(0.5, "rad/s per dataset unit (the policy node's angular_scale)")
     action_limit: float = _p(1.0, "clip actions to +-this (dataset units; 0 = no clipping)")
     max_episode_seconds: float = _p(300.0, "an episode longer than this is stopped and saved")
     min_episode_frames: int = _p(2, "shorter episodes are discarded with a warning")
@@ -160,6 +161,8 @@ class SimParams:
             raise ConfigError(f"parameter max_steps must be in [1, {MAX_EPISODE_STEPS}] (Meta-World's limit), "
                               f"got {self.max_steps}")
         _positive(self, "step_rate", "command_timeout")
+        if not 0 <= self.seed < 2**32 - 10**6:  # numpy seeds are >= 0; each reset adds 1
+            raise ConfigError(f"parameter seed must be an integer in [0, {2**32 - 10**6}), got {self.seed}")
         if self.publish_every < 1:
             raise ConfigError(f"parameter publish_every must be >= 1, got {self.publish_every}")
 
@@ -181,6 +184,32 @@ class TeleopParams:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# String parameters whose value `off` reaches the node as boolean false: ROS reads parameter files (and
+# `-p name:=off`) as YAML 1.1, where a bare off / no / false is a boolean.
+OFF_WORDS = ("chunk_blend",)
+
+# Parameters that every node takes besides its dataclass's: ROS's own, and runtime.py's executor.
+ROS_PARAMETERS = ("use_sim_time", "start_type_description_service", "executor")
+ROS_PARAMETER_PREFIXES = ("qos_overrides.",)
+
+
+def unknown_parameters(given, known) -> str:
+    """The problem with parameter names in `given` that are not in `known` (nor ROS's own); "" when none.
+
+    Each unknown name is listed with the nearest known names, so a typo in a parameter file or a `-p` does not
+    go unnoticed (ROS itself ignores overrides that the node never declares)."""
+    known = sorted(set(known) | set(ROS_PARAMETERS))
+    bad = sorted(n for n in given if n not in known and not n.startswith(ROS_PARAMETER_PREFIXES))
+    if not bad:
+        return ""
+    parts = []
+    for name in bad:
+        near = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        parts.append(f"{name} (did you mean {' or '.join(near)}?)" if near else f"{name} (no similar name)")
+    return (f"unknown parameter{'s' if len(bad) > 1 else ''} {', '.join(parts)}: not a parameter of this node "
+            f"(see docs/ros.md); fix the name in the parameter file or -p")
+
+
 def _convert(name: str, value, kind: str):
     try:
         if kind == "bool":
@@ -196,6 +225,8 @@ def _convert(name: str, value, kind: str):
                 raise TypeError
             return float(value)
         if kind == "str":
+            if value is False and name in OFF_WORDS:  # YAML 1.1 (ROS) reads a bare `off` / `no` as false
+                return "off"
             if not isinstance(value, str):
                 raise TypeError
             return value
@@ -203,7 +234,7 @@ def _convert(name: str, value, kind: str):
             if isinstance(value, (str, bytes)):
                 raise TypeError
             return tuple(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     raise ConfigError(f"parameter {name} must be a {kind}, got {value!r}")
 
@@ -219,6 +250,9 @@ def declare_and_read(node, cls):
     """Declare every field of `cls` as a parameter of `node` and return the filled dataclass."""
     from rcl_interfaces.msg import ParameterDescriptor
 
+    problem = unknown_parameters(getattr(node, "_parameter_overrides", {}), [f.name for f in fields(cls)])
+    if problem:
+        raise ConfigError(problem)
     values = {}
     for f in fields(cls):
         default = f.default if f.default is not MISSING else list(f.default_factory())

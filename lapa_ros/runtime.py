@@ -72,9 +72,16 @@ def spin(executor, context=None, stop=None) -> None:
 
 def executor_kind(node, default: str = "events") -> str:
     """The node's `executor` parameter (declared here when the node did not declare it)."""
-    if not node.has_parameter("executor"):
-        node.declare_parameter("executor", default)
-    return str(node.get_parameter("executor").value)
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    from lapa_learning.errors import ConfigError
+
+    if not node.has_parameter("executor"):  # dynamic typing: `-p executor:=5` is our one-line error, not rclpy's
+        node.declare_parameter("executor", default, ParameterDescriptor(dynamic_typing=True))
+    value = node.get_parameter("executor").value
+    if value not in EXECUTORS:
+        raise ConfigError(f"parameter executor must be one of {', '.join(EXECUTORS)}, got {value!r}")
+    return value
 
 
 def install_stop_handlers(patience: int = 2) -> threading.Event:

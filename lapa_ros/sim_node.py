@@ -40,8 +40,9 @@ def twist_to_metaworld(linear: np.ndarray, gripper: float, fps: float) -> np.nda
 
 
 def _time_msg(seconds: float) -> Time:
-    sec = int(seconds)
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    """builtin_interfaces/Time from seconds, via whole nanoseconds (1.9999999999999996 s is 2 s, not 1 s)."""
+    sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)
+    return Time(sec=int(sec), nanosec=int(nanosec))
 
 
 class SimNode(Node):
