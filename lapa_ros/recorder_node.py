@@ -4,9 +4,12 @@ At `fps` it samples, as of now, the newest image, teleop twist and gripper comma
 stale streams drop the frame and are counted; a command newer than the sample time is never used). The twist
 becomes a dataset action with the inverse of the policy node's scaling. Services:
     ~/start    std_srvs/Trigger   begin an episode (its instruction: the one in force at its first frame)
-    ~/stop     std_srvs/SetBool   end it and write it atomically; data = success
-    ~/discard  std_srvs/Trigger   drop the episode being recorded
+    ~/stop     std_srvs/SetBool   end it and write it atomically; data = success. If the write fails, the
+                                  frames are kept (the reply says why): ~/stop again retries, ~/discard drops
+    ~/discard  std_srvs/Trigger   drop the episode being recorded (or the one whose write failed)
 ~/status (DiagnosticArray) reports recording state, frames, drops and the last save or error.
+The dataset root is checked at start-up (EpisodeRecorder.check_root): the node exits with one line (code 2) when
+episodes could not be written there, instead of failing at the first ~/stop after a demonstration.
 """
 
 from __future__ import annotations
@@ -165,7 +168,8 @@ class RecorderNode(Node):
                                   level=DiagnosticStatus.ERROR if error else DiagnosticStatus.OK,
                                   message=self.last_event)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
-            ("recording", rec.recording), ("frames", rec.num_frames), ("episodes_saved", rec.saved),
+            ("recording", rec.recording), ("frames", rec.num_frames), ("unsaved_episode", rec.unsaved),
+            ("episodes_saved", rec.saved),
             ("episodes_discarded", rec.discarded), ("dropped", self.sampler.dropped),
             ("images_received", self.images_received), ("rejected_images", self.rejected_images),
             ("no_instruction", self.skipped_no_instruction),

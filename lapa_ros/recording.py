@@ -7,8 +7,13 @@
     rec.discard()
 
 Episodes are written with lapa_learning.data.EpisodeWriter in append mode: each lands atomically, so a crash
-(SIGINT, SIGKILL, power loss) during an episode loses only that episode. A failed write (full disk) raises
-RecordingError with the writer's message; earlier episodes stay intact.
+(SIGINT, SIGKILL, power loss) during an episode loses only that episode. A failed write (full disk, a folder
+that became unwritable) raises RecordingError with the writer's message; earlier episodes stay intact, and the
+episode's frames are kept: stop() again retries the write, discard() drops them.
+
+The dataset root is checked when the recorder is made (ConfigError, before any demonstration): it is created if
+missing; a file, an uncreatable or unwritable folder, a non-empty folder that is not an episode dataset, and a
+dataset whose fps, video_key, action_names or image size differ from the recorder's are refused.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import cv2
 import numpy as np
 
 from lapa_learning.data.sync import TwistActionMap
-from lapa_learning.errors import LapaError
+from lapa_learning.errors import ConfigError, LapaError
 from lapa_ros.safety import too_long
 
 
@@ -49,12 +54,18 @@ class EpisodeRecorder:
         self._times: list[float] = []
         self.saved = 0  # episodes written by this recorder
         self.discarded = 0
+        self.unsaved = False  # stopped, but the write failed: the frames wait for stop() (retry) or discard()
+        self.dataset_size: tuple[int, int] | None = None  # (h, w) of an existing dataset's video
+        self.check_root()
 
     # ------------------------------------------------------------------ episode control
     def start(self, instruction: str | None = None) -> str:
         """Begin an episode. `instruction`, the one in force now (if any), must fit max_instruction_chars."""
         if self.recording:
             raise RecordingError(f"already recording an episode ({len(self._frames)} frames); stop or discard it")
+        if self.unsaved:
+            raise RecordingError(f"not starting: the last episode ({len(self._frames)} frames) could not be "
+                                 f"written; stop again to retry writing it, or discard it")
         if instruction is not None and too_long(instruction, self.max_instruction_chars):
             raise RecordingError(f"not starting: {too_long(instruction, self.max_instruction_chars)}")
         self._clear()
@@ -85,14 +96,17 @@ class EpisodeRecorder:
         return len(self._frames)
 
     def stop(self, success: bool | None) -> tuple[int, str]:
-        """Write the episode (blocking, atomic); returns (episode index, message)."""
-        if not self.recording:
+        """Write the episode (blocking, atomic); returns (episode index, message).
+
+        If the write fails, the frames are kept (RecordingError says so): stop() again retries, discard() drops.
+        """
+        if not (self.recording or self.unsaved):
             raise RecordingError("not recording (call start first)")
         frames, actions, times = self._frames, self._actions, self._times
         instruction = self.instruction
         self.recording = False
-        self._clear()
         if len(frames) < self.min_frames:
+            self._clear()
             self.discarded += 1
             raise RecordingError(f"episode discarded: only {len(frames)} frame(s) were sampled (need "
                                  f"{self.min_frames}); are the camera, teleop and instruction topics publishing?")
@@ -104,16 +118,20 @@ class EpisodeRecorder:
             writer = self._open_writer(frames[0].shape[:2])
             index = writer.add_episode(np.stack(frames), instruction, actions=np.stack(actions),
                                        success=success, timestamps=timestamps)
-        except LapaError as err:  # the writer says which episode and why (e.g. the disk is full)
-            raise RecordingError(str(err)) from err
+        except (LapaError, OSError, ValueError) as err:  # the writer says which episode and why (full disk)
+            self.unsaved = True
+            raise RecordingError(f"{err}; the episode's {len(frames)} frames are kept: stop again to retry "
+                                 f"writing them, or discard them") from err
+        self.unsaved = False
+        self._clear()
         self.saved += 1
         return index, f"saved episode {index} ({len(frames)} frames, success={success}) to {self.root}"
 
     def discard(self) -> str:
-        if not self.recording:
+        if not (self.recording or self.unsaved):
             raise RecordingError("not recording: nothing to discard")
         n = len(self._frames)
-        self.recording = False
+        self.recording = self.unsaved = False
         self._clear()
         self.discarded += 1
         return f"discarded the episode being recorded ({n} frames)"
@@ -124,14 +142,52 @@ class EpisodeRecorder:
     def close(self) -> str | None:
         """Drop an unfinished episode and write the dataset statistics; returns a message for the log."""
         msg = None
-        if self.recording:
-            msg = f"shutting down: the unfinished episode ({len(self._frames)} frames) was not saved"
-            self.recording = False
+        if self.recording or self.unsaved:
+            what = "unfinished" if self.recording else "unwritten"
+            msg = f"shutting down: the {what} episode ({len(self._frames)} frames) was not saved"
+            self.recording = self.unsaved = False
             self._clear()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         return msg
+
+    def check_root(self) -> None:
+        """Create the dataset root, or check that episodes can be appended to it; ConfigError otherwise."""
+        root = self.root
+        where = f"parameter dataset_root: {root}"
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"{where} is a file, not a folder; name a folder for the episode dataset")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"{where} cannot be created: {err.strerror or err}") from None
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise ConfigError(f"{where} is not writable by this user")
+        if not (root / "meta" / "info.json").is_file():
+            if any(root.iterdir()):
+                raise ConfigError(f"{where} is not empty and holds no episode dataset (no meta/info.json); "
+                                  f"name a new or empty folder, or an episode dataset to append to")
+            return
+        from lapa_learning.data.reader import EpisodeDataset
+
+        try:
+            ds = EpisodeDataset(root)
+        except LapaError as err:
+            raise ConfigError(f"{where}: cannot append to it: {err}") from None
+        h, w = self.image_size
+        mismatches = [f"{name} is {have!r} in the dataset but {want!r} here" for name, have, want in (
+            ("fps", ds.fps, self.fps), ("video_key", ds.video_key, self.video_key),
+            ("action_names", list(ds.action_names), list(self.mapping.action_names)),
+            ("image_size", list(ds.image_size), [h, w]),
+        ) if have != want and not (name == "image_size" and not (h and w))]
+        if ds.layout != "v2.1":
+            mismatches.append(f"it is a LeRobot {ds.layout} dataset (read-only here)")
+        if mismatches:
+            raise ConfigError(f"{where} holds a dataset that these parameters cannot append to: "
+                              f"{'; '.join(mismatches)}. Set the parameters to the dataset's values, or name "
+                              f"another dataset_root")
+        self.dataset_size = tuple(ds.image_size)
 
     # ------------------------------------------------------------------ internals
     def _fit(self, rgb: np.ndarray) -> np.ndarray:
@@ -148,6 +204,9 @@ class EpisodeRecorder:
             from lapa_learning.data.writer import EpisodeWriter
 
             exists = (self.root / "meta" / "info.json").is_file()
+            if not exists and self.root.is_dir() and any(self.root.iterdir()):  # files came after start-up
+                raise RecordingError(f"{self.root} is no longer empty and holds no episode dataset "
+                                     f"(no meta/info.json): move those files away")
             self._writer = EpisodeWriter(self.root, fps=self.fps, image_size=tuple(size), video_key=self.video_key,
                                          action_names=self.mapping.action_names, robot_type=self.robot_type,
                                          mode="append" if exists else "create")

@@ -149,3 +149,76 @@ def test_recorder_records_an_episode_from_a_compressed_camera(tmp_path):
     frames = ds.frames(0)
     assert ds.num_episodes == 1 and frames.shape[1:] == (32, 48, 3) and len(frames) >= 15
     assert frames[:, :, :20, 0].mean() > 150 and frames[:, :, 28:, 2].mean() > 150  # the camera's picture
+
+
+def _stop(probe, success=True):
+    from std_srvs.srv import SetBool
+
+    client = probe.create_client(SetBool, "recorder_node/stop")
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(SetBool.Request(data=success))
+    assert wait(future.done)
+    return future.result()
+
+
+def _record_frames(recorder, probe, n=5):
+    from geometry_msgs.msg import TwistStamped
+
+    camera = probe.create_publisher(Image, "camera/image_raw", qos.camera_publisher())
+    teleop = probe.create_publisher(TwistStamped, "servo_node/delta_twist_cmds", qos.command())
+    end = time.monotonic() + 20.0
+    while time.monotonic() < end and recorder.recorder.num_frames < n:
+        camera.publish(rgb_to_image(np.zeros((16, 16, 3), np.uint8)))
+        teleop.publish(TwistStamped())
+        time.sleep(0.03)
+    assert recorder.recorder.num_frames >= n
+
+
+def test_recorder_keeps_the_episode_when_the_write_fails_and_a_later_stop_saves_it(tmp_path):
+    """The dataset folder is replaced by a file during the episode: ~/stop fails with the reason (no crash), the
+    frames are kept, and once the folder is back a second ~/stop writes the episode."""
+    from lapa_learning.data import EpisodeDataset
+
+    root = tmp_path / "ds"
+    with running(root) as (recorder, probe, _latched, status):
+        assert wait(lambda: recorder.instruction == "pick up the cube")
+        assert call(probe, "recorder_node/start").success
+        _record_frames(recorder, probe)
+        root.rmdir()
+        root.write_text("not a folder")
+        reply = _stop(probe)
+        assert not reply.success and "frames are kept: stop again to retry" in reply.message, reply.message
+        assert not recorder.recorder.recording and recorder.recorder.num_frames >= 5
+        assert wait(lambda: status.get("unsaved_episode") == "True"), status
+        assert not call(probe, "recorder_node/start").success  # the kept episode first
+        root.unlink()
+        reply = _stop(probe, success=True)
+        assert reply.success and "saved episode 0" in reply.message, reply.message
+    assert EpisodeDataset(root).num_episodes == 1
+
+
+@pytest.mark.parametrize("case", ["file", "uncreatable", "other fps"])
+def test_recorder_refuses_a_bad_dataset_root_at_start_up(tmp_path, case):
+    from lapa_learning.errors import ConfigError
+    from lapa_learning.data import EpisodeWriter
+
+    root = tmp_path / "ds"
+    params = []
+    if case == "file":
+        root.write_text("x")
+        match = "is a file, not a folder"
+    elif case == "uncreatable":
+        root = "/proc/lapa_recorder_test"
+        match = "cannot be created"
+    else:
+        writer = EpisodeWriter(root, fps=10, image_size=(16, 16), action_names=("dx", "dy", "dz", "gripper"))
+        writer.add_episode(np.zeros((3, 16, 16, 3), np.uint8), "push", actions=np.zeros((3, 4), np.float32))
+        writer.close()
+        params = [Parameter("fps", value=20.0)]
+        match = "fps is 10.0 in the dataset but 20.0 here"
+    rclpy.init()
+    try:
+        with pytest.raises(ConfigError, match=f"parameter dataset_root: .*{match}"):
+            RecorderNode(parameter_overrides=[Parameter("dataset_root", value=str(root)), *params])
+    finally:
+        rclpy.try_shutdown()
