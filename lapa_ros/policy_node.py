@@ -2,7 +2,11 @@
 
 Callbacks only store the newest image (counting frames replaced before the model saw them as dropped) and the
 instruction. One worker thread runs `policy.act` on the newest image, at most `control_rate` times per second,
-and publishes the result at once; a timer re-sends the current command (or a zero twist) at `publish_rate`.
+and publishes the result at once (under use_sim_time, `control_rate` is paced by the sim clock); a timer re-sends
+the current command (or a zero twist) at `publish_rate`, or with publish_rate 0 decides again every control
+period and sends the command only when it changed (so a stale image or an emptied instruction still stops the
+arm). ~/status runs on the steady clock and reports the decision as of now; under use_sim_time, until /clock
+arrives the node commands nothing ("waiting for /clock").
 Chunk policies (T actions per call) run in chunk mode unless chunk_blend is off: a step timer at `control_rate`
 commands one action per step from lapa_learning.vla.chunking.ChunkBlender (newest chunk, or temporal
 ensembling of the overlapping ones) and asks the worker for the next chunk `chunk_prefetch` steps before the
@@ -23,6 +27,7 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, Int32MultiArray, MultiArrayDimension, String
@@ -38,6 +43,8 @@ from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
 from lapa_ros.safety import STOP, Command, CommandGate, Limits, shorten, too_long
 from lapa_ros.status import ERROR, OK, WARN, ProblemLog, policy_level, status_instruction
+
+WAITING_FOR_CLOCK = "waiting for /clock"  # use_sim_time and no /clock yet (ROS time 0)
 
 
 def _custom_messages():
@@ -102,6 +109,7 @@ class PolicyNode(Node):
         self.received = self.dropped = self.rejected = self.inferences = self.errors = 0
         self.latency_ms = float("nan")
         self.last_reason = "starting"
+        self._sent: Command | None = None  # the last command published (publish_rate 0: publish on change only)
         self.problems = ProblemLog()  # the newest problem and when, for ~/status
         # The latent preview thread: the worker leaves it (rgb, tokens) of its newest call, it draws at preview_rate.
         self.preview = load_preview(self.policy, p) if p.publish_preview else None
@@ -129,7 +137,10 @@ class PolicyNode(Node):
             self.create_timer(self.period, self.step_callback)
         if p.publish_rate > 0:  # MoveIt Servo halts when commands stop coming: keep streaming
             self.create_timer(1.0 / p.publish_rate, self.control_callback)
-        self.create_timer(1.0 / p.status_rate, self.publish_status)
+        else:  # only on change, but decided every control period: a stale image or instruction still stops the arm
+            self.create_timer(self.period, self.change_callback)
+        # Status on the steady clock: it keeps coming under use_sim_time before /clock does (and says so).
+        self.create_timer(1.0 / p.status_rate, self.status_callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._worker_loop, name="policy_worker", daemon=True)
         self._worker.start()
         self._preview_thread = None
@@ -142,6 +153,21 @@ class PolicyNode(Node):
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _waiting_for_clock(self) -> bool:
+        """use_sim_time and no /clock message yet: ROS time is 0, so no age can be judged; command nothing."""
+        clock = self.get_clock()
+        return clock.ros_time_is_active and clock.now().nanoseconds == 0
+
+    def _pace_now(self) -> float:
+        """The time the worker paces model calls by: the node's clock under use_sim_time (control_rate is then in
+        sim seconds), else the monotonic wall clock (immune to system clock steps)."""
+        return self._now() if self.get_clock().ros_time_is_active else time.monotonic()
+
+    def _decide(self) -> tuple[Command, str]:
+        if self._waiting_for_clock():
+            return STOP, WAITING_FOR_CLOCK
+        return self.gate.decide(self._now())
 
     @property
     def last_problem(self) -> str:
@@ -173,6 +199,7 @@ class PolicyNode(Node):
             problem = too_long(msg.data, self.params.max_instruction_chars)
             if problem:
                 self._problem(problem)
+        self.publish_decision()  # a new, empty or too long instruction stops the arm now, not at the next tick
 
     def enable_callback(self, request, response):
         self.gate.set_enabled(request.data)
@@ -189,6 +216,15 @@ class PolicyNode(Node):
 
     def control_callback(self) -> None:
         self.publish_decision()
+
+    def change_callback(self) -> None:
+        """publish_rate 0: decide again each control period; publish only when the command changed."""
+        self.publish_decision(only_on_change=True)
+
+    def status_callback(self) -> None:
+        if self._waiting_for_clock():  # the ROS-clock timers do not run yet: send the stop from here
+            self.publish_decision(only_on_change=True)
+        self.publish_status()
 
     def step_callback(self) -> None:
         """Chunk mode: one control step. Command the blended action for it; ask for the next chunk early."""
@@ -212,21 +248,31 @@ class PolicyNode(Node):
         last_start = -float("inf")
         while True:
             with self._cond:
-                while not self._stopping and (self._idle() or time.monotonic() - last_start < self.period):
-                    self._cond.wait(None if self._idle() else self.period - (time.monotonic() - last_start))
+                while not self._stopping and (self._idle() or self._wait_s(last_start) > 0):
+                    self._cond.wait(None if self._idle() else self._wait_s(last_start, poll=True))
                 if self._stopping:
                     return
                 rgb, image_time = self._image
                 self._image = None
                 generation, start_step = self._generation, self._step
-            if not self.gate.input_problem(self._now()) and (self.gate.enabled or self.params.infer_when_disabled):
-                last_start = time.monotonic()
+            if (not self._waiting_for_clock() and not self.gate.input_problem(self._now())
+                    and (self.gate.enabled or self.params.infer_when_disabled)):
+                last_start = self._pace_now()
                 if self.blender is not None:
                     self._infer_chunk(rgb, image_time, generation, start_step)
                 else:
                     self._infer(rgb, image_time, generation)
             with self._cond:
                 self._want_chunk = False  # only now: the step timer must not ask again while the model runs
+
+    def _wait_s(self, last_start: float, poll: bool = False) -> float:
+        """Seconds until the next model call may start (<= 0: now). Under use_sim_time the remaining sim seconds
+        are no wall-clock wait, so the worker (poll=True) looks again every 10 ms at most."""
+        now = self._pace_now()
+        if now < last_start:  # the sim clock went back (a restarted simulator): do not wait for the old time
+            return 0.0
+        remaining = self.period - (now - last_start)
+        return min(remaining, 0.01) if poll and self.get_clock().ros_time_is_active else remaining
 
     def _idle(self) -> bool:
         """(under self._cond) Nothing to do: no new image, or in chunk mode no chunk asked for."""
@@ -338,11 +384,17 @@ class PolicyNode(Node):
         return fill_twist(TwistStamped(), command.linear, command.angular, stamp=self.get_clock().now().to_msg(),
                           frame_id=self.params.frame_id)
 
-    def publish_decision(self) -> None:
-        """Publish what the gate allows now. Deciding under the lock orders it after any enable/disable."""
+    def publish_decision(self, only_on_change: bool = False) -> None:
+        """Publish what the gate allows now. Deciding under the lock orders it after any enable/disable.
+
+        only_on_change: publish only when the command differs from the last one sent (a stop after a motion is a
+        change; the same stop again with another reason is not)."""
         with self._publish_lock:
-            command, reason = self.gate.decide(self._now())
+            command, reason = self._decide()
             self.last_reason = reason or "commanding"
+            if only_on_change and command is self._sent:
+                return
+            self._sent = command
             self._publish(command)
 
     def _publish(self, command: Command) -> None:
@@ -372,12 +424,12 @@ class PolicyNode(Node):
             self.latent_pub.publish(latent)
 
     def publish_status(self) -> None:
-        reason = self.last_reason
+        reason = self._decide()[1] or "commanding"  # what holds now, not what was last published
         level = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}[policy_level(reason)]
         status = DiagnosticStatus(level=level, name="lapa_policy", hardware_id=str(self.policy.device),
                                   message=reason)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
-            ("ready", self.gate.not_ready is None), ("enabled", self.gate.enabled), ("model", self.policy.name),
+            ("ready", self.gate.not_ready is None and reason != WAITING_FOR_CLOCK), ("enabled", self.gate.enabled), ("model", self.policy.name),
             ("device", self.policy.device), ("checkpoint", self.params.checkpoint),
             ("action_names", ",".join(self.policy.action_names)),
             ("instruction", status_instruction(self.instruction)),

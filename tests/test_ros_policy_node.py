@@ -540,3 +540,165 @@ def test_latent_preview_without_a_recorded_laq_is_a_clear_error(checkpoint, ros_
         PolicyNode(policy=Policy.load(checkpoint, device="cpu"),
                    parameter_overrides=[Parameter("checkpoint", value=str(checkpoint)),
                                         Parameter("publish_preview", value=True)])
+
+
+# ------------------------------------------------------------------------------------------------ parameters
+CONFIG = __import__("pathlib").Path(__file__).resolve().parents[1] / "config"
+
+
+@pytest.fixture
+def ros_args():
+    """rclpy.init with command-line ROS arguments (--params-file, -p, -r): the path parameter files really take."""
+    def init(*args):
+        rclpy.init(args=["--ros-args", *args])
+    yield init
+    rclpy.try_shutdown()
+
+
+def _bare_node(checkpoint, **overrides):
+    from lapa_learning.vla.policy import Policy
+
+    params = [Parameter("checkpoint", value=str(checkpoint)), *(Parameter(k, value=v) for k, v in overrides.items())]
+    return PolicyNode(policy=Policy.load(checkpoint, device="cpu"), parameter_overrides=params)
+
+
+@pytest.mark.parametrize("how", ["params-file", "-p"])
+def test_chunk_blend_off_is_accepted_from_a_parameter_file_and_p(chunk_checkpoint, tmp_path, ros_args, how):
+    """ROS reads a bare `off` as YAML 1.1 boolean false; the node takes it as "off" (no chunk blending)."""
+    path = tmp_path / "off.yaml"
+    path.write_text("policy_node:\n  ros__parameters:\n    chunk_blend: off\n")
+    ros_args(*(["--params-file", str(path)] if how == "params-file" else ["-p", "chunk_blend:=off"]))
+    node = _bare_node(chunk_checkpoint)
+    try:
+        assert node.params.chunk_blend == "off" and node.blender is None
+    finally:
+        node.close()
+        node.destroy_node()
+
+
+def test_shipped_yaml_files_apply_under_a_namespace(checkpoint, ros_args):
+    """config/*.yaml are keyed /**/policy_node: `-r __ns:=/arm1` keeps their values (sim.yaml: frame world, 0.8)."""
+    ros_args("-r", "__ns:=/arm1", "--params-file", str(CONFIG / "policy.yaml"),
+             "--params-file", str(CONFIG / "sim.yaml"))
+    node = _bare_node(checkpoint)
+    try:
+        assert node.get_namespace() == "/arm1"
+        p = node.params
+        assert (p.frame_id, p.linear_scale, p.max_linear_speed, p.enabled) == ("world", 0.8, 1.0, True), p
+    finally:
+        node.close()
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("where", ["params-file", "-p"])
+def test_misspelled_parameter_is_refused_with_the_nearest_name(checkpoint, tmp_path, ros_args, where):
+    from lapa_learning.errors import ConfigError
+
+    path = tmp_path / "typo.yaml"
+    path.write_text("/**/policy_node:\n  ros__parameters:\n    max_linear_sped: 0.01\n    enabled: true\n")
+    ros_args(*(["--params-file", str(path)] if where == "params-file" else ["-p", "max_linear_sped:=0.01"]),
+             "-p", "use_sim_time:=false", "-p", "qos_overrides./clock.subscription.depth:=1")
+    with pytest.raises(ConfigError, match=r"^unknown parameter max_linear_sped \(did you mean max_linear_speed"):
+        _bare_node(checkpoint)
+
+
+# ------------------------------------------------------------------------------------------------ publish_rate 0
+def test_publish_rate_zero_still_stops_on_a_stale_image_and_an_empty_instruction(checkpoint, ros_context):
+    h = make(checkpoint, publish_rate=0.0, image_timeout=0.5, status_rate=5.0)
+    moving = lambda: h.reason() == "" and h.twists and np.any(_linear(h.twists[-1]))  # noqa: E731
+    try:
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        h.camera_on()
+        try:
+            assert h.wait(moving, 15.0), h.reason()
+        finally:
+            h.camera_off()
+        # Camera stopped: one zero twist (a change), and the status says why, though nothing else is published.
+        assert h.wait(lambda: not np.any(_linear(h.twists[-1])), 5.0), "no stop was sent"
+        assert h.wait(lambda: h.status is not None and h.status["message"].startswith("image stale"), 5.0), h.status
+        n = len(h.twists)
+        time.sleep(0.5)
+        assert len(h.twists) <= n + 1  # only on change: no stream of zero twists
+        # Commanding again, then the instruction is emptied: the stop goes out at once.
+        h.camera_on()
+        try:
+            assert h.wait(moving, 15.0), h.reason()
+            h.instruction_pub.publish(String(data=""))
+            assert h.wait(lambda: not np.any(_linear(h.twists[-1])) and h.reason() == "instruction empty", 5.0)
+            assert h.wait(_status_says(h, message="instruction empty"), 5.0), h.status
+        finally:
+            h.camera_off()
+    finally:
+        h.close()
+
+
+# ------------------------------------------------------------------------------------------------ sim time
+class SimClock:
+    """Publishes /clock from a thread: sim time = 100 s + rate * wall seconds since start()."""
+
+    def __init__(self, node, rate):
+        from rosgraph_msgs.msg import Clock as ClockMsg
+
+        self.pub, self.msg_type, self.rate, self._run = node.create_publisher(ClockMsg, "/clock", qos.clock()), \
+            ClockMsg, rate, False
+
+    def start(self):
+        self._run, t0 = True, time.monotonic()
+
+        def run():
+            from lapa_ros.sim_node import _time_msg
+
+            while self._run:
+                self.pub.publish(self.msg_type(clock=_time_msg(100.0 + self.rate * (time.monotonic() - t0))))
+                time.sleep(0.005)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._run = False
+        self._thread.join(timeout=5.0)
+
+
+def test_sim_time_without_clock_commands_nothing_and_status_says_so(checkpoint, ros_context):
+    h = make(checkpoint, use_sim_time=True, status_rate=5.0)
+    try:
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        h.camera_on()
+        try:
+            assert h.wait(_status_says(h, message="waiting for /clock", ready="False"), 10.0), h.status
+            time.sleep(1.0)
+            assert h.node.received > 0 and h.node.inferences == 0  # the model never ran
+            assert h.twists and all(not np.any(_linear(m)) for m in h.twists)  # a stop was sent, no motion
+            clock = SimClock(h.probe, rate=1.0)
+            clock.start()
+            try:  # /clock arrives: the node commands
+                assert h.wait(lambda: h.node.inferences > 0 and h.reason() == "", 15.0), h.reason()
+                assert h.wait(_status_says(h, message="commanding", ready="True"), 5.0), h.status
+            finally:
+                clock.stop()
+        finally:
+            h.camera_off()
+    finally:
+        h.close()
+
+
+def test_sim_time_paces_model_calls_by_the_sim_clock(checkpoint, ros_context):
+    """control_rate 20 Hz of sim time with the sim at 0.1x real time: 2 model calls per wall second, not 20."""
+    h = make(checkpoint, use_sim_time=True, control_rate=20.0)
+    clock = SimClock(h.probe, rate=0.1)
+    clock.start()
+    try:
+        h.instruction_pub.publish(String(data="push the puck to the goal"))
+        h.camera_on(rate=30.0)
+        try:
+            assert h.wait(lambda: h.node.inferences > 0, 15.0), h.reason()
+            start, t0 = h.node.inferences, time.monotonic()
+            time.sleep(4.0)
+            calls, wall = h.node.inferences - start, time.monotonic() - t0
+        finally:
+            h.camera_off()
+        assert 0.5 * wall <= calls <= 2 * wall + 3, (calls, wall)  # 2 per wall second; 20 per second before
+    finally:
+        clock.stop()
+        h.close()
