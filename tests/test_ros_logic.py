@@ -15,7 +15,8 @@ pytest.importorskip("rclpy", reason="lapa_ros imports rclpy (install the `ros` e
 
 from lapa_ros import converters  # noqa: E402
 from lapa_ros.converters import image_to_rgb, rgb_to_image, stamp_to_seconds  # noqa: E402
-from lapa_ros.params import PolicyParams, RecorderParams, SimParams, _convert, defaults  # noqa: E402
+from lapa_ros.params import (  # noqa: E402
+    PolicyParams, RecorderParams, SimParams, _convert, defaults, unknown_parameters)
 from lapa_ros.recording import EpisodeRecorder, RecordingError  # noqa: E402
 from lapa_ros.safety import CommandGate, Limits, action_to_command, clamp_norm, shorten  # noqa: E402
 
@@ -313,6 +314,8 @@ def test_limits_validation(kwargs, match):
 def test_params_defaults_and_validation():
     p = PolicyParams()
     assert p.enabled is False and p.twist_topic == "servo_node/delta_twist_cmds"
+    r = RecorderParams(dataset_root="/tmp/x")  # records in the policy node's units (docs/ros.md, config/record.yaml)
+    assert (r.linear_scale, r.angular_scale) == (p.linear_scale, p.angular_scale) == (0.1, 0.5)
     with pytest.raises(ConfigError, match="control_rate"):
         PolicyParams(control_rate=0.0)
     with pytest.raises(ConfigError, match="dataset_root is required"):
@@ -352,9 +355,51 @@ def test_param_conversion():
     assert _convert("rate", 10, "float") == 10.0 and isinstance(_convert("rate", 10, "float"), float)
     assert _convert("n", 3.0, "int") == 3
     assert _convert("tasks", ["a", "b"], "list") == ("a", "b")
-    for value, kind in ((True, "float"), (3.5, "int"), ("yes", "bool"), (1, "str"), ("ab", "list")):
+    for value, kind in ((True, "float"), (3.5, "int"), ("yes", "bool"), (1, "str"), ("ab", "list"),
+                        (float("inf"), "int"), (float("nan"), "int"), ("abc", "int")):
         with pytest.raises(ConfigError, match="must be a"):
             _convert("x", value, kind)
+    # ROS reads `chunk_blend: off` (YAML 1.1) as false: that is "off", for chunk_blend only.
+    assert _convert("chunk_blend", False, "str") == "off" and PolicyParams(chunk_blend="off").chunk_blend == "off"
+    with pytest.raises(ConfigError, match="parameter device must be a str, got False"):
+        _convert("device", False, "str")
+    with pytest.raises(ConfigError, match="must be a str, got True"):
+        _convert("chunk_blend", True, "str")
+
+
+def test_unknown_parameter_names_are_named_with_the_nearest_known_ones():
+    known = [f for f in defaults(PolicyParams)]
+    assert unknown_parameters({"max_linear_speed": 1, "use_sim_time": 1, "qos_overrides./clock.depth": 1,
+                               "executor": 1, "start_type_description_service": 1}, known) == ""
+    problem = unknown_parameters({"max_linear_sped": 0.01, "zzz": 1}, known)
+    assert problem.startswith("unknown parameters max_linear_sped (did you mean max_linear_speed"), problem
+    assert "zzz (no similar name)" in problem and "\n" not in problem
+
+
+def test_runner_and_sim_parameters_are_checked():
+    pytest.importorskip("rosgraph_msgs", reason="sim_node publishes /clock")
+    from lapa_ros.episode_runner import RunnerParams
+
+    for bad, match in ((dict(episodes=0), "episodes must be >= 1, got 0"),
+                       (dict(episode_timeout=0.0), "episode_timeout must be a positive number"),
+                       (dict(sim_node="/"), "sim_node must name a node")):
+        with pytest.raises(ConfigError, match=match):
+            RunnerParams(**bad)
+    with pytest.raises(ConfigError, match=r"parameter seed must be an integer in \[0, "):
+        SimParams(seed=-5)
+
+
+def test_sim_time_messages_never_jump_back():
+    pytest.importorskip("rosgraph_msgs", reason="sim_node publishes /clock")
+    from lapa_ros.sim_node import _time_msg
+
+    for seconds, expected in ((1.9999999999999996, (2, 0)), (0.9999999999, (1, 0)), (1.9999999994, (1, 999_999_999)),
+                              (2.5, (2, 500_000_000)), (1.0 + 1 / 80, (1, 12_500_000)), (0.0, (0, 0))):
+        t = _time_msg(seconds)
+        assert (t.sec, t.nanosec) == expected, (seconds, t)
+    stamps = [_time_msg(1.0 + i / 80) for i in range(2000)]  # sim_node's steps: strictly increasing, no 1 s jump back
+    ns = [t.sec * 10**9 + t.nanosec for t in stamps]
+    assert all(b > a for a, b in zip(ns, ns[1:])) and all(t.nanosec < 10**9 for t in stamps)
 
 
 def test_config_files_match_the_dataclasses():
@@ -372,7 +417,10 @@ def test_config_files_match_the_dataclasses():
     files = sorted(config.glob("*.yaml"))
     assert files
     for path in files:
-        for node, body in yaml.safe_load(path.read_text()).items():
+        for key, body in yaml.safe_load(path.read_text()).items():
+            # `/**/policy_node`: the node in any namespace (a plain `policy_node:` key is dropped under -r __ns:=...)
+            assert key.startswith("/**/"), f"{path.name}: {key} does not apply under a namespace; key /**/{key}"
+            node = key[len("/**/"):]
             assert node in known, f"{path.name}: unknown node {node}"
             names = set(defaults(known[node])) | {"use_sim_time"}
             extra = set(body["ros__parameters"]) - names
@@ -466,14 +514,62 @@ def test_recorder_reports_a_full_disk_and_keeps_earlier_episodes(tmp_path, rng, 
     rec.start()
     for i, f in enumerate(_frames(rng, 3)):
         rec.add_frame(i * 0.1, f, np.zeros(4), "push")
-    with pytest.raises(RecordingError, match="disk is full"):
+    with pytest.raises(RecordingError, match="disk is full.*3 frames are kept: stop again to retry"):
         rec.stop(True)
     assert EpisodeDataset(tmp_path / "ds").num_episodes == 1 and rec.saved == 1
-    monkeypatch.undo()  # space is back: the next episode gets the next index
+    assert rec.unsaved and rec.num_frames == 3 and not rec.recording
+    with pytest.raises(RecordingError, match="could not be written; stop again to retry"):
+        rec.start()  # the kept frames first
+    assert rec.add_frame(0.5, _frames(rng, 1)[0], np.zeros(4), "push") is False  # stopped: no more frames
+    monkeypatch.undo()  # space is back: the retry writes the kept episode with the next index
+    assert rec.stop(False)[0] == 1 and not rec.unsaved and rec.num_frames == 0
+    assert EpisodeDataset(tmp_path / "ds").episodes[1].success is False
     rec.start()
     for i, f in enumerate(_frames(rng, 2)):
         rec.add_frame(i * 0.1, f, np.zeros(4), "push")
-    assert rec.stop(True)[0] == 1
+    assert rec.stop(True)[0] == 2
+    monkeypatch.setattr(writer, "write_video", full_disk)  # a failed write can also be discarded
+    rec.start()
+    for i, f in enumerate(_frames(rng, 2)):
+        rec.add_frame(i * 0.1, f, np.zeros(4), "push")
+    with pytest.raises(RecordingError, match="kept"):
+        rec.stop(True)
+    assert "2 frames" in rec.discard() and not rec.unsaved and rec.discarded == 1
+    assert "not saved" not in (rec.close() or "")
+
+
+def test_recorder_checks_the_dataset_root_before_recording(tmp_path, rng):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for root, match in ((afile, "is a file, not a folder"), (afile / "sub", "cannot be created"),
+                        ("/proc/lapa_x", "cannot be created")):
+        with pytest.raises(ConfigError, match=f"parameter dataset_root: {root} {match}"):
+            EpisodeRecorder(root, fps=10, mapping=MAP)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not empty and holds no episode dataset") as err:
+        EpisodeRecorder(tmp_path / "other", fps=10, mapping=MAP)
+    assert "--" not in str(err.value)  # no CLI flags: node users have none
+    new = tmp_path / "a" / "b"
+    EpisodeRecorder(new, fps=10, mapping=MAP)  # created at once
+    assert new.is_dir()
+    # An existing dataset (10 fps, 16x16, dx dy dz gripper) and parameters that differ: refused, both values named.
+    rec = EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP)
+    rec.start()
+    for i, f in enumerate(_frames(rng, 3)):
+        rec.add_frame(i * 0.1, f, np.zeros(4), "push")
+    rec.stop(True)
+    rec.close()
+    for kwargs, match in ((dict(fps=20), "fps is 10.0 in the dataset but 20.0 here"),
+                          (dict(video_key="observation.images.wrist"),
+                           "video_key is 'observation.images.front' in the dataset but 'observation.images.wrist'"),
+                          (dict(image_size=(32, 32)), r"image_size is \[16, 16\] in the dataset but \[32, 32\]"),
+                          (dict(mapping=TwistActionMap(("dx", "dy", "dz"), 0.1, 0.5, 1.0)),
+                           r"action_names is \['dx', 'dy', 'dz', 'gripper'\] in the dataset but \['dx', 'dy', 'dz'\]")):
+        with pytest.raises(ConfigError, match=match) as err:
+            EpisodeRecorder(tmp_path / "ds", **{"fps": 10, "mapping": MAP, **kwargs})
+        assert "--append" not in str(err.value) and "--overwrite" not in str(err.value)
+    assert EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP, image_size=(16, 16)).next_index() == 1
 
 
 # ------------------------------------------------------------------------------------------------ sim mapping
