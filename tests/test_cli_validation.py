@@ -35,6 +35,7 @@ VERBS = {
     "vla finetune": ["vla", "finetune", "--data", "D", "--out", "R"],
     "vla pretrain-vision": ["vla", "pretrain-vision", "--data", "D", "--out", "R"],
     "vpt train": ["vpt", "train", "--data", "D", "--out", "R"],
+    "vpt label": ["vpt", "label", "--checkpoint", "C", "--data", "D"],
 }
 
 

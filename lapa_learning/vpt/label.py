@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="episode dataset or folder of videos to label")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    cli_args.add_threads(parser)
     parser.add_argument("--no-progress", action="store_true")
     add_camera(parser)
 
@@ -56,8 +56,7 @@ def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto",
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli_args.set_threads(args.threads)
     r = label_dataset(args.checkpoint, args.data, args.batch_size, args.device, not args.no_progress, args.camera)
     print(f"wrote {r['path']}: pseudo-actions for {r['frames']} frames of {r['episodes']} episodes")
     return 0
