@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lapa_learning import cli_args
 from lapa_learning.errors import ConfigError
 
 
