@@ -261,7 +261,7 @@ def test_eval_camera_defaults_to_the_finetuning_data_and_mismatches_are_warned(t
     import warnings
 
     from lapa_learning.data.generate import generate
-    from lapa_learning.eval.evaluate import camera_to_evaluate, warn_unseen_tasks
+    from lapa_learning.eval.evaluate import camera_to_evaluate, finetuned_tasks, warn_unseen_tasks
 
     data = tmp_path / "finetune"
     generate(data, ["reach-v3"], episodes_per_task=1, camera="corner", image_size=32, max_steps=10, progress=False)
@@ -269,17 +269,18 @@ def test_eval_camera_defaults_to_the_finetuning_data_and_mismatches_are_warned(t
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert camera_to_evaluate(record, None) == "corner"
-        warn_unseen_tasks(record, ["reach-v3"])
+        assert finetuned_tasks(record) == ["reach-v3"]  # lapa eval's default --tasks
+        warn_unseen_tasks(["reach-v3"], ["reach-v3"])
         both = {"datasets": record["datasets"] + [{"root": str(data), "camera": "corner"}]}
         assert camera_to_evaluate(both, None) == "corner"  # one camera, named two ways
         assert camera_to_evaluate(None, None) == "front"  # nothing recorded
-        warn_unseen_tasks(None, ["push-v3"])
+        assert finetuned_tasks(None) is None
         gone = {"datasets": [{"root": str(tmp_path / "elsewhere"), "camera": "observation.images.corner"}]}
         assert camera_to_evaluate(gone, None) == "corner"
-        warn_unseen_tasks(gone, ["push-v3"])  # data not here: no task check
+        assert finetuned_tasks(gone) is None  # data not here: no task check, the default tasks
     with pytest.warns(UserWarning) as caught:
         assert camera_to_evaluate(record, "front") == "front"
-        warn_unseen_tasks(record, ["reach-v3", "push-v3"])
+        warn_unseen_tasks(finetuned_tasks(record), ["reach-v3", "push-v3"])
     assert [str(w.message) for w in caught] == [
         "--camera front: the policy was finetuned on camera corner",
         "--tasks: the policy was never finetuned on push-v3 (its finetuning data has reach-v3)"]

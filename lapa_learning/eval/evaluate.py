@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lapa_learning.sim.metaworld_env import DEFAULT_TASKS
 
     parser.add_argument("checkpoint", type=Path, help="finetuned policy checkpoint directory")
-    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated tasks (default: %(default)s)")
+    parser.add_argument("--tasks", help="comma-separated tasks (default: the simulator tasks of the policy's "
+                                        f"finetuning data when it is on this machine, else {','.join(DEFAULT_TASKS)})")
     parser.add_argument("--episodes-per-task", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=150, help="step limit per episode (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="base evaluation seed (layouts unseen in training)")
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_sim_options(args.max_steps, args.image_size, args.seed)
     args.camera = simulator_camera(args.camera)
-    tasks = parse_task_list(args.tasks)
+    tasks = parse_task_list(args.tasks) if args.tasks else None
     if args.episodes_per_task < 1:
         raise ConfigError(f"--episodes-per-task must be at least 1, got {args.episodes_per_task}")
     if args.videos < 0:
@@ -152,7 +153,12 @@ def run(args: argparse.Namespace) -> int:
         policy = BlendedPolicy(policy, args.chunk_blend, args.chunk_decay, args.replan_every or 1)
     out = args.out or Path(args.checkpoint) / "eval"
     camera = camera_to_evaluate(policy.record, args.camera)
-    warn_unseen_tasks(policy.record, tasks)
+    trained = finetuned_tasks(policy.record)
+    if tasks is None:
+        tasks = trained or list(DEFAULT_TASKS)
+        print(f"tasks: {', '.join(tasks)} ({'the finetuning data' if trained else 'the default; the finetuning data names none here'})")
+    elif trained:
+        warn_unseen_tasks(trained, tasks)
     about = {"command": "lapa " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "checkpoint": str(args.checkpoint),
              "chunk_blend": dict(blend=args.chunk_blend, decay=args.chunk_decay if blend else None,
                                  replan_every=getattr(policy, "replan_every", None))}
@@ -192,25 +198,29 @@ def camera_to_evaluate(record: dict | None, camera: str | None) -> str:
     return camera
 
 
-def warn_unseen_tasks(record: dict | None, tasks: list[str]) -> None:
-    """Warn about tasks the policy's finetuning data did not have, when that data is still on this machine and
-    names its simulator tasks (a rosbag or another LeRobot dataset does not)."""
+def finetuned_tasks(record: dict | None) -> list[str] | None:
+    """The simulator tasks of the policy's finetuning data, when that data is still on this machine and names a
+    task for every episode (a rosbag or another LeRobot dataset does not); else None."""
     from lapa_learning.data.reader import EpisodeDataset
     from lapa_learning.errors import DatasetError
 
     datasets = (record or {}).get("datasets") or []
     if not datasets:
-        return
+        return None
     seen: set[str | None] = set()
     for d in datasets:
         try:
             seen.update(ep.task for ep in EpisodeDataset(d["root"]).episodes)
         except (DatasetError, KeyError, OSError):
-            return  # not here (or no longer readable): nothing to compare the tasks with
-    unseen = [t for t in tasks if t not in seen]
-    if unseen and None not in seen:
+            return None  # not here (or no longer readable): nothing to compare the tasks with
+    return sorted(seen) if seen and None not in seen else None
+
+
+def warn_unseen_tasks(trained: list[str], tasks: list[str]) -> None:
+    unseen = [t for t in tasks if t not in trained]
+    if unseen:
         warnings.warn(f"--tasks: the policy was never finetuned on {', '.join(unseen)} (its finetuning data has "
-                      f"{', '.join(sorted(seen))})", stacklevel=2)
+                      f"{', '.join(trained)})", stacklevel=2)
 
 
 @dataclass
