@@ -50,7 +50,7 @@ def read_jsonl(path: Path) -> list[dict]:
     from lapa_learning.errors import DatasetError
 
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark from an editor is not JSON
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:

@@ -13,7 +13,6 @@ be truncated there raises DatasetError, which the pair sampler also turns into a
 from __future__ import annotations
 
 import csv
-import json
 import os
 import warnings
 from pathlib import Path
@@ -122,14 +121,9 @@ def _instruction_rows(path: Path) -> list:
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             return [{str(k).strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{path} line {n} is not valid JSON ({err.msg})") from None
-    return rows
+    from lapa_learning.data.format import read_jsonl
+
+    return read_jsonl(path)
 
 
 def open_video_source(root: str | os.PathLike, camera: str | None = None, **kwargs):
