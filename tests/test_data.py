@@ -525,3 +525,15 @@ def test_damaged_metadata_is_a_clear_error_and_an_empty_dataset_has_info(tmp_pat
     (root / "meta" / "episodes.jsonl").write_text('{"episode_index": 0}\n')
     assert main(["data", "info", str(root)]) == 2
     assert "lacks or garbles 'episode_index' / 'length'" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_the_dataset_and_keeps_the_users_own_files(tmp_path):
+    root = tmp_path / "ds"
+    with EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",)) as w:
+        w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "wave", actions=np.zeros((3, 1), np.float32))
+    (root / "latent_actions.parquet").write_bytes(b"labels of the old episodes")
+    (root / "NOTES.md").write_text("the user's")
+    with EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="overwrite"):
+        pass
+    assert EpisodeDataset(root).num_episodes == 0 and not (root / "latent_actions.parquet").exists()
+    assert (root / "NOTES.md").read_text() == "the user's"

@@ -26,6 +26,10 @@ from lapa_learning.errors import DatasetError
 from lapa_learning.io import atomic_path, atomic_write_json
 
 MODES = ("create", "append", "overwrite")
+# What --overwrite removes from a dataset directory: the dataset and what lapa computed from it (latent labels,
+# pseudo-actions, an interrupted labelling's partial results); anything else in the folder is the user's.
+DATASET_ENTRIES = ("meta", "data", "videos", "images", "latent_actions.parquet", "pseudo_actions.parquet",
+                   ".latent_actions.partial")
 
 
 class EpisodeWriter:
@@ -75,7 +79,8 @@ class EpisodeWriter:
                 if not is_dataset:
                     raise DatasetError(f"{self.root} is not an episode dataset (no {fmt.INFO}); refusing to delete it")
                 for child in self.root.iterdir():  # the directory itself stays: it holds the lock
-                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                    if child.name in DATASET_ENTRIES:  # what lapa and LeRobot write there; a user's own files stay
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             if exists and mode == "append":
                 if not is_dataset:
                     raise DatasetError(f"cannot append to {self.root}: no {fmt.INFO} (not an episode dataset)")
