@@ -537,3 +537,18 @@ def test_overwrite_replaces_the_dataset_and_keeps_the_users_own_files(tmp_path):
         pass
     assert EpisodeDataset(root).num_episodes == 0 and not (root / "latent_actions.parquet").exists()
     assert (root / "NOTES.md").read_text() == "the user's"
+
+
+def test_a_filesystem_without_locks_writes_with_a_warning_not_a_false_refusal(tmp_path, monkeypatch):
+    """NFS refuses some locks (EBADF, ENOLCK): that is not "another writer"; the writer warns and writes."""
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock"):
+        w = EpisodeWriter(tmp_path / "ds", fps=10, image_size=(8, 8), action_names=("a",))
+    w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "wave", actions=np.zeros((3, 1), np.float32))
+    w.close()
+    assert EpisodeDataset(tmp_path / "ds").num_episodes == 1

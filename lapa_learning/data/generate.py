@@ -109,7 +109,7 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
     successes = Counter()
     env_kwargs = dict(camera=camera, image_size=image_size, max_steps=max_steps, embodiment=embodiment)
     cap = 3 * episodes_per_task + 10  # attempts per task before --only-success gives up
-    with Rollouts(workers, env_kwargs, action_noise) as rollouts:
+    with writer, Rollouts(workers, env_kwargs, action_noise) as rollouts:  # the writer lets go even on an error
         for task in tasks:
             bar.set_postfix_str(task)
             kept, attempt = 0, 0
@@ -130,7 +130,6 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
                 raise ConfigError(f"{task}: the scripted expert succeeded in only {kept} of {attempt} episodes "
                                   f"within {max_steps} steps; raise --max-steps or drop --only-success")
     bar.close()
-    writer.close()
     dataset = EpisodeDataset(out)
     minutes = (time.time() - started) / 60
     size_mb = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file()) / 1e6

@@ -143,28 +143,33 @@ def import_bags(bags: list[Path], out: Path, options: ImportOptions, mode: str =
         raise DatasetError(f"bag(s) not found: {', '.join(missing)}")
     writer = None
     lines, written = [], 0
-    for bag in bags:
-        episodes, dropped = read_bag_episodes(Path(bag), options)
-        kept = 0
-        for ep in episodes:
-            if len(ep.frames) < options.min_frames:
-                continue
-            instruction = options.instruction or ep.instruction
-            if not instruction or not instruction.strip():
-                raise DatasetError(f"{bag}: no instruction for an episode of {len(ep.frames)} frames: nothing on "
-                                   f"{options.instruction_topic} before or during it; pass --instruction 'what the "
-                                   f"robot does' or --instruction-topic")
-            frames = np.stack(ep.frames)
-            if writer is None:
-                writer = EpisodeWriter(out, fps=options.fps, image_size=frames.shape[1:3],
-                                       video_key=options.video_key, action_names=options.mapping.action_names,
-                                       robot_type="rosbag", mode=mode)
-            writer.add_episode(frames, instruction, actions=np.stack(ep.actions), success=options.success,
-                               timestamps=np.asarray(ep.times))
-            kept += 1
-            written += 1
-        lines.append(f"{bag}: {kept} episode(s), {sum(len(e.frames) for e in episodes)} frames; "
-                     f"frames dropped for stale or missing inputs: {dropped}")
+    try:
+        for bag in bags:
+            episodes, dropped = read_bag_episodes(Path(bag), options)
+            kept = 0
+            for ep in episodes:
+                if len(ep.frames) < options.min_frames:
+                    continue
+                instruction = options.instruction or ep.instruction
+                if not instruction or not instruction.strip():
+                    raise DatasetError(f"{bag}: no instruction for an episode of {len(ep.frames)} frames: nothing on "
+                                       f"{options.instruction_topic} before or during it; pass --instruction 'what the "
+                                       f"robot does' or --instruction-topic")
+                frames = np.stack(ep.frames)
+                if writer is None:
+                    writer = EpisodeWriter(out, fps=options.fps, image_size=frames.shape[1:3],
+                                           video_key=options.video_key, action_names=options.mapping.action_names,
+                                           robot_type="rosbag", mode=mode)
+                writer.add_episode(frames, instruction, actions=np.stack(ep.actions), success=options.success,
+                                   timestamps=np.asarray(ep.times))
+                kept += 1
+                written += 1
+            lines.append(f"{bag}: {kept} episode(s), {sum(len(e.frames) for e in episodes)} frames; "
+                         f"frames dropped for stale or missing inputs: {dropped}")
+    except BaseException:
+        if writer is not None:
+            writer.release()  # the episodes imported so far are safe; a rerun may write at once
+        raise
     if writer is None:
         raise DatasetError("no episode was imported: every bag gave fewer than --min-frames frames "
                            "(check the topic names and the max ages)\n" + "\n".join(lines))

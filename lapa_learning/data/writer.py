@@ -28,8 +28,9 @@ from lapa_learning.io import atomic_path, atomic_write_json
 MODES = ("create", "append", "overwrite")
 # What --overwrite removes from a dataset directory: the dataset and what lapa computed from it (latent labels,
 # pseudo-actions, an interrupted labelling's partial results); anything else in the folder is the user's.
-DATASET_ENTRIES = ("meta", "data", "videos", "images", "latent_actions.parquet", "pseudo_actions.parquet",
-                   ".latent_actions.partial")
+DATASET_ENTRIES = ("data", "videos", "images", "latent_actions.parquet", "pseudo_actions.parquet",
+                   ".latent_actions.partial")  # and everything in meta/ but the writers' lock
+LOCK_FILE = ".writer.lock"  # meta/.writer.lock: held (flock) by the one writer of the dataset
 
 
 class EpisodeWriter:
@@ -60,14 +61,22 @@ class EpisodeWriter:
         self._num_frames = 0
 
         try:
-            exists = self.root.exists() and any(self.root.iterdir())
             self.root.mkdir(parents=True, exist_ok=True)
+            if any(self.root.iterdir()) and not (self.root / fmt.INFO).is_file():  # someone else's folder
+                raise DatasetError(
+                    f"{self.root} already exists and is not empty; refusing to overwrite it (choose another --out)"
+                    if mode == "create" else
+                    f"{self.root} is not an episode dataset (no {fmt.INFO}); refusing to delete it"
+                    if mode == "overwrite" else
+                    f"cannot append to {self.root}: no {fmt.INFO} (not an episode dataset)")
+            (self.root / "meta").mkdir(exist_ok=True)
         except OSError as err:
             raise DatasetError(f"{self.root}: cannot be a dataset directory ({err.strerror or err}); expected a "
                                f"writable directory path") from None
         self._lock_fd = None
         self._lock()  # one writer per dataset at a time: two would number their episodes alike
-        try:
+        try:  # decided under the lock: another writer may have finished just now
+            exists = _has_content(self.root)
             is_dataset = (self.root / fmt.INFO).is_file()
             if exists and mode == "create" and is_dataset and _holds_nothing(self.root):
                 mode = "overwrite"  # an empty dataset that a failed run left behind holds nothing to lose
@@ -76,14 +85,11 @@ class EpisodeWriter:
                                    f"(choose another --out, or pass --overwrite to replace it or --append to add to "
                                    f"it)")
             if exists and mode == "overwrite":
-                if not is_dataset:
-                    raise DatasetError(f"{self.root} is not an episode dataset (no {fmt.INFO}); refusing to delete it")
-                for child in self.root.iterdir():  # the directory itself stays: it holds the lock
-                    if child.name in DATASET_ENTRIES:  # what lapa and LeRobot write there; a user's own files stay
+                for child in [*self.root.iterdir(), *(self.root / "meta").iterdir()]:
+                    # what lapa and LeRobot write there (a user's own files stay), but not the lock
+                    if child.name in DATASET_ENTRIES or (child.parent.name == "meta" and child.name != LOCK_FILE):
                         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             if exists and mode == "append":
-                if not is_dataset:
-                    raise DatasetError(f"cannot append to {self.root}: no {fmt.INFO} (not an episode dataset)")
                 self._load_existing()
             if not self._episodes:
                 self._commit()  # an empty but valid dataset from the start
@@ -144,6 +150,11 @@ class EpisodeWriter:
         finally:
             self._unlock()
 
+    def release(self) -> None:
+        """After an error: let other writers in at once, without writing statistics (the episodes written so far
+        are safe; the next writer or reader computes the statistics)."""
+        self._unlock()
+
     def __del__(self):
         self._unlock()
 
@@ -153,16 +164,25 @@ class EpisodeWriter:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
+        else:
+            self.release()
 
     # ------------------------------------------------------------------ internals
     def _lock(self) -> None:
         import fcntl
 
-        fd = os.open(self.root, os.O_RDONLY)
+        path = self.root / "meta" / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # a regular file opened for writing: NFS needs both
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
             os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                import warnings  # a filesystem without locks: write, but say that two writers would collide
+
+                warnings.warn(f"{path}: cannot lock ({err.strerror}); writing without the lock, so do not write "
+                              f"to {self.root} from two processes at once", stacklevel=3)
+                return
             raise DatasetError(f"{self.root} is being written by another writer (a `lapa data generate`, "
                                f"`import-bag` or recorder_node); wait for it to finish, or write to another "
                                f"directory") from None
@@ -353,6 +373,11 @@ def _write_parquet(path: Path, columns: dict) -> None:
             arrays.append(pa.array(values))
         names.append(name)
     pq.write_table(pa.Table.from_arrays(arrays, names=names), path)
+
+
+def _has_content(root: Path) -> bool:
+    """Anything in the directory but an empty meta/ holding only the writers' lock."""
+    return any(p.name != "meta" for p in root.iterdir()) or any(p.name != LOCK_FILE for p in (root / "meta").iterdir())
 
 
 def _holds_nothing(root: Path) -> bool:
