@@ -261,7 +261,8 @@ def test_eval_camera_defaults_to_the_finetuning_data_and_mismatches_are_warned(t
     import warnings
 
     from lapa_learning.data.generate import generate
-    from lapa_learning.eval.evaluate import camera_to_evaluate, finetuned_tasks, warn_unseen_tasks
+    from lapa_learning.eval.evaluate import camera_to_evaluate, finetuned_tasks, tasks_to_evaluate, warn_unseen_tasks
+    from lapa_learning.sim.metaworld_env import DEFAULT_TASKS
 
     data = tmp_path / "finetune"
     generate(data, ["reach-v3"], episodes_per_task=1, camera="corner", image_size=32, max_steps=10, progress=False)
@@ -278,6 +279,8 @@ def test_eval_camera_defaults_to_the_finetuning_data_and_mismatches_are_warned(t
         gone = {"datasets": [{"root": str(tmp_path / "elsewhere"), "camera": "observation.images.corner"}]}
         assert camera_to_evaluate(gone, None) == "corner"
         assert finetuned_tasks(gone) is None  # data not here: no task check, the default tasks
+        assert tasks_to_evaluate(gone, None) == list(DEFAULT_TASKS) and tasks_to_evaluate(None, None) == list(DEFAULT_TASKS)
+        assert tasks_to_evaluate(record, None) == ["reach-v3"] and tasks_to_evaluate(gone, ["push-v3"]) == ["push-v3"]
     with pytest.warns(UserWarning) as caught:
         assert camera_to_evaluate(record, "front") == "front"
         warn_unseen_tasks(finetuned_tasks(record), ["reach-v3", "push-v3"])

@@ -153,12 +153,7 @@ def run(args: argparse.Namespace) -> int:
         policy = BlendedPolicy(policy, args.chunk_blend, args.chunk_decay, args.replan_every or 1)
     out = args.out or Path(args.checkpoint) / "eval"
     camera = camera_to_evaluate(policy.record, args.camera)
-    trained = finetuned_tasks(policy.record)
-    if tasks is None:
-        tasks = trained or list(DEFAULT_TASKS)
-        print(f"tasks: {', '.join(tasks)} ({'the finetuning data' if trained else 'the default; the finetuning data names none here'})")
-    elif trained:
-        warn_unseen_tasks(trained, tasks)
+    tasks = tasks_to_evaluate(policy.record, tasks)
     about = {"command": "lapa " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "checkpoint": str(args.checkpoint),
              "chunk_blend": dict(blend=args.chunk_blend, decay=args.chunk_decay if blend else None,
                                  replan_every=getattr(policy, "replan_every", None))}
@@ -198,6 +193,21 @@ def camera_to_evaluate(record: dict | None, camera: str | None) -> str:
     return camera
 
 
+def tasks_to_evaluate(record: dict | None, tasks: list[str] | None) -> list[str]:
+    """--tasks, checked against the policy's finetuning tasks (a warning for any it never saw); without --tasks,
+    the finetuning tasks, or the simulator's default tasks when the finetuning data names none here."""
+    from lapa_learning.sim.metaworld_env import DEFAULT_TASKS
+
+    trained = finetuned_tasks(record)
+    if tasks is None:
+        tasks = trained or list(DEFAULT_TASKS)
+        where = "the finetuning data's" if trained else "the default; the finetuning data names none here"
+        print(f"tasks: {', '.join(tasks)} ({where})")
+    elif trained:
+        warn_unseen_tasks(trained, tasks)
+    return tasks
+
+
 def finetuned_tasks(record: dict | None) -> list[str] | None:
     """The simulator tasks of the policy's finetuning data, when that data is still on this machine and names a
     task for every episode (a rosbag or another LeRobot dataset does not); else None."""
@@ -213,7 +223,14 @@ def finetuned_tasks(record: dict | None) -> list[str] | None:
             seen.update(ep.task for ep in EpisodeDataset(d["root"]).episodes)
         except (DatasetError, KeyError, OSError):
             return None  # not here (or no longer readable): nothing to compare the tasks with
-    return sorted(seen) if seen and None not in seen else None
+    if not seen or None in seen:
+        return None
+    from lapa_learning.sim.metaworld_env import parse_task_list
+
+    try:
+        return parse_task_list(",".join(sorted(seen)))  # task names the simulator does not have: none to run
+    except ConfigError:
+        return None
 
 
 def warn_unseen_tasks(trained: list[str], tasks: list[str]) -> None:
