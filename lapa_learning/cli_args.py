@@ -314,6 +314,11 @@ def resolve_head_flags(args, run: Path | None, targets: bool = False) -> None:
                               f"action head with chunk size {action.get('chunk_size')}; a resumed run keeps its "
                               f"head (drop {flag}, or start another run in a new --out)")
         setattr(args, attr, have if have is not None else given)
+    gripper, binary = getattr(args, "gripper", "auto"), action.get("gripper_binary")
+    if gripper != "auto" and binary is not None and (gripper == "binary") != bool(binary):
+        raise ConfigError(f"--gripper {gripper} with --resume: the run in --out {run} learns its last action dim as "
+                          f"{'a binary gripper' if binary else 'continuous'}; a resumed run keeps its head (drop "
+                          f"--gripper, or start another run in a new --out)")
 
 
 def command_line() -> str:

@@ -171,6 +171,12 @@ def test_resume_refuses_other_targets_and_another_action_head(tmp_path, capsys):
                       "continuous"], "--action-head continuous with --resume", "discrete")
     _refused(capsys, ["vla", "finetune", "--data", data, "--out", str(actions), "--resume", "--chunk-size", "4"],
              "--chunk-size 4 with --resume", "chunk size 1")
+    _refused(capsys, ["vla", "finetune", "--data", data, "--out", str(actions), "--resume", "--gripper",
+                      "continuous"], "--gripper continuous with --resume", "a binary gripper")
+    fresh_out = tmp_path / "fresh"
+    _refused(capsys, ["vla", "pretrain", "--data", data, "--targets", "actions", "--shuffle-labels", "--out",
+                      str(fresh_out)], "--shuffle-labels: only with --targets latents")
+    assert not fresh_out.exists()  # refused before --out is made
     # flags not given take the checkpoint's head; the same values are fine
     args = type("A", (), dict(action_head=None, chunk_size=None, targets=None))()
     resolve_head_flags(args, actions, targets=True)

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         binary = gripper_binary_for(train.actions[:, 0], names, args.gripper)
         want = ActionHeadConfig(type=args.action_head, action_dim=len(names), chunk_size=chunk, gripper_binary=binary)
         processor = ActionProcessor.fit(train.actions[:, 0], names, num_bins=want.num_bins, gripper_binary=binary)
-        print(f"actions {list(names)}: last dim {'a binary gripper' if binary else 'continuous'} (--gripper {args.gripper})")
+        kind = "a binary gripper" if binary else "continuous"
+        print(f"actions {list(names)}: last dim {kind} (--gripper {args.gripper})")
         if args.init is None:
             cfg.action = want
             tokenizer = build_tokenizer(cfg.language, T.corpus_for_tokenizer(cfg.prompt_template, train.instructions, val.instructions))

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     tcfg = cli_args.train_config_from_args(args)
     if not args.resume:
         cli_args.resolve_head_flags(args, None, targets=True)  # the defaults; --chunk-size >= 1
+        if args.shuffle_labels and args.targets != "latents":  # before --out is touched
+            raise ConfigError("--shuffle-labels: only with --targets latents")
     T.seed_everything(tcfg.seed)
     run_dir, state = cli_args.prepare_run_dir(args)
     if state is not None:  # the checkpoint's targets and head; flags asking for others are errors
