@@ -199,7 +199,8 @@ class PolicyNode(Node):
             problem = too_long(msg.data, self.params.max_instruction_chars)
             if problem:
                 self._problem(problem)
-        self.publish_decision()  # a new, empty or too long instruction stops the arm now, not at the next tick
+        # a new, empty or too long instruction stops the arm now, not at the next tick (publish_rate 0: on change)
+        self.publish_decision(only_on_change=self.params.publish_rate == 0)
 
     def enable_callback(self, request, response):
         self.gate.set_enabled(request.data)

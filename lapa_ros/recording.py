@@ -192,6 +192,8 @@ class EpisodeRecorder:
     # ------------------------------------------------------------------ internals
     def _fit(self, rgb: np.ndarray) -> np.ndarray:
         h, w = self.image_size
+        if not (h and w) and self.dataset_size is not None:  # "the camera's size", appending: the dataset's
+            h, w = self.dataset_size
         if h and w and rgb.shape[:2] != (h, w):
             return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         if self._frames and rgb.shape != self._frames[0].shape:  # camera changed size mid-episode

@@ -539,6 +539,8 @@ def test_recorder_reports_a_full_disk_and_keeps_earlier_episodes(tmp_path, rng, 
 
 
 def test_recorder_checks_the_dataset_root_before_recording(tmp_path, rng):
+    from lapa_learning.data import EpisodeDataset
+
     afile = tmp_path / "afile"
     afile.write_text("x")
     for root, match in ((afile, "is a file, not a folder"), (afile / "sub", "cannot be created"),
@@ -570,6 +572,14 @@ def test_recorder_checks_the_dataset_root_before_recording(tmp_path, rng):
             EpisodeRecorder(tmp_path / "ds", **{"fps": 10, "mapping": MAP, **kwargs})
         assert "--append" not in str(err.value) and "--overwrite" not in str(err.value)
     assert EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP, image_size=(16, 16)).next_index() == 1
+    # image_size [0, 0] ("the camera's") and a camera of another size: stored at the dataset's size, and saved
+    rec = EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP)
+    rec.start()
+    for i in range(3):
+        rec.add_frame(i * 0.1, rng.integers(0, 255, (24, 40, 3), dtype=np.uint8), np.zeros(4), "push")
+    rec.stop(True)
+    rec.close()
+    assert EpisodeDataset(tmp_path / "ds").num_episodes == 2
 
 
 # ------------------------------------------------------------------------------------------------ sim mapping
