@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from lapa_learning.errors import CheckpointError, ConfigError
@@ -210,7 +212,12 @@ def lock_run_dir(run: str | os.PathLike, flag: str = "--out") -> bool:
         raise ConfigError(f"{flag} {run}: cannot create the run directory ({err.strerror or err})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as err:
+        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a filesystem without locks (NFS, ...)
+            os.close(fd)
+            warnings.warn(f"{flag} {run}: cannot lock {run / '.lock'} ({err.strerror}); training without the lock, "
+                          f"so do not start a second run into this directory", stacklevel=2)
+            return False
         try:
             holder = os.read(fd, 1000).decode("utf-8", "replace").strip()
         except OSError:

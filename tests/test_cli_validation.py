@@ -289,3 +289,20 @@ def test_a_resumed_finetune_says_what_it_resumes_and_what_it_was_initialised_fro
     assert main([*args, "--max-steps", "4", "--resume"]) == 0
     rec = json.loads((tmp_path / "ft" / "train_record.json").read_text())
     assert rec["steps"] == 4 and rec["init"] == str(tmp_path / "pre")
+
+
+def test_a_run_directory_on_a_filesystem_without_locks_trains_with_a_warning(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from lapa_learning.cli_args import lock_run_dir, release_run_locks
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    try:
+        with pytest.warns(UserWarning, match="cannot lock"):
+            assert lock_run_dir(tmp_path / "run") is False
+    finally:
+        release_run_locks()
