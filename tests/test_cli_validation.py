@@ -306,3 +306,17 @@ def test_a_run_directory_on_a_filesystem_without_locks_trains_with_a_warning(tmp
             assert lock_run_dir(tmp_path / "run") is False
     finally:
         release_run_locks()
+
+
+def test_offline_eval_scores_every_episode_of_a_held_out_set_and_checks_its_options(tmp_path, capsys):
+    from lapa_learning.vla.offline_eval import heldout_action_error
+    from lapa_learning.vla.offline_eval import main as offline_eval
+    from lapa_learning.vla.testing import make_tiny_checkpoint, make_toy_dataset
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ck")
+    data = make_toy_dataset(tmp_path / "d", episodes=3, length=6)
+    assert heldout_action_error(ckpt, data, split="all")["episodes"] == 3  # not the val slice of a held-out set
+    for bad in (["--val-fraction", "1"], ["--val-fraction", "-0.5"], ["--max-frames", "0"]):
+        assert offline_eval(["--checkpoint", str(ckpt), "--data", str(data), *bad]) == 2
+        err = capsys.readouterr().err
+        assert "offline_eval: error:" in err and "Traceback" not in err, err

@@ -2,8 +2,10 @@
 
     python -m lapa_learning.vla.offline_eval --checkpoint outputs/vla/lapa --data outputs/data/robot \
         [--val-fraction 0.2] [--seed 0] [--max-frames 2000] [--camera wrist]
+    python -m lapa_learning.vla.offline_eval --checkpoint outputs/vla/lapa --data outputs/data/heldout --split all
 
-Uses the same episode split as `lapa vla finetune` (same --val-fraction/--seed), runs `Policy.act_batch`
+Uses the same episode split as `lapa vla finetune` (same --val-fraction/--seed; `--split all`: every episode, for a
+dataset of separate held-out episodes, e.g. finetuning's --val-data), runs `Policy.act_batch`
 (greedy decoding, exactly what the robot would get) on every held-out frame and compares with the recorded
 action: mean absolute error per dim in dataset units, and gripper sign agreement. The camera read is --camera, else
 the one the policy was finetuned on when the dataset has it, else the dataset's recorded one.
@@ -22,7 +24,16 @@ import numpy as np
 def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int = 0, max_frames: int = 2000,
                          batch_size: int = 64, device: str = "cpu", split: str = "val",
                          camera: str | None = None) -> dict:
-    """split="val": the held-out episodes (default); "train": the training episodes (to see over-fitting)."""
+    """split="val": the held-out episodes (default); "train": the training episodes (to see over-fitting); "all":
+    every episode (a dataset the policy never trained on)."""
+    from lapa_learning.errors import ConfigError
+
+    if split not in ("val", "train", "all"):
+        raise ConfigError(f"--split {split!r}: expected val, train or all")
+    if split != "all" and not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction {val_fraction}: expected in (0, 1) (or --split all for every episode)")
+    if max_frames < 1:
+        raise ConfigError(f"--max-frames {max_frames}: expected >= 1")
     from lapa_learning.data.pairs import split_episodes
     from lapa_learning.errors import DatasetError
     from lapa_learning.vla.checkpoint import training_cameras
@@ -40,8 +51,8 @@ def heldout_action_error(checkpoint, data, val_fraction: float = 0.1, seed: int 
     if not source.has_actions:
         raise DatasetError(f"{data}: action-free; offline evaluation needs recorded actions")
     ids = [ep.index for ep in source.episodes]
-    train_ids, val_ids = split_episodes(ids, val_fraction, seed)
-    if split == "train":
+    train_ids, val_ids = split_episodes(ids, val_fraction, seed) if split != "all" else (ids, ids)
+    if split != "val":
         val_ids = train_ids
     if not val_ids:
         raise DatasetError(f"{data}: no held-out episodes with val_fraction {val_fraction}")
@@ -82,7 +93,9 @@ def main(argv=None) -> int:
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-frames", type=int, default=2000)
-    ap.add_argument("--split", choices=["val", "train"], default="val")
+    ap.add_argument("--split", choices=["val", "train", "all"], default="val",
+                    help="val: the held-out episodes of finetuning's split (default); train: the others; all: every "
+                         "episode (a separate held-out dataset)")
     ap.add_argument("--threads", type=thread_count, default=1)
     add_camera(ap)
     args = ap.parse_args(argv)
@@ -92,7 +105,7 @@ def main(argv=None) -> int:
         out = heldout_action_error(args.checkpoint, args.data, args.val_fraction, args.seed, args.max_frames,
                                    split=args.split, camera=args.camera)
     except LapaError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"offline_eval: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=2))
     return 0
