@@ -463,7 +463,9 @@ def test_quick_demo_end_to_end_reuse_and_cross_embodiment(tmp_path):
     _check_results(first, "in-domain")
     assert first["stages_reused"] == []  # "minutes" covers every stage
     assert (out / "results_in-domain.png").stat().st_size > 1000
-    assert "| LAPA" in (out / "results_in-domain.md").read_text()
+    md = (out / "results_in-domain.md").read_text()
+    assert "| LAPA" in md and md.startswith("Setting in-domain") and "its numbers mean nothing" in md
+    assert f"Command: `{first['command']}`" in md
     assert (out / "robot/explain/laq_explain.png").is_file()
     assert "EpisodeDataset(" in res.stdout and str(out / "data" / "finetune") in res.stdout
     started = time.time()

@@ -103,7 +103,7 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
     if args.results:
         atomic_write_json(Path(args.results), results)
     table = results_table(results)
-    stem.with_suffix(".md").write_text(table + "\n")
+    stem.with_suffix(".md").write_text(results_header(results) + table + "\n")
     plot_results(results, stem.with_suffix(".png"))
     from lapa_learning.data.reader import EpisodeDataset
 
@@ -113,6 +113,15 @@ def write_report(plan: Plan, preset: Preset, args: argparse.Namespace, minutes: 
     data = "\n".join(f"  {EpisodeDataset(p)}" for p in sets)
     return (f"\n{table}\n\ndata:\n{data}\n"
             f"wrote {stem}.json, {stem}.md, {stem}.png")
+
+
+def results_header(results: dict) -> str:
+    """What ran, above the table, so that a copied results_<setting>.md still says it (the JSON has the rest)."""
+    quick = " (quick: the code path only, its numbers mean nothing)" if results.get("preset") == "quick" else ""
+    return (f"Setting {results['setting']} (pretraining videos: {results['pretraining_videos']}, tasks "
+            f"{', '.join(results['pretraining_tasks'])}), seed {results['seed']}, preset {results['preset']}{quick}; "
+            f"evaluated on {', '.join(results['tasks'])}.\nCommand: `{results['command']}`; machine: "
+            f"{results['machine']}.\n\n")
 
 
 def results_table(results: dict) -> str:
