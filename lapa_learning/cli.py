@@ -55,8 +55,17 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported like every other bad input: one `lapa: error:` line, exit code 2
+    (instead of the whole usage text); the verb's --help lists the options."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"lapa: error: {message} (`{self.prog} --help` lists the options)\n")
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lapa", description="LAPA: latent action pretraining from videos.")
+    parser = _Parser(prog="lapa", description="LAPA: latent action pretraining from videos.")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for (group, verb), (module, help_text) in COMMANDS.items():

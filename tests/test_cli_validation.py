@@ -320,3 +320,14 @@ def test_offline_eval_scores_every_episode_of_a_held_out_set_and_checks_its_opti
         assert offline_eval(["--checkpoint", str(ckpt), "--data", str(data), *bad]) == 2
         err = capsys.readouterr().err
         assert "offline_eval: error:" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv,what", [(["demo", "--setting", "foo"], "invalid choice: 'foo'"),
+                                       (["vla", "finetune", "--data", "d"], "required: --out"),
+                                       (["laq", "train", "--data", "d", "--out", "r", "--max-steps", "abc"],
+                                        "invalid int value: 'abc'")])
+def test_a_bad_option_is_one_error_line_like_every_bad_input(argv, what, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith("lapa: error: ") and what in err, err
