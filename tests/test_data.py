@@ -552,3 +552,11 @@ def test_a_filesystem_without_locks_writes_with_a_warning_not_a_false_refusal(tm
     w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "wave", actions=np.zeros((3, 1), np.float32))
     w.close()
     assert EpisodeDataset(tmp_path / "ds").num_episodes == 1
+
+
+def test_a_lock_file_left_by_a_writer_that_failed_early_does_not_block_the_next(tmp_path):
+    (tmp_path / "ds" / "meta").mkdir(parents=True)
+    (tmp_path / "ds" / "meta" / ".writer.lock").write_text("")  # e.g. the disk was full before info.json
+    with EpisodeWriter(tmp_path / "ds", fps=10, image_size=(8, 8), action_names=("a",)) as w:
+        w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "wave", actions=np.zeros((3, 1), np.float32))
+    assert EpisodeDataset(tmp_path / "ds").num_episodes == 1

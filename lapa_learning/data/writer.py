@@ -62,7 +62,7 @@ class EpisodeWriter:
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            if any(self.root.iterdir()) and not (self.root / fmt.INFO).is_file():  # someone else's folder
+            if _has_content(self.root) and not (self.root / fmt.INFO).is_file():  # someone else's folder
                 raise DatasetError(
                     f"{self.root} already exists and is not empty; refusing to overwrite it (choose another --out)"
                     if mode == "create" else
@@ -376,8 +376,10 @@ def _write_parquet(path: Path, columns: dict) -> None:
 
 
 def _has_content(root: Path) -> bool:
-    """Anything in the directory but an empty meta/ holding only the writers' lock."""
-    return any(p.name != "meta" for p in root.iterdir()) or any(p.name != LOCK_FILE for p in (root / "meta").iterdir())
+    """Anything in the directory but a meta/ holding only the writers' lock (left by a writer that failed early)."""
+    meta = root / "meta"
+    return any(p.name != "meta" or not p.is_dir() for p in root.iterdir()) or \
+        (meta.is_dir() and any(p.name != LOCK_FILE for p in meta.iterdir()))
 
 
 def _holds_nothing(root: Path) -> bool:
