@@ -324,6 +324,7 @@ def test_offline_eval_scores_every_episode_of_a_held_out_set_and_checks_its_opti
 
 @pytest.mark.parametrize("argv,what", [(["demo", "--setting", "foo"], "invalid choice: 'foo'"),
                                        (["vla", "finetune", "--data", "d"], "required: --out"),
+                                       (["demo", "--preset", "gpu", "--quick"], "not allowed with argument --preset"),
                                        (["laq", "train", "--data", "d", "--out", "r", "--max-steps", "abc"],
                                         "invalid int value: 'abc'")])
 def test_a_bad_option_is_one_error_line_like_every_bad_input(argv, what, capsys):

@@ -49,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"),
                         help="output directory; settings run into the same one share their common stages "
                              "(default: %(default)s)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                        help="default: the CPU experiment; quick: a few minutes, no claims (CI); gpu: more data and steps")
-    parser.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
+    which = parser.add_mutually_exclusive_group()  # `--preset gpu --quick` is refused, not decided by order
+    which.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                       help="default: the CPU experiment; quick: a few minutes, no claims (CI); gpu: more data and steps")
+    which.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
     parser.add_argument("--setting", choices=SETTINGS, default="in-domain",
                         help="pretraining videos of the same tasks (in-domain), of other tasks (cross-task), of "
                              "the same tasks from another camera (cross-view), or of the same tasks done by a "
