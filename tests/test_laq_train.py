@@ -196,3 +196,26 @@ def test_checkpoint_round_trip(tmp_path):
     for step in (7, 8, 9):
         ckpt.save_checkpoint(tmp_path, step, model, cfg, {"offset": 2}, keep=2)
     assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_0000008", "step_0000009"]
+
+
+def test_an_offset_in_seconds_warns_about_videos_at_another_frame_rate(tmp_path):
+    """Every video of a folder is read at --video-fps; a 20 fps clip among 10 fps ones would get H frames that
+    span half the time: said once, naming one of them."""
+    import numpy as np
+
+    from lapa_learning.data import VideoFolder
+    from lapa_learning.data.video import write_video
+    from lapa_learning.laq.testing import tiny_train_config
+    from lapa_learning.laq.trainer import make_datasets
+
+    rng = np.random.default_rng(0)
+    for name, fps in (("a.mp4", 10), ("b.mp4", 10), ("c.mp4", 20)):
+        write_video(tmp_path / name, rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8), fps=fps)
+    source = VideoFolder(tmp_path, fps=10)
+    with pytest.warns(UserWarning, match=r"1 of 3 videos are not at 10 fps \(e.g. c.mp4: 20 fps\)"):
+        make_datasets(source, tiny_train_config(offset_frames=None, offset_seconds=0.2, val_fraction=0.0))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # H in frames: the rate does not enter
+        make_datasets(source, tiny_train_config(val_fraction=0.0))

@@ -96,8 +96,9 @@ def read_frame_folder(path: str | os.PathLike) -> np.ndarray:
     return np.stack(frames)
 
 
-def probe_video(path: str | os.PathLike) -> tuple[int, int, int]:
-    """(frame count, height, width) of a video file or frame folder, cheaply; DatasetError if unreadable."""
+def probe_video(path: str | os.PathLike) -> tuple[int, int, int, float | None]:
+    """(frame count, height, width, frame rate) of a video file or frame folder (rate None: a frame folder, or a
+    container that does not say), cheaply; DatasetError if unreadable."""
     import cv2
 
     path = Path(path)
@@ -108,7 +109,7 @@ def probe_video(path: str | os.PathLike) -> tuple[int, int, int]:
         first = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
         if first is None:
             raise DatasetError(f"image {files[0]} cannot be decoded")
-        return len(files), first.shape[0], first.shape[1]
+        return len(files), first.shape[0], first.shape[1], None
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
@@ -117,6 +118,7 @@ def probe_video(path: str | os.PathLike) -> tuple[int, int, int]:
         if not ok:
             raise DatasetError(f"video file {path} holds no decodable frame (truncated or corrupt)")
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        return count, first.shape[0], first.shape[1]
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+        return count, first.shape[0], first.shape[1], fps if 0 < fps < 1000 else None
     finally:
         capture.release()

@@ -42,18 +42,20 @@ class VideoFolder(EpisodeSource):
         self._paths: list[Path] = []
         self.episodes: list[EpisodeInfo] = []
         self.skipped: list[tuple[str, str]] = []
-        sizes = set()
+        sizes, other_rates = set(), []
         candidates = sorted(p for p in self.root.iterdir() if not p.name.startswith(".")  # e.g. lapa's partial
                             and ((p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or p.is_dir()))
         for path in candidates:
             try:
-                length, height, width = probe_video(path)
+                length, height, width, rate = probe_video(path)
             except DatasetError as err:
                 self._skip(path, str(err))
                 continue
             if length < min_frames:
                 self._skip(path, f"only {length} frame(s), need at least {min_frames}")
                 continue
+            if rate is not None and abs(rate - self.fps) > 0.01 * self.fps:
+                other_rates.append((path.name, rate))
             index = len(self._paths)
             self._paths.append(path)
             sizes.add((height, width))
@@ -61,7 +63,7 @@ class VideoFolder(EpisodeSource):
                                              instruction=labels.get(path.name, labels.get(path.stem, ""))))
         if not self.episodes:
             raise DatasetError(f"video folder {self.root} has no readable video ({len(self.skipped)} skipped)")
-        self.image_size = max(sizes)  # sources may differ; the pair sampler resizes every frame anyway
+        self.other_rates = other_rates  # (name, frame rate) of the videos not at self.fps; see warn_other_rates
 
     def _instruction_file(self, instructions) -> Path | None:
         if instructions is not None:
@@ -138,3 +140,14 @@ def open_video_source(root: str | os.PathLike, camera: str | None = None, **kwar
         raise DatasetError(f"--camera {camera}: {root} is a folder of videos, which has one camera; --camera "
                            f"chooses among the cameras of an episode dataset (meta/info.json)")
     return VideoFolder(root, **kwargs)
+
+
+def warn_other_rates(source, what: str) -> None:
+    """A frame offset given in seconds becomes frames at `source.fps` for every video of a folder; say so when
+    some videos run at another rate (`what`: the offset, e.g. "--offset-seconds 0.25")."""
+    others = getattr(source, "other_rates", None)
+    if others:
+        name, rate = others[0]
+        warnings.warn(f"{source.root}: {len(others)} of {source.num_episodes} videos are not at {source.fps:g} fps "
+                      f"(e.g. {name}: {rate:g} fps), the rate every video is read at (--video-fps), so {what} spans "
+                      f"another time in them: pass their --video-fps, or convert them to one rate", stacklevel=3)

@@ -109,6 +109,10 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
     camera = source.video_key  # the key itself (None: a video folder)
     root = Path(getattr(source, "root", data))
     H = checkpoint_offset(config, source.fps, offset)
+    if offset is None and config.get("train", {}).get("offset_seconds") is not None:
+        from lapa_learning.data.video_folder import warn_other_rates
+
+        warn_other_rates(source, f"the checkpoint's offset of {config['train']['offset_seconds']:g} s (H={H} frames)")
     S = model.cfg.image_size
 
     partial = root / PARTIAL_DIR

@@ -55,6 +55,10 @@ def make_datasets(source, cfg: LAQTrainConfig, progress: bool = False):
     if not ids:
         raise DatasetError(f"{getattr(source, 'root', source)} holds no episodes or videos")
     train_ids, val_ids = split_episodes(ids, cfg.val_fraction, cfg.seed)
+    if cfg.offset_seconds is not None:
+        from lapa_learning.data.video_folder import warn_other_rates
+
+        warn_other_rates(source, f"--offset-seconds {cfg.offset_seconds:g}")
     kw = dict(offset_frames=cfg.offset_frames, offset_seconds=cfg.offset_seconds,
               image_size=cfg.model.image_size)
     try:
@@ -76,6 +80,9 @@ def extra_pairs_dataset(extra_data, source, offset: int, cfg: LAQTrainConfig, vi
     if not extra.episodes:
         raise DatasetError(f"--extra-data {extra_data}: holds no episodes or videos")
     if cfg.offset_seconds is not None:
+        from lapa_learning.data.video_folder import warn_other_rates
+
+        warn_other_rates(extra, f"--offset-seconds {cfg.offset_seconds:g}")
         kw = dict(offset_seconds=cfg.offset_seconds)
     else:
         if abs(float(extra.fps) - float(source.fps)) > 1e-6:
