@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import re
 import shlex
@@ -197,7 +196,7 @@ def lock_run_dir(run: str | os.PathLike, flag: str = "--out") -> bool:
     silently replace this one's checkpoints) gets a ConfigError naming `flag`. The kernel drops the lock when the
     process ends in any way (kill -9 included), so an interrupted run can always be resumed. Returns False when
     this process already holds it. Only the main process of `accelerate launch` (RANK 0) locks."""
-    import fcntl
+    from lapa_learning.io import LockUnsupported, try_exclusive_lock
 
     if int(os.environ.get("RANK", "0")) != 0:
         return False
@@ -207,24 +206,20 @@ def lock_run_dir(run: str | os.PathLike, flag: str = "--out") -> bool:
         return False
     try:
         run.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        fd = try_exclusive_lock(run / ".lock")
+    except LockUnsupported as err:  # a filesystem without locks (NFS, ...)
+        warnings.warn(f"{flag} {run}: cannot lock {run / '.lock'} ({err.strerror}); training without the lock, "
+                      f"so do not start a second run into this directory", stacklevel=2)
+        return False
     except OSError as err:
         raise ConfigError(f"{flag} {run}: cannot create the run directory ({err.strerror or err})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a filesystem without locks (NFS, ...)
-            os.close(fd)
-            warnings.warn(f"{flag} {run}: cannot lock {run / '.lock'} ({err.strerror}); training without the lock, "
-                          f"so do not start a second run into this directory", stacklevel=2)
-            return False
+    if fd is None:
         try:
-            holder = os.read(fd, 1000).decode("utf-8", "replace").strip()
+            holder = (run / ".lock").read_text(encoding="utf-8", errors="replace").strip()
         except OSError:
             holder = ""
-        os.close(fd)
         raise ConfigError(f"{flag} {run}: another process ({holder or 'see ' + str(run / '.lock')}) is training "
-                          f"into this run directory now; wait for it to end, or use another {flag}") from None
+                          f"into this run directory now; wait for it to end, or use another {flag}")
     try:  # who holds it, for the message above
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {command_line()}".encode(), 0)

@@ -16,6 +16,7 @@ them leaves no `path` but the complete old one as `.<name>.*.old`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -122,3 +123,25 @@ def atomic_write_json(path: str | os.PathLike, obj, **dumps_kwargs) -> None:
     dumps_kwargs.setdefault("indent", 2)
     newline = "\n" if dumps_kwargs["indent"] is not None else ""
     atomic_write_text(path, json.dumps(obj, **dumps_kwargs) + newline)
+
+
+class LockUnsupported(OSError):
+    """The filesystem refuses the lock itself (NFS without lockd, some FUSE mounts), not because it is held."""
+
+
+def try_exclusive_lock(path: str | os.PathLike) -> int | None:
+    """Open `path` (a regular file, created if missing; opened for writing, as NFS needs) and take an exclusive
+    flock on it without waiting. Returns the descriptor, which holds the lock until it is closed or the process
+    ends (kill -9 included), or None when another process holds it. LockUnsupported when the filesystem cannot
+    lock: the caller decides whether to go on without."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise LockUnsupported(err.errno, err.strerror) from None
+    return fd

@@ -23,7 +23,7 @@ from lapa_learning.data import format as fmt
 from lapa_learning.data.stats import write_dataset_stats
 from lapa_learning.data.video import CODEC, PIX_FMT, write_video
 from lapa_learning.errors import DatasetError
-from lapa_learning.io import atomic_path, atomic_write_json
+from lapa_learning.io import LockUnsupported, atomic_path, atomic_write_json, try_exclusive_lock
 
 MODES = ("create", "append", "overwrite")
 # What --overwrite removes from a dataset directory: the dataset and what lapa computed from it (latent labels,
@@ -169,23 +169,19 @@ class EpisodeWriter:
 
     # ------------------------------------------------------------------ internals
     def _lock(self) -> None:
-        import fcntl
-
         path = self.root / "meta" / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # a regular file opened for writing: NFS needs both
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                import warnings  # a filesystem without locks: write, but say that two writers would collide
+            fd = try_exclusive_lock(path)
+        except LockUnsupported as err:
+            import warnings  # a filesystem without locks: write, but say that two writers would collide
 
-                warnings.warn(f"{path}: cannot lock ({err.strerror}); writing without the lock, so do not write "
-                              f"to {self.root} from two processes at once", stacklevel=3)
-                return
+            warnings.warn(f"{path}: cannot lock ({err.strerror}); writing without the lock, so do not write "
+                          f"to {self.root} from two processes at once", stacklevel=3)
+            return
+        if fd is None:
             raise DatasetError(f"{self.root} is being written by another writer (a `lapa data generate`, "
                                f"`import-bag` or recorder_node); wait for it to finish, or write to another "
-                               f"directory") from None
+                               f"directory")
         self._lock_fd = fd
 
     def _unlock(self) -> None:
