@@ -236,7 +236,7 @@ def test_eval_checks_its_options_before_running(flag, value, tmp_path, capsys):
 
 
 def test_eval_takes_a_camera_video_key_and_checks_the_policy_action_dims(tmp_path, capsys):
-    from lapa_learning.eval.evaluate import simulator_camera
+    from lapa_learning.sim.metaworld_env import simulator_camera
     from lapa_learning.vla.testing import make_tiny_checkpoint
 
     assert simulator_camera("observation.images.front") == "front" and simulator_camera("corner2") == "corner2"

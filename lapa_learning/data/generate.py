@@ -69,20 +69,15 @@ def generate(out: Path, tasks: list[str], episodes_per_task: int, camera: str = 
     from lapa_learning.data.reader import EpisodeDataset
     from lapa_learning.data.writer import EpisodeWriter
     from lapa_learning.sim.embodiment import get_embodiment
-    from lapa_learning.sim.metaworld_env import ACTION_NAMES, FPS, MAX_EPISODE_STEPS, STATE_NAMES, camera_names
+    from lapa_learning.sim.metaworld_env import ACTION_NAMES, FPS, STATE_NAMES, check_max_steps, simulator_camera
     from lapa_learning.sim.seeds import train_seed
 
     if episodes_per_task < 1:
         raise ConfigError(f"--episodes-per-task must be at least 1, got {episodes_per_task}")
-    if camera.startswith("observation.images."):  # the video key, as other commands take it
-        camera = camera[len("observation.images."):]
-    if camera not in camera_names():
-        raise ConfigError(f"--camera: unknown camera {camera!r}; expected one of {camera_names()}")
+    camera = simulator_camera(camera)  # the video key (observation.images.front) too, as other commands take it
     if not 16 <= image_size <= 512 or image_size % 2:
         raise ConfigError(f"--image-size must be an even number of pixels in [16, 512], got {image_size}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or not 1 <= max_steps <= MAX_EPISODE_STEPS:
-        raise ConfigError(f"--max-steps must be a step limit per episode in [1, {MAX_EPISODE_STEPS}] (Meta-World "
-                          f"stops every episode at {MAX_EPISODE_STEPS}), got {max_steps!r}")
+    check_max_steps(max_steps)
     if not (action_noise >= 0 and math.isfinite(action_noise)):
         raise ConfigError(f"--action-noise must be a finite standard deviation >= 0, got {action_noise}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

@@ -78,30 +78,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_sim_options(max_steps: int, image_size: int, seed: int) -> None:
     """ConfigError naming the flag for values the simulator (or the video writer) cannot take, before any episode
     runs: --max-steps in [1, MAX_EPISODE_STEPS], --image-size an even number of pixels in [16, 1024], --seed >= 0."""
-    from lapa_learning.sim.metaworld_env import MAX_EPISODE_STEPS
+    from lapa_learning.sim.metaworld_env import check_max_steps
 
-    if not 1 <= max_steps <= MAX_EPISODE_STEPS:
-        raise ConfigError(f"--max-steps {max_steps}: expected a step limit per episode in [1, {MAX_EPISODE_STEPS}] "
-                          f"(Meta-World stops every episode at {MAX_EPISODE_STEPS})")
+    check_max_steps(max_steps)
     if not 16 <= image_size <= 1024 or image_size % 2:
         raise ConfigError(f"--image-size {image_size}: expected an even number of pixels in [16, 1024] (the "
                           f"videos are H.264, which needs even sizes)")
     if seed < 0:
         raise ConfigError(f"--seed {seed}: expected an integer >= 0 (the base of the evaluation seeds)")
-
-
-def simulator_camera(camera: str | None) -> str | None:
-    """--camera as the simulator names it: a video key (observation.images.front) is read as its last part;
-    ConfigError for a camera the simulator does not have."""
-    from lapa_learning.sim.metaworld_env import camera_names
-
-    if camera is None:
-        return None
-    name = camera[len("observation.images."):] if camera.startswith("observation.images.") else camera
-    if name not in camera_names():
-        raise ConfigError(f"--camera {camera}: the simulator has no such camera; expected one of "
-                          f"{', '.join(camera_names())} (or observation.images.<name>)")
-    return name
 
 
 def check_metaworld_actions(policy, checkpoint) -> None:
@@ -120,7 +104,7 @@ def check_metaworld_actions(policy, checkpoint) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lapa_learning.io import atomic_write_json
-    from lapa_learning.sim.metaworld_env import parse_task_list
+    from lapa_learning.sim.metaworld_env import parse_task_list, simulator_camera
     from lapa_learning.vla.policy import Policy
 
     check_sim_options(args.max_steps, args.image_size, args.seed)

@@ -87,6 +87,28 @@ def camera_names() -> list[str]:
     return [*VIEWS, *NATIVE_CAMERAS]
 
 
+def check_max_steps(max_steps, flag: str = "--max-steps") -> None:
+    """ConfigError naming `flag` unless max_steps is a whole number of steps in [1, MAX_EPISODE_STEPS]."""
+    import numbers
+
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or \
+            not 1 <= max_steps <= MAX_EPISODE_STEPS:
+        raise ConfigError(f"{flag} {max_steps!r}: expected a step limit per episode in [1, {MAX_EPISODE_STEPS}] "
+                          f"(Meta-World stops every episode at {MAX_EPISODE_STEPS})")
+
+
+def simulator_camera(camera: str | None, flag: str = "--camera") -> str | None:
+    """A camera as the simulator names it: a video key (observation.images.front) is read as its last part;
+    ConfigError naming `flag` for a camera the simulator does not have (None stays None)."""
+    if camera is None:
+        return None
+    name = camera[len("observation.images."):] if camera.startswith("observation.images.") else camera
+    if name not in camera_names():
+        raise ConfigError(f"{flag} {camera}: the simulator has no such camera; expected one of "
+                          f"{', '.join(camera_names())} (or observation.images.<name>)")
+    return name
+
+
 @dataclass
 class Observation:
     image: np.ndarray | None  # (H, W, 3) uint8 RGB, upright; None when not rendered (render=False)
