@@ -1,7 +1,8 @@
 """policy_node: camera image + instruction -> LAPA policy -> end-effector twist (MoveIt Servo) + gripper.
 
 Callbacks only store the newest image (counting frames replaced before the model saw them as dropped) and the
-instruction. One worker thread runs `policy.act` on the newest image, at most `control_rate` times per second,
+instruction; compressed images are decoded on their own thread (lapa_ros.decoding), newest first, so a slow
+decode never holds the executor. One worker thread runs `policy.act` on the newest image, at most `control_rate` times per second,
 and publishes the result at once (under use_sim_time, `control_rate` is paced by the sim clock); a timer re-sends
 the current command (or a zero twist) at `publish_rate`, or with publish_rate 0 decides again every control
 period and sends the command only when it changed (so a stale image or an emptied instruction still stops the
@@ -38,6 +39,7 @@ from lapa_learning.errors import CheckpointError, InputError
 from lapa_learning.vla.chunking import ChunkBlender
 from lapa_ros import qos
 from lapa_ros.converters import converter_name, fill_twist, image_input, rgb_to_image
+from lapa_ros.decoding import NewestImageDecoder
 from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
@@ -129,6 +131,8 @@ class PolicyNode(Node):
             self.chunk_pub = self.create_publisher(self.custom.ActionChunk, "~/action", qos.status())
             self.latent_pub = self.create_publisher(self.custom.LatentActionTokens, "~/latent_action", qos.status())
         image_type, self._to_rgb = image_input(p.image_transport)
+        self._decoder = (NewestImageDecoder(self._to_rgb, self._on_rgb, self._on_bad_image)
+                         if p.image_transport == "compressed" else None)
         self.create_subscription(image_type, p.image_topic, self.image_callback, qos.camera())
         subscribe_instruction(self, p.instruction_topic, self.instruction_callback)  # any publisher durability
         self.create_service(SetBool, "~/enable", self.enable_callback)
@@ -175,21 +179,33 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ callbacks
     def image_callback(self, msg) -> None:  # sensor_msgs/Image or CompressedImage (image_transport)
+        now = self._now()
+        if self._decoder is not None:  # decoded on its thread; one replaced before decoding was never seen
+            if self._decoder.submit(msg, now):
+                with self._cond:
+                    self.dropped += 1
+            return
         try:
             rgb = self._to_rgb(msg)
         except InputError as err:
-            self.rejected += 1
-            self.gate.on_rejected_image(str(err), self._now())
-            self._problem(f"rejected image: {err}")
+            self._on_bad_image(err, now)
             return
-        now = self._now()
-        self.gate.on_image(now)
+        self._on_rgb(rgb, now)
+
+    def _on_rgb(self, rgb: np.ndarray, received: float) -> None:
+        """A readable image, received at `received` (node clock): the newest one the worker will use."""
+        self.gate.on_image(received)
         with self._cond:
             self.received += 1
             if self._image is not None:
                 self.dropped += 1  # the model never saw the previous one
-            self._image = (rgb, now)
+            self._image = (rgb, received)
             self._cond.notify()
+
+    def _on_bad_image(self, err: InputError, received: float) -> None:
+        self.rejected += 1
+        self.gate.on_rejected_image(str(err), received)
+        self._problem(f"rejected image: {err}")
 
     def instruction_callback(self, msg: String) -> None:
         if self.gate.on_instruction(msg.data, self._now()):
@@ -448,6 +464,8 @@ class PolicyNode(Node):
         self.status_pub.publish(array)
 
     def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.stop()
         with self._cond:
             self._stopping = True
             self._cond.notify_all()

@@ -26,6 +26,7 @@ from lapa_learning.data.sync import AsOfSampler, TwistActionMap
 from lapa_learning.errors import InputError
 from lapa_ros import qos
 from lapa_ros.converters import image_input, twist_to_arrays
+from lapa_ros.decoding import NewestImageDecoder
 from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import RecorderParams, declare_and_read
 from lapa_ros.recording import EpisodeRecorder, RecordingError
@@ -57,6 +58,8 @@ class RecorderNode(Node):
         self.problems = ProblemLog()  # the newest problem and when, for ~/status
 
         image_type, self._to_rgb = image_input(p.image_transport)
+        self._decoder = (NewestImageDecoder(self._to_rgb, self._on_rgb, self._on_bad_image)
+                         if p.image_transport == "compressed" else None)
         self.create_subscription(image_type, p.image_topic, self.image_callback, qos.camera())
         self.create_subscription(TwistStamped, p.twist_topic, self.twist_callback, qos.command())
         self.create_subscription(Float64, p.gripper_topic, self.gripper_callback, qos.command())
@@ -74,14 +77,24 @@ class RecorderNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def image_callback(self, msg) -> None:  # sensor_msgs/Image or CompressedImage (image_transport)
+        now = self._now()
+        if self._decoder is not None:  # decoded on its own thread (newest first): the executor never waits on it
+            self._decoder.submit(msg, now)
+            return
         try:
             rgb = self._to_rgb(msg)
         except InputError as err:
-            self.rejected_images += 1
-            self._problem(f"rejected image: {err}")
+            self._on_bad_image(err, now)
             return
+        self._on_rgb(rgb, now)
+
+    def _on_rgb(self, rgb, received: float) -> None:
         self.images_received += 1
-        self.sampler.add("image", self._now(), rgb)
+        self.sampler.add("image", received, rgb)  # as of the time it was received, not decoded
+
+    def _on_bad_image(self, err: InputError, received: float) -> None:
+        self.rejected_images += 1
+        self._problem(f"rejected image: {err}")
 
     def twist_callback(self, msg: TwistStamped) -> None:
         self.sampler.add("twist", self._now(), twist_to_arrays(msg))
@@ -181,6 +194,8 @@ class RecorderNode(Node):
         self.status_pub.publish(array)
 
     def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.stop()
         message = self.recorder.close()
         if message:
             self.get_logger().warning(message)

@@ -274,6 +274,36 @@ def test_compressed_camera_images_drive_the_policy_and_bad_ones_are_rejected(che
         h.close()
 
 
+def test_a_slow_compressed_image_decode_does_not_hold_the_executor(checkpoint, ros_context, monkeypatch):
+    """A large PNG took ~0.5 s to decode inside the subscription callback, and the timers and services waited."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    from lapa_ros import converters
+
+    started, release = threading.Event(), threading.Event()
+    decode = converters.decode_compressed_image
+
+    def slow_decode(fmt, data):
+        started.set()
+        assert release.wait(20.0)
+        return decode(fmt, data)
+
+    monkeypatch.setattr(converters, "decode_compressed_image", slow_decode)
+    h = make(checkpoint, image_transport="compressed", image_topic="camera/image_raw/compressed")
+    try:
+        camera = h.probe.create_publisher(CompressedImage, "camera/image_raw/compressed", qos.camera_publisher())
+        good = CompressedImage(format="png", data=cv2.imencode(".png", np.full((48, 64, 3), 90, np.uint8))[1].tobytes())
+        assert h.wait(lambda: (camera.publish(good), started.is_set())[1], 10.0)
+        response = h.call(h.enable, SetBool.Request(data=False))  # answered while the decode is still blocked
+        assert response.success and h.node.received == 0
+        release.set()
+        assert h.wait(lambda: h.node.received >= 1)
+    finally:
+        release.set()
+        h.close()
+
+
 def test_empty_instruction_disable_and_reset_mid_run(checkpoint, ros_context):
     h = make(checkpoint, wrap=True)
     try:

@@ -151,6 +151,37 @@ def test_recorder_records_an_episode_from_a_compressed_camera(tmp_path):
     assert frames[:, :, :20, 0].mean() > 150 and frames[:, :, 28:, 2].mean() > 150  # the camera's picture
 
 
+def test_a_slow_compressed_image_decode_does_not_hold_the_recorder(tmp_path, monkeypatch):
+    """The twist and gripper callbacks, the sample timer and the services must not wait for a JPEG/PNG decode."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    from lapa_ros import converters
+
+    started, release = threading.Event(), threading.Event()
+    decode = converters.decode_compressed_image
+
+    def slow_decode(fmt, data):
+        started.set()
+        assert release.wait(20.0)
+        return decode(fmt, data)
+
+    monkeypatch.setattr(converters, "decode_compressed_image", slow_decode)
+    with running(tmp_path / "ds", image_transport="compressed", image_topic="camera/image_raw/compressed") as graph:
+        recorder, probe, _latched, _status = graph
+        try:
+            camera = probe.create_publisher(CompressedImage, "camera/image_raw/compressed", qos.camera_publisher())
+            png = CompressedImage(format="png", data=cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+            assert wait(lambda: (camera.publish(png), started.is_set())[1])
+            assert wait(lambda: recorder.instruction == "pick up the cube")
+            assert call(probe, "recorder_node/start").success  # answered while the decode is still blocked
+            assert recorder.images_received == 0
+            release.set()
+            assert wait(lambda: recorder.images_received >= 1)
+        finally:
+            release.set()
+
+
 def _stop(probe, success=True):
     from std_srvs.srv import SetBool
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -75,6 +76,8 @@ class AsOfSampler:
     defaults: Mapping[str, object] = field(default_factory=dict)  # value of a stream with nothing at or before t
     dropped: dict[str, int] = field(default_factory=dict)  # frames dropped because this stream was missing/stale
     sampled: int = 0  # frames returned
+    # add/sample/clear may come from different threads (the recorder decodes camera images on their own thread)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.streams:
@@ -95,10 +98,15 @@ class AsOfSampler:
     def add(self, stream: str, stamp: float, value: object) -> None:
         if stream not in self._streams:
             raise KeyError(f"unknown stream {stream!r}; this sampler has {list(self.streams)}")
-        self._streams[stream].add(float(stamp), value)
+        with self._lock:
+            self._streams[stream].add(float(stamp), value)
 
     def sample(self, t: float) -> dict[str, object] | None:
         """Values as of time t, or None when a stream has nothing at or before t within its max_age."""
+        with self._lock:
+            return self._sample(t)
+
+    def _sample(self, t: float) -> dict[str, object] | None:
         out: dict[str, object] = {}
         stale = []
         for name, stream in self._streams.items():
@@ -118,14 +126,16 @@ class AsOfSampler:
 
     def last(self, stream: str) -> tuple[float, object] | None:
         """Newest (stamp, value) of a stream, or None."""
-        s = self._streams[stream]
-        return (s.stamps[-1], s.values[-1]) if s.stamps else None
+        with self._lock:
+            s = self._streams[stream]
+            return (s.stamps[-1], s.values[-1]) if s.stamps else None
 
     def clear(self) -> None:
-        for name in self.streams:
-            self._streams[name] = _Stream(self.horizon)
-        self.dropped = {s: 0 for s in self.streams}
-        self.sampled = 0
+        with self._lock:
+            for name in self.streams:
+                self._streams[name] = _Stream(self.horizon)
+            self.dropped = {s: 0 for s in self.streams}
+            self.sampled = 0
 
 
 def sample_times(start: float, end: float, rate: float) -> np.ndarray:
