@@ -181,6 +181,10 @@ class EpisodeRecorder:
             ("action_names", list(ds.action_names), list(self.mapping.action_names)),
             ("image_size", list(ds.image_size), [h, w]),
         ) if have != want and not (name == "image_size" and not (h and w))]
+        if ds.action_scales is not None and ds.num_episodes:  # recorded with other scales: one action, two meanings
+            mismatches += [f"{name} is {ds.action_scales[name]!r} in the dataset but {want!r} here"
+                           for name, want in self.mapping.scales().items()
+                           if name in ds.action_scales and ds.action_scales[name] != want]
         if ds.layout != "v2.1":
             mismatches.append(f"it is a LeRobot {ds.layout} dataset (read-only here)")
         if mismatches:
@@ -211,7 +215,7 @@ class EpisodeRecorder:
                                      f"(no meta/info.json): move those files away")
             self._writer = EpisodeWriter(self.root, fps=self.fps, image_size=tuple(size), video_key=self.video_key,
                                          action_names=self.mapping.action_names, robot_type=self.robot_type,
-                                         mode="append" if exists else "create")
+                                         mode="append" if exists else "create", action_scales=self.mapping.scales())
         return self._writer
 
     def _clear(self) -> None:

@@ -121,6 +121,7 @@ def test_bgr_images_stale_twists_and_cli(tmp_path):
     ds = EpisodeDataset(out)
     assert ds.num_episodes == 1 and ds.episodes[0].success is True and ds.image_size == (8, 8)
     assert ds.episodes[0].instruction == "wipe the table"
+    assert ds.action_scales == {"linear_scale": 0.1, "angular_scale": 0.5, "action_limit": 1.0}  # recorded with it
     frames = ds.frames(0)
     assert np.abs(frames[..., 1].astype(int) - 7).max() <= 3
     ts = EpisodeDataset(out).episodes[0].length

@@ -218,6 +218,40 @@ def test_append_checks_compatibility(tmp_path, rng):
         EpisodeWriter(tmp_path / "ds", fps=20, image_size=(16, 16), action_names=("a", "b"), mode="append")
 
 
+def test_recorded_action_scales_are_kept_checked_on_append_and_shown(tmp_path, rng, capsys):
+    """A teleop or bag set records the velocity per action unit; appending with other scales is refused."""
+    from lapa_learning.cli import main as lapa
+
+    scales = {"linear_scale": 0.1, "angular_scale": 0.5, "action_limit": 1.0}
+    frames, actions = _random_episode(rng)[:2]
+    with EpisodeWriter(tmp_path / "ds", fps=10, image_size=(16, 16), action_names=("a", "b"),
+                       action_scales=scales) as writer:
+        writer.add_episode(frames, "x", actions=actions)
+    assert EpisodeDataset(tmp_path / "ds").action_scales == scales
+    with pytest.raises(DatasetError, match=r"action_scales: dataset has .*'linear_scale': 0.1.*'linear_scale': 0.8"):
+        EpisodeWriter(tmp_path / "ds", fps=10, image_size=(16, 16), action_names=("a", "b"), mode="append",
+                      action_scales={**scales, "linear_scale": 0.8})
+    with EpisodeWriter(tmp_path / "ds", fps=10, image_size=(16, 16), action_names=("a", "b"), mode="append",
+                       action_scales=scales) as writer:
+        writer.add_episode(frames, "y", actions=actions)
+    assert EpisodeDataset(tmp_path / "ds").action_scales == scales
+    assert lapa(["data", "info", str(tmp_path / "ds")]) == 0
+    assert "action scales: linear_scale 0.1, angular_scale 0.5, action_limit 1" in capsys.readouterr().out
+    # A set written without scales (simulated data, older sets): appending with scales cannot claim them for all.
+    with EpisodeWriter(tmp_path / "old", fps=10, image_size=(16, 16), action_names=("a", "b")) as writer:
+        writer.add_episode(frames, "x", actions=actions)
+    with EpisodeWriter(tmp_path / "old", fps=10, image_size=(16, 16), action_names=("a", "b"), mode="append",
+                       action_scales=scales) as writer:
+        writer.add_episode(frames, "y", actions=actions)
+    assert EpisodeDataset(tmp_path / "old").action_scales is None
+    # A damaged entry is one clear error naming the file
+    info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
+    info["lapa"]["action_scales"] = "fast"
+    (tmp_path / "ds" / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=r"info.json: 'lapa' -> 'action_scales' must map names to numbers"):
+        EpisodeDataset(tmp_path / "ds")
+
+
 def test_video_folder_skips_and_counts_corrupt_videos(tmp_path, rng):
     folder = tmp_path / "videos"
     folder.mkdir()

@@ -567,7 +567,11 @@ def test_recorder_checks_the_dataset_root_before_recording(tmp_path, rng):
                            "video_key is 'observation.images.front' in the dataset but 'observation.images.wrist'"),
                           (dict(image_size=(32, 32)), r"image_size is \[16, 16\] in the dataset but \[32, 32\]"),
                           (dict(mapping=TwistActionMap(("dx", "dy", "dz"), 0.1, 0.5, 1.0)),
-                           r"action_names is \['dx', 'dy', 'dz', 'gripper'\] in the dataset but \['dx', 'dy', 'dz'\]")):
+                           r"action_names is \['dx', 'dy', 'dz', 'gripper'\] in the dataset but \['dx', 'dy', 'dz'\]"),
+                          # the same actions recorded with other scales would mean other velocities
+                          (dict(mapping=TwistActionMap(MAP.action_names, MAP.linear_scale * 8, MAP.angular_scale,
+                                                       MAP.action_limit)),
+                           f"linear_scale is {MAP.linear_scale!r} in the dataset but {MAP.linear_scale * 8!r} here")):
         with pytest.raises(ConfigError, match=match) as err:
             EpisodeRecorder(tmp_path / "ds", **{"fps": 10, "mapping": MAP, **kwargs})
         assert "--append" not in str(err.value) and "--overwrite" not in str(err.value)

@@ -159,7 +159,7 @@ def import_bags(bags: list[Path], out: Path, options: ImportOptions, mode: str =
                 if writer is None:
                     writer = EpisodeWriter(out, fps=options.fps, image_size=frames.shape[1:3],
                                            video_key=options.video_key, action_names=options.mapping.action_names,
-                                           robot_type="rosbag", mode=mode)
+                                           robot_type="rosbag", mode=mode, action_scales=options.mapping.scales())
                 writer.add_episode(frames, instruction, actions=np.stack(ep.actions), success=options.success,
                                    timestamps=np.asarray(ep.times))
                 kept += 1

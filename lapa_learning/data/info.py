@@ -32,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
         for i, name in enumerate(source.action_names):
             print(f"  action {name:>8}: min {stats['min'][i]:+.3f}  max {stats['max'][i]:+.3f}  "
                   f"mean {stats['mean'][i]:+.3f}  std {stats['std'][i]:.3f}")
+    scales = getattr(source, "action_scales", None)
+    if scales:  # recorded or imported from a robot: the velocities one action unit stands for
+        print("  action scales: " + ", ".join(f"{k} {v:g}" for k, v in scales.items())
+              + " (velocity per action unit: set policy_node's linear_scale/angular_scale to the same)")
     for path, reason in getattr(source, "skipped", []):
         print(f"  skipped {path}: {reason}")
     return 0

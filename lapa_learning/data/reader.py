@@ -172,6 +172,7 @@ class EpisodeDataset(EpisodeSource):
         self.video_key = video_key
         self.video_keys = tuple(videos)  # every camera of the dataset; only video_key is read
         self.fps = float(self.info["fps"])
+        self.action_scales = _action_scales(info_path, self.info)
         self.image_size = video_size(info_path, video_key, features[video_key])
         self.has_actions = "action" in features
         self.action_names = feature_names(info_path, features, "action") if self.has_actions else ()
@@ -340,3 +341,17 @@ def _complete(stats, dims: int) -> bool:
     """Action statistics with min, max, mean and std of `dims` numbers each (else they are recomputed)."""
     return isinstance(stats, dict) and all(isinstance(stats.get(k), list) and len(stats[k]) == dims
                                            for k in ("min", "max", "mean", "std"))
+
+
+def _action_scales(info_path: Path, info: dict) -> dict[str, float] | None:
+    """info.json "lapa" -> "action_scales": the velocity per action unit of a recorded or imported set (None: not
+    recorded, e.g. simulated data or another tool's dataset)."""
+    lapa = info.get("lapa")
+    scales = lapa.get("action_scales") if isinstance(lapa, dict) else None
+    if scales is None:
+        return None
+    if not (isinstance(scales, dict) and scales
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales.values())):
+        raise DatasetError(f"{info_path}: 'lapa' -> 'action_scales' must map names to numbers (e.g. "
+                           f'{{"linear_scale": 0.1, "angular_scale": 0.5, "action_limit": 1.0}}), got {scales!r}')
+    return {str(k): float(v) for k, v in scales.items()}

@@ -182,6 +182,11 @@ class TwistActionMap:
     def dim(self) -> int:
         return len(self.action_names)
 
+    def scales(self) -> dict[str, float]:
+        """What turned velocities into these actions, as a dataset records it (meta/info.json "lapa")."""
+        return {"linear_scale": float(self.linear_scale), "angular_scale": float(self.angular_scale),
+                "action_limit": float(self.action_limit)}
+
     def to_twist(self, values: Iterable[float]) -> tuple[np.ndarray, np.ndarray, float | None]:
         """(linear (3,), angular (3,), gripper or None when the dataset has no gripper) from an action."""
         v = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class EpisodeWriter:
     def __init__(self, root: str | os.PathLike, fps: float, image_size: tuple[int, int],
                  video_key: str = "observation.images.front", action_names: Sequence[str] | None = None,
                  state_names: Sequence[str] | None = None, with_actions: bool = True,
-                 robot_type: str = "unknown", mode: str = "create"):
+                 robot_type: str = "unknown", mode: str = "create",
+                 action_scales: Mapping[str, float] | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.root = Path(root)
@@ -55,6 +56,9 @@ class EpisodeWriter:
         if self.with_actions and not self.action_names:
             raise ValueError("action_names are required for a dataset with actions")
         self.robot_type = robot_type
+        # The velocity per action unit that made the actions (TwistActionMap.scales(), for teleop and bags): appending
+        # with other scales would mix two meanings of one action; a policy node must command with the same scales.
+        self.action_scales = dict(action_scales) if action_scales is not None else None
         self._episodes: list[dict] = []
         self._episode_stats: list[dict] = []
         self._tasks: dict[str, int] = {}
@@ -276,7 +280,8 @@ class EpisodeWriter:
             "data_path": fmt.DATA_PATH,
             "video_path": fmt.VIDEO_PATH,
             "features": self._features(),
-            "lapa": {"with_actions": self.with_actions, "video_key": self.video_key},
+            "lapa": {"with_actions": self.with_actions, "video_key": self.video_key,
+                     **({"action_scales": self.action_scales} if self.action_scales is not None else {})},
         }
         fmt.write_jsonl(self.root / fmt.TASKS, [{"task_index": i, "task": t} for t, i in self._tasks.items()])
         fmt.write_jsonl(self.root / fmt.EPISODES_STATS, self._episode_stats)
@@ -295,9 +300,13 @@ class EpisodeWriter:
             ("video_key", ds.video_key, self.video_key), ("with_actions", ds.has_actions, self.with_actions),
             ("action_names", ds.action_names, self.action_names), ("state_names", ds.state_names, self.state_names),
         ) if have != want]
+        if ds.action_scales is not None and self.action_scales is not None and ds.action_scales != self.action_scales:
+            mismatches.append(f"action_scales: dataset has {ds.action_scales}, writer asked for {self.action_scales}")
         if mismatches:
             raise DatasetError(f"cannot append to {self.root}: " + "; ".join(mismatches))
         self.robot_type = ds.info.get("robot_type", self.robot_type)
+        if ds.num_episodes:  # a set whose episodes did not record them: unknown, and stays so
+            self.action_scales = ds.action_scales
         self._episodes = fmt.read_jsonl(self.root / fmt.EPISODES)
         stats_path = self.root / fmt.EPISODES_STATS
         old_stats = fmt.read_jsonl(stats_path)[: len(self._episodes)] if stats_path.exists() else []
