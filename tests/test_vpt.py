@@ -203,3 +203,31 @@ def test_vision_control_and_finetuning_on_every_labelled_episode(data, tmp_path)
     model, _, processor, _, _ = load_checkpoint(av)
     assert model.config.action.type == "continuous" and model.config.action.chunk_size == 4
     assert processor is not None and model.config.image_size == before.config.image_size
+
+
+def test_videos_at_another_frame_rate_are_labelled_with_the_offset_that_spans_the_same_time(data, idm, tmp_path,
+                                                                                            capsys):
+    """The IDM (trained at 10 fps with H=3) sees x_t and x_t+6 in 20 fps videos; --offset sets H by hand."""
+    from lapa_learning.vpt.checkpoint import load_idm
+    from lapa_learning.vpt.pseudo_actions import PseudoActions
+
+    model, _ = load_idm(idm)
+    assert model.cfg.fps == 10 and model.cfg.offset == 3
+    fast = make_toy_dataset(tmp_path / "fast", episodes=2, length=12, image_size=32, with_actions=False, seed=3,
+                            fps=20)
+    assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(fast), "--no-progress"]) == 0
+    assert "20 fps, the IDM's training data 10 fps: pairs (x_t, x_t+6)" in capsys.readouterr().out
+    assert PseudoActions.load(fast).offset == 6
+    assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(fast), "--offset", "2",
+                 "--no-progress"]) == 0
+    assert PseudoActions.load(fast).offset == 2
+    _, _, video = data  # the same rate as the training data: H as trained
+    assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(video), "--no-progress"]) == 0
+    assert PseudoActions.load(video).offset == 3
+    assert "--offset 0: expected >= 1" in _error(capsys, ["vpt", "label", "--checkpoint", str(idm), "--data",
+                                                          str(fast), "--offset", "0"])
+    # labelled sets at two frame rates cannot share one H in frames
+    err = _error(capsys, ["vpt", "train", "--data", str(data[0]), "--data", str(make_toy_dataset(
+        tmp_path / "fast_labelled", episodes=2, length=12, image_size=32, fps=20)), "--out", str(tmp_path / "r"),
+        *FAST])
+    assert "20 fps" in err and "10 fps" in err and "one frame rate" in err

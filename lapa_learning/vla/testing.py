@@ -54,7 +54,7 @@ def make_tiny_checkpoint(out_dir, action_dim: int = 4, chunk_size: int = 1, seed
 
 
 def make_toy_dataset(root, episodes: int = 8, length: int = 20, image_size: int = 32, with_actions: bool = True,
-                     latent_labels: bool = True, offset: int = 2, seed: int = 0) -> Path:
+                     latent_labels: bool = True, offset: int = 2, seed: int = 0, fps: float = 10) -> Path:
     """A small episode dataset where the image tells the action (for fast end-to-end tests).
 
     A white square moves toward a red goal dot; the action is (dx, dy, 0, gripper) with dx, dy the unit step
@@ -67,7 +67,7 @@ def make_toy_dataset(root, episodes: int = 8, length: int = 20, image_size: int 
 
     rng = np.random.default_rng(seed)
     root = Path(root)
-    writer = EpisodeWriter(root, fps=10, image_size=(image_size, image_size),
+    writer = EpisodeWriter(root, fps=fps, image_size=(image_size, image_size),
                            action_names=DEFAULT_ACTION_NAMES if with_actions else None,
                            state_names=("x", "y", "z", "gripper_opening") if with_actions else None,
                            with_actions=with_actions, mode="overwrite")

@@ -3,6 +3,8 @@
     lapa vpt label --checkpoint outputs/vpt/idm --data outputs/data/videos   # -> videos/pseudo_actions.parquet
 
 Frame t gets a_t predicted from (x_t, x_min(t+H, L-1)), H being the IDM's offset (format: pseudo_actions.py).
+Videos at another frame rate than the IDM's training data get the H that spans the same time (an IDM trained at
+10 fps with H=4 sees x_t and x_t+12 in 30 fps videos); `--offset` sets it by hand.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--checkpoint", required=True, type=Path, help="IDM run directory (from `lapa vpt train`)")
     parser.add_argument("--data", required=True, type=Path, help="episode dataset or folder of videos to label")
+    parser.add_argument("--offset", type=int, default=None,
+                        help="H in frames of these videos (default: the IDM's H, scaled by the videos' frame rate "
+                             "over the IDM's training data's)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     cli_args.add_threads(parser)
@@ -30,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto", progress: bool = True,
-                  camera: str | None = None) -> dict:
+                  camera: str | None = None, offset: int | None = None) -> dict:
     from tqdm import tqdm
 
     from lapa_learning.data.video_folder import open_video_source
@@ -41,23 +46,30 @@ def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto",
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if offset is not None and offset < 1:
+        raise ConfigError(f"--offset {offset}: expected >= 1 frame")
     dev = pick_device(device)
     model, ckpt = load_idm(checkpoint, device=dev)
     source = open_video_source(data, camera=camera)
     root = Path(getattr(source, "root", data))
+    H = offset if offset is not None else model.cfg.offset_at(float(source.fps))
+    if H != model.cfg.offset and offset is None:
+        print(f"{data}: {source.fps:g} fps, the IDM's training data {model.cfg.fps:g} fps: pairs (x_t, x_t+{H}) "
+              f"span the time of its (x_t, x_t+{model.cfg.offset})")
     actions = {}
     for ep in tqdm(source.episodes, desc="pseudo-labelling", unit="episode", disable=not progress):
-        pairs = PairSet([(root, source, [ep.index])], model.cfg.image_size, model.cfg.offset, with_actions=False)
+        pairs = PairSet([(root, source, [ep.index])], model.cfg.image_size, H, with_actions=False)
         out = [model.predict(pairs.pairs(np.arange(i, min(len(pairs), i + batch_size))).to(dev)).cpu().numpy()
                for i in range(0, len(pairs), batch_size)]
         actions[ep.index] = np.concatenate(out)  # (L, A)
-    path = save_pseudo_actions(root, actions, model.cfg.action_names, model.cfg.offset, str(Path(ckpt).resolve()),
+    path = save_pseudo_actions(root, actions, model.cfg.action_names, H, str(Path(ckpt).resolve()),
                                camera=source.video_key, episode_keys=source.episode_keys())
-    return {"path": path, "episodes": len(actions), "frames": int(sum(len(a) for a in actions.values()))}
+    return {"path": path, "episodes": len(actions), "frames": int(sum(len(a) for a in actions.values())), "offset": H}
 
 
 def run(args: argparse.Namespace) -> int:
     cli_args.set_threads(args.threads)
-    r = label_dataset(args.checkpoint, args.data, args.batch_size, args.device, not args.no_progress, args.camera)
+    r = label_dataset(args.checkpoint, args.data, args.batch_size, args.device, not args.no_progress, args.camera,
+                      args.offset)
     print(f"wrote {r['path']}: pseudo-actions for {r['frames']} frames of {r['episodes']} episodes")
     return 0

@@ -28,6 +28,7 @@ def _tiny_resnet() -> dict:
 class IDMConfig:
     image_size: int = 64  # frames are resized to this square size
     offset: int = 4  # H: the model sees x_t and x_t+H
+    fps: float | None = None  # frame rate of the training data (None: not recorded); `lapa vpt label` keeps H's span
     action_names: tuple[str, ...] = ("dx", "dy", "dz", "gripper")
     resnet: dict = field(default_factory=_tiny_resnet)  # transformers ResNetConfig kwargs (the VLA's tiny-resnet)
     hidden_dim: int = 256  # MLP width
@@ -42,12 +43,20 @@ class IDMConfig:
             raise ConfigError(f"IDM image_size {self.image_size}: expected >= 16")
         if self.offset < 1:
             raise ConfigError(f"--offset {self.offset}: expected >= 1 frame")
+        if self.fps is not None and not (isinstance(self.fps, (int, float)) and 0 < self.fps < 1e4):
+            raise ConfigError(f"IDM fps {self.fps!r}: expected a frame rate > 0")
         if not self.action_names:
             raise ConfigError("IDM action_names: expected at least one action dimension")
         for name in ("action_mean", "action_std"):
             if getattr(self, name) and len(getattr(self, name)) != len(self.action_names):
                 raise ConfigError(f"IDM {name}: {len(getattr(self, name))} values for "
                                   f"{len(self.action_names)} action dims")
+
+    def offset_at(self, fps: float) -> int:
+        """H in frames of a video at `fps` that spans the time H spanned in the training data."""
+        if self.fps is None or abs(fps - self.fps) <= 0.01 * self.fps:
+            return self.offset
+        return max(1, int(round(self.offset * fps / self.fps)))
 
     @property
     def action_dim(self) -> int:

@@ -91,6 +91,9 @@ def _sources(roots, val_fraction: float, seed: int, camera: str | None = None):
     train, val, names = [], [], None
     for root in roots:
         source = open_video_source(root, camera=camera)
+        if train and abs(float(source.fps) - float(train[0][1].fps)) > 0.01 * float(train[0][1].fps):
+            raise DatasetError(f"{root}: {source.fps:g} fps, but {train[0][0]} is at {train[0][1].fps:g} fps; the "
+                               f"IDM's offset H is in frames, so every labelled set must be at one frame rate")
         if not source.has_actions:
             raise DatasetError(f"{root}: action-free dataset; the inverse-dynamics model trains on recorded "
                                f"actions (pass the small labelled set as --data, and label videos with "
@@ -167,7 +170,12 @@ def run(args: argparse.Namespace) -> int:
         val_src += extra
     train = PairSet(train_src, args.image_size, args.offset, progress=progress)
     val = PairSet(val_src, args.image_size, args.offset, progress=progress) if val_src else None
-    cfg = IDMConfig(image_size=args.image_size, offset=args.offset, action_names=names,
+    fps = float(train_src[0][1].fps)
+    for root, source, _ in val_src:
+        if abs(float(source.fps) - fps) > 0.01 * fps:
+            raise DatasetError(f"--val-data {root}: {source.fps:g} fps, but --data is at {fps:g} fps; the IDM's "
+                               f"offset H is in frames, so held-out episodes must be at the same frame rate")
+    cfg = IDMConfig(image_size=args.image_size, offset=args.offset, fps=fps, action_names=names,
                     action_mean=train.actions.mean(0), action_std=np.maximum(train.actions.std(0), 1e-3))
     model = InverseDynamicsModel(cfg).to(device)
     print(f"IDM: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {len(train)} training / "
