@@ -1,6 +1,5 @@
 """episode_runner in-process on real rclpy: under a namespace it calls the namespaced simulator's services."""
 
-import threading
 import time
 
 import pytest
@@ -8,11 +7,11 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="needs rclpy (install the `ros` extra)")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from lapa_ros import qos  # noqa: E402
 from lapa_ros.episode_runner import EpisodeRunner  # noqa: E402
+from ros_spin import spinning  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -39,25 +38,14 @@ def test_runner_under_a_namespace_calls_the_namespaced_sim_node():
 
     sim.create_service(Trigger, "~/reset", reset)
     sim.create_timer(0.05, publish_status)
-    executor = SingleThreadedExecutor()
-    executor.add_node(sim)
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.02)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
     runner = EpisodeRunner()
     try:
-        t0 = time.monotonic()
-        result = runner.run_episode()
-        assert resets == ["/arm1/sim_node"] and result.success and result.steps == 7, result
-        assert time.monotonic() - t0 < 30
+        with spinning(sim, period=0.02):
+            t0 = time.monotonic()
+            result = runner.run_episode()
+            assert resets == ["/arm1/sim_node"] and result.success and result.steps == 7, result
+            assert time.monotonic() - t0 < 30
     finally:
-        stop.set()
-        thread.join(timeout=5)
         runner.destroy_node()
         sim.destroy_node()
         rclpy.try_shutdown()

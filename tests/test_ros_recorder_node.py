@@ -10,7 +10,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="needs rclpy (install the `ros` extra)")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -19,6 +18,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from lapa_ros import qos  # noqa: E402
 from lapa_ros.converters import rgb_to_image  # noqa: E402
 from lapa_ros.recorder_node import RecorderNode  # noqa: E402
+from ros_spin import spinning  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -44,22 +44,10 @@ def running(root, **params):
     probe.create_subscription(DiagnosticArray, "recorder_node/status",
                               lambda m: status.update({kv.key: kv.value for kv in m.status[0].values},
                                                       message=m.status[0].message), qos.status())
-    executor = SingleThreadedExecutor()
-    executor.add_node(recorder)
-    executor.add_node(probe)
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
     try:
-        yield recorder, probe, latched, status
+        with spinning(recorder, probe):
+            yield recorder, probe, latched, status
     finally:
-        stop.set()
-        thread.join(timeout=5.0)
         recorder.close()
         recorder.destroy_node()
         probe.destroy_node()
