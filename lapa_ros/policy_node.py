@@ -43,7 +43,7 @@ from lapa_ros.decoding import NewestImageDecoder
 from lapa_ros.instruction import subscribe_instruction
 from lapa_ros.params import PolicyParams, declare_and_read
 from lapa_ros.runtime import run_node
-from lapa_ros.safety import STOP, Command, CommandGate, Limits, shorten, too_long
+from lapa_ros.safety import STOP, Command, CommandGate, Limits, scale_mismatch, shorten, too_long
 from lapa_ros.status import ERROR, OK, WARN, ProblemLog, policy_level, status_instruction
 
 WAITING_FOR_CLOCK = "waiting for /clock"  # use_sim_time and no /clock yet (ROS time 0)
@@ -151,6 +151,9 @@ class PolicyNode(Node):
         if self.preview is not None:
             self._preview_thread = threading.Thread(target=self._preview_loop, name="latent_preview", daemon=True)
             self._preview_thread.start()
+        self.scale_warning = scale_mismatch(mapping, getattr(self.policy, "action_scales", None))
+        if self.scale_warning:  # the arm would move faster or slower than in the demonstrations
+            self.get_logger().warning(self.scale_warning)
         self.get_logger().info(f"policy {self.policy.name} on {self.policy.device}, actions "
                                f"{tuple(self.policy.action_names)}; enabled={p.enabled}; images: "
                                f"{converter_name() if p.image_transport == 'raw' else 'CompressedImage via OpenCV'}")
@@ -449,6 +452,7 @@ class PolicyNode(Node):
             ("ready", self.gate.not_ready is None and reason != WAITING_FOR_CLOCK), ("enabled", self.gate.enabled), ("model", self.policy.name),
             ("device", self.policy.device), ("checkpoint", self.params.checkpoint),
             ("action_names", ",".join(self.policy.action_names)),
+            ("action_scales_warning", self.scale_warning),
             ("instruction", status_instruction(self.instruction)),
             ("instruction_chars", len(self.instruction)),
             ("last_inference_ms", f"{self.latency_ms:.2f}"), ("inferences", self.inferences),

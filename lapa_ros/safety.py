@@ -89,6 +89,25 @@ def action_to_command(values, mapping: TwistActionMap, limits: Limits) -> Comman
     return Command(linear, angular, gripper)
 
 
+def scale_mismatch(mapping: TwistActionMap, data_scales: dict | None) -> str:
+    """'' when the node turns actions into velocities with the scales its checkpoint's finetuning data was recorded
+    with (or the data did not record them); else what differs and what that does to the arm's speed."""
+    from lapa_learning.data.sync import ANGULAR_NAMES, LINEAR_NAMES
+
+    if not data_scales:
+        return ""
+    used = [("linear_scale", LINEAR_NAMES, "m/s"), ("angular_scale", ANGULAR_NAMES, "rad/s")]
+    diffs = [f"{key} {getattr(mapping, key):g} {unit} per unit, recorded with {data_scales[key]:g} "
+             f"({getattr(mapping, key) / data_scales[key]:.3g}x the demonstrated speed)"
+             for key, names, unit in used
+             if key in data_scales and data_scales[key] > 0 and set(names) & set(mapping.action_names)
+             and not math.isclose(getattr(mapping, key), data_scales[key], rel_tol=1e-6)]
+    if not diffs:
+        return ""
+    return ("the checkpoint's finetuning data was recorded with other action scales: " + "; ".join(diffs)
+            + ". Set linear_scale/angular_scale to the recorded values (lapa data info shows them)")
+
+
 def too_long(text: str, max_chars: int) -> str:
     """The problem with an instruction longer than `max_chars` ("" when it fits)."""
     if len(text) <= max_chars:

@@ -203,6 +203,20 @@ MAP = TwistActionMap(("dx", "dy", "dz", "gripper"), linear_scale=0.8)
 LIM = Limits(max_linear_speed=0.5, max_angular_speed=0.5, image_timeout=0.5)
 
 
+def test_scale_mismatch_names_what_differs_and_the_speed_it_gives():
+    from lapa_ros.safety import scale_mismatch
+
+    recorded = {"linear_scale": 0.1, "angular_scale": 0.5, "action_limit": 1.0}
+    same = TwistActionMap(("dx", "dy", "dz", "gripper"), 0.1, 0.5)
+    assert scale_mismatch(same, recorded) == "" and scale_mismatch(same, None) == ""
+    fast = TwistActionMap(("dx", "dy", "dz", "gripper"), 0.8, 1.0)
+    text = scale_mismatch(fast, recorded)
+    assert "linear_scale 0.8 m/s per unit, recorded with 0.1 (8x the demonstrated speed)" in text
+    assert "angular_scale 1" not in text  # no angular action dims: that scale is never used
+    turning = TwistActionMap(("dx", "dy", "dz", "dyaw", "gripper"), 0.1, 0.25)
+    assert "angular_scale 0.25 rad/s per unit, recorded with 0.5 (0.5x" in scale_mismatch(turning, recorded)
+
+
 def test_clamp_norm_keeps_direction():
     v = clamp_norm(np.array([3.0, 4.0, 0.0]), 1.0)
     np.testing.assert_allclose(v, [0.6, 0.8, 0.0])

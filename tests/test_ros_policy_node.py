@@ -732,3 +732,19 @@ def test_sim_time_paces_model_calls_by_the_sim_clock(checkpoint, ros_context):
     finally:
         clock.stop()
         h.close()
+
+
+def test_a_checkpoint_recorded_with_other_action_scales_is_named_at_start_up_and_in_the_status(checkpoint,
+                                                                                               ros_context):
+    from lapa_learning.vla.policy import Policy
+
+    policy = Policy.load(checkpoint, device="cpu")
+    policy.action_scales = {"linear_scale": 0.1, "angular_scale": 0.5, "action_limit": 1.0}  # teleop data's
+    h = Harness(PolicyNode(policy=policy, parameter_overrides=[
+        Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu"),
+        Parameter("linear_scale", value=0.8)]))
+    try:
+        assert "linear_scale 0.8 m/s per unit, recorded with 0.1 (8x the demonstrated speed)" in h.node.scale_warning
+        assert h.wait(lambda: "8x the demonstrated speed" in (h.status or {}).get("action_scales_warning", ""))
+    finally:
+        h.close()

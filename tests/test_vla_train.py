@@ -158,3 +158,24 @@ def test_a_continuous_last_action_dim_is_not_made_a_binary_gripper(tmp_path):
     assert gripper_binary_for(acts, ("a", "b", "c", "d")) and not gripper_binary_for(acts, ("a",) * 4, "continuous")
     proc = ActionProcessor.fit(rng.normal(size=(50, 4)), ("a", "b", "c", "d"), gripper_binary=False)
     assert len(np.unique(proc.unnormalize(rng.normal(size=(20, 4)).astype(np.float32))[:, -1])) == 20
+
+
+@pytest.mark.slow
+def test_a_policy_knows_the_action_scales_its_teleop_data_was_recorded_with(tmp_path):
+    """policy_node compares them with its own linear_scale/angular_scale (lapa_ros.safety.scale_mismatch)."""
+    from lapa_learning.vla.policy import data_action_scales
+
+    scales = {"linear_scale": 0.1, "angular_scale": 0.5, "action_limit": 1.0}
+    teleop = make_toy_dataset(tmp_path / "teleop", episodes=4, length=10, image_size=32, seed=4)
+    info_path = teleop / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["lapa"]["action_scales"] = scales  # as recorder_node and import-bag write it
+    info_path.write_text(json.dumps(info))
+    assert main(["vla", "finetune", "--data", str(teleop), "--out", str(tmp_path / "ft"), "--max-steps", "2",
+                 *FAST]) == 0
+    assert Policy.load(tmp_path / "ft", device="cpu").action_scales == scales
+    # sets that did not record them, or that differ, give no scales
+    assert data_action_scales({"datasets": [{"action_scales": scales}, {"action_scales": None}]}) is None
+    assert data_action_scales({"datasets": [{"action_scales": scales},
+                                            {"action_scales": {**scales, "linear_scale": 0.2}}]}) is None
+    assert data_action_scales(None) is None and data_action_scales({"datasets": []}) is None

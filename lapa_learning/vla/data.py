@@ -169,7 +169,9 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
 
         _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets, latent=False)
         info["datasets"].append({"root": str(root), "camera": source.video_key,
-                                 "episodes": source.num_episodes, "frames": source.num_frames})
+                                 "episodes": source.num_episodes, "frames": source.num_frames,
+                                 # teleop/bag sets: the velocity per action unit (policy_node checks its own)
+                                 "action_scales": None if pseudo else getattr(source, "action_scales", None)})
     info["action_names"] = list(names)
     return train.finalize(), val.finalize(), info
 

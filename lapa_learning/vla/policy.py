@@ -42,6 +42,16 @@ class Action:
     chunk_index: int  # index of this action inside the current chunk (0 right after a re-plan)
 
 
+def data_action_scales(record: dict | None) -> dict[str, float] | None:
+    """The action_scales every finetuning dataset of a checkpoint's train_record.json recorded (one set of them), or
+    None when any did not record them or they differ."""
+    datasets = (record or {}).get("datasets") or []
+    scales = [d.get("action_scales") if isinstance(d, dict) else None for d in datasets]
+    if not scales or any(not isinstance(s, dict) for s in scales) or any(s != scales[0] for s in scales):
+        return None
+    return {str(k): float(v) for k, v in scales[0].items()}
+
+
 class Policy:
     def __init__(self, model, tokenizer, actions, meta: dict, record: dict | None, checkpoint_dir: Path,
                  device: str, replan_every: int | None = None, precision: str = "auto"):
@@ -60,6 +70,8 @@ class Policy:
         self.image_size: int = cfg.image_size
         self.chunk_size: int = cfg.action.chunk_size
         self.action_names: tuple[str, ...] = tuple(actions.names)
+        # The velocity per action unit its finetuning data was recorded with (None: not recorded, or sets that differ)
+        self.action_scales: dict[str, float] | None = data_action_scales(record)
         self.num_latent_tokens: int | None = cfg.latent.num_tokens if cfg.latent is not None else None
         self.codebook_size: int | None = cfg.latent.codebook_size if cfg.latent is not None else None
         self.report_latents: bool = cfg.latent is not None  # set False to skip latent decoding (faster)
