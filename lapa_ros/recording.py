@@ -175,16 +175,24 @@ class EpisodeRecorder:
             ds = EpisodeDataset(root)
         except LapaError as err:
             raise ConfigError(f"{where}: cannot append to it: {err}") from None
+        from lapa_learning.data.writer import append_mismatches
+
         h, w = self.image_size
-        mismatches = [f"{name} is {have!r} in the dataset but {want!r} here" for name, have, want in (
-            ("fps", ds.fps, self.fps), ("video_key", ds.video_key, self.video_key),
-            ("action_names", list(ds.action_names), list(self.mapping.action_names)),
-            ("image_size", list(ds.image_size), [h, w]),
-        ) if have != want and not (name == "image_size" and not (h and w))]
-        if ds.action_scales is not None and ds.num_episodes:  # recorded with other scales: one action, two meanings
-            mismatches += [f"{name} is {ds.action_scales[name]!r} in the dataset but {want!r} here"
-                           for name, want in self.mapping.scales().items()
-                           if name in ds.action_scales and ds.action_scales[name] != want]
+        scales = self.mapping.scales()
+        mismatches = []
+        for name, have, want in append_mismatches(
+                ds, fps=self.fps, image_size=(h, w) if h and w else None, video_key=self.video_key,
+                with_actions=True, action_names=self.mapping.action_names, state_names=(), action_scales=scales):
+            if name == "action_scales":  # name the node parameters that differ
+                mismatches += [f"{key} is {have[key]!r} in the dataset but {value!r} here"
+                               for key, value in want.items() if key in have and have[key] != value]
+            elif name == "with_actions":
+                mismatches.append("it holds no actions (an action-free video set)")
+            elif name == "state_names":
+                mismatches.append(f"its episodes have states {list(have)}, which the recorder does not record")
+            else:
+                show = list if isinstance(have, tuple) else (lambda v: v)
+                mismatches.append(f"{name} is {show(have)!r} in the dataset but {show(want)!r} here")
         if ds.layout != "v2.1":
             mismatches.append(f"it is a LeRobot {ds.layout} dataset (read-only here)")
         if mismatches:

@@ -590,6 +590,16 @@ def test_recorder_checks_the_dataset_root_before_recording(tmp_path, rng):
             EpisodeRecorder(tmp_path / "ds", **{"fps": 10, "mapping": MAP, **kwargs})
         assert "--append" not in str(err.value) and "--overwrite" not in str(err.value)
     assert EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP, image_size=(16, 16)).next_index() == 1
+    # Sets the recorder's episodes could not join (found at start-up, not at the first ~/stop after a demonstration)
+    from lapa_learning.vla.testing import make_toy_dataset
+
+    with_states = make_toy_dataset(tmp_path / "states", episodes=1, length=4, image_size=16, latent_labels=False)
+    with pytest.raises(ConfigError, match=r"its episodes have states \['x', 'y', 'z', 'gripper_opening'\]"):
+        EpisodeRecorder(with_states, fps=10, mapping=MAP)
+    videos = make_toy_dataset(tmp_path / "videos", episodes=1, length=4, image_size=16, with_actions=False,
+                              latent_labels=False)
+    with pytest.raises(ConfigError, match=r"it holds no actions \(an action-free video set\)"):
+        EpisodeRecorder(videos, fps=10, mapping=MAP)
     # image_size [0, 0] ("the camera's") and a camera of another size: stored at the dataset's size, and saved
     rec = EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP)
     rec.start()

@@ -295,13 +295,10 @@ class EpisodeWriter:
         if ds.layout != fmt.CODEBASE_VERSION:
             raise DatasetError(f"cannot append to {self.root}: it is a LeRobot {ds.layout} dataset, which lapa reads "
                                f"but does not write (it writes {fmt.CODEBASE_VERSION}); write to another directory")
-        mismatches = [f"{name}: dataset has {have!r}, writer asked for {want!r}" for name, have, want in (
-            ("fps", ds.fps, self.fps), ("image_size", ds.image_size, self.image_size),
-            ("video_key", ds.video_key, self.video_key), ("with_actions", ds.has_actions, self.with_actions),
-            ("action_names", ds.action_names, self.action_names), ("state_names", ds.state_names, self.state_names),
-        ) if have != want]
-        if ds.action_scales is not None and self.action_scales is not None and ds.action_scales != self.action_scales:
-            mismatches.append(f"action_scales: dataset has {ds.action_scales}, writer asked for {self.action_scales}")
+        mismatches = [f"{name}: dataset has {have!r}, writer asked for {want!r}" for name, have, want in
+                      append_mismatches(ds, fps=self.fps, image_size=self.image_size, video_key=self.video_key,
+                                        with_actions=self.with_actions, action_names=self.action_names,
+                                        state_names=self.state_names, action_scales=self.action_scales)]
         if mismatches:
             raise DatasetError(f"cannot append to {self.root}: " + "; ".join(mismatches))
         self.robot_type = ds.info.get("robot_type", self.robot_type)
@@ -317,6 +314,24 @@ class EpisodeWriter:
                 self._tasks.setdefault(task, len(self._tasks))
         self._num_frames = sum(ep["length"] for ep in self._episodes)
         _remove_orphans(self.root, self.video_key, len(self._episodes))
+
+
+def append_mismatches(ds, fps: float, image_size: tuple[int, int] | None, video_key: str, with_actions: bool,
+                      action_names: Sequence[str], state_names: Sequence[str],
+                      action_scales: Mapping[str, float] | None) -> list[tuple[str, object, object]]:
+    """(name, the dataset's value, the wanted value) of every property that episodes appended to the episode
+    dataset `ds` would not share with those in it. image_size None: any (frames are stored at the dataset's size);
+    action_scales are compared when both sides recorded them and the dataset holds episodes. The one check behind
+    EpisodeWriter's append and recorder_node's start-up check."""
+    checks = [("fps", ds.fps, float(fps)), ("video_key", ds.video_key, video_key),
+              ("with_actions", ds.has_actions, bool(with_actions)),
+              ("action_names", tuple(ds.action_names), tuple(action_names)),
+              ("state_names", tuple(ds.state_names), tuple(state_names))]
+    if image_size is not None:
+        checks.insert(1, ("image_size", tuple(ds.image_size), tuple(image_size)))
+    if ds.action_scales is not None and action_scales is not None and ds.num_episodes:
+        checks.append(("action_scales", ds.action_scales, dict(action_scales)))
+    return [(name, have, want) for name, have, want in checks if have != want]
 
 
 def episode_stats(columns: dict, frames: np.ndarray, video_key: str) -> dict:
