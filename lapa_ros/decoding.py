@@ -9,6 +9,7 @@ use them), so decoding never falls behind the camera. Results keep the time the 
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Callable
 
@@ -16,11 +17,14 @@ import numpy as np
 
 from lapa_learning.errors import InputError
 
+_log = logging.getLogger(__name__)
+
 
 class NewestImageDecoder:
     """decode(msg) -> RGB array runs on this object's thread; then on_image(rgb, received) or, when decode
-    raised InputError, on_error(err, received). Other exceptions are passed to on_error as InputError too
-    (a decoder bug must not end the thread and silently stop every later image)."""
+    raised InputError, on_error(err, received). Other exceptions are passed to on_error as InputError too, and
+    an exception in on_image/on_error is logged: neither may end the thread and silently stop every later image.
+    Nothing is delivered after stop()."""
 
     def __init__(self, decode: Callable[[Any], np.ndarray], on_image: Callable[[np.ndarray, float], None],
                  on_error: Callable[[InputError, float], None], name: str = "image_decoder"):
@@ -44,11 +48,14 @@ class NewestImageDecoder:
         return replaced
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Finish the decode in progress (its result is still delivered) and end the thread."""
+        """End the thread; a decode still in progress delivers nothing (the node is closing)."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            _log.warning("%s: a decode still runs after %.1f s; its result will be dropped", self._thread.name,
+                         timeout)
 
     def _loop(self) -> None:
         while True:
@@ -60,11 +67,15 @@ class NewestImageDecoder:
                 msg, received = self._pending
                 self._pending = None
             try:
-                rgb = self.decode(msg)
+                rgb, error = self.decode(msg), None
             except InputError as err:
-                self.on_error(err, received)
-                continue
+                rgb, error = None, err
             except Exception as err:  # noqa: BLE001 - see the class docstring
-                self.on_error(InputError(f"image could not be decoded: {type(err).__name__}: {err}"), received)
-                continue
-            self.on_image(rgb, received)
+                rgb, error = None, InputError(f"image could not be decoded: {type(err).__name__}: {err}")
+            with self._cond:
+                if self._stopping:  # closed while decoding: the node may be gone
+                    return
+            try:
+                self.on_image(rgb, received) if error is None else self.on_error(error, received)
+            except Exception:  # noqa: BLE001 - a failing handler must not stop every later image
+                _log.exception("%s: handling a decoded image failed", self._thread.name)

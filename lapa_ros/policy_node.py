@@ -186,6 +186,7 @@ class PolicyNode(Node):
         if self._decoder is not None:  # decoded on its thread; one replaced before decoding was never seen
             if self._decoder.submit(msg, now):
                 with self._cond:
+                    self.received += 1  # the replaced one: received, never used
                     self.dropped += 1
             return
         try:

@@ -53,6 +53,7 @@ class RecorderNode(Node):
         self.instruction: str | None = None
         self.rejected_images = 0
         self.images_received = 0
+        self.images_replaced = 0  # compressed: replaced by a newer image before it was decoded
         self.skipped_no_instruction = 0
         self.last_event = "idle"
         self.problems = ProblemLog()  # the newest problem and when, for ~/status
@@ -79,7 +80,9 @@ class RecorderNode(Node):
     def image_callback(self, msg) -> None:  # sensor_msgs/Image or CompressedImage (image_transport)
         now = self._now()
         if self._decoder is not None:  # decoded on its own thread (newest first): the executor never waits on it
-            self._decoder.submit(msg, now)
+            if self._decoder.submit(msg, now):  # the one it replaced was received, never decoded nor sampled
+                self.images_received += 1
+                self.images_replaced += 1
             return
         try:
             rgb = self._to_rgb(msg)
@@ -184,7 +187,8 @@ class RecorderNode(Node):
             ("recording", rec.recording), ("frames", rec.num_frames), ("unsaved_episode", rec.unsaved),
             ("episodes_saved", rec.saved),
             ("episodes_discarded", rec.discarded), ("dropped", self.sampler.dropped),
-            ("images_received", self.images_received), ("rejected_images", self.rejected_images),
+            ("images_received", self.images_received), ("images_replaced_before_decoding", self.images_replaced),
+            ("rejected_images", self.rejected_images),
             ("no_instruction", self.skipped_no_instruction),
             ("instruction", status_instruction(self.instruction)),
             ("instruction_chars", len(self.instruction or "")),

@@ -184,8 +184,9 @@ class EpisodeRecorder:
                 ds, fps=self.fps, image_size=(h, w) if h and w else None, video_key=self.video_key,
                 with_actions=True, action_names=self.mapping.action_names, state_names=(), action_scales=scales):
             if name == "action_scales":  # name the node parameters that differ
-                mismatches += [f"{key} is {have[key]!r} in the dataset but {value!r} here"
-                               for key, value in want.items() if key in have and have[key] != value]
+                mismatches += [f"{key} is {have.get(key, 'not recorded')!r} in the dataset but "
+                               f"{want.get(key, 'not recorded')!r} here"
+                               for key in sorted(set(have) | set(want)) if have.get(key) != want.get(key)]
             elif name == "with_actions":
                 mismatches.append("it holds no actions (an action-free video set)")
             elif name == "state_names":

@@ -79,3 +79,46 @@ def test_stop_ends_the_thread():
     decoder = NewestImageDecoder(lambda m: m, lambda *a: None, lambda *a: None)
     decoder.stop()
     assert not decoder._thread.is_alive()
+
+
+def test_nothing_is_delivered_after_stop_and_a_failing_handler_does_not_end_the_thread(caplog):
+    started, release = threading.Event(), threading.Event()
+
+    def decode(value):
+        if value == 1:
+            started.set()
+            release.wait(10.0)
+        return np.full((2, 2, 3), value, np.uint8)
+
+    rec = Recorder()
+    decoder = NewestImageDecoder(decode, rec.on_image, rec.on_error)
+    decoder.submit(1, 1.0)
+    assert started.wait(10.0)
+    decoder.stop(timeout=0.05)  # the decode outlives stop(): its result must not reach a closed node
+    assert "a decode still runs" in caplog.text
+    release.set()
+    decoder._thread.join(10.0)
+    assert rec.images == [] and not decoder._thread.is_alive()
+
+    calls = []
+
+    def failing(rgb, received):
+        calls.append(received)
+        if received == 1.0:
+            raise RuntimeError("handler bug")
+
+    decoder = NewestImageDecoder(lambda v: np.zeros((2, 2, 3), np.uint8), failing, rec.on_error)
+    try:
+        decoder.submit(0, 1.0)
+        for _ in range(500):
+            if calls:
+                break
+            threading.Event().wait(0.01)
+        decoder.submit(0, 2.0)
+        for _ in range(500):
+            if len(calls) == 2:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        decoder.stop()
+    assert calls == [1.0, 2.0] and "handling a decoded image failed" in caplog.text

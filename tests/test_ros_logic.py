@@ -1,6 +1,7 @@
 """The ROS nodes' pure logic, tested without a running ROS graph: converters, safety gate, params, recording."""
 
 import errno
+import json
 import sys
 import types
 from types import SimpleNamespace
@@ -590,6 +591,15 @@ def test_recorder_checks_the_dataset_root_before_recording(tmp_path, rng):
             EpisodeRecorder(tmp_path / "ds", **{"fps": 10, "mapping": MAP, **kwargs})
         assert "--append" not in str(err.value) and "--overwrite" not in str(err.value)
     assert EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP, image_size=(16, 16)).next_index() == 1
+    # scales recorded by another tool with other keys: still found at start-up
+    info_path = tmp_path / "ds" / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["lapa"]["action_scales"] = {"linear_scale": MAP.linear_scale, "angular_scale": MAP.angular_scale}
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="action_limit is 'not recorded' in the dataset but 1.0 here"):
+        EpisodeRecorder(tmp_path / "ds", fps=10, mapping=MAP)
+    info["lapa"]["action_scales"] = MAP.scales()
+    info_path.write_text(json.dumps(info))
     # Sets the recorder's episodes could not join (found at start-up, not at the first ~/stop after a demonstration)
     from lapa_learning.vla.testing import make_toy_dataset
 

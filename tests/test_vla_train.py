@@ -161,7 +161,7 @@ def test_a_continuous_last_action_dim_is_not_made_a_binary_gripper(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_policy_knows_the_action_scales_its_teleop_data_was_recorded_with(tmp_path):
+def test_a_policy_knows_the_action_scales_its_teleop_data_was_recorded_with(tmp_path, capsys):
     """policy_node compares them with its own linear_scale/angular_scale (lapa_ros.safety.scale_mismatch)."""
     from lapa_learning.vla.policy import data_action_scales
 
@@ -174,6 +174,21 @@ def test_a_policy_knows_the_action_scales_its_teleop_data_was_recorded_with(tmp_
     assert main(["vla", "finetune", "--data", str(teleop), "--out", str(tmp_path / "ft"), "--max-steps", "2",
                  *FAST]) == 0
     assert Policy.load(tmp_path / "ft", device="cpu").action_scales == scales
+    # a second set recorded with other scales: one action would mean two velocities, refused
+    other = make_toy_dataset(tmp_path / "other", episodes=2, length=10, image_size=32, seed=5)
+    info = json.loads((other / "meta" / "info.json").read_text())
+    info["lapa"]["action_scales"] = {**scales, "linear_scale": 0.8}
+    (other / "meta" / "info.json").write_text(json.dumps(info))
+    assert main(["vla", "finetune", "--data", str(teleop), "--data", str(other), "--out", str(tmp_path / "mixed"),
+                 "--max-steps", "2", *FAST]) == 2
+    # a set without recorded scales next to one with them trains, with a warning
+    plain = make_toy_dataset(tmp_path / "plain", episodes=2, length=10, image_size=32, seed=6)
+    capsys.readouterr()
+    assert main(["vla", "finetune", "--data", str(teleop), "--data", str(plain), "--out", str(tmp_path / "mix2"),
+                 "--max-steps", "2", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "lapa: warning: " in err and "recorded no action scales" in err, err
+    assert Policy.load(tmp_path / "mix2", device="cpu").action_scales is None
     # sets that did not record them, or that differ, give no scales
     assert data_action_scales({"datasets": [{"action_scales": scales}, {"action_scales": None}]}) is None
     assert data_action_scales({"datasets": [{"action_scales": scales},

@@ -226,6 +226,25 @@ def test_videos_at_another_frame_rate_are_labelled_with_the_offset_that_spans_th
     assert PseudoActions.load(video).offset == 3
     assert "--offset 0: expected >= 1" in _error(capsys, ["vpt", "label", "--checkpoint", str(idm), "--data",
                                                           str(fast), "--offset", "0"])
+    # a folder of videos is taken to be at the IDM's rate, unless --video-fps says otherwise
+    from lapa_learning.data.video import write_video
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_video(folder / name, np.random.default_rng(0).integers(0, 255, (12, 32, 32, 3), dtype=np.uint8), fps=10)
+    assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(folder), "--no-progress"]) == 0
+    assert PseudoActions.load(folder).offset == 3
+    assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(folder), "--video-fps", "20",
+                 "--no-progress"]) == 0
+    assert PseudoActions.load(folder).offset == 6
+    capsys.readouterr()
+    # at a much lower rate no whole number of frames spans the same time: said, not silently stretched
+    slow = make_toy_dataset(tmp_path / "slow", episodes=2, length=12, image_size=32, with_actions=False, seed=3,
+                            fps=2)
+    assert main(["vpt", "label", "--checkpoint", str(idm), "--data", str(slow), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "pairs (x_t, x_t+1) span 0.5 s, its (x_t, x_t+3) 0.3 s (no whole number of frames" in out
     # labelled sets at two frame rates cannot share one H in frames
     err = _error(capsys, ["vpt", "train", "--data", str(data[0]), "--data", str(make_toy_dataset(
         tmp_path / "fast_labelled", episodes=2, length=12, image_size=32, fps=20)), "--out", str(tmp_path / "r"),

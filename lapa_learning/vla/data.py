@@ -10,6 +10,7 @@ then turned into tensors (and augmented) in `collate`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -173,7 +174,24 @@ def build_action_samples(roots: Sequence, image_size: int, chunk_size: int, val_
                                  # teleop/bag sets: the velocity per action unit (policy_node checks its own)
                                  "action_scales": None if pseudo else getattr(source, "action_scales", None)})
     info["action_names"] = list(names)
+    _check_action_scales(info["datasets"])
     return train.finalize(), val.finalize(), info
+
+
+def _check_action_scales(datasets: list[dict]) -> None:
+    """Sets recorded with other velocities per action unit would give one action two meanings: refused. A mix of
+    sets with and without recorded scales trains, with a warning (the policy cannot tell the robot its scales)."""
+    recorded = [d for d in datasets if d.get("action_scales") is not None]
+    if any(d["action_scales"] != recorded[0]["action_scales"] for d in recorded):
+        listed = "; ".join(f"{d['root']}: {d['action_scales']}" for d in recorded)
+        raise DatasetError(f"the datasets were recorded with different action scales (velocity per action unit), so "
+                           f"one action would mean two velocities: {listed}. Train on sets recorded with the same "
+                           f"linear_scale/angular_scale (lapa data info shows them)")
+    if recorded and len(recorded) < len(datasets):
+        missing = [d["root"] for d in datasets if d.get("action_scales") is None]
+        warnings.warn(f"{', '.join(missing)} recorded no action scales, {recorded[0]['root']} recorded "
+                      f"{recorded[0]['action_scales']}: the checkpoint will not know its velocity per action unit, "
+                      f"so policy_node cannot check its linear_scale/angular_scale", stacklevel=3)
 
 
 def _add_split(source, root, image_size, val_fraction, seed, train, val, progress, targets_fn, latent: bool):

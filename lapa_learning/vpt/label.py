@@ -4,7 +4,8 @@
 
 Frame t gets a_t predicted from (x_t, x_min(t+H, L-1)), H being the IDM's offset (format: pseudo_actions.py).
 Videos at another frame rate than the IDM's training data get the H that spans the same time (an IDM trained at
-10 fps with H=4 sees x_t and x_t+12 in 30 fps videos); `--offset` sets it by hand.
+10 fps with H=4 sees x_t and x_t+12 in 30 fps videos); `--offset` sets it by hand. An episode dataset says its
+frame rate; a folder of videos is taken to be at the IDM's rate unless `--video-fps` says otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset", type=int, default=None,
                         help="H in frames of these videos (default: the IDM's H, scaled by the videos' frame rate "
                              "over the IDM's training data's)")
+    parser.add_argument("--video-fps", type=float, default=None,
+                        help="frame rate of a folder of videos (default: the IDM's training data's)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per forward pass (default: 256)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     cli_args.add_threads(parser)
@@ -35,11 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto", progress: bool = True,
-                  camera: str | None = None, offset: int | None = None) -> dict:
+                  camera: str | None = None, offset: int | None = None, video_fps: float | None = None) -> dict:
     from tqdm import tqdm
 
-    from lapa_learning.data.video_folder import open_video_source
     from lapa_learning.cli_args import pick_device
+    from lapa_learning.data.video_folder import warn_other_rates
+    from lapa_learning.laq.trainer import open_source
     from lapa_learning.vpt.checkpoint import load_idm
     from lapa_learning.vpt.pseudo_actions import save_pseudo_actions
     from lapa_learning.vpt.train import PairSet
@@ -50,12 +54,18 @@ def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto",
         raise ConfigError(f"--offset {offset}: expected >= 1 frame")
     dev = pick_device(device)
     model, ckpt = load_idm(checkpoint, device=dev)
-    source = open_video_source(data, camera=camera)
+    source = open_source(data, video_fps if video_fps is not None else model.cfg.fps, camera)
     root = Path(getattr(source, "root", data))
     H = offset if offset is not None else model.cfg.offset_at(float(source.fps))
-    if H != model.cfg.offset and offset is None:
-        print(f"{data}: {source.fps:g} fps, the IDM's training data {model.cfg.fps:g} fps: pairs (x_t, x_t+{H}) "
-              f"span the time of its (x_t, x_t+{model.cfg.offset})")
+    if offset is None and model.cfg.fps is not None:
+        span, trained = H / float(source.fps), model.cfg.offset / model.cfg.fps  # seconds between x_t and x_t+H
+        if H != model.cfg.offset or abs(span / trained - 1) > 0.25:
+            print(f"{data}: {source.fps:g} fps, the IDM's training data {model.cfg.fps:g} fps: pairs (x_t, x_t+{H}) "
+                  f"span {span:.3g} s, its (x_t, x_t+{model.cfg.offset}) {trained:.3g} s"
+                  + ("" if abs(span / trained - 1) <= 0.25 else
+                     " (no whole number of frames spans the same time: pass --offset, or use videos at a higher "
+                     "frame rate)"))
+        warn_other_rates(source, f"the IDM's offset (H={H} frames at {source.fps:g} fps)")
     actions = {}
     for ep in tqdm(source.episodes, desc="pseudo-labelling", unit="episode", disable=not progress):
         pairs = PairSet([(root, source, [ep.index])], model.cfg.image_size, H, with_actions=False)
@@ -70,6 +80,6 @@ def label_dataset(checkpoint, data, batch_size: int = 256, device: str = "auto",
 def run(args: argparse.Namespace) -> int:
     cli_args.set_threads(args.threads)
     r = label_dataset(args.checkpoint, args.data, args.batch_size, args.device, not args.no_progress, args.camera,
-                      args.offset)
+                      args.offset, args.video_fps)
     print(f"wrote {r['path']}: pseudo-actions for {r['frames']} frames of {r['episodes']} episodes")
     return 0
