@@ -11,7 +11,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from lapa_ros import qos  # noqa: E402
 from lapa_ros.episode_runner import EpisodeRunner  # noqa: E402
-from ros_spin import spinning  # noqa: E402
+from ros_helpers import spinning  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -25,6 +25,7 @@ from lapa_learning.errors import CheckpointError  # noqa: E402
 from lapa_ros import qos  # noqa: E402
 from lapa_ros.converters import rgb_to_image  # noqa: E402
 from lapa_ros.policy_node import PolicyNode  # noqa: E402
+from ros_helpers import hold_compressed_decoding  # noqa: E402
 
 pytestmark = pytest.mark.ros
 MAX_LINEAR = 0.3
@@ -279,17 +280,7 @@ def test_a_slow_compressed_image_decode_does_not_hold_the_executor(checkpoint, r
     import cv2
     from sensor_msgs.msg import CompressedImage
 
-    from lapa_ros import converters
-
-    started, release = threading.Event(), threading.Event()
-    decode = converters.decode_compressed_image
-
-    def slow_decode(fmt, data):
-        started.set()
-        assert release.wait(20.0)
-        return decode(fmt, data)
-
-    monkeypatch.setattr(converters, "decode_compressed_image", slow_decode)
+    started, release = hold_compressed_decoding(monkeypatch)
     h = make(checkpoint, image_transport="compressed", image_topic="camera/image_raw/compressed")
     try:
         camera = h.probe.create_publisher(CompressedImage, "camera/image_raw/compressed", qos.camera_publisher())

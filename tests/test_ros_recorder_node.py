@@ -1,6 +1,5 @@
 """recorder_node in-process on real rclpy: instructions from publishers of either durability, and its guards."""
 
-import threading
 import time
 from contextlib import contextmanager
 
@@ -18,7 +17,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from lapa_ros import qos  # noqa: E402
 from lapa_ros.converters import rgb_to_image  # noqa: E402
 from lapa_ros.recorder_node import RecorderNode  # noqa: E402
-from ros_spin import spinning  # noqa: E402
+from ros_helpers import hold_compressed_decoding, spinning  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -144,17 +143,7 @@ def test_a_slow_compressed_image_decode_does_not_hold_the_recorder(tmp_path, mon
     import cv2
     from sensor_msgs.msg import CompressedImage
 
-    from lapa_ros import converters
-
-    started, release = threading.Event(), threading.Event()
-    decode = converters.decode_compressed_image
-
-    def slow_decode(fmt, data):
-        started.set()
-        assert release.wait(20.0)
-        return decode(fmt, data)
-
-    monkeypatch.setattr(converters, "decode_compressed_image", slow_decode)
+    started, release = hold_compressed_decoding(monkeypatch)
     with running(tmp_path / "ds", image_transport="compressed", image_topic="camera/image_raw/compressed") as graph:
         recorder, probe, _latched, _status = graph
         try:

@@ -16,7 +16,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from lapa_ros import qos  # noqa: E402
 from lapa_ros.converters import fill_twist  # noqa: E402
 from lapa_ros.sim_node import SimNode  # noqa: E402
-from ros_spin import spinning  # noqa: E402
+from ros_helpers import spinning  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
