@@ -101,6 +101,11 @@ def merge(base: dict, overrides: dict, replace: tuple[str, ...] = ()) -> dict:
     return out
 
 
+def _one_line(err: Exception) -> str:
+    """A parser's multi-line message (with its caret drawing) as one line."""
+    return " ".join(str(err).split())
+
+
 def load_config_file(path: str | Path) -> dict:
     """A YAML (.yaml/.yml) or JSON (.json) file holding a mapping -> that mapping. ConfigError otherwise."""
     path = Path(path)
@@ -118,10 +123,14 @@ def load_config_file(path: str | Path) -> dict:
     else:
         import yaml
 
+        class Loader(yaml.SafeLoader):  # YAML 1.1 reads 1e-3 (no dot) as a string; a config means the number
+            pass
+
+        Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789."))
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+            raise ConfigError(f"config file {path}: not valid YAML ({_one_line(err)})") from None
         data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top, got {type(data).__name__}")
@@ -158,7 +167,7 @@ def parse_assignments(pairs: list[str], sections: tuple[str, ...], default: str,
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{flag} {pair!r}: could not parse value: {err}") from None
+            raise ConfigError(f"{flag} {pair!r}: could not parse value: {_one_line(err)}") from None
         if isinstance(parsed, str) and _EXPONENT.fullmatch(value.strip()):
             parsed = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         out[section][name] = parsed

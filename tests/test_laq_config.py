@@ -67,3 +67,29 @@ def test_files_and_overrides(tmp_path):
         load_train_config(str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="preset name"):
         load_train_config("nothing.txt")
+
+
+def test_yaml_exponents_are_numbers_and_bad_values_are_one_clear_line(tmp_path):
+    """YAML 1.1 reads `lr: 1e-3` as a string while `--set lr=1e-3` was a number; a whole `model` mapping given as a
+    train key was dropped silently; infinite weight decay reached the optimizer."""
+    good = tmp_path / "c.yaml"
+    good.write_text("train:\n  lr: 1e-3\n  weight_decay: 1.5E-2\nmodel:\n  dim: 64\n")
+    cfg = load_train_config(str(good))
+    assert (cfg.lr, cfg.weight_decay, cfg.model.dim) == (0.001, 0.015, 64)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as err:
+        load_train_config(str(bad))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(["lr=["])
+    assert "\n" not in str(err.value)
+    for sets, match in ((["model={dim: 64}"], "'model' is not a train key; set model fields as model.KEY=VALUE"),
+                        (["weight_decay=.inf"], "weight_decay must be a finite number >= 0"),
+                        (["model.dead_code_threshold=.nan"], "dead_code_threshold must be a finite number >= 0")):
+        with pytest.raises(ConfigError, match=match):
+            apply_overrides(preset("tiny"), parse_overrides(sets))
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("train:\n  model:\n    dim: 64\n")
+    with pytest.raises(ConfigError, match="'model' is not a train key"):
+        load_train_config(str(nested))

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -219,3 +220,47 @@ def test_an_offset_in_seconds_warns_about_videos_at_another_frame_rate(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # H in frames: the rate does not enter
         make_datasets(source, tiny_train_config(val_fraction=0.0))
+
+
+def test_resuming_with_another_frame_offset_or_the_data_as_extra_data_is_refused(tmp_path):
+    """--offset-seconds with another --video-fps on resume gave other pairs mid-run; --extra-data = --data trained
+    on the held-out episodes. Both are one clear error."""
+    import numpy as np
+
+    from lapa_learning.data.video import write_video
+
+    rng = np.random.default_rng(0)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4"):
+        write_video(videos / name, rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8), fps=10)
+    cfg = tiny_train_config(offset_frames=None, offset_seconds=0.2, max_steps=3)
+    train(cfg, videos, tmp_path / "run", progress=False, video_fps=10)
+    with pytest.raises(ConfigError, match=r"another frame offset: it was trained on pairs \(x_t, x_t\+2\) at 10 fps, "
+                                          r"now \(x_t, x_t\+4\) at 20 fps"):
+        train(tiny_train_config(offset_frames=None, offset_seconds=0.2, max_steps=6), videos, tmp_path / "run",
+              progress=False, video_fps=20)
+    with pytest.raises(ConfigError, match="--extra-data .* is --data itself"):
+        train(tiny_train_config(), videos, tmp_path / "run2", progress=False, extra_data=videos, video_fps=10)
+
+
+def test_a_diverged_run_is_never_saved_and_is_one_clear_error(dataset, tmp_path, monkeypatch):
+    """A run whose weights became NaN before its first logged loss was saved, and its PSNR shown as infinite."""
+    from lapa_learning.laq.metrics import psnr
+
+    assert np.isnan(psnr(float("nan")))
+    cfg = tiny_train_config(max_steps=2, log_every=10, save_every=2, eval_every=2)
+    original = torch.optim.Adam.step
+
+    def poisoned_step(self, *args, **kwargs):  # what lr 1e12 or an infinite weight decay does
+        out = original(self, *args, **kwargs)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", poisoned_step)
+    with pytest.raises(ConfigError, match=r"training diverged by step 2: weight .* is not finite"):
+        train(cfg, dataset, tmp_path / "run", progress=False)
+    assert not ckpt.has_checkpoint(tmp_path / "run")

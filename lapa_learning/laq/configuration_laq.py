@@ -89,8 +89,10 @@ class LAQConfig:
             raise ConfigError(f"LAQConfig.codebook_size must be >= 2, got {self.codebook_size}")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"LAQConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.dead_code_threshold, (int, float)) or self.dead_code_threshold < 0:
-            raise ConfigError(f"LAQConfig.dead_code_threshold must be >= 0, got {self.dead_code_threshold!r}")
+        if isinstance(self.dead_code_threshold, bool) or not isinstance(self.dead_code_threshold, (int, float)) \
+                or not 0 <= self.dead_code_threshold < math.inf:
+            raise ConfigError(f"LAQConfig.dead_code_threshold must be a finite number >= 0, got "
+                              f"{self.dead_code_threshold!r}")
         if not isinstance(self.predict_residual, bool):
             raise ConfigError(f"LAQConfig.predict_residual must be true or false, got {self.predict_residual!r}")
 
@@ -155,8 +157,8 @@ class LAQTrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ConfigError(f"LAQTrainConfig.{name} must be in [0, 1), got {value!r}")
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
-                or self.weight_decay < 0:
-            raise ConfigError(f"LAQTrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+                or not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"LAQTrainConfig.weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -177,6 +179,9 @@ def _merged(base, overrides: dict, where: str) -> dict:
 
 
 def _build(base: LAQTrainConfig, model_over: dict, train_over: dict, where_model: str, where_train: str):
+    if "model" in train_over:  # it would be replaced by the model section below, silently
+        raise ConfigError(f"{where_train}: 'model' is not a train key; set model fields as model.KEY=VALUE "
+                          f"(--set model.dim=96) or in a `model:` section of the config file")
     model = from_dict(LAQConfig, _merged(base.model, model_over, where_model), where_model)
     train = _merged(base, train_over, where_train)
     train["model"] = model

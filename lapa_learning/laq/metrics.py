@@ -27,6 +27,8 @@ CHANGE_THRESHOLD = 0.05
 
 
 def psnr(mse: float) -> float:
+    if math.isnan(mse):  # a diverged model: never a perfect score
+        return float("nan")
     return float(10 * math.log10(1.0 / mse)) if mse > 0 else float("inf")
 
 

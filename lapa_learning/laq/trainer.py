@@ -255,11 +255,20 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
 
     source = open_source(data, video_fps, camera)
     if state is not None and "camera" in saved and saved["camera"] != source.video_key:
+        reads = f"--camera {camera} reads" if camera is not None else "the dataset's recorded camera is"
         raise ConfigError(f"cannot resume {step_dir} with another camera: it was trained on camera "
-                          f"{saved.get('camera')}, --camera {camera} reads {source.video_key} "
-                          f"(use another --out)")
+                          f"{saved.get('camera')}, {reads} {source.video_key} (use another --out)")
+    if extra_data is not None and Path(extra_data).resolve() == Path(data).resolve():
+        raise ConfigError(f"--extra-data {extra_data} is --data itself: its held-out episodes would be trained on "
+                          f"(and every pair counted twice); give another dataset, or none")
     train_set, val_set, train_ids, val_ids = make_datasets(source, cfg, progress=progress and main)
     offset = train_set.offset
+    if state is not None and "offset" in saved and (int(saved["offset"]), float(saved.get("fps", source.fps))) \
+            != (offset, float(source.fps)):  # e.g. another --video-fps with --offset-seconds: other pairs
+        raise ConfigError(f"cannot resume {step_dir} with another frame offset: it was trained on pairs (x_t, "
+                          f"x_t+{saved['offset']}) at {float(saved.get('fps', source.fps)):g} fps, now (x_t, "
+                          f"x_t+{offset}) at {float(source.fps):g} fps (give the same --video-fps, or use another "
+                          f"--out)")
     extra_pairs, extra_offset, extra_fps = 0, None, None
     if extra_data is not None:
         extra_set = extra_pairs_dataset(extra_data, source, offset, cfg, video_fps, progress and main, camera)
@@ -338,6 +347,10 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
 
     def save(metrics: dict | None):
         accelerator.wait_for_everyone()
+        bad = next((name for name, p in core.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:  # a diverged run is never saved (nor resumed from); the last good checkpoint stays
+            raise ConfigError(f"training diverged by step {step}: weight {bad} is not finite, so no checkpoint was "
+                              f"saved; lower the learning rate (lr {cfg.lr:g}) or check --set values")
         if main:
             ckpt.save_checkpoint(out, step, core, cfg, extra, state=training_state(), metrics=metrics or None,
                                  keep=cfg.keep_checkpoints)
@@ -379,7 +392,8 @@ def train(cfg: LAQTrainConfig, data, out, max_minutes: float | None = None, devi
                 tick, tick_step = now, step
                 bar.set_postfix(loss=f"{loss_v:.4f}")
                 if not math.isfinite(loss_v):
-                    raise FloatingPointError(f"training loss became {loss_v} at step {step}; lower --lr")
+                    raise ConfigError(f"training loss became {loss_v} at step {step}: the run diverged; lower the "
+                                      f"learning rate (--lr, now {cfg.lr:g})")
             if main and replaced is not None:
                 writer.add_scalar("train/codes_replaced", replaced, step)
             metrics = None
