@@ -35,6 +35,24 @@ def test_label_every_pair(trained, tmp_path):
     np.testing.assert_array_equal(tokens[5], labels.lookup(3, 5))
 
 
+def test_a_second_labelling_of_the_same_dataset_at_once_is_refused(trained):
+    """Two `laq label` runs (e.g. two checkpoints) at once mixed each other's partial results into one file."""
+    import os
+
+    from lapa_learning.errors import ConfigError
+    from lapa_learning.io import try_exclusive_lock
+    from lapa_learning.laq.label import LOCK_FILE
+
+    data, run = trained
+    held = try_exclusive_lock(data / LOCK_FILE)  # what a running labelling holds
+    try:
+        with pytest.raises(ConfigError, match="another `lapa laq label` is labelling it now"):
+            label_dataset(run, data, progress=False)
+    finally:
+        os.close(held)
+    assert label_dataset(run, data, progress=False)["episodes"] == 5  # free again: labels
+
+
 def test_labelling_resumes_after_interruption(trained):
     data, run = trained
     with pytest.raises(KeyboardInterrupt):

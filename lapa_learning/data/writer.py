@@ -29,7 +29,7 @@ MODES = ("create", "append", "overwrite")
 # What --overwrite removes from a dataset directory: the dataset and what lapa computed from it (latent labels,
 # pseudo-actions, an interrupted labelling's partial results); anything else in the folder is the user's.
 DATASET_ENTRIES = ("data", "videos", "images", "latent_actions.parquet", "pseudo_actions.parquet",
-                   ".latent_actions.partial")  # and everything in meta/ but the writers' lock
+                   ".latent_actions.partial", ".latent_actions.lock")  # and everything in meta/ but the writers' lock
 LOCK_FILE = ".writer.lock"  # meta/.writer.lock: held (flock) by the one writer of the dataset
 
 

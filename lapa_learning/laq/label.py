@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from lapa_learning.io import atomic_path, atomic_write_json
 from lapa_learning.laq import checkpoint as ckpt
 
 PARTIAL_DIR = ".latent_actions.partial"
+LOCK_FILE = ".latent_actions.lock"  # held while a labelling runs (flock; the file itself may stay)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +98,36 @@ def _fingerprint(step_dir: Path, offset: int, camera: str | None, episode_keys: 
 def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int = 256, device: str = "auto",
                   progress: bool = True, video_fps: float | None = None, camera: str | None = None,
                   _stop_after: int | None = None) -> dict:
+    """Label every episode of `data` (see the module docstring). One labelling per dataset at a time: a second
+    process would reuse the first one's partial results as its own (they share LOCK_FILE's folder)."""
+    fd = _lock(Path(data)) if Path(data).is_dir() else None
+    try:
+        return _label(checkpoint, data, offset, batch_size, device, progress, video_fps, camera, _stop_after)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _lock(root: Path) -> int | None:
+    from lapa_learning.io import LockUnsupported, try_exclusive_lock
+
+    path = root / LOCK_FILE
+    try:
+        fd = try_exclusive_lock(path)
+    except LockUnsupported as err:
+        warnings.warn(f"{path}: cannot lock ({err.strerror}); labelling without the lock, so do not label {root} "
+                      f"from two processes at once", stacklevel=3)
+        return None
+    except OSError as err:
+        raise DatasetError(f"--data {root}: cannot create {LOCK_FILE} there ({err.strerror or err}); latent labels "
+                           f"are written beside the dataset, so it must be writable") from None
+    if fd is None:
+        raise ConfigError(f"--data {root}: another `lapa laq label` is labelling it now; wait for it to finish "
+                          f"(two at once would mix their partial results)")
+    return fd
+
+
+def _label(checkpoint, data, offset, batch_size, device, progress, video_fps, camera, _stop_after) -> dict:
     from tqdm import tqdm
 
     from lapa_learning.data.pairs import resize_square
