@@ -170,6 +170,11 @@ def test_cli_rejects_a_bad_num_envs(tmp_path):
     res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path), "--videos", "-1"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--videos must be 0" in res.stderr and "Traceback" not in res.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path), "--out", str(afile)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "is a file; name a folder" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_cli_eval_without_videos_writes_none(tmp_path):
@@ -219,7 +224,7 @@ def test_chunk_blending_rejects_bad_settings(tmp_path):
     from lapa_learning.vla.testing import make_tiny_checkpoint
 
     policy = Policy.load(make_tiny_checkpoint(tmp_path / "ckpt", chunk_size=4), device="cpu")
-    with pytest.raises(ConfigError, match="replan_every 5"):
+    with pytest.raises(ConfigError, match=r"replan every 5 steps \(--replan-every, parameter replan_every\)"):
         BlendedPolicy(policy, "ensemble", replan_every=5)
     with pytest.raises(ConfigError, match="decay"):
         BlendedPolicy(policy, "ensemble", decay=-1)

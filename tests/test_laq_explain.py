@@ -53,3 +53,14 @@ def test_helpers():
     y = np.array([[1.0, 2.0], [3.0, 2.0]])
     r2 = r2_score(y, y)
     assert r2[0] == pytest.approx(1.0) and np.isnan(r2[1])
+
+
+def test_out_naming_a_file_is_one_clear_error(tmp_path):
+    from lapa_learning.errors import ConfigError
+
+    data = write_dataset(tmp_path / "ds", episodes=4, length=10, with_actions=False)
+    train(tiny_train_config(max_steps=1), data, tmp_path / "run", progress=False)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="--out .*afile is a file; name a folder"):
+        explain(tmp_path / "run", data, out=afile, n_frames=1, top=2, device="cpu")

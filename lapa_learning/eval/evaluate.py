@@ -116,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--videos must be 0 (none) or more per task and outcome, got {args.videos}")
     if args.num_envs < 1 or args.workers < 1:
         raise ConfigError(f"--num-envs and --workers must be at least 1, got {args.num_envs} and {args.workers}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file; name a folder for results.json and the videos")
+    if args.preview_laq is not None and not args.preview:
+        warnings.warn("--preview-laq is used only with --preview; ignored", stacklevel=2)
     blend = args.chunk_blend != "off"
     if args.replan_every is not None and args.replan_every < 1:
         raise ConfigError(f"--replan-every {args.replan_every}: expected >= 1 step")

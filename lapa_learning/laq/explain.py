@@ -89,6 +89,8 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
     source = open_source(data, config.get("fps"), camera)  # a video folder gets the checkpoint's frame rate
     H = checkpoint_offset(config, source.fps, offset)
     out = Path(out) if out is not None else step_dir.parent / "explain"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; name a folder for the explanation's images and JSON")
     out.mkdir(parents=True, exist_ok=True)
     C = model.cfg.codebook_size
 

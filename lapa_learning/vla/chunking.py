@@ -48,7 +48,7 @@ class ChunkBlender:
         if self.blend not in BLENDS:
             raise ConfigError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
         if not (math.isfinite(self.decay) and self.decay >= 0):
-            raise ConfigError(f"decay must be >= 0, got {self.decay!r}")
+            raise ConfigError(f"chunk decay (--chunk-decay, parameter chunk_decay) must be >= 0, got {self.decay!r}")
         if not 0 <= self.prefetch < self.chunk_size:
             raise ConfigError(f"prefetch must be in 0..chunk_size-1 ({self.chunk_size - 1}), got {self.prefetch}")
 
@@ -99,7 +99,8 @@ class BlendedPolicy:
 
     def __init__(self, policy, blend: str = "ensemble", decay: float = 0.5, replan_every: int = 1):
         if not 1 <= replan_every <= policy.chunk_size:
-            raise ConfigError(f"replan_every {replan_every}: expected 1..chunk_size ({policy.chunk_size})")
+            raise ConfigError(f"replan every {replan_every} steps (--replan-every, parameter replan_every): expected "
+                              f"1..chunk_size ({policy.chunk_size})")
         ChunkBlender(policy.chunk_size, blend, decay, prefetch=0)  # checks blend and decay
         self.policy, self.blend, self.decay, self.replan_every = policy, blend, decay, replan_every
         self.chunk_size = policy.chunk_size

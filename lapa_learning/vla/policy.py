@@ -77,7 +77,8 @@ class Policy:
         self.report_latents: bool = cfg.latent is not None  # set False to skip latent decoding (faster)
         replan = self.chunk_size if replan_every is None else int(replan_every)
         if not 1 <= replan <= self.chunk_size:
-            raise ConfigError(f"replan_every {replan_every}: expected 1..chunk_size ({self.chunk_size})")
+            raise ConfigError(f"replan every {replan_every} steps (--replan-every, parameter replan_every): expected "
+                              f"1..chunk_size ({self.chunk_size})")
         self.replan_every = replan
         if precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision {precision!r}: expected 'auto', 'fp32' or 'bf16'")

@@ -27,11 +27,13 @@ def recorded_laq(record: dict | None, checkpoint_dir: Path) -> Path:
     laq = (record or {}).get("laq")
     if not laq:
         raise CheckpointError(f"{checkpoint_dir}: its train_record.json names no LAQ checkpoint (trained without "
-                              f"latent pretraining, or before LAQs were recorded); pass one: laq=<LAQ checkpoint>")
+                              f"latent pretraining, or before LAQs were recorded); pass one: --preview-laq (lapa eval) or the "
+                              f"preview_laq parameter (policy_node)")
     path = Path(laq) if Path(laq).is_absolute() else Path(checkpoint_dir) / laq
     if not path.exists():
         raise CheckpointError(f"{checkpoint_dir}: trained from the LAQ checkpoint {laq}, which is not there (moved "
-                              f"or deleted?); pass where it is now: laq=<LAQ checkpoint>")
+                              f"or deleted?); pass where it is now: --preview-laq (lapa eval) or the preview_laq "
+                              f"parameter (policy_node)")
     return path
 
 
