@@ -132,3 +132,21 @@ def test_labels_are_refused_for_videos_that_changed_and_warn_about_added_episode
     with pytest.warns(UserWarning, match=r"2 of 5 episodes \(e.g. episode 3\) were added after labelling"):
         train_set, _, _ = build_latent_samples([tmp_path / "more"], 32, 0.0, 0, progress=False)
     assert len(train_set.frames) == 3
+
+
+def test_a_broken_episode_video_is_skipped_with_a_warning(trained, tmp_path):
+    """As training does: the other episodes are labelled, and a rerun is not stuck on it."""
+    import shutil
+
+    from lapa_learning.data import EpisodeDataset
+
+    data, run = trained
+    copy = tmp_path / "ds"
+    shutil.copytree(data, copy)
+    video = next(copy.glob("videos/**/episode_000002.mp4"))
+    video.write_bytes(video.read_bytes()[:200])
+    with pytest.warns(UserWarning, match="skipping episode 2"):
+        result = label_dataset(run, copy, progress=False)
+    assert result["episodes"] == 4
+    assert sorted(set(LatentLabels.load(copy).episode.tolist())) == [0, 1, 3, 4]
+    assert EpisodeDataset(copy).num_episodes == 5  # the dataset itself is untouched

@@ -172,11 +172,12 @@ def _label(checkpoint, data, offset, batch_size, device, progress, video_fps, ca
             raise KeyboardInterrupt
         try:
             frames = resize_square(source.frames(ep.index), S)
-        except DatasetError as err:
-            if hasattr(source, "skip"):  # a broken external video: skip it, as training does
+        except DatasetError as err:  # a broken video: skip it (no labels for it), as training does
+            if hasattr(source, "skip"):
                 source.skip(ep.index, str(err))
-                continue
-            raise
+            else:
+                warnings.warn(f"skipping episode {ep.index}: {err}", stacklevel=2)
+            continue
         t, tokens = encode_episode(model, frames, H, batch_size, dev)
         with atomic_path(path) as tmp:
             np.savez(tmp, t=t, tokens=tokens)

@@ -41,9 +41,9 @@ def open_source(path, video_fps: float | None = None, camera: str | None = None)
 
     path = Path(path)
     is_dataset = (path / "meta" / "info.json").is_file()
+    if video_fps is not None and not 0 < video_fps < math.inf:
+        raise ConfigError(f"--video-fps must be positive, got {video_fps}")
     if video_fps is not None and not is_dataset:
-        if not video_fps > 0:
-            raise ConfigError(f"--video-fps must be positive, got {video_fps}")
         return open_video_source(path, camera=camera, fps=video_fps)
     return open_video_source(path, camera=camera)
 
