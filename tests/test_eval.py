@@ -175,6 +175,10 @@ def test_cli_rejects_a_bad_num_envs(tmp_path):
     res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path), "--out", str(afile)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "is a file; name a folder" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "lapa_learning.cli", "eval", str(tmp_path), "--chunk-decay", "0.3",
+                          "--preview-laq", str(tmp_path)], capture_output=True, text=True)
+    assert "lapa: warning: --chunk-decay weighs the chunks of --chunk-blend ensemble; ignored" in res.stderr
+    assert "lapa: warning: --preview-laq is used only with --preview" in res.stderr
 
 
 def test_cli_eval_without_videos_writes_none(tmp_path):

@@ -56,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with a chunked policy: off = execute each plan's first --replan-every actions; "
                              "switch = the newest chunk's action; ensemble = a weighted mean of every chunk "
                              "covering the step (temporal ensembling) (default: %(default)s)")
-    parser.add_argument("--chunk-decay", type=float, default=0.5,
-                        help="ensemble weight exp(-decay * age of the chunk in steps) (default: %(default)s)")
+    parser.add_argument("--chunk-decay", type=float, default=None,
+                        help="ensemble weight exp(-decay * age of the chunk in steps) (default: 0.5)")
     parser.add_argument("--preview", action="store_true",
                         help="videos show each frame next to the LAQ decoder's picture of frame t+H for the predicted "
                              "latent tokens (needs a latent head and the LAQ the checkpoint records)")
@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} is a file; name a folder for results.json and the videos")
     if args.preview_laq is not None and not args.preview:
         warnings.warn("--preview-laq is used only with --preview; ignored", stacklevel=2)
+    if args.chunk_decay is not None and args.chunk_blend != "ensemble":
+        warnings.warn(f"--chunk-decay weighs the chunks of --chunk-blend ensemble; ignored with --chunk-blend "
+                      f"{args.chunk_blend}", stacklevel=2)
+    args.chunk_decay = 0.5 if args.chunk_decay is None else args.chunk_decay
     blend = args.chunk_blend != "off"
     if args.replan_every is not None and args.replan_every < 1:
         raise ConfigError(f"--replan-every {args.replan_every}: expected >= 1 step")
