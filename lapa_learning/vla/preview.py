@@ -27,8 +27,8 @@ def recorded_laq(record: dict | None, checkpoint_dir: Path) -> Path:
     laq = (record or {}).get("laq")
     if not laq:
         raise CheckpointError(f"{checkpoint_dir}: its train_record.json names no LAQ checkpoint (trained without "
-                              f"latent pretraining, or before LAQs were recorded); pass one: --preview-laq (lapa eval) or the "
-                              f"preview_laq parameter (policy_node)")
+                              f"latent pretraining, or before LAQs were recorded); pass one: --preview-laq (lapa "
+                              f"eval) or the preview_laq parameter (policy_node)")
     path = Path(laq) if Path(laq).is_absolute() else Path(checkpoint_dir) / laq
     if not path.exists():
         raise CheckpointError(f"{checkpoint_dir}: trained from the LAQ checkpoint {laq}, which is not there (moved "
