@@ -6,8 +6,8 @@ decode never holds the executor. One worker thread runs `policy.act` on the newe
 times per second, and publishes the result at once (under use_sim_time, `control_rate` is paced by the sim
 clock); a timer re-sends the current command (or a zero twist) at `publish_rate`, or with publish_rate 0 decides
 again every control period and sends the command only when it changed (so a stale image or an emptied
-instruction still stops the arm). ~/status runs on the steady clock and reports the decision as of now; under use_sim_time, until /clock
-arrives the node commands nothing ("waiting for /clock").
+instruction still stops the arm). ~/status runs on the steady clock and reports the decision as of now; under
+use_sim_time, until /clock arrives the node commands nothing ("waiting for /clock").
 Chunk policies (T actions per call) run in chunk mode unless chunk_blend is off: a step timer at `control_rate`
 commands one action per step from lapa_learning.vla.chunking.ChunkBlender (newest chunk, or temporal
 ensembling of the overlapping ones) and asks the worker for the next chunk `chunk_prefetch` steps before the
