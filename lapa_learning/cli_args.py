@@ -188,6 +188,7 @@ def apply_flag_overrides(model, args) -> None:
 # ---- run directories: one training process at a time ----------------------------------------------------------
 
 _RUN_LOCKS: dict[str, int] = {}  # resolved run dir -> the open file descriptor holding its flock
+_CREATED_RUNS: set[str] = set()  # run directories lock_run_dir created (removed again if left empty)
 
 
 def lock_run_dir(run: str | os.PathLike, flag: str = "--out") -> bool:
@@ -204,6 +205,7 @@ def lock_run_dir(run: str | os.PathLike, flag: str = "--out") -> bool:
     key = str(run.resolve())
     if key in _RUN_LOCKS:
         return False
+    existed = run.exists()
     try:
         run.mkdir(parents=True, exist_ok=True)
         fd = try_exclusive_lock(run / ".lock")
@@ -226,19 +228,37 @@ def lock_run_dir(run: str | os.PathLike, flag: str = "--out") -> bool:
     except OSError:
         pass
     _RUN_LOCKS[key] = fd
+    if not existed:
+        _CREATED_RUNS.add(key)
     return True
 
 
 def unlock_run_dir(run: str | os.PathLike) -> None:
-    fd = _RUN_LOCKS.pop(str(Path(run).resolve()), None)
-    if fd is not None:
-        os.close(fd)  # closing the only descriptor releases the flock
+    _release(str(Path(run).resolve()))
 
 
 def release_run_locks() -> None:
     """Release every run directory this process locked (`lapa` does when its verb returns)."""
     for key in list(_RUN_LOCKS):
-        os.close(_RUN_LOCKS.pop(key))
+        _release(key)
+
+
+def _release(key: str) -> None:
+    """Close the lock of one run directory. One this process created and left holding nothing but its lock (the
+    run was refused before writing anything) is removed: a bad input leaves no empty run folder behind."""
+    fd = _RUN_LOCKS.pop(key, None)
+    if fd is None:
+        return
+    try:
+        run = Path(key)
+        if key in _CREATED_RUNS and [p.name for p in run.iterdir()] == [".lock"]:
+            (run / ".lock").unlink()  # while still locked: no other process holds this file
+            run.rmdir()
+    except OSError:
+        pass  # someone else's files came in: leave the folder
+    finally:
+        _CREATED_RUNS.discard(key)
+        os.close(fd)  # closing the only descriptor releases the flock
 
 
 def prepare_run_dir(args) -> tuple[Path, dict | None]:

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2^31)")
     if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
         raise ConfigError(f"--out {args.out} already holds a run; pass --overwrite to replace it")
+    lock_run_dir(args.out)  # one training process per run directory (left empty by a bad input: removed again)
     set_threads(args.threads)
     T.seed_everything(args.seed)
     device = pick_device(args.device)
@@ -120,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     if S % TARGET_SIZE:
         raise ConfigError(f"pretrain-vision: image size {S} is not a multiple of {TARGET_SIZE}")
     small = nn.AvgPool2d(S // TARGET_SIZE)  # (B, 3, S, S) -> (B, 3, R, R)
-    lock_run_dir(args.out)  # one training process per run directory (taken once the inputs are known to be good)
     params = [*tower.parameters(), *decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * s / args.max_steps)))
