@@ -21,7 +21,7 @@ from std_srvs.srv import SetBool, Trigger
 from lapa_ros import qos
 from lapa_learning.errors import ConfigError, LapaError
 from lapa_ros.params import _p, _positive, declare_and_read
-from lapa_ros.runtime import prepare_environment
+from lapa_ros.runtime import exit_now, prepare_environment
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,16 @@ class EpisodeRunner(Node):
                              message)
 
 
-def main(args=None) -> int:
+def main(args=None, exit_process: bool = True) -> int:
+    """Run the episodes, then end the process with their exit code through runtime.exit_now, as every node does:
+    the interpreter's teardown after rclpy sometimes crashed (exit -11 after a clean one-line error, seen in CI)."""
+    code = _run(args)
+    if exit_process:
+        exit_now(code)
+    return code
+
+
+def _run(args) -> int:
     prepare_environment()
     import rclpy
 
