@@ -64,3 +64,22 @@ def test_out_naming_a_file_is_one_clear_error(tmp_path):
     afile.write_text("x")
     with pytest.raises(ConfigError, match="--out .*afile is a file; name a folder"):
         explain(tmp_path / "run", data, out=afile, n_frames=1, top=2, device="cpu")
+
+
+def test_a_broken_episode_is_skipped_and_one_episode_cannot_be_probed(tmp_path):
+    """As training and labelling do, explain skips an episode whose video is cut; a probe over one episode is
+    one clear error that names --no-probe."""
+    from lapa_learning.errors import ConfigError
+
+    data = write_dataset(tmp_path / "ds", episodes=5, length=10, with_actions=True)
+    train(tiny_train_config(max_steps=1), data, tmp_path / "run", progress=False)
+    video = next(data.glob("videos/**/episode_000002.mp4"))
+    video.write_bytes(video.read_bytes()[:200])
+    with pytest.warns(UserWarning, match="skipping episode 2"):
+        result = explain(tmp_path / "run", data, out=tmp_path / "ex", n_frames=1, top=2, device="cpu")
+    assert result["summary"]["pairs"] == 4 * 8 and "probe" in result
+    one = write_dataset(tmp_path / "one", episodes=1, length=10, with_actions=True)
+    with pytest.raises(ConfigError, match="needs at least 2 episodes .* found 1; pass --no-probe"):
+        explain(tmp_path / "run", one, out=tmp_path / "ex1", n_frames=1, top=2, device="cpu")
+    assert "probe" not in explain(tmp_path / "run", one, out=tmp_path / "ex2", n_frames=1, top=2, device="cpu",
+                                  probe_actions=False)

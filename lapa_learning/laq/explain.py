@@ -97,8 +97,10 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
     ids = [ep.index for ep in source.episodes if ep.length > H]
     if not ids:
         raise ConfigError(f"{data}: no episode is longer than H={H} frames")
-    groups = episode_folds(ids, folds, seed)
     episode, t, tokens = encode_source(model, source, ids, H, dev)
+    decoded = set(episode.tolist())
+    ids = [i for i in ids if i in decoded]  # without episodes whose video could not be decoded
+    groups = episode_folds(ids, folds, seed)
 
     # the most frequent token tuples of the whole dataset
     tuples, counts = np.unique(tokens, axis=0, return_counts=True)
@@ -130,6 +132,10 @@ def explain(checkpoint, data, out=None, prefix: str = "laq", n_frames: int = 3, 
 
     result = {"files": files, "summary": summary}
     if probe_actions and getattr(source, "has_actions", False):
+        if len(ids) < 2:
+            raise ConfigError(f"--data {data}: the action probe needs at least 2 episodes longer than H={H} frames "
+                              f"(it is fit on some and scored on the others), found {len(ids)}; pass --no-probe to "
+                              f"draw the image grid only")
         names = list(source.action_names) or [f"a{i}" for i in range(source.actions(ids[0]).shape[1])]
         Y, disp = action_targets(source, ids, H)
         if len(Y) != len(tokens):

@@ -12,17 +12,28 @@ from lapa_learning.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------------- encoding
 def encode_source(model, source, episodes, offset: int, device, batch_size: int = 256):
-    """Tokens of every pair of the given episodes: (episode (N,), t (N,), tokens (N, K))."""
+    """Tokens of every pair of the given episodes: (episode (N,), t (N,), tokens (N, K)). An episode whose video
+    cannot be decoded is skipped with a warning (as training and labelling do); none readable is a DatasetError."""
+    import warnings
+
     from lapa_learning.data.pairs import resize_square
+    from lapa_learning.errors import DatasetError
     from lapa_learning.laq.label import encode_episode
 
     eps, ts, toks = [], [], []
     for index in episodes:
-        frames = resize_square(source.frames(index), model.cfg.image_size)
+        try:
+            frames = resize_square(source.frames(index), model.cfg.image_size)
+        except DatasetError as err:
+            warnings.warn(f"skipping episode {index}: {err}", stacklevel=2)
+            continue
         t, tokens = encode_episode(model, frames, offset, batch_size, device)
         eps.append(np.full(len(t), index))
         ts.append(t)
         toks.append(tokens)
+    if not eps:
+        raise DatasetError(f"{getattr(source, 'root', 'the data')}: none of its {len(episodes)} episodes could be "
+                           f"decoded")
     return np.concatenate(eps), np.concatenate(ts), np.concatenate(toks)
 
 
