@@ -270,6 +270,7 @@ def test_video_folder_skips_and_counts_corrupt_videos(tmp_path, rng):
     with pytest.warns(UserWarning, match="skipping"):
         source = VideoFolder(folder, fps=10)
     assert source.num_episodes == 3 and len(source.skipped) == 2
+    assert source.image_size == (32, 32)  # the largest of the sources (32x32 videos, 24x40 frames)
     assert {Path(p).name for p, _ in source.skipped} == {"broken.mp4", "empty.mp4"}
     assert source.episodes[0].instruction == "open the drawer" and source.episodes[2].instruction == "wave"
     pairs = FramePairDataset(source, offset_frames=3, image_size=16)

@@ -63,6 +63,7 @@ class VideoFolder(EpisodeSource):
                                              instruction=labels.get(path.name, labels.get(path.stem, ""))))
         if not self.episodes:
             raise DatasetError(f"video folder {self.root} has no readable video ({len(self.skipped)} skipped)")
+        self.image_size = max(sizes)  # sources may differ; the pair sampler resizes every frame anyway
         self.other_rates = other_rates  # (name, frame rate) of the videos not at self.fps; see warn_other_rates
 
     def _instruction_file(self, instructions) -> Path | None:
