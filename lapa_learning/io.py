@@ -145,3 +145,18 @@ def try_exclusive_lock(path: str | os.PathLike) -> int | None:
             return None
         raise LockUnsupported(err.errno, err.strerror) from None
     return fd
+
+
+def lock_or_warn(path: str | os.PathLike, busy: Exception, without: str) -> int | None:
+    """try_exclusive_lock for a writer that may go on unlocked: raises `busy` when another process holds the lock;
+    on a filesystem that cannot lock, warns "<path>: cannot lock (<reason>); <without>" and returns None."""
+    import warnings
+
+    try:
+        fd = try_exclusive_lock(path)
+    except LockUnsupported as err:
+        warnings.warn(f"{path}: cannot lock ({err.strerror}); {without}", stacklevel=3)
+        return None
+    if fd is None:
+        raise busy
+    return fd

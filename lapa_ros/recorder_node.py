@@ -53,7 +53,6 @@ class RecorderNode(Node):
         self.instruction: str | None = None
         self.rejected_images = 0
         self.images_received = 0
-        self.images_replaced = 0  # compressed: replaced by a newer image before it was decoded
         self.skipped_no_instruction = 0
         self.last_event = "idle"
         self.problems = ProblemLog()  # the newest problem and when, for ~/status
@@ -76,13 +75,17 @@ class RecorderNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    @property
+    def images_replaced(self) -> int:
+        """Compressed images replaced by a newer one before they were decoded (the decoder counts them)."""
+        return self._decoder.superseded if self._decoder is not None else 0
+
     # ------------------------------------------------------------------ inputs
     def image_callback(self, msg) -> None:  # sensor_msgs/Image or CompressedImage (image_transport)
         now = self._now()
         if self._decoder is not None:  # decoded on its own thread (newest first): the executor never waits on it
             if self._decoder.submit(msg, now):  # the one it replaced was received, never decoded nor sampled
                 self.images_received += 1
-                self.images_replaced += 1
             return
         try:
             rgb = self._to_rgb(msg)

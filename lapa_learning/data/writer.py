@@ -23,7 +23,7 @@ from lapa_learning.data import format as fmt
 from lapa_learning.data.stats import write_dataset_stats
 from lapa_learning.data.video import CODEC, PIX_FMT, write_video
 from lapa_learning.errors import DatasetError
-from lapa_learning.io import LockUnsupported, atomic_path, atomic_write_json, try_exclusive_lock
+from lapa_learning.io import atomic_path, atomic_write_json, lock_or_warn
 
 MODES = ("create", "append", "overwrite")
 # What --overwrite removes from a dataset directory: the dataset and what lapa computed from it (latent labels,
@@ -173,20 +173,11 @@ class EpisodeWriter:
 
     # ------------------------------------------------------------------ internals
     def _lock(self) -> None:
-        path = self.root / "meta" / LOCK_FILE
-        try:
-            fd = try_exclusive_lock(path)
-        except LockUnsupported as err:
-            import warnings  # a filesystem without locks: write, but say that two writers would collide
-
-            warnings.warn(f"{path}: cannot lock ({err.strerror}); writing without the lock, so do not write "
-                          f"to {self.root} from two processes at once", stacklevel=3)
-            return
-        if fd is None:
-            raise DatasetError(f"{self.root} is being written by another writer (a `lapa data generate`, "
-                               f"`import-bag` or recorder_node); wait for it to finish, or write to another "
-                               f"directory")
-        self._lock_fd = fd
+        self._lock_fd = lock_or_warn(
+            self.root / "meta" / LOCK_FILE,
+            DatasetError(f"{self.root} is being written by another writer (a `lapa data generate`, `import-bag` or "
+                         f"recorder_node); wait for it to finish, or write to another directory"),
+            f"writing without the lock, so do not write to {self.root} from two processes at once")
 
     def _unlock(self) -> None:
         fd, self._lock_fd = getattr(self, "_lock_fd", None), None

@@ -109,22 +109,16 @@ def label_dataset(checkpoint, data, offset: int | None = None, batch_size: int =
 
 
 def _lock(root: Path) -> int | None:
-    from lapa_learning.io import LockUnsupported, try_exclusive_lock
+    from lapa_learning.io import lock_or_warn
 
-    path = root / LOCK_FILE
     try:
-        fd = try_exclusive_lock(path)
-    except LockUnsupported as err:
-        warnings.warn(f"{path}: cannot lock ({err.strerror}); labelling without the lock, so do not label {root} "
-                      f"from two processes at once", stacklevel=3)
-        return None
-    except OSError as err:
+        return lock_or_warn(root / LOCK_FILE,
+                            ConfigError(f"--data {root}: another `lapa laq label` is labelling it now; wait for it to "
+                                        f"finish (two at once would mix their partial results)"),
+                            f"labelling without the lock, so do not label {root} from two processes at once")
+    except OSError as err:  # the lock file cannot be created (not LockUnsupported: lock_or_warn handles that)
         raise DatasetError(f"--data {root}: cannot create {LOCK_FILE} there ({err.strerror or err}); latent labels "
                            f"are written beside the dataset, so it must be writable") from None
-    if fd is None:
-        raise ConfigError(f"--data {root}: another `lapa laq label` is labelling it now; wait for it to finish "
-                          f"(two at once would mix their partial results)")
-    return fd
 
 
 def _label(checkpoint, data, offset, batch_size, device, progress, video_fps, camera, _stop_after) -> dict:

@@ -180,18 +180,12 @@ def _holding_run_lock(fn):
     def wrapper(cfg, data, out, *args, **kwargs):
         from lapa_learning.cli_args import lock_run_dir, unlock_run_dir
 
-        existed = Path(out).exists()
         took = lock_run_dir(out)
         try:
             return fn(cfg, data, out, *args, **kwargs)
-        except BaseException:
-            if took and not existed and [p.name for p in Path(out).iterdir()] == [".lock"]:
-                (Path(out) / ".lock").unlink()  # refused before anything was written: leave no empty run behind
-                Path(out).rmdir()
-            raise
         finally:
             if took:
-                unlock_run_dir(out)
+                unlock_run_dir(out)  # a run refused before writing anything leaves no empty folder behind
 
     return wrapper
 
