@@ -250,6 +250,9 @@ def test_videos_at_another_frame_rate_are_labelled_with_the_offset_that_spans_th
         tmp_path / "fast_labelled", episodes=2, length=12, image_size=32, fps=20)), "--out", str(tmp_path / "r"),
         *FAST])
     assert "20 fps" in err and "10 fps" in err and "one frame rate" in err
+    err = _error(capsys, ["vpt", "train", "--data", str(data[0]), "--val-data", str(tmp_path / "fast_labelled"),
+                          "--out", str(tmp_path / "r2"), *FAST])
+    assert "--val-data" in err and "20 fps" in err and "10 fps" in err and "one frame rate" in err
 
 
 def test_pretrain_vision_leaves_no_run_folder_behind_when_its_inputs_are_bad(tmp_path, capsys):

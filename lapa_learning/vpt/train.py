@@ -91,9 +91,6 @@ def _sources(roots, val_fraction: float, seed: int, camera: str | None = None):
     train, val, names = [], [], None
     for root in roots:
         source = open_video_source(root, camera=camera)
-        if train and abs(float(source.fps) - float(train[0][1].fps)) > 0.01 * float(train[0][1].fps):
-            raise DatasetError(f"{root}: {source.fps:g} fps, but {train[0][0]} is at {train[0][1].fps:g} fps; the "
-                               f"IDM's offset H is in frames, so every labelled set must be at one frame rate")
         if not source.has_actions:
             raise DatasetError(f"{root}: action-free dataset; the inverse-dynamics model trains on recorded "
                                f"actions (pass the small labelled set as --data, and label videos with "
@@ -110,6 +107,19 @@ def _sources(roots, val_fraction: float, seed: int, camera: str | None = None):
         if va:
             val.append((root, source, va))
     return train, val, names
+
+
+def _one_frame_rate(data_src, val_data_src) -> float:
+    """The frame rate every labelled set shares: the IDM's offset H is in frames, so a set at another rate would
+    pair other time steps. DatasetError naming the first set that differs (checked before any frame is loaded)."""
+    ref_root, ref, _ = data_src[0]
+    fps = float(ref.fps)
+    for flag, (root, source, _) in [*(("--data", s) for s in data_src), *(("--val-data", s) for s in val_data_src)]:
+        if abs(float(source.fps) - fps) > 0.01 * fps:
+            raise DatasetError(f"{flag} {root}: {source.fps:g} fps, but --data {ref_root} is at {fps:g} fps; the "
+                               f"IDM's offset H is in frames, so every labelled set (--data, --val-data) must be at "
+                               f"one frame rate")
+    return fps
 
 
 def evaluate(model, data: PairSet, device, batch_size: int = 256) -> dict:
@@ -163,18 +173,15 @@ def run(args: argparse.Namespace) -> int:
     if args.val_data:
         args.val_fraction = 0.0  # the labelled set is trained on whole; validation comes from --val-data
     train_src, val_src, names = _sources(args.data, args.val_fraction, args.seed, args.camera)
+    extra = []
     if args.val_data:
         extra, _, extra_names = _sources(args.val_data, 0.0, args.seed, args.camera)
         if extra_names != names:
             raise DatasetError(f"--val-data actions {list(extra_names)} differ from --data's {list(names)}")
         val_src += extra
+    fps = _one_frame_rate(train_src, extra)
     train = PairSet(train_src, args.image_size, args.offset, progress=progress)
     val = PairSet(val_src, args.image_size, args.offset, progress=progress) if val_src else None
-    fps = float(train_src[0][1].fps)
-    for root, source, _ in val_src:
-        if abs(float(source.fps) - fps) > 0.01 * fps:
-            raise DatasetError(f"--val-data {root}: {source.fps:g} fps, but --data is at {fps:g} fps; the IDM's "
-                               f"offset H is in frames, so held-out episodes must be at the same frame rate")
     cfg = IDMConfig(image_size=args.image_size, offset=args.offset, fps=fps, action_names=names,
                     action_mean=train.actions.mean(0), action_std=np.maximum(train.actions.std(0), 1e-3))
     model = InverseDynamicsModel(cfg).to(device)
