@@ -5,11 +5,12 @@
 For each episode: ~/start the recorder, ~/reset the simulator (new layout, instruction published), wait until the simulator reports the episode done (success or step limit), then ~/stop the
 recorder with the success flag. This is what an operator does by hand with `ros2 service call` at a real arm.
 Prints one line per episode and a summary; exit code 1 if an episode timed out or a service failed, 2 for a bad
-parameter. Service names are relative (`sim_node/reset`), so `-r __ns:=/arm1` reaches /arm1/sim_node.
+parameter, 128 + the signal after Ctrl-C (130) or SIGTERM (143). Service names are relative (`sim_node/reset`), so `-r __ns:=/arm1` reaches /arm1/sim_node.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -53,7 +54,11 @@ class EpisodeResult:
 class EpisodeRunner(Node):
     def __init__(self, **node_kwargs):
         super().__init__("episode_runner", **node_kwargs)
-        self.params = p = declare_and_read(self, RunnerParams)
+        try:
+            self.params = p = declare_and_read(self, RunnerParams)
+        except BaseException:
+            self.destroy_node()  # a refused parameter: the half-built node goes now, before the context (see main)
+            raise
         self.status: dict[str, str] = {}
         self.create_subscription(DiagnosticArray, "sim/status", self.status_callback, qos.status())
         # Relative names: under `-r __ns:=/arm1` they are /arm1/sim_node/reset etc. (an absolute name is used as is)
@@ -79,12 +84,15 @@ class EpisodeRunner(Node):
     def _call(self, client, request, timeout: float = 30.0):
         import rclpy
 
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"service {client.srv_name} is not available")
+        name = self.resolve_service_name(client.srv_name)  # /arm1/sim_node/reset under a namespace
+        if not client.wait_for_service(timeout_sec=min(2.0, timeout)):  # discovery takes a moment even when it is up
+            print(f"episode_runner: waiting up to {timeout:g} s for service {name}", flush=True)
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise RuntimeError(f"service {name} is not available")
         future = client.call_async(request)
         rclpy.spin_until_future_complete(self, future, timeout_sec=timeout)
         if not future.done():
-            raise RuntimeError(f"service {client.srv_name} did not answer in {timeout} s")
+            raise RuntimeError(f"service {name} did not answer in {timeout} s")
         return future.result()
 
     # ------------------------------------------------------------------ episodes
@@ -114,19 +122,41 @@ class EpisodeRunner(Node):
 
 
 def main(args=None, exit_process: bool = True) -> int:
-    """Run the episodes, then end the process with their exit code through runtime.exit_now, as every node does:
-    the interpreter's teardown after rclpy sometimes crashed (exit -11 after a clean one-line error, seen in CI)."""
+    """Run the episodes, then end the process with their exit code through runtime.exit_now, as every node does.
+
+    Exit -11 after a clean one-line parameter error was seen twice in CI (not reproduced here, even under load).
+    Two things set this process apart from the nodes, which never showed it, and both are gone: rclpy's own
+    signal handlers (and their deferred-handler thread) are not installed, and a node whose parameters are
+    refused is destroyed at once, before the context is shut down, instead of whenever it is garbage-collected.
+    A crash would now also print every thread's Python stack (runtime.prepare_environment enables faulthandler).
+    """
     code = _run(args)
     if exit_process:
         exit_now(code)
     return code
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(signum)
+
+
 def _run(args) -> int:
     prepare_environment()
-    import rclpy
+    # Ctrl-C and SIGTERM raise KeyboardInterrupt in the episode loop (Python's handlers, not rclpy's): the loop
+    # ends, the episodes so far are summed up, exit code 128 + the signal number.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run_episodes(args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
-    rclpy.init(args=args)
+
+def _run_episodes(args) -> int:
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = EpisodeRunner()
     except LapaError as err:  # a bad parameter: one line, exit code 2 (as the other nodes, runtime.run_node)
@@ -143,8 +173,8 @@ def _run(args) -> int:
     except RuntimeError as err:
         print(f"episode_runner: error: {err}", flush=True)
         code = 1
-    except KeyboardInterrupt:
-        code = 130
+    except KeyboardInterrupt as err:
+        code = 128 + (err.args[0] if err.args else signal.SIGINT)
     finally:
         if results:
             print(f"{sum(r.success for r in results)}/{len(results)} episodes succeeded", flush=True)

@@ -33,6 +33,14 @@ import threading
 
 def prepare_environment() -> None:
     """Defaults that must be set before rclpy starts (an explicit setting by the user wins)."""
+    import faulthandler
+
+    # A crash in C code (rclpy, DDS, MuJoCo, torch) prints every thread's Python stack instead of a bare exit -11.
+    if not faulthandler.is_enabled():
+        try:
+            faulthandler.enable()
+        except (AttributeError, RuntimeError, ValueError, OSError):  # no usable stderr (closed, None): no stacks
+            pass
     # Keep discovery on this machine unless told otherwise (set SUBNET to reach a camera on another host).
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     # rclpy's logging needs HOME or ROS_LOG_DIR.

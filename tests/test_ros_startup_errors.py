@@ -59,3 +59,22 @@ def test_bad_parameters_give_one_line_and_exit_code_2(tmp_path):
         if not ok:
             failures.append(f"{label}: exit {proc.returncode}\n{err[-1500:]}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_episode_runner_stops_on_ctrl_c_or_sigterm_with_128_plus_the_signal():
+    """No simulator: the runner says what it waits for; Ctrl-C or SIGTERM then ends it, no traceback."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = {sig: subprocess.Popen([*executable("episode_runner"), "--ros-args", "-p", "sim_node:=no_such_sim"],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, proc in procs.items():
+        line = proc.stdout.readline()  # blocks until the runner waits for the service (or ends)
+        assert "waiting up to 30 s for service /no_such_sim/reset" in line, line + proc.stderr.read()
+        started = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + sig, f"{sig!r}: exit {proc.returncode}\n{out}\n{err}"
+        assert time.monotonic() - started < 10 and "Traceback" not in err, err
