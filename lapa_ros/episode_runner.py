@@ -127,7 +127,8 @@ def main(args=None, exit_process: bool = True) -> int:
     Exit -11 after a clean one-line parameter error was seen twice in CI (not reproduced here, even under load).
     Two things set this process apart from the nodes, which never showed it, and both are gone: rclpy's own
     signal handlers (and their deferred-handler thread) are not installed, and a node whose parameters are
-    refused is destroyed at once, before the context is shut down, instead of whenever it is garbage-collected.
+    refused is destroyed at once, before the context is shut down (it was freed after the shutdown, with the
+    error's traceback).
     A crash would now also print every thread's Python stack (runtime.prepare_environment enables faulthandler).
     """
     code = _run(args)

@@ -168,4 +168,8 @@ def _run(name: str, factory, args) -> int:
                 executor.remove_node(node)
                 executor.shutdown()
             node.destroy_node()
+        else:  # construction failed: free the half-built node (callbacks bound to it make cycles) before shutdown
+            import gc
+
+            gc.collect()
         rclpy.try_shutdown()
