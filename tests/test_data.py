@@ -595,3 +595,105 @@ def test_a_lock_file_left_by_a_writer_that_failed_early_does_not_block_the_next(
     with EpisodeWriter(tmp_path / "ds", fps=10, image_size=(8, 8), action_names=("a",)) as w:
         w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "wave", actions=np.zeros((3, 1), np.float32))
     assert EpisodeDataset(tmp_path / "ds").num_episodes == 1
+
+
+def _small_set(root, episodes=3, length=4, **kwargs):
+    rng = np.random.default_rng(0)
+    with EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), **kwargs) as w:
+        for i in range(episodes):
+            w.add_episode(rng.integers(0, 255, (length, 8, 8, 3), dtype=np.uint8), f"task {i}",
+                          actions=rng.uniform(-1, 1, (length, 1)))
+    return root
+
+
+def test_appending_to_a_set_with_an_episode_taken_out_keeps_every_file_and_numbers_after_the_highest(tmp_path):
+    import pyarrow.parquet as pq
+
+    root = _small_set(tmp_path / "ds")
+    episodes = root / "meta" / "episodes.jsonl"
+    rows = episodes.read_text().splitlines()
+    episodes.write_text(rows[0] + "\n" + rows[2] + "\n")  # the user took episode 1 out
+    kept = EpisodeDataset(root).frames(2)
+    with EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="append") as w:
+        assert w.add_episode(np.zeros((5, 8, 8, 3), np.uint8), "new", actions=np.zeros((5, 1))) == 3
+    ds = EpisodeDataset(root)
+    assert [ep.index for ep in ds.episodes] == [0, 2, 3]
+    assert np.array_equal(ds.frames(2), kept) and len(ds.frames(3)) == 5
+    assert (root / "data" / "chunk-000" / "episode_000001.parquet").exists()  # the user's to delete, not ours
+    new_index = pq.read_table(root / "data" / "chunk-000" / "episode_000003.parquet").column("index").to_pylist()
+    assert new_index[0] == 12  # after episode 2's frames (8..11), not reusing them
+    assert json.loads((root / "meta" / "info.json").read_text())["total_episodes"] == 3
+
+
+def test_appending_is_refused_where_the_dataset_has_features_the_writer_would_drop(tmp_path):
+    root = _small_set(tmp_path / "ds", episodes=1)
+    info_path = root / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["features"]["observation.effort"] = {"dtype": "float32", "shape": [2], "names": ["e0", "e1"]}
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=r"features that lapa does not write: dataset has \('observation.effort',\)"):
+        EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="append")
+    assert "observation.effort" in json.loads(info_path.read_text())["features"]
+
+
+def test_appending_to_episode_rows_without_tasks(tmp_path):
+    """LeRobot rows may leave the task to the parquet files' task_index (the reader supports it)."""
+    root = _small_set(tmp_path / "ds", episodes=2)
+    episodes = root / "meta" / "episodes.jsonl"
+    episodes.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "tasks"}) + "\n"
+                                for line in episodes.read_text().splitlines()))
+    with EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="append") as w:
+        w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "new", actions=np.zeros((3, 1)))
+    assert EpisodeDataset(root).num_episodes == 3
+
+
+def test_a_failed_or_killed_overwrite_gives_the_old_dataset_back_and_close_makes_it_final(tmp_path):
+    root = _small_set(tmp_path / "ds", episodes=2)
+    (root / "latent_actions.parquet").write_bytes(b"labels of the old episodes")
+    before = EpisodeDataset(root).frames(1)
+
+    def intact():
+        ds = EpisodeDataset(root)
+        return ds.num_episodes == 2 and np.array_equal(ds.frames(1), before) and \
+            (root / "latent_actions.parquet").exists() and not list(root.glob(".replaced*"))
+
+    with pytest.warns(UserWarning, match="did not finish; the dataset it was replacing is back"):
+        with pytest.raises(RuntimeError, match="bag 2 unreadable"):
+            with EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="overwrite") as w:
+                w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "new", actions=np.zeros((3, 1)))
+                raise RuntimeError("bag 2 unreadable")
+    assert intact()
+
+    w = EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="overwrite")
+    w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "new", actions=np.zeros((3, 1)))
+    w._unlock()  # killed: its lock goes with the process, nothing else runs
+    with pytest.warns(UserWarning, match="did not finish"):  # the next writer puts the old one back first
+        EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="append").close()
+    assert intact()
+
+    partial = root / ".replaced.partial"  # killed while setting the old dataset aside: half of it moved
+    (partial / "meta").mkdir(parents=True)
+    (root / "data").rename(partial / "data")
+    (root / "meta" / "info.json").rename(partial / "meta" / "info.json")
+    with pytest.warns(UserWarning, match="did not finish"):
+        EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="append").close()
+    assert intact()
+
+    with EpisodeWriter(root, fps=10, image_size=(8, 8), action_names=("a",), mode="overwrite") as w:
+        w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), "new", actions=np.zeros((3, 1)))
+    ds = EpisodeDataset(root)
+    assert ds.num_episodes == 1 and not (root / "latent_actions.parquet").exists()
+    assert not list(root.glob(".replaced*"))
+
+
+def test_a_fractional_fps_is_the_videos_rate_too(tmp_path):
+    import av
+
+    root = tmp_path / "ds"
+    with EpisodeWriter(root, fps=7.5, image_size=(8, 8), action_names=("a",)) as w:
+        w.add_episode(np.zeros((4, 8, 8, 3), np.uint8), "wave", actions=np.zeros((4, 1)))
+    with av.open(str(next((root / "videos").rglob("*.mp4")))) as container:
+        stream = container.streams.video[0]
+        times = [float(frame.pts * frame.time_base) for frame in container.decode(stream)]
+    assert stream.average_rate == 7.5 and np.allclose(times, np.arange(4) / 7.5)
+    assert np.allclose(EpisodeDataset(root).timestamps(0), np.arange(4) / 7.5)

@@ -14,8 +14,11 @@ PIX_FMT = "yuv420p"
 CRF = 18  # visually lossless for small renders; keeps 64 px objects crisp
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
-    """Encode frames (T, H, W, 3) uint8 RGB to an H.264 mp4 at `path` (H and W must be even for yuv420p)."""
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
+    """Encode frames (T, H, W, 3) uint8 RGB to an H.264 mp4 at `path` (H and W must be even for yuv420p), frame t
+    at t / fps: a fractional rate is kept as a fraction (7.5 -> 15/2, 29.97 -> 2997/100), not rounded."""
+    from fractions import Fraction
+
     import av
 
     frames = np.asarray(frames)
@@ -27,7 +30,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
     if h % 2 or w % 2:
         raise ValueError(f"H.264 with yuv420p needs even image sizes, got {w}x{h}")
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream(CODEC, rate=int(fps))
+        stream = container.add_stream(CODEC, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, PIX_FMT
         stream.options = {"crf": str(CRF), "preset": "veryfast"}
         for frame in frames:

@@ -6,6 +6,7 @@
 Used by `lapa data generate`, the ROS recorder node and `lapa data import-bag`.
 An episode becomes visible only when its line lands in meta/episodes.jsonl, after its video and parquet files
 were renamed into place, so a crash (SIGKILL, power loss, full disk) never leaves a half episode visible.
+mode="overwrite" replaces the dataset only at close(): after an error or a kill before it, the old one comes back.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ MODES = ("create", "append", "overwrite")
 # pseudo-actions, an interrupted labelling's partial results); anything else in the folder is the user's.
 DATASET_ENTRIES = ("data", "videos", "images", "latent_actions.parquet", "pseudo_actions.parquet",
                    ".latent_actions.partial", ".latent_actions.lock")  # and everything in meta/ but the writers' lock
+# The per-frame columns every episode has besides its camera, actions and states
+BOOKKEEPING = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64",
+               "task_index": "int64", "next.done": "bool"}
 LOCK_FILE = ".writer.lock"  # meta/.writer.lock: held (flock) by the one writer of the dataset
+# mode="overwrite" sets the old dataset aside in <root>/.replaced (moved there through .replaced.partial) and deletes
+# it at close() (through .replaced.discard); release() after an error, or the next writer after a kill, puts it back.
+REPLACED = ".replaced"
 
 
 class EpisodeWriter:
@@ -60,13 +67,15 @@ class EpisodeWriter:
         # with other scales would mix two meanings of one action; a policy node must command with the same scales.
         self.action_scales = dict(action_scales) if action_scales is not None else None
         self._episodes: list[dict] = []
+        self._next_index = 0  # after the highest listed episode: a set with a gap (an episode taken out) keeps it
         self._episode_stats: list[dict] = []
         self._tasks: dict[str, int] = {}
         self._num_frames = 0
+        self._next_frame = 0  # the "index" column's next value (> _num_frames after a gap)
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            if _has_content(self.root) and not (self.root / fmt.INFO).is_file():  # someone else's folder
+            if _has_content(self.root) and not _is_dataset(self.root):  # someone else's folder
                 raise DatasetError(
                     f"{self.root} already exists and is not empty; refusing to overwrite it (choose another --out)"
                     if mode == "create" else
@@ -78,8 +87,10 @@ class EpisodeWriter:
             raise DatasetError(f"{self.root}: cannot be a dataset directory ({err.strerror or err}); expected a "
                                f"writable directory path") from None
         self._lock_fd = None
+        self._replacing = False
         self._lock()  # one writer per dataset at a time: two would number their episodes alike
         try:  # decided under the lock: another writer may have finished just now
+            _undo_unfinished_overwrite(self.root)
             exists = _has_content(self.root)
             is_dataset = (self.root / fmt.INFO).is_file()
             if exists and mode == "create" and is_dataset and _holds_nothing(self.root):
@@ -89,16 +100,14 @@ class EpisodeWriter:
                                    f"(choose another --out, or pass --overwrite to replace it or --append to add to "
                                    f"it)")
             if exists and mode == "overwrite":
-                for child in [*self.root.iterdir(), *(self.root / "meta").iterdir()]:
-                    # what lapa and LeRobot write there (a user's own files stay), but not the lock
-                    if child.name in DATASET_ENTRIES or (child.parent.name == "meta" and child.name != LOCK_FILE):
-                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                _set_aside(self.root)  # deleted at close(), back after an error or a kill
+                self._replacing = True
             if exists and mode == "append":
                 self._load_existing()
             if not self._episodes:
                 self._commit()  # an empty but valid dataset from the start
         except BaseException:
-            self._unlock()
+            self.release()
             raise
 
     # ------------------------------------------------------------------ public API
@@ -115,7 +124,7 @@ class EpisodeWriter:
         time of its image in the constant-rate video, as LeRobot v2.1 requires (its loader refuses other times).
         """
         frames, actions, states = self._check_episode(frames, instruction, actions, states, timestamps)
-        index = len(self._episodes)
+        index = self._next_index
         length = len(frames)
         task_index = self._tasks.setdefault(instruction, len(self._tasks))
         video = fmt.video_path(self.root, self.video_key, index)
@@ -123,12 +132,14 @@ class EpisodeWriter:
         try:
             rows = self._rows(index, task_index, actions, states, length)
             with atomic_path(video) as tmp_video, atomic_path(data) as tmp_data:  # both in place, or neither tmp
-                write_video(tmp_video, frames, fps=int(round(self.fps)))
+                write_video(tmp_video, frames, fps=self.fps)
                 _write_parquet(tmp_data, rows)
             self._episodes.append({"episode_index": index, "tasks": [instruction], "length": length,
                                    "task_name": task, "success": None if success is None else bool(success)})
             self._episode_stats.append({"episode_index": index, "stats": episode_stats(rows, frames, self.video_key)})
             self._num_frames += length
+            self._next_index += 1
+            self._next_frame += length
             self._commit()
         except OSError as err:
             # Roll back this episode only; every earlier one is already committed and untouched.
@@ -136,17 +147,24 @@ class EpisodeWriter:
                 self._episodes.pop()
                 self._episode_stats.pop()
                 self._num_frames -= length
+                self._next_index = index
+                self._next_frame -= length
             for path in (video, data):  # the temporaries are already gone
                 path.unlink(missing_ok=True)
             reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
-            raise DatasetError(f"could not write episode {index} to {self.root}: {reason}. The {index} earlier "
-                               f"episode(s) are intact; free space (or fix the error) and record again") from err
+            raise DatasetError(f"could not write episode {index} to {self.root}: {reason}. The "
+                               f"{len(self._episodes)} earlier episode(s) are intact; free space (or fix the error) "
+                               f"and record again") from err
         return index
 
     def close(self) -> None:
-        """Write dataset-wide statistics (meta/stats.json) and let other writers in. Episodes are already safe
-        without this (a killed writer's lock goes with its process)."""
+        """Write dataset-wide statistics (meta/stats.json), make an overwrite final (delete the old dataset) and
+        let other writers in. Episodes are already safe without this (a killed writer's lock goes with its
+        process), except after mode="overwrite": until close() the old dataset comes back on any failure."""
         try:
+            if self._replacing:
+                _discard_set_aside(self.root)
+                self._replacing = False
             if self.with_actions and self._episodes:
                 from lapa_learning.data.reader import EpisodeDataset
 
@@ -156,8 +174,14 @@ class EpisodeWriter:
 
     def release(self) -> None:
         """After an error: let other writers in at once, without writing statistics (the episodes written so far
-        are safe; the next writer or reader computes the statistics)."""
-        self._unlock()
+        are safe; the next writer or reader computes the statistics). After mode="overwrite" the old dataset is
+        put back instead: a failed replacement replaces nothing."""
+        try:
+            if self._replacing:
+                self._replacing = False
+                _undo_unfinished_overwrite(self.root)
+        finally:
+            self._unlock()
 
     def __del__(self):
         self._unlock()
@@ -228,7 +252,7 @@ class EpisodeWriter:
             "timestamp": (np.arange(t) / self.fps).astype(np.float32),  # the video frame's time
             "frame_index": np.arange(t, dtype=np.int64),
             "episode_index": np.full(t, index, dtype=np.int64),
-            "index": np.arange(self._num_frames, self._num_frames + t, dtype=np.int64),
+            "index": np.arange(self._next_frame, self._next_frame + t, dtype=np.int64),
             "task_index": np.full(t, task_index, dtype=np.int64),
             "next.done": done,
         })
@@ -249,14 +273,13 @@ class EpisodeWriter:
                      "video.codec": CODEC.replace("lib", "").replace("x264", "h264"), "video.pix_fmt": PIX_FMT,
                      "video.is_depth_map": False, "has_audio": False},
         }
-        for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                            ("index", "int64"), ("task_index", "int64"), ("next.done", "bool")):
+        for name, dtype in BOOKKEEPING.items():
             features[name] = {"dtype": dtype, "shape": [1], "names": None}
         return features
 
     def _commit(self) -> None:
         """Write the metadata; meta/episodes.jsonl last, because its content defines which episodes exist."""
-        n = len(self._episodes)
+        n, end = len(self._episodes), self._next_index  # end > n when episodes were taken out of the index
         info = {
             "codebase_version": fmt.CODEBASE_VERSION,
             "robot_type": self.robot_type,
@@ -264,10 +287,10 @@ class EpisodeWriter:
             "total_frames": self._num_frames,
             "total_tasks": len(self._tasks),
             "total_videos": n,
-            "total_chunks": (n - 1) // fmt.CHUNKS_SIZE + 1 if n else 0,
+            "total_chunks": (end - 1) // fmt.CHUNKS_SIZE + 1 if end else 0,
             "chunks_size": fmt.CHUNKS_SIZE,
             "fps": _number(self.fps),
-            "splits": {"train": f"0:{n}"},
+            "splits": {"train": f"0:{end}"},
             "data_path": fmt.DATA_PATH,
             "video_path": fmt.VIDEO_PATH,
             "features": self._features(),
@@ -296,15 +319,19 @@ class EpisodeWriter:
         if ds.num_episodes:  # a set whose episodes did not record them: unknown, and stays so
             self.action_scales = ds.action_scales
         self._episodes = fmt.read_jsonl(self.root / fmt.EPISODES)
+        listed = {ep["episode_index"] for ep in self._episodes}
+        self._next_index = max(listed, default=-1) + 1
         stats_path = self.root / fmt.EPISODES_STATS
-        old_stats = fmt.read_jsonl(stats_path)[: len(self._episodes)] if stats_path.exists() else []
-        self._episode_stats = [{**row, "stats": _as_arrays(row["stats"])} for row in old_stats]
+        old_stats = fmt.read_jsonl(stats_path) if stats_path.exists() else []
+        self._episode_stats = [{**row, "stats": _as_arrays(row["stats"])} for row in old_stats
+                               if row.get("episode_index") in listed]  # not those of uncommitted episodes
         self._tasks = {row["task"]: row["task_index"] for row in fmt.read_jsonl(self.root / fmt.TASKS)}
         for ep in self._episodes:  # a crash between tasks.jsonl and episodes.jsonl cannot lose a task
-            for task in ep["tasks"]:
+            for task in ep.get("tasks", ()):  # rows may leave their tasks to the parquet files' task_index
                 self._tasks.setdefault(task, len(self._tasks))
         self._num_frames = sum(ep["length"] for ep in self._episodes)
-        _remove_orphans(self.root, self.video_key, len(self._episodes))
+        self._next_frame = _frame_index_after(self.root, self._next_index - 1, self._num_frames)
+        _remove_orphans(self.root, self.video_key, self._next_index)
 
 
 def append_mismatches(ds, fps: float, image_size: tuple[int, int] | None, video_key: str, with_actions: bool,
@@ -322,6 +349,11 @@ def append_mismatches(ds, fps: float, image_size: tuple[int, int] | None, video_
         checks.insert(1, ("image_size", tuple(ds.image_size), tuple(image_size)))
     if ds.action_scales is not None and action_scales is not None and ds.num_episodes:
         checks.append(("action_scales", ds.action_scales, dict(action_scales)))
+    # The writer writes its own features only: another camera or column of a LeRobot set would lose its entry
+    written = {video_key, *BOOKKEEPING, *(("action",) if with_actions else ()), *(("observation.state",) if
+                                                                                   state_names else ())}
+    others = tuple(sorted(set(ds.info.get("features") or ()) - written))
+    checks.append(("features that lapa does not write", others, ()))
     return [(name, have, want) for name, have, want in checks if have != want]
 
 
@@ -360,14 +392,29 @@ def _number(fps: float) -> int | float:
     return int(fps) if float(fps).is_integer() else float(fps)
 
 
-def _remove_orphans(root: Path, video_key: str, num_episodes: int) -> None:
-    """Delete files that a crash left behind: temp files, and episodes that were never committed."""
+def _remove_orphans(root: Path, video_key: str, next_index: int) -> None:
+    """Delete files that a crash left behind: temp files, and episodes that were never committed (numbered from
+    `next_index` on; files of an episode taken out of the index below it are the user's, and stay)."""
     for pattern in ("data/*/.*.tmp*", f"videos/*/{video_key}/.*.tmp*", "meta/.*.tmp*"):  # io.atomic_path names
         for path in root.glob(pattern):
             path.unlink(missing_ok=True)
     for path in list(root.glob("data/*/episode_*.parquet")) + list(root.glob(f"videos/*/{video_key}/episode_*.mp4")):
-        if int(path.stem.split("_")[1]) >= num_episodes:
+        if int(path.stem.split("_")[1]) >= next_index:
             path.unlink(missing_ok=True)
+
+
+def _frame_index_after(root: Path, last_episode: int, num_frames: int) -> int:
+    """The "index" column's value after the highest listed episode's last frame (its parquet file's), so that an
+    episode appended to a set with a gap does not reuse indices; `num_frames` when there is none or it is unread."""
+    import pyarrow.parquet as pq
+
+    if last_episode < 0:
+        return 0
+    try:
+        index = pq.read_table(fmt.data_path(root, last_episode), columns=["index"]).column("index").to_pylist()
+        return max(num_frames, int(max(index)) + 1)
+    except (OSError, ValueError, KeyError, TypeError):  # the reader already reports unreadable episodes
+        return num_frames
 
 
 def _write_parquet(path: Path, columns: dict) -> None:
@@ -384,6 +431,57 @@ def _write_parquet(path: Path, columns: dict) -> None:
             arrays.append(pa.array(values))
         names.append(name)
     pq.write_table(pa.Table.from_arrays(arrays, names=names), path)
+
+
+def _dataset_entries(root: Path) -> list[Path]:
+    """What lapa and LeRobot write in a dataset directory (a user's own files are not among them), but the lock."""
+    meta = root / "meta"
+    return [child for child in [*root.iterdir(), *(meta.iterdir() if meta.is_dir() else ())]
+            if child.name in DATASET_ENTRIES or (child.parent == meta and child.name != LOCK_FILE)]
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _set_aside(root: Path) -> None:
+    """Move the dataset in `root` to root/.replaced. Through .replaced.partial: a kill halfway leaves a partial
+    copy that only ever moves back, never one that looks complete."""
+    partial = root / f"{REPLACED}.partial"
+    (partial / "meta").mkdir(parents=True, exist_ok=True)
+    for child in _dataset_entries(root):
+        child.rename(partial / child.relative_to(root))
+    partial.rename(root / REPLACED)
+
+
+def _undo_unfinished_overwrite(root: Path) -> None:
+    """Put back a dataset that an overwrite set aside and did not finish (release() after an error, or the next
+    writer after a kill): the new episodes go, the old ones come back. Each step can be cut by a kill and redone."""
+    discard, replaced, partial = (root / f"{REPLACED}{suffix}" for suffix in (".discard", "", ".partial"))
+    if discard.exists():  # close() had made the overwrite final
+        shutil.rmtree(discard)
+    if replaced.is_dir():
+        for child in _dataset_entries(root):
+            _remove(child)
+        replaced.rename(partial)
+    if partial.is_dir():
+        for child in _dataset_entries(partial):
+            child.rename(root / child.relative_to(partial))
+        shutil.rmtree(partial)
+        import warnings
+
+        warnings.warn(f"{root}: an --overwrite did not finish; the dataset it was replacing is back", stacklevel=3)
+
+
+def _discard_set_aside(root: Path) -> None:
+    if (root / REPLACED).is_dir():
+        (root / REPLACED).rename(root / f"{REPLACED}.discard")  # from here on the overwrite is final
+        shutil.rmtree(root / f"{REPLACED}.discard")
+
+
+def _is_dataset(root: Path) -> bool:
+    return (root / fmt.INFO).is_file() or any((root / f"{REPLACED}{suffix}" / fmt.INFO).is_file()
+                                              for suffix in ("", ".partial"))
 
 
 def _has_content(root: Path) -> bool:
