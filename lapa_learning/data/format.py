@@ -46,15 +46,25 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, fields: dict[str, type] | None = None) -> list[dict]:
+    """The rows of a JSON-lines file; DatasetError naming the line if one is not JSON, or (given `fields`) not an
+    object with those keys of those types."""
     from lapa_learning.errors import DatasetError
 
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark from an editor is not JSON
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not UTF-8 text (damaged, or saved in another encoding)") from None
     rows = []
-    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark from an editor is not JSON
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DatasetError(f"{path} line {n} is not valid JSON ({err.msg})") from None
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{path} line {n} is not valid JSON ({err.msg})") from None
+            if fields and not (isinstance(row, dict) and all(isinstance(row.get(k), t) for k, t in fields.items())):
+                expected = ", ".join(f"{k!r} ({t.__name__})" for k, t in fields.items())
+                raise DatasetError(f"{path} line {n}: expected a JSON object with {expected}, got {line.strip()[:80]}")
+            rows.append(row)
     return rows

@@ -50,9 +50,12 @@ def read_episode_rows(root: Path) -> list[dict]:
     rows = []
     for path in files:
         try:
-            rows += pq.read_table(path).to_pylist()
+            table = pq.read_table(path)
         except Exception as err:  # pyarrow raises several types for damaged files
             raise DatasetError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
+        if "episode_index" not in table.column_names:
+            raise DatasetError(f"{path} has no episode_index column (not a LeRobot v3.0 episodes file)")
+        rows += table.to_pylist()
     return sorted(rows, key=lambda r: int(r["episode_index"]))
 
 

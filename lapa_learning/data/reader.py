@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def feature_names(info_path, features: dict, key: str) -> tuple[str, ...]:
     """One name per dimension of a vector feature. LeRobot datasets write `names` as a list, as a dict of lists
     (`{"motors": ["motor_0", "motor_1"]}`; several groups are joined in order) or as null (then key_0, key_1, ...)."""
     feature = features[key]
-    shape = feature.get("shape") or [0]
+    shape = _shape(info_path, key, feature) or [0]
     names = feature.get("names")
     if names is None:
         names = [f"{key}_{i}" for i in range(int(shape[0]))]
@@ -87,8 +88,12 @@ def video_size(info_path, key: str, feature: dict) -> tuple[int, int]:
     (LeRobot writes [H, W, 3] or [3, H, W] with names such as ["channels", "height", "width"])."""
     extra = feature.get("info") or {}
     if "video.height" in extra and "video.width" in extra:
-        return int(extra["video.height"]), int(extra["video.width"])
-    shape = [int(x) for x in feature.get("shape") or []]
+        size = extra["video.height"], extra["video.width"]
+        if not all(_is_size(n) and n > 0 for n in size):
+            raise DatasetError(f"{info_path}: video feature {key!r} has info video.height, video.width {list(size)}; "
+                               f"expected positive integers")
+        return size
+    shape = _shape(info_path, key, feature)
     if len(shape) != 3:
         raise DatasetError(f"{info_path}: video feature {key!r} has shape {shape}; expected 3 dimensions")
     names = [str(n).lower()[:1] for n in feature.get("names") or []]  # "height" -> "h", "channels" -> "c"
@@ -149,14 +154,22 @@ class EpisodeDataset(EpisodeSource):
             raise DatasetError(f"{info_path} is not UTF-8 JSON text (damaged?)") from None
         if not isinstance(self.info, dict) or not isinstance(self.info.get("features", {}), dict):
             raise DatasetError(f"{info_path}: expected a JSON object with 'features', got {str(self.info)[:80]}")
-        if not isinstance(self.info.get("fps"), (int, float)) or not self.info["fps"] > 0:
-            raise DatasetError(f"{info_path}: 'fps' must be a positive number, got {self.info.get('fps')!r}")
+        fps = self.info.get("fps")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
+            raise DatasetError(f"{info_path}: 'fps' must be a positive finite number, got {fps!r}")
+        if not isinstance(self.info.get("lapa", {}), dict):
+            raise DatasetError(f"{info_path}: 'lapa' must be a JSON object (e.g. {{\"video_key\": ...}}), got "
+                               f"{self.info['lapa']!r}")
         version = str(self.info.get("codebase_version", ""))
         if not version.startswith(("v2", "v3")):
             raise DatasetError(f"{info_path}: codebase_version {self.info.get('codebase_version')!r} is not "
                                f"supported (expected LeRobotDataset v2.x or v3.0)")
         self.layout = "v3.0" if version.startswith("v3") else "v2.1"  # v3.0: read-only (lerobot_v3.py)
         features = self.info.get("features", {})
+        bad = next((k for k, v in features.items() if not isinstance(v, dict)), None)
+        if bad is not None:
+            raise DatasetError(f"{info_path}: feature {bad!r} must be a JSON object (with dtype, shape, names), got "
+                               f"{features[bad]!r}")
         # cameras: videos (mp4 files) or images (PNG/JPEG encoded in the data parquet, LeRobot's "image" dtype)
         videos = [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
         if not videos:
@@ -192,8 +205,10 @@ class EpisodeDataset(EpisodeSource):
             rows = fmt.read_jsonl(episodes_path)
             tasks_by_index = {}
             if (self.root / fmt.TASKS).is_file():
-                tasks_by_index = {r["task_index"]: r["task"] for r in fmt.read_jsonl(self.root / fmt.TASKS)}
+                tasks_by_index = {r["task_index"]: r["task"]
+                                  for r in fmt.read_jsonl(self.root / fmt.TASKS, {"task_index": int, "task": str})}
             self.tasks = [tasks_by_index[i] for i in sorted(tasks_by_index)]
+        where = self.root / ("meta/episodes" if self.layout == "v3.0" else fmt.EPISODES)
         try:
             self.episodes = [
                 EpisodeInfo(index=int(r["episode_index"]), length=int(r["length"]),
@@ -202,10 +217,12 @@ class EpisodeDataset(EpisodeSource):
                 for r in rows
             ]
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            where = "meta/episodes" if self.layout == "v3.0" else fmt.EPISODES
-            raise DatasetError(f"{self.root / where}: an episode row lacks or garbles 'episode_index' / 'length' "
+            raise DatasetError(f"{where}: an episode row lacks or garbles 'episode_index' / 'length' "
                                f"({type(err).__name__}: {err})") from None
         self._by_index = {ep.index: ep for ep in self.episodes}
+        if len(self._by_index) != len(self.episodes):
+            dup = next(i for i, n in Counter(ep.index for ep in self.episodes).items() if n > 1)
+            raise DatasetError(f"{where}: episode_index {dup} is in more than one row (expected one row per episode)")
         self._tables: dict[int, dict] = {}
         if self.layout != "v3.0" and tasks_by_index:
             self._instructions_from_task_index(tasks_by_index)
@@ -300,19 +317,24 @@ class EpisodeDataset(EpisodeSource):
         table = self._tables.get(index)
         if table is None:
             table = self._tables[index] = self._read_table(index)
+        if name not in table:
+            raise DatasetError(f"episode {index}: data file {self._data_path(index)} has no {name!r} column "
+                               f"(expected by {fmt.INFO})")
         return table[name]
+
+    def _data_path(self, index: int) -> Path:
+        return self._files[index].data if self.layout == "v3.0" else fmt.data_path(self.root, index)
 
     def _arrow_table(self, index: int, columns: list[str] | None = None):
         """The episode's rows as a pyarrow Table (only `columns`, if given)."""
         import pyarrow.parquet as pq
 
         ep = self.episode(index)
+        path = self._data_path(index)
         if self.layout == "v3.0":
-            path = self._files[index].data
             table = self._data_files.episode_table(path, index, ep.length)
             table = table.select(columns) if columns else table
         else:
-            path = fmt.data_path(self.root, index)
             try:
                 table = pq.read_table(path, columns=columns)
             except FileNotFoundError:
@@ -334,7 +356,24 @@ class EpisodeDataset(EpisodeSource):
                 out[name] = np.asarray(column.flatten(), dtype=np.float32).reshape(table.num_rows, -1)
             else:
                 out[name] = column.to_numpy(zero_copy_only=False)
+        for name, names in (("action", self.action_names), ("observation.state", self.state_names)):
+            if names and name in out and out[name].shape != (table.num_rows, len(names)):
+                raise DatasetError(f"episode {index}: data file {self._data_path(index)} column {name!r} has shape "
+                                   f"{list(out[name].shape)}, expected [{table.num_rows}, {len(names)}] ({len(names)} "
+                                   f"numbers per frame, as {fmt.INFO} says)")
         return out
+
+
+def _is_size(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
+
+
+def _shape(info_path, key: str, feature: dict) -> list[int]:
+    """A feature's shape: a list of sizes ([] if not given); DatasetError naming it if it is anything else."""
+    shape = feature.get("shape") or []
+    if not isinstance(shape, list) or not all(_is_size(n) for n in shape):
+        raise DatasetError(f"{info_path}: feature {key!r} has shape {shape!r}; expected a list of sizes such as [2]")
+    return shape
 
 
 def _complete(stats, dims: int) -> bool:

@@ -90,7 +90,15 @@ class VideoFolder(EpisodeSource):
     def frames(self, index: int) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB; DatasetError if the video turns out truncated or corrupt."""
         path = self._paths[index]
-        return read_frame_folder(path) if path.is_dir() else read_video(path)
+        if path.is_dir():
+            return read_frame_folder(path)
+        frames, listed = read_video(path), self.episodes[index].length
+        # A header's frame count is an estimate in some containers (webm, variable rate): a few frames either way
+        # are normal; far fewer means a file cut short (a faststart mp4 keeps listing its full length).
+        if len(frames) < min(listed - 1, 0.9 * listed):
+            raise DatasetError(f"video file {path} decodes to {len(frames)} frames, but its header lists {listed} "
+                               f"(truncated or corrupt)")
+        return frames
 
     def skip(self, index: int, reason: str) -> None:
         """Record that video `index` failed while decoding (called by readers that catch the error)."""
