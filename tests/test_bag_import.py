@@ -10,8 +10,9 @@ from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
 from lapa_learning.cli import main as lapa  # noqa: E402
 from lapa_learning.data import EpisodeDataset  # noqa: E402
-from lapa_learning.data.import_bag import ImportOptions, import_bags  # noqa: E402
+from lapa_learning.data.import_bag import ImportOptions, import_bags, read_bag_episodes  # noqa: E402
 from lapa_learning.data.sync import TwistActionMap  # noqa: E402
+from lapa_learning.errors import DatasetError  # noqa: E402
 
 TS = get_typestore(Stores.ROS2_KILTED)
 T = TS.types
@@ -39,9 +40,10 @@ def _twist(t, vx):
 
 
 def write_bag(path, storage, image_times, twist_times, gripper=((0.0, -1.0), (1.0, 1.0)), instruction="stack the cups",
-              encoding="rgb8", log_start=100.0, instruction_time=0.0):
+              encoding="rgb8", log_start=100.0, instruction_time=0.0, size=(12, 16), image_latency=0.0,
+              image_value=lambda t: int(10 * t) % 250, twist_x=lambda t: t / 100.0):
     """Images with value int(10 * t) % 250, twists with linear.x = t / 100 (so each action tells its twist's time).
-    Headers are stamped t; the bag logs each message at log_start + t."""
+    Headers are stamped t; the bag logs each message at log_start + t (images at log_start + t + image_latency)."""
     with Writer(path, version=9, storage_plugin=storage) as w:
         conns = {
             "image": w.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TS),
@@ -49,12 +51,12 @@ def write_bag(path, storage, image_times, twist_times, gripper=((0.0, -1.0), (1.
             "gripper": w.add_connection("/gripper/command", "std_msgs/msg/Float64", typestore=TS),
             "instruction": w.add_connection("/instruction", "std_msgs/msg/String", typestore=TS),
         }
-        events = [(t, "image", _image(t, int(10 * t) % 250, encoding)) for t in image_times]
-        events += [(t, "twist", _twist(t, t / 100.0)) for t in twist_times]
+        events = [(t + image_latency, "image", _image(t, image_value(t), encoding, size)) for t in image_times]
+        events += [(t, "twist", _twist(t, twist_x(t))) for t in twist_times]
         events += [(t, "gripper", T["std_msgs/msg/Float64"](data=g)) for t, g in gripper]
         if instruction is not None:
             events.append((instruction_time, "instruction", T["std_msgs/msg/String"](data=instruction)))
-        for t, kind, msg in sorted(events, key=lambda e: e[0]):
+        for t, kind, msg in sorted(events, key=lambda e: e[0]):  # t: the log time (- log_start)
             ns = int(round((log_start + t) * NS))  # bag times start at log_start (default 100 s)
             w.write(conns[kind], ns, TS.serialize_cdr(msg, msg.__msgtype__))
     return path
@@ -174,3 +176,83 @@ def test_a_lone_mcap_file_without_metadata_yaml_is_read(tmp_path):
     assert lapa(["data", "import-bag", str(moved), "--out", str(tmp_path / "ds"), "--linear-scale", "0.1"]) == 0
     ds = EpisodeDataset(tmp_path / "ds")
     assert ds.num_episodes == 1 and ds.episodes[0].instruction == "stack the cups"
+
+
+@pytest.mark.parametrize("latency", [0.1, 0.3])
+def test_header_stamps_are_honoured_when_images_are_logged_late(tmp_path, latency):
+    """Camera images logged `latency` s after their stamp: a frame waits for every image stamped at or before it."""
+    images, twists = [i / 30 for i in range(60)], [j / 20 for j in range(40)]
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP, images, twists, image_latency=latency,
+                    image_value=lambda t: round(t * 30) * 4)  # image #i has value 4i
+    (episode,), dropped = read_bag_episodes(bag, ImportOptions(**OPTS, header_stamps=True))
+    assert dropped == {"image": 0, "twist": 0, "gripper": 0}
+    assert [f[0, 0, 0] // 4 for f in episode.frames] == [3 * k for k in range(20)]  # frame k (k/10 s): image #3k
+
+
+def test_bags_of_different_camera_sizes_are_one_clear_error(tmp_path, capsys):
+    images, twists = [i / 30 for i in range(30)], [i / 20 for i in range(20)]
+    small = write_bag(tmp_path / "small", StoragePlugin.MCAP, images, twists)
+    big = write_bag(tmp_path / "big", StoragePlugin.MCAP, images, twists, size=(24, 32))
+    assert lapa(["data", "import-bag", str(small), str(big), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"lapa: error: {big}: its images are 24x32 (HxW)")
+    assert "12x16" in err and "--image-size" in err
+
+
+@pytest.mark.parametrize("flag, value", [("--min-frames", "1"), ("--min-frames", "0"), ("--min-frames", "-3"),
+                                         ("--gripper-default", "nan"), ("--gripper-default", "inf"),
+                                         ("--image-max-age", "-1"), ("--twist-max-age", "0"),
+                                         ("--gripper-max-age", "nan"), ("--video-key", "../../escaped"),
+                                         ("--video-key", ""), ("--video-key", "a/b")])
+def test_bad_option_values_are_one_line_naming_the_flag(tmp_path, capsys, flag, value):
+    assert lapa(["data", "import-bag", str(tmp_path / "bag"), "--out", str(tmp_path / "ds"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"lapa: error: {flag} must")
+    assert not any(tmp_path.iterdir())  # refused before anything is read or written
+
+
+def test_a_nan_twist_names_the_bag_topic_and_time(tmp_path, capsys):
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP, [i / 30 for i in range(30)], [i / 20 for i in range(20)],
+                    twist_x=lambda t: float("nan") if t == 0.5 else t / 100)
+    assert lapa(["data", "import-bag", str(bag), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"lapa: error: {bag}: the message on /servo_node/delta_twist_cmds at t=100.500 s holds NaN")
+
+
+def test_overwrite_checks_every_bag_before_touching_the_dataset(tmp_path, capsys):
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP, [i / 30 for i in range(30)], [i / 20 for i in range(20)])
+    out = tmp_path / "ds"
+    assert lapa(["data", "import-bag", str(bag), "--out", str(out), "--instruction", "first"]) == 0
+    (tmp_path / "junk.mcap").write_bytes(b"garbage")
+    assert lapa(["data", "import-bag", str(bag), str(tmp_path / "junk.mcap"), "--out", str(out), "--overwrite",
+                 "--instruction", "second"]) == 2
+    assert capsys.readouterr().err.startswith(f"lapa: error: {tmp_path / 'junk.mcap'}: not a readable")
+    assert [ep.instruction for ep in EpisodeDataset(out).episodes] == ["first"]  # the old dataset is untouched
+
+
+def test_an_undecodable_compressed_image_names_the_bag(tmp_path, capsys):
+    bag = tmp_path / "bag"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        image = w.add_connection("/camera/image_raw", "sensor_msgs/msg/CompressedImage", typestore=TS)
+        twist = w.add_connection("/servo_node/delta_twist_cmds", "geometry_msgs/msg/TwistStamped", typestore=TS)
+        for i in range(5):
+            t = i / 10
+            msg = T["sensor_msgs/msg/CompressedImage"](header=_header(t), format="jpeg",
+                                                       data=np.zeros(40, np.uint8))
+            w.write(image, int((100 + t) * NS), TS.serialize_cdr(msg, msg.__msgtype__))
+            msg = _twist(t, 0.0)
+            w.write(twist, int((100 + t) * NS) + 1, TS.serialize_cdr(msg, msg.__msgtype__))
+    assert lapa(["data", "import-bag", str(bag), "--out", str(tmp_path / "ds"), "--instruction", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"lapa: error: {bag}: image on /camera/image_raw at t=100.")
+    assert "could not be decoded" in err
+
+
+def test_header_stamps_far_out_of_log_order_are_refused(tmp_path):
+    """Images logged 6 s after their stamps (two clocks?) would hold 6 s of the bag in memory: one clear error."""
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP, [i / 30 for i in range(30)], [i / 20 for i in range(140)],
+                    image_latency=6.0)
+    with pytest.raises(DatasetError, match=r"bag: with --header-stamps, the message on /camera/image_raw stamped "
+                                           r"t=0\.000 s was logged after one stamped 6\.0 s later"):
+        read_bag_episodes(bag, ImportOptions(**OPTS, header_stamps=True))

@@ -7,7 +7,8 @@ Frames follow the same rules as the ROS recorder node (lapa_learning.data.sync):
 the newest image, twist and gripper command at or before its time (never a later one); frames whose inputs are
 older than their max age are dropped and counted. A gap without frames longer than --split-gap starts a new
 episode; by default each bag is one episode otherwise. Times are the bag's receive (log) times, as the recorder
-node uses receive times; --header-stamps uses the messages' header stamps instead.
+node uses receive times; --header-stamps uses the messages' header stamps instead (a frame is then sampled only once
+no later-logged message can be stamped at or before it, e.g. camera images logged after a transport latency).
 
 Reads bags with the pure-Python `rosbags` library: no ROS installation is needed.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +95,19 @@ class ImportOptions:
             raise ConfigError(f"--fps must be a positive number, got {self.fps}")
         if not self.split_gap > 0:
             raise ConfigError(f"--split-gap must be > 0 seconds, got {self.split_gap}")
+        for flag, age in (("--image-max-age", self.image_max_age), ("--twist-max-age", self.twist_max_age)):
+            if not age > 0:
+                raise ConfigError(f"{flag} must be a positive number of seconds, got {age}")
+        if not self.gripper_max_age >= 0:
+            raise ConfigError(f"--gripper-max-age must be >= 0 seconds (0 = the last command holds), "
+                              f"got {self.gripper_max_age}")
+        if not math.isfinite(self.gripper_default):
+            raise ConfigError(f"--gripper-default must be a finite number, got {self.gripper_default}")
+        if self.min_frames < 2:
+            raise ConfigError(f"--min-frames must be at least 2 (an episode needs 2 frames), got {self.min_frames}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.video_key):
+            raise ConfigError(f"--video-key must be a name of letters, digits, '.', '_' and '-' (no path), e.g. "
+                              f"observation.images.front; got {self.video_key!r}")
 
 
 @dataclass
@@ -141,6 +156,9 @@ def import_bags(bags: list[Path], out: Path, options: ImportOptions, mode: str =
     missing = [str(b) for b in bags if not Path(b).exists()]
     if missing:
         raise DatasetError(f"bag(s) not found: {', '.join(missing)}")
+    for bag in bags:  # every bag readable and with the topics before the writer touches --out (--overwrite)
+        with _open_reader(Path(bag)) as reader:
+            _wanted_topics(Path(bag), reader, options)
     writer = None
     lines, written = [], 0
     try:
@@ -160,6 +178,10 @@ def import_bags(bags: list[Path], out: Path, options: ImportOptions, mode: str =
                     writer = EpisodeWriter(out, fps=options.fps, image_size=frames.shape[1:3],
                                            video_key=options.video_key, action_names=options.mapping.action_names,
                                            robot_type="rosbag", mode=mode, action_scales=options.mapping.scales())
+                elif frames.shape[1:3] != writer.image_size:
+                    (h, w), (wh, ww) = frames.shape[1:3], writer.image_size
+                    raise DatasetError(f"{bag}: its images are {h}x{w} (HxW) but those imported before are "
+                                       f"{wh}x{ww}; pass --image-size H,W to store every bag at one size")
                 writer.add_episode(frames, instruction, actions=np.stack(ep.actions), success=options.success,
                                    timestamps=np.asarray(ep.times))
                 kept += 1
@@ -223,23 +245,25 @@ def read_bag_episodes(path: Path, options: ImportOptions) -> tuple[list[BagEpiso
 
     typestore = get_typestore(Stores.ROS2_KILTED)
     gripper_age = options.gripper_max_age if options.gripper_max_age > 0 else math.inf
-    sampler = AsOfSampler(("image", "twist", "gripper"), defaults={"gripper": options.gripper_default},
-                          max_age={"image": options.image_max_age, "twist": options.twist_max_age,
-                                   "gripper": gripper_age},
-                          horizon=max(5.0, 2 * max(options.image_max_age, options.twist_max_age,
-                                                   gripper_age if math.isfinite(gripper_age) else 0.0)))
-    instructions = AsOfSampler(("instruction",), max_age=math.inf)
     episodes: list[BagEpisode] = []
     period = 1.0 / options.fps
     with _open_reader(path) as reader:
-        topics = {c.topic: c.msgtype for c in reader.connections}
-        _check_topic(path, topics, options.image_topic, IMAGE_TYPES, required=True)
-        _check_topic(path, topics, options.twist_topic, TWIST_TYPES, required=True)
-        has_gripper = _check_topic(path, topics, options.gripper_topic, GRIPPER_TYPES, required=False)
-        wanted = {options.image_topic: "image", options.twist_topic: "twist", options.instruction_topic: "instruction"}
-        if has_gripper:
-            wanted[options.gripper_topic] = "gripper"
+        wanted = _wanted_topics(path, reader, options)
         connections = [c for c in reader.connections if c.topic in wanted]
+
+        def timed_messages():
+            return _timed_messages(reader.messages(connections=connections), typestore, options.header_stamps)
+
+        # Header stamps need not follow the log order (a camera's images are logged after its transport latency):
+        # a first pass finds how much earlier than one logged before it a message is stamped, and frames are sampled
+        # that far behind the newest stamp, so that every message stamped at or before a frame is in when it is sampled.
+        lateness = _lateness(path, timed_messages()) if options.header_stamps else 0.0
+        horizon = lateness + max(5.0, 2 * max(options.image_max_age, options.twist_max_age,
+                                              gripper_age if math.isfinite(gripper_age) else 0.0))
+        sampler = AsOfSampler(("image", "twist", "gripper"), defaults={"gripper": options.gripper_default},
+                              max_age={"image": options.image_max_age, "twist": options.twist_max_age,
+                                       "gripper": gripper_age}, horizon=horizon)
+        instructions = AsOfSampler(("instruction",), max_age=math.inf, horizon=horizon)
         state = {"next_t": None, "start": 0.0, "k": 0, "episode": None, "last_frame_t": -math.inf}
 
         def sample_until(t: float, inclusive: bool) -> None:
@@ -252,7 +276,7 @@ def read_bag_episodes(path: Path, options: ImportOptions) -> tuple[list[BagEpiso
                         hit = instructions.sample(ts)
                         state["episode"] = BagEpisode([], [], [], None if hit is None else hit["instruction"])
                         episodes.append(state["episode"])
-                    _append_frame(state["episode"], ts, frame, options)
+                    _append_frame(path, state["episode"], ts, frame, options)
                     state["last_frame_t"] = ts
                 state["k"] += 1
                 state["next_t"] = state["start"] + state["k"] * period  # no accumulated rounding
@@ -268,32 +292,68 @@ def read_bag_episodes(path: Path, options: ImportOptions) -> tuple[list[BagEpiso
             if state["next_t"] is None and stream == "image":
                 state["next_t"] = state["start"] = t  # frames start at the first image
 
-        # With --header-stamps, a message without a header (String, Float64, Twist) is moved onto the header clock
-        # by the newest (log time - header stamp) offset: a robot on sim time stamps headers from 0 while the bag
-        # logs wall time, and mixing the two clocks would pair nothing (or sample billions of empty frames).
-        offset, pending = None, []  # headerless messages before the first header: placed once the offset is known
-        t = None
-        for conn, log_ns, raw in reader.messages(connections=connections):
-            stream = wanted[conn.topic]
-            msg = typestore.deserialize_cdr(raw, conn.msgtype)
-            t = log_ns * 1e-9
-            if options.header_stamps:
-                if hasattr(msg, "header"):
-                    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-                    offset, t = t - stamp, stamp
-                    for p_stream, p_log, p_type, p_msg in pending:
-                        add(p_stream, p_log - offset, p_type, p_msg)
-                    pending.clear()
-                elif offset is None:
-                    pending.append((stream, t, conn.msgtype, msg))
-                    continue
-                else:
-                    t -= offset
-            sample_until(t, inclusive=False)
-            add(stream, t, conn.msgtype, msg)
-        if t is not None:
-            sample_until(t, inclusive=True)
+        newest = -math.inf
+        for topic, t, msgtype, msg in timed_messages():
+            stream = wanted[topic]
+            if stream in ("twist", "gripper"):
+                values = sum(_twist_values(msgtype, msg), ()) if stream == "twist" else (msg.data,)
+                if not all(math.isfinite(v) for v in values):
+                    raise DatasetError(f"{path}: the message on {topic} at t={t:.3f} s holds NaN or infinity; "
+                                       f"expected finite numbers")
+            newest = max(newest, t)
+            sample_until(newest - lateness, inclusive=False)
+            add(stream, t, msgtype, msg)
+        sample_until(newest, inclusive=True)
     return episodes, dict(sampler.dropped)
+
+
+def _timed_messages(messages, typestore, header_stamps: bool):
+    """(topic, t, msgtype, message) of rosbags `messages`, in log order; t is the log time or the header stamp."""
+    # With --header-stamps, a message without a header (String, Float64, Twist) is moved onto the header clock
+    # by the newest (log time - header stamp) offset: a robot on sim time stamps headers from 0 while the bag
+    # logs wall time, and mixing the two clocks would pair nothing (or sample billions of empty frames).
+    offset, pending = None, []  # headerless messages before the first header: placed once the offset is known
+    for conn, log_ns, raw in messages:
+        msg = typestore.deserialize_cdr(raw, conn.msgtype)
+        t = log_ns * 1e-9
+        if header_stamps:
+            if hasattr(msg, "header"):
+                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                offset, t = t - stamp, stamp
+                yield from ((p_topic, p_log - offset, p_type, p_msg) for p_topic, p_log, p_type, p_msg in pending)
+                pending.clear()
+            elif offset is None:
+                pending.append((conn.topic, t, conn.msgtype, msg))
+                continue
+            else:
+                t -= offset
+        yield conn.topic, t, conn.msgtype, msg
+
+
+MAX_LATENESS = 5.0  # s: header stamps further out of log order hold that much of the bag in memory; refused
+
+
+def _lateness(path: Path, messages) -> float:
+    """How much earlier than the newest stamp logged before it any of the (topic, t, ...) `messages` is stamped."""
+    newest, lateness = -math.inf, 0.0
+    for topic, t, *_ in messages:
+        if newest - t > MAX_LATENESS:
+            raise DatasetError(f"{path}: with --header-stamps, the message on {topic} stamped t={t:.3f} s was "
+                               f"logged after one stamped {newest - t:.1f} s later (at most {MAX_LATENESS:.0f} s "
+                               f"expected): are all topics stamped on one clock? Import without --header-stamps")
+        lateness, newest = max(lateness, newest - t), max(newest, t)
+    return lateness
+
+
+def _wanted_topics(path: Path, reader, options: ImportOptions) -> dict[str, str]:
+    """topic -> stream name of the bag's topics to read; DatasetError naming `path` when a needed one is missing."""
+    topics = {c.topic: c.msgtype for c in reader.connections}
+    _check_topic(path, topics, options.image_topic, IMAGE_TYPES, required=True)
+    _check_topic(path, topics, options.twist_topic, TWIST_TYPES, required=True)
+    wanted = {options.image_topic: "image", options.twist_topic: "twist", options.instruction_topic: "instruction"}
+    if _check_topic(path, topics, options.gripper_topic, GRIPPER_TYPES, required=False):
+        wanted[options.gripper_topic] = "gripper"
+    return wanted
 
 
 def _check_topic(path: Path, topics: dict, topic: str, types: tuple[str, ...], required: bool) -> bool:
@@ -307,7 +367,13 @@ def _check_topic(path: Path, topics: dict, topic: str, types: tuple[str, ...], r
     return True
 
 
-def _append_frame(episode: BagEpisode, t: float, frame: dict, options: ImportOptions) -> None:
+def _twist_values(msgtype: str, msg) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(linear, angular) of a Twist or TwistStamped."""
+    twist = msg.twist if msgtype.endswith("TwistStamped") else msg
+    return (twist.linear.x, twist.linear.y, twist.linear.z), (twist.angular.x, twist.angular.y, twist.angular.z)
+
+
+def _append_frame(path: Path, episode: BagEpisode, t: float, frame: dict, options: ImportOptions) -> None:
     import cv2
 
     msgtype, image_msg = frame["image"]
@@ -317,14 +383,11 @@ def _append_frame(episode: BagEpisode, t: float, frame: dict, options: ImportOpt
         else:
             rgb = decode_image(image_msg.height, image_msg.width, image_msg.encoding, image_msg.step, image_msg.data)
     except InputError as err:
-        raise DatasetError(f"image on {options.image_topic} at t={t:.3f} s: {err}") from err
+        raise DatasetError(f"{path}: image on {options.image_topic} at t={t:.3f} s: {err}") from err
     size = options.image_size or (episode.frames[0].shape[:2] if episode.frames else None)
     if size is not None and rgb.shape[:2] != tuple(size):
         rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    twist_type, twist_msg = frame["twist"]
-    twist = twist_msg.twist if twist_type.endswith("TwistStamped") else twist_msg
-    linear = (twist.linear.x, twist.linear.y, twist.linear.z)
-    angular = (twist.angular.x, twist.angular.y, twist.angular.z)
+    linear, angular = _twist_values(*frame["twist"])
     gripper = frame["gripper"]
     gripper = float(gripper[1].data) if isinstance(gripper, tuple) else float(gripper)
     episode.frames.append(rgb)
