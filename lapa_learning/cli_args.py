@@ -249,6 +249,9 @@ def _release(key: str) -> None:
     fd = _RUN_LOCKS.pop(key, None)
     if fd is None:
         return
+    from lapa_learning.io import delete_on_replace
+
+    delete_on_replace(Path(key) / "checkpoint")  # what prepare_run_dir asked, if the run saved nothing
     try:
         run = Path(key)
         if key in _CREATED_RUNS and [p.name for p in run.iterdir()] == [".lock"]:
@@ -262,14 +265,36 @@ def _release(key: str) -> None:
 
 
 def prepare_run_dir(args) -> tuple[Path, dict | None]:
-    """-> (run dir, training state to resume from or None). Refuses to clobber a run by accident, and locks the
-    run directory (lock_run_dir) so that two processes cannot train into it at once."""
+    """-> (run dir, training state to resume from or None). Refuses to clobber a run by accident (an --out that is a
+    checkpoint directory, an --init inside --out), and locks the run directory (lock_run_dir) so that two processes
+    cannot train into it at once. A checkpoint a save killed mid-way left aside is put back first
+    (io.recover_replaced_dir).
+
+    --overwrite deletes nothing here, so a refused or failed start leaves the old run whole: the new run's first
+    checkpoint replaces the old one atomically, and its train_record.json follows; until then the record is still
+    the one of the checkpoint beside it. The old tensorboard events are deleted at that first save too
+    (io.delete_on_replace), so that the two runs' curves do not overlap."""
+    from lapa_learning.io import delete_on_replace, recover_replaced_dir
+
     run = Path(args.out)
     ckpt = run / "checkpoint"
-    if args.resume and not ckpt.is_dir():
+    resume = getattr(args, "resume", False)  # (`lapa vla pretrain-vision` has no --resume)
+    for name in ("config.json", "model.safetensors"):
+        if (run / name).exists():
+            raise ConfigError(f"--out {run}: a checkpoint directory (it holds {name}), not a run directory; give "
+                              f"its run directory ({run.parent}) or a new folder")
+    init = getattr(args, "init", None)
+    if init is not None and Path(init).resolve().is_relative_to(run.resolve()):
+        raise ConfigError(f"--init {init} is in --out {run}: the new run would replace the checkpoint it starts "
+                          f"from; give another --out")
+    main = int(os.environ.get("RANK", "0")) == 0  # other processes of `accelerate launch`: the main one checks
+    if main and run.is_dir():  # under the lock, before anything is decided
+        lock_run_dir(run)
+        recover_replaced_dir(ckpt)
+    if resume and not ckpt.is_dir():  # (before lock_run_dir creates --out)
         raise CheckpointError(f"--resume: {ckpt / 'training_state.pt'} not found (no run to resume in {run})")
     lock_run_dir(run)
-    if args.resume:
+    if resume:
         state_path = ckpt / "training_state.pt"
         if not state_path.is_file():
             raise CheckpointError(f"--resume: {state_path} not found (no run to resume in {run})")
@@ -280,15 +305,12 @@ def prepare_run_dir(args) -> tuple[Path, dict | None]:
         except Exception as err:  # noqa: BLE001
             raise CheckpointError(f"{state_path}: cannot read the training state ({err})") from None
         return run, state
-    if int(os.environ.get("RANK", "0")) != 0:  # other processes of `accelerate launch`: the main one checks
+    if not main:
         return run, None
     if ckpt.exists() and not args.overwrite:
-        raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it or --overwrite")
-    if ckpt.exists():
-        import shutil
-
-        shutil.rmtree(ckpt)
-    run.mkdir(parents=True, exist_ok=True)
+        how = "--resume to continue it or --overwrite" if hasattr(args, "resume") else "--overwrite to replace it"
+        raise ConfigError(f"--out {run} already holds a run; pass {how}")
+    delete_on_replace(ckpt, (run / "tensorboard").glob("events.out.tfevents.*"))
     return run, None
 
 

@@ -10,19 +10,22 @@ How: the content goes to a hidden temporary sibling (same filesystem), is fsynce
 with os.replace, after which the parent directory is fsynced. On an exception the temporary is removed and
 `path` is untouched. A process killed mid-write (SIGKILL) leaves `path` as it was, plus at worst a hidden
 `.<name>.*.tmp` sibling. Replacing an existing *directory* takes two renames (old away, new in): a kill between
-them leaves no `path` but the complete old one as `.<name>.*.old`.
+them leaves no `path` but the complete old one as `.<name>.*.old`, which recover_replaced_dir(path) puts back;
+the next directory written to `path` removes such leftovers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def _fsync(path: Path) -> None:
@@ -58,13 +61,19 @@ def _umask() -> int:
     return mask
 
 
-def _give_usual_mode(path: Path, directory: bool) -> None:
-    """mkdtemp/mkstemp create 0700 / 0600 whatever the umask; the result should have the mode an ordinary
-    mkdir / open would give it (0777 / 0666 less the umask), so that other users or a container's uid can read a
-    checkpoint as they could any other file the user writes."""
-    if path.is_symlink():
-        return
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+def _give_usual_mode(path: Path) -> None:
+    """mkdtemp/mkstemp create 0700 / 0600 whatever the umask, and some writers create their files 0600
+    (safetensors); every file and directory of the result should have the mode an ordinary mkdir / open would give
+    it (0777 / 0666 less the umask), so that other users or a container's uid can read a checkpoint as they could
+    any other file the user writes."""
+    paths = [path]
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            paths += [Path(root, name) for name in dirs + files]
+    mask = _umask()
+    for p in paths:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _remove(path: Path) -> None:
@@ -72,6 +81,54 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _leftovers(path: Path) -> list[Path]:
+    """The `.<name>.XXXXXXXX.tmp` / `.old` directories that interrupted replacements of directory `path` left."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.(tmp|old)")
+    return [p for p in path.parent.glob(f".{glob.escape(path.name)}.*") if pattern.fullmatch(p.name) and p.is_dir()]
+
+
+def interrupted_replacement(path: str | os.PathLike) -> Path | None:
+    """The last complete version of directory `path` that a kill between the two renames replacing it
+    (atomic_path(directory=True)) left as a non-empty `.<name>.*.old` while `path` is missing (the one with the
+    newest files if several: an older one may be half removed); None when there is none. (An empty .old is one
+    mkdtemp made before the kill; the .tmp beside it may be complete but nothing says so.)"""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        return None
+    olds = [p for p in _leftovers(path) if p.name.endswith(".old") and any(p.iterdir())]
+    return max(olds, key=lambda p: max(f.stat().st_mtime for f in p.iterdir())) if olds else None
+
+
+def recover_replaced_dir(path: str | os.PathLike) -> Path | None:
+    """Put back the interrupted_replacement of `path` (by its writer, under its lock: a reader only reads it),
+    warn, remove the other leftovers, and return `path`; None when there is nothing to recover."""
+    import warnings
+
+    path = Path(path)
+    old = interrupted_replacement(path)
+    if old is None:
+        return None
+    os.replace(old, path)
+    for p in _leftovers(path):
+        _remove(p)
+    warnings.warn(f"{path}: missing after an interrupted save; restored the last complete version from {old.name}",
+                  stacklevel=2)
+    return path
+
+
+_STALE: dict[Path, list[Path]] = {}  # path -> what to delete once atomic_path has replaced it (delete_on_replace)
+
+
+def delete_on_replace(path: str | os.PathLike, stale: Iterable[str | os.PathLike] = ()) -> None:
+    """Delete `stale` once atomic_path next replaces `path` in this process (the tensorboard events of a run that
+    --overwrite replaces go when the new run saves its first checkpoint, not before). No `stale`: forget them."""
+    key, stale = Path(path).resolve(), [Path(p) for p in stale]
+    if stale:
+        _STALE[key] = stale
+    else:
+        _STALE.pop(key, None)
 
 
 @contextlib.contextmanager
@@ -94,7 +151,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"atomic write of {path}: the writer did not create {tmp}")
-        _give_usual_mode(tmp, tmp.is_dir())
+        _give_usual_mode(tmp)
         _fsync_tree(tmp)
         if directory and path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
@@ -107,6 +164,8 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
     except BaseException:
         _remove(tmp)
         raise
+    for p in (_leftovers(path) if directory else []) + _STALE.pop(path.resolve(), []):
+        _remove(p)  # what killed writers left, and what delete_on_replace asked
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

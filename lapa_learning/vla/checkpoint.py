@@ -17,12 +17,13 @@ naming the file and what is wrong.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
 
 from lapa_learning.errors import CheckpointError, ConfigError
-from lapa_learning.io import atomic_path
+from lapa_learning.io import atomic_path, interrupted_replacement
 
 FORMAT = "lapa_vla"
 FORMAT_VERSION = 1
@@ -34,8 +35,16 @@ STATE_FILE = "training_state.pt"
 
 
 def resolve_checkpoint_dir(path) -> Path:
-    """A checkpoint dir, or a training run dir holding `checkpoint/` (the latest) -> the checkpoint dir."""
+    """A checkpoint dir, or a training run dir holding `checkpoint/` (the latest) -> the checkpoint dir. Where a
+    save killed mid-way left the last complete checkpoint aside (io.interrupted_replacement), that one, read where
+    it is: moving it back is for the run's own writer (its --resume), which holds the run's lock."""
     p = Path(path).expanduser()
+    for candidate in (p, p / "checkpoint"):
+        aside = interrupted_replacement(candidate)
+        if aside is not None:
+            warnings.warn(f"{candidate} is missing after an interrupted save; loading the last complete checkpoint "
+                          f"from {aside} (a --resume of the run puts it back)", stacklevel=2)
+            return aside
     if not p.exists():
         raise CheckpointError(f"checkpoint {p}: no such directory")
     if not p.is_dir():
@@ -187,11 +196,6 @@ def load_checkpoint(path, device: str | torch.device = "cpu"):
             raise CheckpointError(f"{stats_path}: {actions.action_dim} action dims but {cfg_path} says "
                                   f"{config.action.action_dim}")
         model.head.check_processor(actions, str(stats_path))
-    record = None
-    if (ckpt / RECORD_FILE).is_file():
-        try:
-            record = json.loads((ckpt / RECORD_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CheckpointError(f"{ckpt / RECORD_FILE}: not valid JSON ({err})") from None
+    record = read_json(ckpt / RECORD_FILE, "the training record") if (ckpt / RECORD_FILE).is_file() else None
     model.to(device).eval()
     return model, tokenizer, actions, meta, record

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lapa_learning.data.pairs import FramePairDataset, split_episodes
     from lapa_learning.data.video_folder import open_video_source
-    from lapa_learning.cli_args import command_line, lock_run_dir, pick_device, require_at_least_one, set_threads
+    from lapa_learning.cli_args import command_line, pick_device, prepare_run_dir, require_at_least_one, set_threads
     from lapa_learning.vla import trainer as T
     from lapa_learning.vla.checkpoint import save_checkpoint
     from lapa_learning.vla.configuration_vla import load_config_arg
@@ -88,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--val-fraction {args.val_fraction}: expected in [0, 1)")
     if not 0 <= args.seed < 2 ** 31:
         raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2^31)")
-    if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
-        raise ConfigError(f"--out {args.out} already holds a run; pass --overwrite to replace it")
-    lock_run_dir(args.out)  # one training process per run directory (left empty by a bad input: removed again)
+    prepare_run_dir(args)  # refuses a run or a checkpoint in --out, then locks it (an empty one is removed again)
     set_threads(args.threads)
     T.seed_everything(args.seed)
     device = pick_device(args.device)
