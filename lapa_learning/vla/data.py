@@ -299,7 +299,7 @@ def collate(samples: SampleSet, idx: np.ndarray, head, tokenizer, config, action
     if augment:
         pixels = augment_images(pixels, generator=generator)
     ids, mask = encode_prompts(tokenizer, config.prompt_template, [samples.instructions[s] for s in slots],
-                               config.language.max_text_tokens)
+                               config.language.max_text_tokens, config.language.truncate)
     batch = {"pixels": pixels, "ids": ids.to(device), "mask": mask.to(device)}
     batch.update(head.targets(samples, idx, action_processor, device))
     return batch

