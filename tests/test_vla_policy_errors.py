@@ -99,9 +99,12 @@ def test_replan_every_must_be_an_integer(policy):
 
 def test_act_batch_envs_must_be_a_list_of_ids(policy):
     img = np.zeros((64, 64, 3), np.uint8)
+    from lapa_learning.vla.chunking import BlendedPolicy
+
     for envs in (5, [[0], [1]]):
-        with pytest.raises(InputError, match="envs: expected a list of environment ids"):
-            policy.act_batch([img, img], ["push", "push"], envs=envs)
+        for pol in (policy, BlendedPolicy(policy, "ensemble", replan_every=1)):
+            with pytest.raises(InputError, match="envs: expected a list of environment ids"):
+                pol.act_batch([img, img], ["push", "push"], envs=envs)
 
 
 def test_checkpoints_from_before_the_end_truncation_keep_cutting_the_start(policy):

@@ -133,8 +133,9 @@ class BlendedPolicy:
 
     def act_batch(self, images, instructions: list[str], envs: list):
         """One action per row; rows whose environment re-plans now must have an image (H, W, 3) uint8."""
-        from lapa_learning.vla.policy import Action
+        from lapa_learning.vla.policy import Action, check_envs
 
+        check_envs(envs)
         plan = [b for b, env in enumerate(envs) if self.will_replan_for(env)]
         if plan:
             for b in plan:

@@ -43,6 +43,12 @@ class Action:
     chunk_index: int  # index of this action inside the current chunk (0 right after a re-plan)
 
 
+def check_envs(envs) -> None:
+    """act_batch's `envs`: a list of hashable environment ids, one per row."""
+    if not isinstance(envs, (list, tuple)) or not all(isinstance(e, Hashable) for e in envs):
+        raise InputError(f"envs: expected a list of environment ids (ints or strings, one per row), got {envs!r}")
+
+
 def data_action_scales(record: dict | None, where: str = "train_record.json") -> dict[str, float] | None:
     """The action_scales every finetuning dataset of a checkpoint's train_record.json recorded (one set of them), or
     None when any did not record them or they differ."""
@@ -200,8 +206,7 @@ class Policy:
             self._check_instruction(ins, f"instructions[{i}]")
         if envs is None:
             return self._act_batch_stateless(images, instructions)
-        if not isinstance(envs, (list, tuple)) or not all(isinstance(e, Hashable) for e in envs):
-            raise InputError(f"envs: expected a list of environment ids (ints or strings, one per row), got {envs!r}")
+        check_envs(envs)
         n = len(instructions)
         if not isinstance(images, (list, tuple, np.ndarray)) or len(images) != n or len(envs) != n:
             got = len(images) if isinstance(images, (list, tuple, np.ndarray)) else type(images).__name__
