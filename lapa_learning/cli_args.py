@@ -112,15 +112,18 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_steps: int, de
     parser.add_argument("--max-steps", type=int, default=default_steps, help="optimizer steps (default: %(default)s)")
     parser.add_argument("--max-minutes", type=float, help="stop after this many minutes of training")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size per process (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=default_lr, help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
+    # --lr, --weight-decay, --val-fraction, --seed: None when not given (a resumed run then keeps its own; a given one
+    # that differs is refused: trainer.resume_config); train_config_from_args fills in the defaults
+    parser.set_defaults(train_defaults={"lr": default_lr, "weight_decay": 0.01, "val_fraction": 0.1, "seed": 0})
+    parser.add_argument("--lr", type=float, help=f"peak learning rate (default: {default_lr})")
+    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.01)")
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
     parser.add_argument("--eval-samples", type=int, default=1024, help="held-out samples per evaluation")
     parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes held out")
+    parser.add_argument("--val-fraction", type=float, help="fraction of episodes held out (default: 0.1)")
     parser.add_argument("--no-augment", action="store_true", help="no random crop / colour jitter")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="seed of the initialisation, held-out split and batches (default: 0)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="auto = bf16 on CUDA, fp32 on CPU")
@@ -148,11 +151,12 @@ def vla_config_name(args) -> str:
 def train_config_from_args(args):
     from lapa_learning.vla.trainer import TrainConfig  # lazy: keeps this module below vla/ for every other verb
 
+    given = {name: getattr(args, name) if getattr(args, name) is not None else default
+             for name, default in args.train_defaults.items()}
     return TrainConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
-                       lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-                       eval_every=args.eval_every, eval_samples=args.eval_samples, save_every=args.save_every,
-                       augment=not args.no_augment, seed=args.seed, val_fraction=args.val_fraction,
-                       device=args.device, precision=args.precision)
+                       warmup_steps=args.warmup_steps, eval_every=args.eval_every, eval_samples=args.eval_samples,
+                       save_every=args.save_every, augment=not args.no_augment, device=args.device,
+                       precision=args.precision, **given)
 
 
 def config_overrides_from_args(args) -> dict:

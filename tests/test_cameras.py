@@ -124,8 +124,11 @@ def test_vla_stages_train_on_the_labels_camera_and_record_it(toy, tmp_path, caps
     assert ("latent labels of" in (err := capsys.readouterr().err) and "computed from the camera "
             "observation.images.wrist; relabel with --camera front" in err), err
 
+    from lapa_learning.vla.testing import make_toy_dataset
+
+    val = add_wrist_camera(make_toy_dataset(tmp_path / "val", episodes=2, length=12, image_size=32, seed=1))
     ft = tmp_path / "ft"
-    assert main(["vla", "finetune", "--data", str(toy), "--val-data", str(toy), "--camera", "wrist", "--init",
+    assert main(["vla", "finetune", "--data", str(toy), "--val-data", str(val), "--camera", "wrist", "--init",
                  str(pre), "--out", str(ft), *VLA_FAST]) == 0
     rec = json.loads((ft / "checkpoint" / "train_record.json").read_text())
     assert [d["camera"] for d in rec["datasets"] + rec["val_datasets"]] == [WRIST, WRIST]

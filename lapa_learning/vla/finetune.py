@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from lapa_learning.errors import ConfigError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lapa_learning.vla.heads import HEADS, head_help
@@ -46,10 +48,15 @@ def run(args: argparse.Namespace) -> int:
     from lapa_learning.vla.configuration_vla import ActionHeadConfig, load_config_arg
     from lapa_learning.vla.data import build_action_samples
     from lapa_learning.vla.modeling_vla import VLAModel
+    from lapa_learning.vla.pretrain import check_init_flags
     from lapa_learning.vla.processor_vla import ActionProcessor, build_tokenizer, gripper_binary_for
 
     cli_args.set_threads(args.threads)
     tcfg = cli_args.train_config_from_args(args)
+    for val_root in args.val_data or []:
+        if any(Path(val_root).resolve() == Path(root).resolve() for root in args.data):
+            raise ConfigError(f"--val-data {val_root} is --data itself: its episodes would be trained on and held out "
+                              f"(the held-out metrics would measure training frames); give another dataset, or none")
     if args.val_data:
         tcfg.val_fraction = 0.0  # the small labelled set is trained on whole; validation comes from --val-data
     if not args.resume:
@@ -63,18 +70,16 @@ def run(args: argparse.Namespace) -> int:
     init_record, resumed = None, None
     if state is not None:
         model, tokenizer, processor, _, resumed = load_checkpoint(run_dir / "checkpoint", device="cpu")
+        tcfg = T.resume_config(args, tcfg, run_dir, state, model.config, resumed)  # flags it cannot take: errors
         model.train()
         cli_args.apply_flag_overrides(model, args)
         model.freeze_latent_head()  # as in the run being resumed
         chunk = model.config.action.chunk_size
     elif args.init is not None:
         model, tokenizer, _, _, init_record = load_checkpoint(args.init, device="cpu")
+        check_init_flags(args, model.config.name)
         model.train()
         cli_args.apply_flag_overrides(model, args)
-        if args.lora_rank:
-            from lapa_learning.errors import ConfigError
-
-            raise ConfigError("--lora-rank with --init: set LoRA when the model is first built (pretrain)")
         chunk = args.chunk_size
     else:
         cfg = load_config_arg(cli_args.vla_config_name(args), **cli_args.config_overrides_from_args(args))
@@ -92,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
 
             raise DatasetError(f"--val-data actions {val_info['action_names']} differ from --data's {names}")
         info["val_datasets"] = val_info["datasets"]
+    if state is not None:  # the datasets and actions the run was trained on
+        T.check_resume_data(run_dir, "--data", (resumed or {}).get("datasets"), info["datasets"])
+        T.check_resume_data(run_dir, "--val-data", (resumed or {}).get("val_datasets"), info.get("val_datasets", []))
+        T.check_resume_actions(run_dir, processor, names)
 
     if state is None:
         binary = gripper_binary_for(train.actions[:, 0], names, args.gripper)

@@ -70,8 +70,16 @@ def run(args: argparse.Namespace) -> int:
     if args.shuffle_labels and args.targets != "latents":
         raise ConfigError("--shuffle-labels: only with --targets latents")
     from_init, cfg, init_record = state is None and args.init is not None, None, None
+    processor = resumed = None
     if state is not None:
-        image_size = _saved_image_size(run_dir)
+        model, tokenizer, processor, _, resumed = load_checkpoint(run_dir / "checkpoint", device="cpu")
+        tcfg = T.resume_config(args, tcfg, run_dir, state, model.config, resumed)  # flags it cannot take: errors
+        shuffled = bool((resumed or {}).get("shuffled_labels"))
+        if args.shuffle_labels and not shuffled:
+            raise ConfigError(f"--shuffle-labels with --resume: the run in --out {run_dir} trains on the true labels "
+                              f"(drop --shuffle-labels, or start another run in a new --out)")
+        args.shuffle_labels = shuffled  # not given: the run's
+        image_size = model.config.image_size
     elif from_init:
         model, tokenizer, _, _, init_record = load_checkpoint(args.init, device="cpu")
         check_init_flags(args, model.config.name)
@@ -92,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
                                                 tcfg.seed, progress, pseudo=args.targets == "pseudo-actions",
                                                 camera=args.camera)
 
-    processor = None
-    resumed = None
-    if state is not None:
-        model, tokenizer, processor, _, resumed = load_checkpoint(run_dir / "checkpoint", device="cpu")
+    if state is not None:  # the datasets (and actions) the run was trained on
+        T.check_resume_data(run_dir, "--data", (resumed or {}).get("datasets"), info["datasets"])
+        if not latent:
+            T.check_resume_actions(run_dir, processor, info["action_names"])
         model.train()
         cli_args.apply_flag_overrides(model, args)
     else:
@@ -163,13 +171,3 @@ def shuffle_latent_labels(sample_sets, seed: int) -> None:
     for s in sample_sets:
         if len(s):
             s.latent = s.latent[rng.permutation(len(s))]
-
-
-def _saved_image_size(run_dir: Path) -> int:
-    from lapa_learning.vla.checkpoint import read_json
-
-    meta = read_json(run_dir / "checkpoint" / "config.json", "the model configuration")
-    try:
-        return int(meta["vla"]["image_size"])
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"{run_dir / 'checkpoint' / 'config.json'}: no vla.image_size") from None

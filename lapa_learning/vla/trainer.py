@@ -12,13 +12,13 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lapa_learning.errors import ConfigError
+from lapa_learning.errors import CheckpointError, ConfigError
 
 
 @dataclass
@@ -64,6 +64,88 @@ class TrainConfig:
         for name in ("eval_every", "eval_samples", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
+
+
+# ---- --resume: what a resumed run keeps ----------------------------------------------------------------------
+
+STATE_KEYS = ("optimizer", "scheduler", "batcher", "torch_rng", "step")  # of training_state.pt, as train() reads it
+KEPT_ON_RESUME = (("--lr", "lr"), ("--weight-decay", "weight_decay"),  # its optimizer state holds these
+                  ("--seed", "seed"), ("--val-fraction", "val_fraction"))  # these chose its held-out episodes
+
+
+def resume_config(args, cfg: TrainConfig, run_dir: Path, state, model_config, record: dict | None) -> TrainConfig:
+    """--resume continues the run in run_dir with its model, its optimizer state and its held-out episodes: a flag
+    asking for others is a ConfigError naming the run's value (as cli_args.resolve_head_flags), one not given takes
+    the run's value. Returns `cfg` with the run's values; --max-steps may not go below the step reached."""
+    path = run_dir / "checkpoint" / "training_state.pt"
+    missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if missing:
+        raise CheckpointError(f"{path}: no {missing[0]!r} entry (a training state holds {', '.join(STATE_KEYS)}); "
+                              f"cannot resume from it")
+    run, record = f"the run in --out {run_dir}", record or {}
+    init = [str(Path(p).resolve()) if p else None for p in (args.init, record.get("init"))]
+    vision, lang = model_config.vision, model_config.language
+    for flag, given, have in (("--config", args.config, model_config.name), ("--init", *init),
+                              ("--vision-path", args.vision_path, vision.path), ("--lm-path", args.lm_path, lang.path),
+                              ("--lora-rank", args.lora_rank, lang.lora_rank)):
+        if given is not None and given != have:
+            raise ConfigError(f"{flag} {given} with --resume: {run} was started with {flag} "
+                              f"{'(none)' if have is None else have}; a resumed run keeps its model (drop {flag}, "
+                              f"or start another run in a new --out)")
+    trainability = (("--train-vision", args.train_vision and vision.frozen, "a frozen vision tower"),
+                    ("--freeze-vision", args.freeze_vision and not vision.frozen, "a trained vision tower"),
+                    ("--freeze-lm", args.freeze_lm and lang.trainable, "a trained language model"))
+    for flag, conflict, what in trainability:
+        if conflict:
+            raise ConfigError(f"{flag} with --resume: {run} has {what}, and its optimizer state holds the parameters "
+                              f"it trains (drop {flag}, or start another run in a new --out)")
+    saved, kept = record.get("train_config") or {}, {}
+    for flag, name in KEPT_ON_RESUME:
+        given, have = getattr(cfg, name), saved.get(name)
+        if have is None or given == have:
+            continue
+        if getattr(args, name) is not None:  # given on the command line (cli_args: None otherwise)
+            raise ConfigError(f"{flag} {given} with --resume: {run} was trained with {flag} {have}; a resumed run "
+                              f"keeps its learning rate and weight decay (its optimizer state holds them) and its "
+                              f"held-out episodes (--seed, --val-fraction) (drop {flag}, or start another run in a "
+                              f"new --out)")
+        kept[name] = have
+    step = int(state["step"])
+    if cfg.max_steps < step:
+        raise ConfigError(f"--max-steps {cfg.max_steps} with --resume: {run} is at step {step} already; give a "
+                          f"--max-steps of at least {step}")
+    return replace(cfg, **kept)
+
+
+def check_resume_data(run_dir: Path, flag: str, saved, datasets: list[dict]) -> None:
+    """A resumed run goes on with the datasets its record lists (`saved`; its batch order indexes their samples):
+    other paths, another order, another camera or changed contents are a ConfigError naming what differs."""
+    if saved is None:  # a record from before datasets were recorded
+        return
+    if not (isinstance(saved, list) and all(isinstance(d, dict) and isinstance(d.get("root"), str) for d in saved)):
+        raise CheckpointError(f"{run_dir / 'checkpoint' / 'train_record.json'}: {flag}'s datasets: expected a list "
+                              f"of {{'root': ...}} objects, got {saved!r:.200}")
+    now = json.loads(json.dumps(datasets, default=str))  # as the record holds them
+    if [Path(d["root"]).resolve() for d in saved] != [Path(d["root"]).resolve() for d in now]:
+        listed = [" ".join(str(d["root"]) for d in ds) or "(none)" for ds in (now, saved)]
+        raise ConfigError(f"{flag} {listed[0]} with --resume: the run in --out {run_dir} was trained with {flag} "
+                          f"{listed[1]}; resume it with the same datasets in the same order, or start another run in "
+                          f"a new --out")
+    for was, d in zip(saved, now):
+        for key in sorted((set(was) | set(d)) - {"root", "labels"}):
+            if was.get(key) != d.get(key):
+                raise ConfigError(f"{flag} {d['root']} with --resume: its {key} is {d.get(key)}, but the run in --out "
+                                  f"{run_dir} was trained on it with {key} {was.get(key)} (another --camera, or the "
+                                  f"dataset changed since); resume it on the data it was trained on, or start "
+                                  f"another run in a new --out")
+
+
+def check_resume_actions(run_dir: Path, processor, names: list) -> None:
+    """The actions of --data must be those the resumed run learns (its action statistics and head)."""
+    if processor is not None and list(processor.names) != list(names):
+        raise ConfigError(f"--data actions {list(names)} with --resume: the run in --out {run_dir} learns the "
+                          f"{len(processor.names)} actions {list(processor.names)}; resume it on data with those "
+                          f"actions, or start another run in a new --out")
 
 
 # ---- the loop --------------------------------------------------------------------------------------------------
