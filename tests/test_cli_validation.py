@@ -14,17 +14,7 @@ import pytest
 from lapa_learning.cli import main
 from lapa_learning.errors import ConfigError
 
-
-def _refused(capsys, argv, *words) -> str:
-    """main(argv) exits with 2 and one `lapa: error:` line naming `words`, no traceback."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("lapa: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
+from cli_helpers import refused
 
 
 # ---- --threads (every command that has it) --------------------------------------------------------------------
@@ -81,7 +71,7 @@ def held_run(tmp_path_factory):
 def test_a_second_training_process_into_the_same_out_is_refused(verb, held_run, capsys):
     run, _ = held_run
     argv = [str(run) if a == "R" else a for a in VERBS[verb]]
-    line = _refused(capsys, [*argv, "--max-steps", "2"], f"--out {run}", "another process", "lapa vla finetune")
+    line = refused(capsys, [*argv, "--max-steps", "2"], f"--out {run}", "another process", "lapa vla finetune")
     assert "wait for it to end" in line
     assert not (run / "checkpoint").exists()
 
@@ -115,7 +105,7 @@ def test_the_lock_is_gone_when_its_process_is_killed(tmp_path):
                                         ("--max-minutes", "nan")])
 def test_vla_training_options_are_checked_up_front(flag, value, tmp_path, capsys):
     for verb in ("finetune", "pretrain"):
-        _refused(capsys, ["vla", verb, "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
+        refused(capsys, ["vla", verb, "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
                           flag, value], flag)
     assert not (tmp_path / "run").exists()
 
@@ -135,7 +125,7 @@ def test_train_config_refuses_zero_eval_samples():
 @pytest.mark.parametrize("verb", ["finetune", "pretrain"])
 def test_a_negative_chunk_size_is_refused_before_loading_data(verb, tmp_path, capsys):
     extra = ["--targets", "actions"] if verb == "pretrain" else []
-    _refused(capsys, ["vla", verb, "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"), *extra,
+    refused(capsys, ["vla", verb, "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"), *extra,
                       "--chunk-size", "-1"], "--chunk-size -1", ">= 1")
     assert not (tmp_path / "run").exists()
 
@@ -163,18 +153,18 @@ def test_resume_refuses_other_targets_and_another_action_head(tmp_path, capsys):
 
     latent = _fake_run(tmp_path / "latent", "latents", action=False)
     data = str(tmp_path / "none")
-    _refused(capsys, ["vla", "pretrain", "--data", data, "--targets", "actions", "--out", str(latent), "--resume"],
+    refused(capsys, ["vla", "pretrain", "--data", data, "--targets", "actions", "--out", str(latent), "--resume"],
              "--targets actions with --resume", "latents", f"--out {latent}")
-    _refused(capsys, ["vla", "finetune", "--data", data, "--out", str(latent), "--resume"], "no action head")
+    refused(capsys, ["vla", "finetune", "--data", data, "--out", str(latent), "--resume"], "no action head")
     actions = _fake_run(tmp_path / "actions", None, chunk_size=1)  # discrete head, chunks of 1
-    _refused(capsys, ["vla", "finetune", "--data", data, "--out", str(actions), "--resume", "--action-head",
+    refused(capsys, ["vla", "finetune", "--data", data, "--out", str(actions), "--resume", "--action-head",
                       "continuous"], "--action-head continuous with --resume", "discrete")
-    _refused(capsys, ["vla", "finetune", "--data", data, "--out", str(actions), "--resume", "--chunk-size", "4"],
+    refused(capsys, ["vla", "finetune", "--data", data, "--out", str(actions), "--resume", "--chunk-size", "4"],
              "--chunk-size 4 with --resume", "chunk size 1")
-    _refused(capsys, ["vla", "finetune", "--data", data, "--out", str(actions), "--resume", "--gripper",
+    refused(capsys, ["vla", "finetune", "--data", data, "--out", str(actions), "--resume", "--gripper",
                       "continuous"], "--gripper continuous with --resume", "a binary gripper")
     fresh_out = tmp_path / "fresh"
-    _refused(capsys, ["vla", "pretrain", "--data", data, "--targets", "actions", "--shuffle-labels", "--out",
+    refused(capsys, ["vla", "pretrain", "--data", data, "--targets", "actions", "--shuffle-labels", "--out",
                       str(fresh_out)], "--shuffle-labels: only with --targets latents")
     assert not fresh_out.exists()  # refused before --out is made
     # flags not given take the checkpoint's head; the same values are fine
@@ -199,14 +189,14 @@ def test_config_help_is_readable(capsys):
 
 @pytest.mark.parametrize("flag,value", [("--image-size", "0"), ("--lr", "-1"), ("--offset", "0"), ("--seed", "-1")])
 def test_vpt_train_options_are_checked_up_front(flag, value, tmp_path, capsys):
-    _refused(capsys, ["vpt", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"), flag, value],
+    refused(capsys, ["vpt", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"), flag, value],
              flag)
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("flag,value", [("--lr", "0"), ("--val-fraction", "1"), ("--seed", "-3")])
 def test_pretrain_vision_options_are_checked_up_front(flag, value, tmp_path, capsys):
-    _refused(capsys, ["vla", "pretrain-vision", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
+    refused(capsys, ["vla", "pretrain-vision", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
                       flag, value], flag)
 
 
@@ -218,7 +208,7 @@ def test_pretrain_vision_options_are_checked_up_front(flag, value, tmp_path, cap
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_generate_checks_its_options_before_creating_the_dataset(flag, value, workers, tmp_path, capsys):
     out = tmp_path / "ds"
-    _refused(capsys, ["data", "generate", "--out", str(out), "--tasks", "push-v3", "--episodes-per-task", "1",
+    refused(capsys, ["data", "generate", "--out", str(out), "--tasks", "push-v3", "--episodes-per-task", "1",
                       "--workers", workers, flag, value], flag.lstrip("-"))
     assert not out.exists()
 
@@ -230,7 +220,7 @@ def test_generate_checks_its_options_before_creating_the_dataset(flag, value, wo
                                         ("--seed", "-1"), ("--camera", "nonsense"), ("--replan-every", "0")])
 def test_eval_checks_its_options_before_running(flag, value, tmp_path, capsys):
     start = time.time()
-    _refused(capsys, ["eval", str(tmp_path / "ckpt"), "--tasks", "push-v3", "--out", str(tmp_path / "ev"),
+    refused(capsys, ["eval", str(tmp_path / "ckpt"), "--tasks", "push-v3", "--out", str(tmp_path / "ev"),
                       flag, value], f"{flag} {value}")
     assert time.time() - start < 30 and not (tmp_path / "ev").exists()
 
@@ -244,7 +234,7 @@ def test_eval_takes_a_camera_video_key_and_checks_the_policy_action_dims(tmp_pat
     with pytest.raises(ConfigError, match="observation.images.back"):
         simulator_camera("observation.images.back")
     ckpt = make_tiny_checkpoint(tmp_path / "seven", action_dim=7)
-    line = _refused(capsys, ["eval", str(ckpt), "--tasks", "push-v3", "--episodes-per-task", "1", "--out",
+    line = refused(capsys, ["eval", str(ckpt), "--tasks", "push-v3", "--episodes-per-task", "1", "--out",
                              str(tmp_path / "ev")], str(ckpt), "7 action dims", "Meta-World", "offline_eval")
     assert "dx, dy, dz, gripper" in line and not (tmp_path / "ev").exists()
 

@@ -14,20 +14,10 @@ import torch
 from lapa_learning.cli import main
 from lapa_learning.vla.testing import make_tiny_checkpoint, make_toy_dataset
 
+from cli_helpers import refused
+
 FAST = ["--batch-size", "4", "--eval-every", "2", "--eval-samples", "8", "--threads", "1", "--no-progress",
         "--config", "tiny", "--save-every", "2"]
-
-
-def _refused(capsys, argv, *words) -> str:
-    """main(argv) exits with 2 and one `lapa: error:` line naming `words`, no traceback."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("lapa: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def _record(run) -> dict:
@@ -80,10 +70,10 @@ def test_resume_refuses_other_model_and_optimizer_options(runs, capsys):
                          (["--freeze-lm"], ["--freeze-lm with --resume", "optimizer state"]),
                          (["--freeze-vision"], ["--freeze-vision with --resume", "a trained vision tower"]),
                          (["--max-steps", "1"], ["--max-steps 1 with --resume", "step 2"])]:
-        _refused(capsys, ft + extra, *words)
+        refused(capsys, ft + extra, *words)
     pre = ["vla", "pretrain", "--data", str(runs["robot"]), "--out", str(runs["pre"]), "--resume", *FAST]
-    _refused(capsys, pre + ["--lr", "0.05"], "--lr 0.05 with --resume", "0.0003")
-    _refused(capsys, pre + ["--freeze-lm"], "--freeze-lm with --resume")
+    refused(capsys, pre + ["--lr", "0.05"], "--lr 0.05 with --resume", "0.0003")
+    refused(capsys, pre + ["--freeze-lm"], "--freeze-lm with --resume")
     assert _record(runs["ft"])["steps"] == 2 and _record(runs["pre"])["steps"] == 2  # untouched
 
 
@@ -104,10 +94,10 @@ def test_resume_refuses_other_data(runs, tmp_path, capsys):
     robot, other = str(runs["robot"]), str(runs["other"])
     for verb in ("finetune", "pretrain"):
         args = ["vla", verb, "--out", str(runs["ft" if verb == "finetune" else "pre"]), "--resume", *FAST]
-        _refused(capsys, args + ["--data", other], f"--data {other} with --resume", f"trained with --data {robot}")
-        _refused(capsys, args + ["--data", robot, "--data", other], f"--data {robot} {other} with --resume")
+        refused(capsys, args + ["--data", other], f"--data {other} with --resume", f"trained with --data {robot}")
+        refused(capsys, args + ["--data", robot, "--data", other], f"--data {robot} {other} with --resume")
     ft = ["vla", "finetune", "--data", robot, "--out", str(runs["ft"]), "--resume", *FAST]
-    _refused(capsys, ft + ["--val-data", other], f"--val-data {other} with --resume", "--val-data (none)")
+    refused(capsys, ft + ["--val-data", other], f"--val-data {other} with --resume", "--val-data (none)")
     # the same path with other contents: fewer episodes (its sampler order would index past them), other actions
     ft = _copy(runs["ft"], tmp_path)
     data = shutil.copytree(runs["robot"], tmp_path / "robot")
@@ -117,9 +107,9 @@ def test_resume_refuses_other_data(runs, tmp_path, capsys):
     for name in ("train_record.json", "checkpoint/train_record.json"):
         (ft / name).write_text(json.dumps(record))
     _relabel(data, ("dx", "dy", "dz", "gripper"), episodes=2)
-    _refused(capsys, args, f"--data {data} with --resume", "episodes is 2", "episodes 4")
+    refused(capsys, args, f"--data {data} with --resume", "episodes is 2", "episodes 4")
     _relabel(data, ("vx", "vy", "wz", "gripper"))
-    _refused(capsys, args, "--data actions ['vx', 'vy', 'wz', 'gripper'] with --resume", "'dx', 'dy', 'dz'")
+    refused(capsys, args, "--data actions ['vx', 'vy', 'wz', 'gripper'] with --resume", "'dx', 'dy', 'dz'")
     assert _record(ft)["steps"] == 2
 
 
@@ -129,14 +119,14 @@ def test_a_training_state_without_an_entry_is_a_checkpoint_error(runs, tmp_path,
     state = torch.load(path, weights_only=False)
     del state["optimizer"]
     torch.save(state, path)
-    _refused(capsys, ["vla", "finetune", "--data", str(runs["robot"]), "--out", str(ft), "--resume", *FAST],
+    refused(capsys, ["vla", "finetune", "--data", str(runs["robot"]), "--out", str(ft), "--resume", *FAST],
              str(path), "'optimizer'")
 
 
 def test_val_data_may_not_be_the_training_data(runs, tmp_path, capsys):
     robot = runs["robot"]
     for val in (robot, robot / "." / ".." / robot.name):
-        _refused(capsys, ["vla", "finetune", "--data", str(robot), "--val-data", str(val), "--out",
+        refused(capsys, ["vla", "finetune", "--data", str(robot), "--val-data", str(val), "--out",
                           str(tmp_path / "ft"), *FAST], f"--val-data {val} is --data itself")
     assert not (tmp_path / "ft").exists()
 
@@ -145,7 +135,7 @@ def test_finetune_init_refuses_flags_that_build_another_model(runs, tmp_path, ca
     ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
     args = ["vla", "finetune", "--data", str(runs["robot"]), "--init", str(ckpt), "--out", str(tmp_path / "ft"),
             *FAST]
-    _refused(capsys, args + ["--config", "tiny-resnet"], "--config tiny-resnet with --init", "a tiny model")
+    refused(capsys, args + ["--config", "tiny-resnet"], "--config tiny-resnet with --init", "a tiny model")
     for flag in ("--vision-path", "--lm-path"):
-        _refused(capsys, args + [flag, "some/model"], f"{flag} with --init", "comes from the checkpoint")
-    _refused(capsys, args + ["--lora-rank", "2"], "--lora-rank with --init")
+        refused(capsys, args + [flag, "some/model"], f"{flag} with --init", "comes from the checkpoint")
+    refused(capsys, args + ["--lora-rank", "2"], "--lora-rank with --init")
