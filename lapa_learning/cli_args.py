@@ -148,6 +148,14 @@ def vla_config_name(args) -> str:
     return args.config or DEFAULT_VLA_CONFIG[pick_device(args.device).type]
 
 
+def refuse_val_data_in_data(data, val_data) -> None:
+    """--val-data must be other datasets than --data: its episodes would be trained on and held out at once."""
+    for val_root in val_data or []:
+        if any(Path(val_root).resolve() == Path(root).resolve() for root in data or []):
+            raise ConfigError(f"--val-data {val_root} is --data itself: its episodes would be trained on and held out "
+                              f"(the held-out metrics would measure training frames); give another dataset, or none")
+
+
 def train_config_from_args(args):
     from lapa_learning.vla.trainer import TrainConfig  # lazy: keeps this module below vla/ for every other verb
 

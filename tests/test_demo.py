@@ -525,6 +525,42 @@ def test_bad_demo_options_are_refused_before_anything_runs(tmp_path, capsys):
     assert main(["demo", "--quick", "--tasks", "push", "--out", str(tmp_path / "d")]) == 2
     assert "lapa: error: --tasks: unknown Meta-World task(s) ['push']" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+    assert main(["demo", "--quick", "--seed", "-1", "--out", str(tmp_path / "d")]) == 2
+    assert "--seed -1: expected an integer in [0, 2^31)" in capsys.readouterr().err
+    (tmp_path / "resdir").mkdir()
+    assert main(["demo", "--quick", "--results", str(tmp_path / "resdir"), "--out", str(tmp_path / "d")]) == 2
+    assert "--results" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", "--quick", "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert f"lapa: error: --out {tmp_path / 'afile'}: cannot be the demo's directory" in err and "Traceback" not in err
+
+
+def test_the_demo_never_replaces_what_it_did_not_write(tmp_path):
+    """A fresh stage deletes its outputs before it runs: only after an attempt of its own (marker or start record)."""
+    mine = tmp_path / "data" / "finetune"
+    mine.mkdir(parents=True)
+    (mine / "precious.txt").write_text("the user's")
+    plan = Plan(tmp_path)
+    plan.add(Stage("data-finetune", ["data"], outputs=(mine,), fresh=True, call=lambda: None))
+    with pytest.raises(ConfigError, match=r"holds .*data/finetune, which no demo stage wrote"):
+        execute(plan, jobs=1)
+    assert (mine / "precious.txt").read_text() == "the user's"
+    (mine / "precious.txt").unlink()  # an empty folder is nothing to lose
+    assert execute(plan, jobs=1) is None
+    mine.mkdir()
+    (mine / "output").write_text("the stage's")  # its own outputs: replaced when it runs again with other args
+    again = Plan(tmp_path)
+    again.add(Stage("data-finetune", ["data", "--other"], outputs=(mine,), fresh=True, call=lambda: None))
+    assert execute(again, jobs=1) is None and not (mine / "output").exists()
+
+
+def test_out_spelled_relative_or_absolute_names_the_same_stages(tmp_path, monkeypatch):
+    from lapa_learning.demo import stable_out
+
+    monkeypatch.chdir(tmp_path)
+    assert stable_out(Path("rel/d")) == stable_out(tmp_path / "rel" / "d") == Path("rel/d")
+    assert stable_out(Path("../elsewhere")) == (tmp_path.parent / "elsewhere").resolve()
 
 
 @pytest.mark.slow
@@ -654,11 +690,12 @@ def test_an_interrupted_pretraining_stage_resumes_from_its_checkpoint(tmp_path):
     assert (tmp_path / "demo/logs/pretrain.log").read_text().splitlines()[0].endswith(" --no-progress")
     rec = json.loads((run / "train_record.json").read_text())
     assert rec["steps"] == 8 and "resumed_at_step" not in rec
-    # and without any start record (the stage's arguments changed, or a run from before start records)
+    # and without a marker or a start record, the run in its directory is no attempt of this stage (the user's, or
+    # one from before start records): refused, not deleted
     (tmp_path / "demo/stages/pretrain.json").unlink()
-    assert execute(stage(), jobs=1) is None
-    assert (tmp_path / "demo/logs/pretrain.log").read_text().splitlines()[0].endswith(" --no-progress")
-    assert "resumed_at_step" not in json.loads((run / "train_record.json").read_text())
+    with pytest.raises(ConfigError, match=f"holds {run}, which no demo stage wrote"):
+        execute(stage(), jobs=1)
+    assert json.loads((run / "train_record.json").read_text())["steps"] == 8
 
 
 def test_a_stage_is_rerun_when_a_stage_it_depends_on_reruns(tmp_path):

@@ -101,6 +101,9 @@ def test_errors(data, tmp_path, capsys):
     robot, _, video = data
     err = _error(capsys, ["vpt", "train", "--data", str(video), "--out", str(tmp_path / "r"), *FAST])
     assert "action-free dataset" in err and str(video) in err
+    err = _error(capsys, ["vpt", "train", "--data", str(robot), "--val-data", str(robot), "--out",
+                          str(tmp_path / "r"), *FAST])  # "held-out" frames that are training frames
+    assert f"--val-data {robot} is --data itself" in err and not (tmp_path / "r").exists()
     err = _error(capsys, ["vpt", "label", "--checkpoint", str(tmp_path / "nothing"), "--data", str(video)])
     assert "lapa vpt train" in err and "nothing" in err
     # a checkpoint of another kind, and a truncated weights file

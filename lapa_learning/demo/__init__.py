@@ -102,6 +102,17 @@ def with_tasks(preset: Preset, setting: str, tasks: str | None, other_tasks: str
     return preset
 
 
+def stable_out(out: Path) -> Path:
+    """--out as the stages' arguments name it: relative to the working directory when inside it (the default
+    outputs/demo), else absolute. `--out rel/d` and `--out $PWD/rel/d` then give the same stages, so a rerun spelled
+    either way reuses what the other finished."""
+    out = Path(out).resolve()
+    try:
+        return out.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return out
+
+
 def run(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     if args.jobs < 1:
@@ -116,10 +127,18 @@ def run(args: argparse.Namespace) -> int:
         if args.eval_episodes < 1:
             raise ConfigError(f"--eval-episodes must be at least 1 (per task and method), got {args.eval_episodes}")
         preset = dataclasses.replace(preset, eval_episodes=args.eval_episodes)
+    if not 0 <= args.seed < 2 ** 31:
+        raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2^31) (every stage takes it)")
+    if args.device == "cuda":
+        from lapa_learning.cli_args import pick_device
+
+        pick_device("cuda")  # no CUDA: the error now, not after the data stages
+    if args.results is not None and (args.results.is_dir() or any(p.is_file() for p in args.results.parents)):
+        raise ConfigError(f"--results {args.results}: expected a JSON file path (it is a directory, or under a file)")
     preset = with_tasks(preset, args.setting, args.tasks, args.other_tasks)
     started = time.time()
-    plan = build_plan(args.out, preset, args.setting, args.seed, args.device, parse_methods(args.methods),
-                      args.finetune_steps)
+    plan = build_plan(stable_out(args.out), preset, args.setting, args.seed, args.device,
+                      parse_methods(args.methods), args.finetune_steps)
     print(f"LAPA demo ({args.preset} preset, {args.setting}) in {Path(args.out).resolve()}: "
           f"{len(plan.stages)} stages, {args.jobs} at a time; logs in {plan.out / 'logs'}")
     failed = execute(plan, jobs=args.jobs)

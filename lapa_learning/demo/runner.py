@@ -42,8 +42,12 @@ def exclusive(out: Path):
     lock's file descriptor (stage processes inherit it)."""
     import fcntl
 
-    out.mkdir(parents=True, exist_ok=True)
-    f = open(out / ".lock", "a+")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / ".lock", "a+")
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot be the demo's directory ({err.strerror or err}); expected a writable "
+                          f"directory path") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -74,6 +78,7 @@ def execute(plan: Plan, jobs: int) -> str | None:
 def _execute(plan: Plan, jobs: int) -> str | None:
     (plan.out / "logs").mkdir(parents=True, exist_ok=True)
     (plan.out / "stages").mkdir(parents=True, exist_ok=True)
+    _refuse_foreign_outputs(plan)
     done: dict[str, bool] = {}
 
     def reusable(name: str) -> bool:  # finished with the same arguments, and so did everything it depends on
@@ -114,6 +119,19 @@ def _execute(plan: Plan, jobs: int) -> str | None:
         if stage.status == "reused":
             print(f"[reused] {stage.name}")
     return None
+
+
+def _refuse_foreign_outputs(plan: Plan) -> None:
+    """A stage deletes its outputs before it runs again (fresh ones, and the run it does not resume): only what an
+    attempt of it wrote (it left a marker or a start record), never a folder that was in --out before."""
+    foreign = [path for stage in plan.stages.values()
+               if not marker(plan, stage).exists() and not _started(plan, stage).exists()
+               for path in ((*stage.outputs,) if stage.fresh else ()) + ((stage.resume_dir,) if stage.resume_dir else ())
+               if path.is_file() or (path.is_dir() and any(path.iterdir()))]
+    if foreign:
+        raise ConfigError(f"--out {plan.out} holds {', '.join(str(p) for p in foreign[:3])}"
+                          f"{f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''}, which no demo stage wrote "
+                          f"and which the demo would replace; move it away or choose another --out")
 
 
 def _restart_flags(stage: Stage) -> list[str]:

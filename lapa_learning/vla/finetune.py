@@ -15,8 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-from lapa_learning.errors import ConfigError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lapa_learning.vla.heads import HEADS, head_help
@@ -53,10 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     cli_args.set_threads(args.threads)
     tcfg = cli_args.train_config_from_args(args)
-    for val_root in args.val_data or []:
-        if any(Path(val_root).resolve() == Path(root).resolve() for root in args.data):
-            raise ConfigError(f"--val-data {val_root} is --data itself: its episodes would be trained on and held out "
-                              f"(the held-out metrics would measure training frames); give another dataset, or none")
+    cli_args.refuse_val_data_in_data(args.data, args.val_data)
     if args.val_data:
         tcfg.val_fraction = 0.0  # the small labelled set is trained on whole; validation comes from --val-data
     if not args.resume:

@@ -130,8 +130,8 @@ def evaluate(model, data: PairSet, device, batch_size: int = 256) -> dict:
         preds.append(model.predict(data.pairs(idx).to(device)).cpu().numpy())
     pred, true = np.concatenate(preds), data.actions
     mean = model.mean.cpu().numpy()
-    corr = [float(np.corrcoef(pred[:, d], true[:, d])[0, 1]) if true[:, d].std() > 0 and pred[:, d].std() > 0
-            else float("nan") for d in range(true.shape[1])]
+    corr = [float(np.corrcoef(pred[:, d], true[:, d])[0, 1]) if min(true[:, d].std(), pred[:, d].std()) > 1e-6
+            else float("nan") for d in range(true.shape[1])]  # (float32 rounding leaves a constant dim ~1e-8 of std)
     l1 = np.abs(pred - true).mean(0)
     base = np.abs(mean[None] - true).mean(0)
     return {"l1": float(l1.mean()), "l1_per_dim": [round(float(x), 4) for x in l1],
@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lapa_learning.data.pairs import augment_clip
-    from lapa_learning.cli_args import command_line, lock_run_dir, pick_device, require_at_least_one, set_threads
+    from lapa_learning.cli_args import (command_line, lock_run_dir, pick_device, refuse_val_data_in_data,
+                                        require_at_least_one, set_threads)
     from lapa_learning.vpt.checkpoint import save_idm
     from lapa_learning.vpt.model import IDMConfig, InverseDynamicsModel
 
@@ -160,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--offset {args.offset}: expected >= 1 frame")
     if not 0 <= args.seed < 2 ** 31:
         raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2^31)")
+    refuse_val_data_in_data(args.data, args.val_data)
     if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
         raise ConfigError(f"--out {args.out} already holds an IDM; pass --overwrite to replace it")
     lock_run_dir(args.out)  # one training process per run directory
