@@ -118,6 +118,44 @@ def recover_replaced_dir(path: str | os.PathLike) -> Path | None:
     return path
 
 
+def set_aside(root: Path, entries: list[Path], name: str) -> None:
+    """Move `entries` (paths inside `root`) to root/<name>, each at its path relative to `root`, so that put_back
+    can undo it. Through root/<name>.partial: a kill halfway leaves a partial copy that only ever moves back, never
+    one that looks complete."""
+    partial = root / f"{name}.partial"
+    partial.mkdir(exist_ok=True)
+    for entry in entries:
+        (partial / entry.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(entry, partial / entry.relative_to(root))
+    os.replace(partial, root / name)
+
+
+def put_back(root: Path, name: str, entries) -> bool:
+    """Undo an unfinished set_aside(root, ..., name): delete what entries(root) lists now (what replaced the set-aside
+    content), move that content back; True when there was any. Each step can be cut by a kill and redone; after
+    discard_set_aside began there is nothing to put back."""
+    discard, aside, partial = (root / f"{name}{suffix}" for suffix in (".discard", "", ".partial"))
+    _remove(discard)
+    if aside.is_dir():
+        for entry in entries(root):
+            _remove(entry)
+        os.replace(aside, partial)
+    if not partial.is_dir():
+        return False
+    for entry in entries(partial):
+        os.replace(entry, root / entry.relative_to(partial))
+    shutil.rmtree(partial)
+    return True
+
+
+def discard_set_aside(root: Path, name: str) -> None:
+    """Make what replaced root/<name> final: delete the set-aside content (renamed first: a kill mid-deletion leaves
+    nothing that put_back would take for complete)."""
+    if (root / name).is_dir():
+        os.replace(root / name, root / f"{name}.discard")
+        shutil.rmtree(root / f"{name}.discard")
+
+
 _STALE: dict[Path, list[Path]] = {}  # path -> what to delete once atomic_path has replaced it (delete_on_replace)
 
 

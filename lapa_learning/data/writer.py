@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -24,7 +25,8 @@ from lapa_learning.data import format as fmt
 from lapa_learning.data.stats import write_dataset_stats
 from lapa_learning.data.video import CODEC, PIX_FMT, write_video
 from lapa_learning.errors import DatasetError
-from lapa_learning.io import atomic_path, atomic_write_json, lock_or_warn
+from lapa_learning.io import (atomic_path, atomic_write_json, discard_set_aside, lock_or_warn, put_back,
+                              set_aside)
 
 MODES = ("create", "append", "overwrite")
 # What --overwrite removes from a dataset directory: the dataset and what lapa computed from it (latent labels,
@@ -440,43 +442,19 @@ def _dataset_entries(root: Path) -> list[Path]:
             if child.name in DATASET_ENTRIES or (child.parent == meta and child.name != LOCK_FILE)]
 
 
-def _remove(path: Path) -> None:
-    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-
-
 def _set_aside(root: Path) -> None:
-    """Move the dataset in `root` to root/.replaced. Through .replaced.partial: a kill halfway leaves a partial
-    copy that only ever moves back, never one that looks complete."""
-    partial = root / f"{REPLACED}.partial"
-    (partial / "meta").mkdir(parents=True, exist_ok=True)
-    for child in _dataset_entries(root):
-        child.rename(partial / child.relative_to(root))
-    partial.rename(root / REPLACED)
+    set_aside(root, _dataset_entries(root), REPLACED)
 
 
 def _undo_unfinished_overwrite(root: Path) -> None:
     """Put back a dataset that an overwrite set aside and did not finish (release() after an error, or the next
-    writer after a kill): the new episodes go, the old ones come back. Each step can be cut by a kill and redone."""
-    discard, replaced, partial = (root / f"{REPLACED}{suffix}" for suffix in (".discard", "", ".partial"))
-    if discard.exists():  # close() had made the overwrite final
-        shutil.rmtree(discard)
-    if replaced.is_dir():
-        for child in _dataset_entries(root):
-            _remove(child)
-        replaced.rename(partial)
-    if partial.is_dir():
-        for child in _dataset_entries(partial):
-            child.rename(root / child.relative_to(partial))
-        shutil.rmtree(partial)
-        import warnings
-
+    writer after a kill): the new episodes go, the old ones come back."""
+    if put_back(root, REPLACED, _dataset_entries):
         warnings.warn(f"{root}: an --overwrite did not finish; the dataset it was replacing is back", stacklevel=3)
 
 
 def _discard_set_aside(root: Path) -> None:
-    if (root / REPLACED).is_dir():
-        (root / REPLACED).rename(root / f"{REPLACED}.discard")  # from here on the overwrite is final
-        shutil.rmtree(root / f"{REPLACED}.discard")
+    discard_set_aside(root, REPLACED)
 
 
 def _is_dataset(root: Path) -> bool:
