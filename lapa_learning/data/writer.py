@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
