@@ -299,13 +299,12 @@ def prepare_run_dir(args) -> tuple[Path, dict | None]:
     if init is not None and Path(init).resolve().is_relative_to(run.resolve()):
         raise ConfigError(f"--init {init} is in --out {run}: the new run would replace the checkpoint it starts "
                           f"from; give another --out")
-    main = int(os.environ.get("RANK", "0")) == 0  # other processes of `accelerate launch`: the main one checks
-    if main and run.is_dir():  # under the lock, before anything is decided
-        lock_run_dir(run)
-        recover_replaced_dir(ckpt)
-    if resume and not ckpt.is_dir():  # (before lock_run_dir creates --out)
+    if resume and not run.is_dir():  # (before lock_run_dir creates --out)
         raise CheckpointError(f"--resume: {ckpt / 'training_state.pt'} not found (no run to resume in {run})")
+    main = int(os.environ.get("RANK", "0")) == 0  # other processes of `accelerate launch`: the main one checks
     lock_run_dir(run)
+    if main:
+        recover_replaced_dir(ckpt)  # under the lock, before anything is decided
     if resume:
         state_path = ckpt / "training_state.pt"
         if not state_path.is_file():

@@ -5,7 +5,8 @@
 For each episode: ~/start the recorder, ~/reset the simulator (new layout, instruction published), wait until the simulator reports the episode done (success or step limit), then ~/stop the
 recorder with the success flag. This is what an operator does by hand with `ros2 service call` at a real arm.
 Prints one line per episode and a summary; exit code 1 if an episode timed out or a service failed, 2 for a bad
-parameter, 128 + the signal after Ctrl-C (130) or SIGTERM (143). Service names are relative (`sim_node/reset`), so `-r __ns:=/arm1` reaches /arm1/sim_node.
+parameter, 128 + the signal after Ctrl-C (130) or SIGTERM (143). Service names are relative (`sim_node/reset`),
+so `-r __ns:=/arm1` reaches /arm1/sim_node.
 """
 
 from __future__ import annotations

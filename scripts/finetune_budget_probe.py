@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from finetune_lr_probe import candidates, dev_success, recorded, replace_option  # noqa: E402
+from finetune_lr_probe import candidates, dev_success, method_keys, recorded, replace_option  # noqa: E402
 
 from lapa_learning.cli_args import script_command  # noqa: E402
 from lapa_learning.demo.plan import Plan, Stage  # noqa: E402
@@ -71,23 +71,16 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, nargs="+", required=True, help="finished `lapa demo --out` directories")
     parser.add_argument("--methods", default=METHODS,
                         help="method keys as in the demo's stage names (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1600, help="the extra candidate's step budget (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=1600,
+                        help="the extra candidate's step budget (default: %(default)s)")
     parser.add_argument("--lr", default="1e-4", help="its finetuning peak learning rate (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="working directory (resumable)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--results", type=Path, default=ROOT / "results/finetune_budget_probe.json")
     args = parser.parse_args()
-    try:
-        if float(args.lr) <= 0:
-            raise ValueError
-    except ValueError:
-        raise SystemExit(f"finetune_budget_probe: error: --lr {args.lr!r}: expected a learning rate > 0") from None
+    keys = method_keys(args, "finetune_budget_probe")
     if args.steps < 1:
         raise SystemExit(f"finetune_budget_probe: error: --steps {args.steps}: expected a step budget >= 1")
-    keys = [k.strip() for k in args.methods.split(",") if k.strip()]
-    if "scratch" not in keys or not any(k.startswith("lapa-") for k in keys):
-        raise SystemExit("finetune_budget_probe: error: --methods must include scratch and at least one "
-                         "lapa-<video set>")
     runs = [r.resolve() for r in args.runs]
     started = time.time()
     plan, where = build(args.out.resolve(), runs, keys, args.steps, args.lr)

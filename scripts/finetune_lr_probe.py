@@ -78,6 +78,20 @@ def dev_success(eval_dir: Path) -> dict:
     return {"success": overall["success"], "episodes": overall["episodes"]}
 
 
+def method_keys(args, prog: str) -> list[str]:
+    """--methods as a list of keys, after checking that --lr is a rate > 0 and that the keys include scratch and a
+    lapa-<video set> (what the decision rules compare)."""
+    try:
+        if float(args.lr) <= 0:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"{prog}: error: --lr {args.lr!r}: expected a learning rate > 0") from None
+    keys = [k.strip() for k in args.methods.split(",") if k.strip()]
+    if "scratch" not in keys or not any(k.startswith("lapa-") for k in keys):
+        raise SystemExit(f"{prog}: error: --methods must include scratch and at least one lapa-<video set>")
+    return keys
+
+
 def build(out: Path, runs: list[Path], keys: list[str], lr: str) -> tuple[Plan, dict]:
     plan, where = Plan(out), {}
     for run in runs:
@@ -105,14 +119,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--results", type=Path, default=ROOT / "results/finetune_lr_probe.json")
     args = parser.parse_args()
-    try:
-        if float(args.lr) <= 0:
-            raise ValueError
-    except ValueError:
-        raise SystemExit(f"finetune_lr_probe: error: --lr {args.lr!r}: expected a learning rate > 0") from None
-    keys = [k.strip() for k in args.methods.split(",") if k.strip()]
-    if "scratch" not in keys or not any(k.startswith("lapa-") for k in keys):
-        raise SystemExit("finetune_lr_probe: error: --methods must include scratch and at least one lapa-<video set>")
+    keys = method_keys(args, "finetune_lr_probe")
     runs = [r.resolve() for r in args.runs]
     started = time.time()
     plan, where = build(args.out.resolve(), runs, keys, args.lr)

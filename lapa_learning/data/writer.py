@@ -101,7 +101,7 @@ class EpisodeWriter:
                                    f"(choose another --out, or pass --overwrite to replace it or --append to add to "
                                    f"it)")
             if exists and mode == "overwrite":
-                _set_aside(self.root)  # deleted at close(), back after an error or a kill
+                set_aside(self.root, _dataset_entries(self.root), REPLACED)  # deleted at close(), back after an error
                 self._replacing = True
             if exists and mode == "append":
                 self._load_existing()
@@ -164,7 +164,7 @@ class EpisodeWriter:
         process), except after mode="overwrite": until close() the old dataset comes back on any failure."""
         try:
             if self._replacing:
-                _discard_set_aside(self.root)
+                discard_set_aside(self.root, REPLACED)
                 self._replacing = False
             if self.with_actions and self._episodes:
                 from lapa_learning.data.reader import EpisodeDataset
@@ -441,19 +441,11 @@ def _dataset_entries(root: Path) -> list[Path]:
             if child.name in DATASET_ENTRIES or (child.parent == meta and child.name != LOCK_FILE)]
 
 
-def _set_aside(root: Path) -> None:
-    set_aside(root, _dataset_entries(root), REPLACED)
-
-
 def _undo_unfinished_overwrite(root: Path) -> None:
     """Put back a dataset that an overwrite set aside and did not finish (release() after an error, or the next
     writer after a kill): the new episodes go, the old ones come back."""
     if put_back(root, REPLACED, _dataset_entries):
         warnings.warn(f"{root}: an --overwrite did not finish; the dataset it was replacing is back", stacklevel=3)
-
-
-def _discard_set_aside(root: Path) -> None:
-    discard_set_aside(root, REPLACED)
 
 
 def _is_dataset(root: Path) -> bool:
